@@ -1,0 +1,257 @@
+/**
+ * Every message of the depthcast wire protocol, as zod schemas. Server, CLI and the preview page
+ * import this one module; TypeScript types come from z.infer. Bump PROTOCOL_VERSION on any
+ * incompatible change. docs/protocol.md is the prose version of this file.
+ */
+import { z } from 'zod';
+
+export const PROTOCOL_VERSION = 1;
+
+export const JobId = z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'jobId: 1-64 characters of A-Z a-z 0-9 _ . : -');
+export const StreamName = z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'stream: 1-64 characters of A-Z a-z 0-9 _ . : -');
+
+export const SCHEDULER_NAMES = ['ddim', 'pndm', 'euler', 'euler-a', 'dpmpp-2m', 'dpmpp-2m-karras', 'lcm'] as const;
+export const SchedulerName = z.enum(SCHEDULER_NAMES);
+
+export const DEVICE_NAMES = ['auto', 'cpu', 'cuda', 'dml', 'webgpu', 'coreml'] as const;
+export const DeviceName = z.enum(DEVICE_NAMES);
+
+/** How linear depth becomes the model's near-is-high conditioning (docs/depth.md). */
+export const DepthRange = z.enum(['fixed', 'auto']);
+
+export const RegionOptions = z.object({
+  /** Objects without their own prompt get "<label>" as a prompt instead of the global prompt. */
+  composeFromLabels: z.boolean().default(false),
+  /** Soft edge width of region masks, in latent pixels. */
+  feather: z.number().min(0).max(16).default(2),
+}).strict();
+
+export const GenerationParams = z.object({
+  /** A model name from the service's registry (GET /v1/models). Never a path. */
+  model: z.string().min(1).max(128).optional(),
+  prompt: z.string().max(4000),
+  negativePrompt: z.string().max(4000).default(''),
+  /** Output size; defaults to the depth frame's size rounded down to a multiple of 8. */
+  width: z.number().int().positive().optional(),
+  height: z.number().int().positive().optional(),
+  steps: z.number().int().min(1).max(1000).optional(),
+  guidance: z.number().min(0).max(50).optional(),
+  /** Img2img strength in (0,1]; only used with an init image. */
+  strength: z.number().gt(0).max(1).optional(),
+  /** Unsigned 32-bit seed; omitted = random (the result reports the seed used). */
+  seed: z.number().int().min(0).max(0xffffffff).optional(),
+  scheduler: SchedulerName.optional(),
+  controlnetScale: z.number().min(0).max(4).optional(),
+  depthRange: DepthRange.default('fixed'),
+  /** Send a JPEG preview every N steps (0 = none). */
+  previewEvery: z.number().int().min(0).max(1000).default(1),
+  regions: RegionOptions.optional(),
+}).strict();
+export type GenerationParams = z.infer<typeof GenerationParams>;
+export type GenerationParamsInput = z.input<typeof GenerationParams>;
+
+export const DepthDType = z.enum(['f32', 'f16', 'u16']);
+export const DepthKind = z.enum(['zdepth', 'disparity', 'normalized']);
+
+export const DepthPart = z.object({
+  width: z.number().int().positive(),
+  height: z.number().int().positive(),
+  dtype: DepthDType,
+  /** zdepth: linear camera Z, far = large, background = inf or >= far. disparity: near = high.
+   *  normalized: [0,1], 1 = near. */
+  kind: DepthKind,
+  near: z.number().positive().finite(),
+  far: z.number().positive(),
+  byteLength: z.number().int().nonnegative(),
+}).strict().refine((d) => d.far > d.near, { message: 'depth.far must be greater than depth.near', path: ['far'] });
+
+export const InitImagePart = z.object({
+  format: z.enum(['png', 'jpeg', 'rgba8']),
+  /** Required for rgba8; encoded formats carry their own size. */
+  width: z.number().int().positive().optional(),
+  height: z.number().int().positive().optional(),
+  byteLength: z.number().int().nonnegative(),
+}).strict();
+
+export const LayoutObject = z.object({
+  /** Value of this object in the index map; 0 is background. */
+  id: z.number().int().min(1).max(65535),
+  label: z.string().min(1).max(200),
+  prompt: z.string().max(4000).optional(),
+  weight: z.number().min(0).max(10).default(1),
+  /** Screen-space box [x0, y0, x1, y1] in frame pixels, informational. */
+  bbox: z.tuple([z.number(), z.number(), z.number(), z.number()]).optional(),
+}).strict();
+export type LayoutObject = z.infer<typeof LayoutObject>;
+
+/** Object layout: a u16 little-endian index map (0 = background) plus what each id is. */
+export const LayoutPart = z.object({
+  width: z.number().int().positive(),
+  height: z.number().int().positive(),
+  byteLength: z.number().int().nonnegative(),
+  objects: z.array(LayoutObject).max(256),
+}).strict();
+
+/** Header of a client→server binary depth frame. Payload: depth bytes, then init bytes, then layout bytes. */
+export const FrameHeader = z.object({
+  type: z.literal('frame'),
+  protocol: z.literal(PROTOCOL_VERSION),
+  jobId: JobId,
+  stream: StreamName.default('default'),
+  /** live: newest frame wins on its stream. batch: FIFO, never dropped. */
+  mode: z.enum(['live', 'batch']).default('live'),
+  depth: DepthPart,
+  init: InitImagePart.optional(),
+  layout: LayoutPart.optional(),
+  params: GenerationParams,
+}).strict();
+export type FrameHeader = z.infer<typeof FrameHeader>;
+export type FrameHeaderInput = z.input<typeof FrameHeader>;
+
+// ---- client → server JSON ----
+export const CancelMessage = z.object({
+  type: z.literal('cancel'),
+  jobId: JobId.optional(),
+  stream: StreamName.optional(),
+}).strict().refine((m) => m.jobId !== undefined || m.stream !== undefined, { message: 'cancel needs jobId or stream' });
+
+export const ClientHelloMessage = z.object({
+  type: z.literal('hello'),
+  protocol: z.number().int(),
+  client: z.string().max(100).optional(),
+}).strict();
+
+export const ClientMessage = z.discriminatedUnion('type', [CancelMessage, ClientHelloMessage]);
+export type ClientMessage = z.infer<typeof ClientMessage>;
+
+// ---- server → client JSON ----
+export const Limits = z.object({
+  maxMessageBytes: z.number().int(),
+  maxDepthPixels: z.number().int(),
+  maxOutputPixels: z.number().int(),
+  maxPromptChars: z.number().int(),
+  maxSteps: z.number().int(),
+  maxQueuedJobs: z.number().int(),
+  maxRegions: z.number().int(),
+});
+export type Limits = z.infer<typeof Limits>;
+
+export const ModelInfo = z.object({
+  name: z.string(),
+  family: z.enum(['depth2img', 'controlnet']),
+  dtype: z.enum(['fp32', 'fp16']).optional(),
+  loaded: z.boolean(),
+  default: z.boolean().optional(),
+});
+export type ModelInfo = z.infer<typeof ModelInfo>;
+
+export const ServerHelloMessage = z.object({
+  type: z.literal('hello'),
+  protocol: z.literal(PROTOCOL_VERSION),
+  server: z.object({ name: z.literal('depthcast'), version: z.string() }),
+  models: z.array(ModelInfo),
+  schedulers: z.array(SchedulerName),
+  devices: z.array(z.string()),
+  device: z.string(),
+  limits: Limits,
+});
+
+export const AcceptedMessage = z.object({
+  type: z.literal('accepted'),
+  jobId: JobId,
+  stream: StreamName,
+  /** 0 = running next; n = n jobs ahead. */
+  position: z.number().int().nonnegative(),
+});
+
+export const ProgressMessage = z.object({
+  type: z.literal('progress'),
+  jobId: JobId,
+  step: z.number().int(),
+  total: z.number().int(),
+  timestep: z.number(),
+});
+
+export const CancelledMessage = z.object({
+  type: z.literal('cancelled'),
+  jobId: JobId,
+  reason: z.enum(['client', 'superseded', 'disconnect', 'shutdown']),
+});
+
+export const ErrorMessage = z.object({
+  type: z.literal('error'),
+  jobId: z.string().optional(),
+  code: z.string(),
+  message: z.string(),
+});
+
+export const ServerMessage = z.discriminatedUnion('type', [
+  ServerHelloMessage, AcceptedMessage, ProgressMessage, CancelledMessage, ErrorMessage,
+]);
+export type ServerMessage = z.infer<typeof ServerMessage>;
+
+// ---- server → client binary headers ----
+export const PreviewHeader = z.object({
+  type: z.literal('preview'),
+  jobId: JobId,
+  step: z.number().int(),
+  total: z.number().int(),
+  width: z.number().int(),
+  height: z.number().int(),
+  format: z.literal('jpeg'),
+});
+
+export const Timings = z.record(z.string(), z.number());
+
+export const ResultHeader = z.object({
+  type: z.literal('result'),
+  jobId: JobId,
+  stream: StreamName,
+  format: z.literal('png'),
+  width: z.number().int(),
+  height: z.number().int(),
+  seed: z.number().int(),
+  finishReason: z.enum(['SUCCESS']),
+  params: z.record(z.string(), z.unknown()),
+  model: z.object({ name: z.string(), hash: z.string() }),
+  /** Milliseconds per stage (tokenize, textEncoder, unet, controlnet, vaeEncode, vaeDecode, png, total, ...). */
+  timings: Timings,
+  /** Set when a near-identical earlier frame's result was sent again instead of recomputing. */
+  reusedFrom: JobId.optional(),
+});
+export type ResultHeader = z.infer<typeof ResultHeader>;
+
+export const ServerBinaryHeader = z.discriminatedUnion('type', [PreviewHeader, ResultHeader]);
+export type ServerBinaryHeader = z.infer<typeof ServerBinaryHeader>;
+
+// ---- HTTP ----
+export const HttpGenerateRequest = z.object({
+  depth: z.object({
+    /** base64 of the raw little-endian pixels (dtype) */
+    data: z.string(),
+    width: z.number().int().positive(),
+    height: z.number().int().positive(),
+    dtype: DepthDType.default('f32'),
+    kind: DepthKind.default('zdepth'),
+    near: z.number().positive().finite(),
+    far: z.number().positive(),
+  }).strict(),
+  /** base64 PNG or JPEG */
+  init: z.string().optional(),
+  layout: z.object({
+    /** base64 of the u16 little-endian index map */
+    data: z.string(),
+    width: z.number().int().positive(),
+    height: z.number().int().positive(),
+    objects: z.array(LayoutObject).max(256),
+  }).strict().optional(),
+  params: GenerationParams,
+}).strict();
+export type HttpGenerateRequest = z.infer<typeof HttpGenerateRequest>;
+
+/** Formats a zod error as "path: message; path: message" so users see which field to fix. */
+export function describeZodError(error: z.ZodError): string {
+  return error.issues
+    .map((issue) => `${issue.path.length ? issue.path.join('.') : '(root)'}: ${issue.message}`)
+    .join('; ');
+}
