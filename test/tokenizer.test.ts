@@ -4,7 +4,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DepthcastError } from '../src/errors.ts';
-import { BYTE_TO_UNICODE } from '../src/tokenizer/bytes.ts';
+import { bpe, bpeDirect, bpeHeap, HEAP_THRESHOLD } from '../src/tokenizer/bpe.ts';
+import { BYTE_TO_UNICODE, byteEncode } from '../src/tokenizer/bytes.ts';
 import { ClipTokenizer, MAX_MERGES } from '../src/tokenizer/clip.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -185,6 +186,72 @@ describe('ClipTokenizer on a tiny vocab', () => {
     const vocab = tinyVocab();
     delete vocab['<|startoftext|>'];
     expect(() => ClipTokenizer.fromData({ vocab, merges: TINY_MERGES })).toThrowError(/bos token "<\|startoftext\|>" is not in vocab/);
+  });
+});
+
+/** Deterministic pseudo-random numbers (LCG), so failures reproduce. */
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+}
+/** Symbols of a byte-encoded word with the end-of-word mark, as the tokenizer feeds BPE. */
+function symbolsOf(word: string): string[] {
+  const symbols = byteEncode(word).split('');
+  symbols[symbols.length - 1] += '</w>';
+  return symbols;
+}
+
+describe('BPE merge loop', () => {
+  it('merges overlapping runs left to right, one rank per pass', () => {
+    const ranks = new Map([['a a', 0], ['aa a', 1]]);
+    for (const f of [bpeDirect, bpeHeap]) {
+      expect(f(['a', 'a', 'a'], ranks)).toEqual(['aaa']); // [aa, a], then aa+a
+      expect(f(['a', 'a', 'a', 'a'], ranks)).toEqual(['aa', 'aa']);
+      expect(f(['a', 'a', 'a', 'a', 'a'], ranks)).toEqual(['aa', 'aaa']);
+    }
+  });
+
+  it('heap and direct loops agree on random words, even with out-of-order merge files', () => {
+    const rand = rng(7);
+    const alphabet = ['a', 'b', 'c', 'd'];
+    for (let trial = 0; trial < 200; trial++) {
+      // random merges over short strings of the alphabet, ranks in random order
+      // (distinct ranks, as a merges file gives: one line, one rank)
+      const ranks = new Map<string, number>();
+      const order = Array.from({ length: 30 }, (_, r) => r).sort(() => rand() - 0.5);
+      const pieces = [...alphabet];
+      for (let r = 0; r < 30; r++) {
+        const x = pieces[Math.floor(rand() * pieces.length)]!;
+        const y = pieces[Math.floor(rand() * pieces.length)]!;
+        if (!ranks.has(`${x} ${y}`)) ranks.set(`${x} ${y}`, order[r]!);
+        if (x.length + y.length < 6) pieces.push(x + y);
+      }
+      const len = 1 + Math.floor(rand() * 150);
+      const word = Array.from({ length: len }, () => alphabet[Math.floor(rand() * alphabet.length)]!);
+      expect(bpeHeap(word, ranks), `trial ${trial}`).toEqual(bpeDirect(word, ranks));
+    }
+  });
+
+  it('sends only long words to the heap', () => {
+    expect(HEAP_THRESHOLD).toBeGreaterThan(16);
+    const ranks = new Map([['a b</w>', 0]]);
+    expect(bpe(['a', 'b</w>'], ranks)).toEqual(['ab</w>']);
+  });
+
+  it.skipIf(!haveConformance)('heap and direct loops agree with the real CLIP merges on long random words', () => {
+    const lines = readFileSync(path.join(conformanceDir, 'models/depth2img-tiny/tokenizer/merges.txt'), 'utf8').trim().split('\n').slice(1, MAX_MERGES + 1);
+    const ranks = new Map(lines.map((l, i) => [l, i] as [string, number]));
+    const rand = rng(11);
+    const ranges: [number, number][] = [[0x61, 0x7a], [0xc0, 0x24f], [0x3040, 0x30ff], [0xac00, 0xd7a3], [0x430, 0x44f]];
+    for (const [lo, hi] of ranges) {
+      for (let trial = 0; trial < 4; trial++) {
+        let word = '';
+        const len = 20 + Math.floor(rand() * 400);
+        for (let i = 0; i < len; i++) word += String.fromCodePoint(lo + Math.floor(rand() * (hi - lo + 1)));
+        const symbols = symbolsOf(word);
+        expect(bpeHeap(symbols, ranks)).toEqual(bpeDirect(symbols, ranks));
+      }
+    }
   });
 });
 

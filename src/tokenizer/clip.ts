@@ -17,6 +17,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DepthcastError } from '../errors.ts';
+import { bpe } from './bpe.ts';
 import { byteEncode } from './bytes.ts';
 import { clipClean } from './clean.ts';
 
@@ -29,6 +30,8 @@ const END_OF_TEXT = '<|endoftext|>';
 const END_OF_WORD = '</w>';
 /** Words whose BPE result is cached; past this the cache starts over (bounded memory for live streams). */
 const WORD_CACHE_LIMIT = 20_000;
+/** Longer words (rare, and never repeated in practice) are not cached, to keep the cache small. */
+const CACHED_WORD_MAX_LENGTH = 128;
 
 /** CLIP's word pattern (case-insensitive, as the reference compiles it). */
 const WORD_PATTERN = /<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|\p{L}+|\p{N}|[^\s\p{L}\p{N}]+/giu;
@@ -274,43 +277,15 @@ export class ClipTokenizer {
       // lowercasing `<|ENDOFTEXT|>`) and are looked up as whole tokens.
       ids = [this.vocab.get(word) ?? this.unkId];
     } else {
-      ids = this.bpe(byteEncode(word)).map((symbol) => this.vocab.get(symbol) ?? this.unkId);
+      // Byte-level symbols are all in the BMP, so code units are characters here.
+      const symbols = byteEncode(word).split('');
+      symbols[symbols.length - 1] += END_OF_WORD;
+      ids = bpe(symbols, this.ranks).map((symbol) => this.vocab.get(symbol) ?? this.unkId);
     }
-    if (this.cache.size >= WORD_CACHE_LIMIT) this.cache.clear();
-    this.cache.set(word, ids);
+    if (word.length <= CACHED_WORD_MAX_LENGTH) {
+      if (this.cache.size >= WORD_CACHE_LIMIT) this.cache.clear();
+      this.cache.set(word, ids);
+    }
     return ids;
-  }
-
-  /** Applies the merges to one byte-encoded word, lowest rank first; returns its symbols. */
-  private bpe(token: string): string[] {
-    // Byte-level symbols are all in the BMP, so code units are characters here.
-    let word: string[] = token.split('');
-    word[word.length - 1] += END_OF_WORD;
-    while (word.length > 1) {
-      let bestRank = Infinity;
-      let first = '';
-      let second = '';
-      for (let i = 0; i < word.length - 1; i++) {
-        const rank = this.ranks.get(`${word[i]} ${word[i + 1]}`);
-        if (rank !== undefined && rank < bestRank) {
-          bestRank = rank;
-          first = word[i]!;
-          second = word[i + 1]!;
-        }
-      }
-      if (bestRank === Infinity) break;
-      const merged: string[] = [];
-      for (let i = 0; i < word.length; ) {
-        if (i < word.length - 1 && word[i] === first && word[i + 1] === second) {
-          merged.push(first + second);
-          i += 2;
-        } else {
-          merged.push(word[i]!);
-          i += 1;
-        }
-      }
-      word = merged;
-    }
-    return word;
   }
 }
