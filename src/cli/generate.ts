@@ -1,0 +1,82 @@
+/** `depthcast generate`: one image from a depth file, through the same engine the service uses. */
+import { existsSync } from 'node:fs';
+import { readFile, rename, writeFile } from 'node:fs/promises';
+import { basename, resolve } from 'node:path';
+import { readDepthFile } from '../depth/read.ts';
+import { Engine } from '../engine/engine.ts';
+import { DepthcastError } from '../errors.ts';
+import { FrameHeader, describeZodError } from '../protocol/schemas.ts';
+import type { Device } from '../runtime/ort.ts';
+
+export interface GenerateOptions {
+  model: string;
+  depth: string;
+  prompt: string;
+  negative: string;
+  init?: string;
+  strength?: number;
+  steps?: number;
+  guidance?: number;
+  scheduler?: string;
+  seed?: number;
+  width?: number;
+  height?: number;
+  controlnetScale?: number;
+  depthKind: 'zdepth' | 'disparity' | 'normalized';
+  near?: number;
+  far?: number;
+  depthRange: 'fixed' | 'auto';
+  device: Device;
+  out: string;
+}
+
+function finiteRange(data: Float32Array | Uint16Array): { min: number; max: number } {
+  let min = Infinity;
+  let max = -Infinity;
+  for (const v of data) {
+    if (Number.isFinite(v) && v > 0) {
+      if (v < min) min = v;
+      if (v > max) max = v;
+    }
+  }
+  return { min, max };
+}
+
+export async function generateCommand(opts: GenerateOptions): Promise<void> {
+  const modelDir = resolve(opts.model);
+  if (!existsSync(modelDir)) throw new DepthcastError('MODEL_NOT_FOUND', `model folder ${modelDir} does not exist`);
+  const depth = await readDepthFile(opts.depth);
+  const range = depth.dtype === 'f32' ? finiteRange(depth.data) : { min: 1, max: 2 };
+  const near = opts.near ?? (opts.depthKind === 'zdepth' && depth.dtype === 'f32' ? range.min : 1);
+  const far = opts.far ?? (opts.depthKind === 'zdepth' && depth.dtype === 'f32' ? range.max * (1 + 1e-6) : 2);
+  const init = opts.init ? new Uint8Array(await readFile(opts.init)) : undefined;
+  const depthBytes = new Uint8Array(depth.data.buffer, depth.data.byteOffset, depth.data.byteLength);
+  const parsed = FrameHeader.safeParse({
+    type: 'frame',
+    protocol: 1,
+    jobId: 'cli',
+    mode: 'batch',
+    depth: { width: depth.width, height: depth.height, dtype: depth.dtype, kind: opts.depthKind, near, far, byteLength: depthBytes.byteLength },
+    init: init ? { format: /\.jpe?g$/i.test(opts.init!) ? 'jpeg' : 'png', byteLength: init.byteLength } : undefined,
+    params: {
+      prompt: opts.prompt, negativePrompt: opts.negative, steps: opts.steps, guidance: opts.guidance, strength: opts.strength,
+      scheduler: opts.scheduler, seed: opts.seed, width: opts.width, height: opts.height,
+      controlnetScale: opts.controlnetScale, depthRange: opts.depthRange, previewEvery: 1,
+    },
+  });
+  if (!parsed.success) throw new DepthcastError('BAD_REQUEST', describeZodError(parsed.error));
+  const engine = new Engine(opts.device, (line) => process.stderr.write(`${line}\n`));
+  try {
+    const result = await engine.run(
+      { jobId: 'cli', model: { name: basename(modelDir), dir: modelDir }, header: parsed.data, depth: depthBytes, init },
+      { onProgress: (p) => process.stderr.write(`step ${p.step}/${p.total} (t=${+p.timestep.toFixed(2)})\n`) },
+    );
+    const out = resolve(opts.out);
+    await writeFile(`${out}.partial`, result.png);
+    await rename(`${out}.partial`, out);
+    const t = result.timings;
+    process.stderr.write(`wrote ${out} (${result.width}×${result.height}, seed ${result.seed}, ${t.total?.toFixed(0)} ms, model ${result.model.name} ${result.model.hash} on ${engine.loaded?.device})\n`);
+  } finally {
+    await engine.close();
+  }
+}

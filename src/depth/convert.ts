@@ -1,0 +1,127 @@
+/**
+ * The depth contract. Clients (Blender, three.js, files) send what they render: linear camera
+ * Z in scene units with the camera's near/far (background = +inf or any z >= far). The service
+ * turns it into "nearness" n in [0,1] (near = 1, background = 0), then into each model's
+ * convention: a disparity-like map for depth2img, a near-is-white RGB image for the ControlNet.
+ * With range 'fixed' the mapping depends only on near/far, so brightness stays steady across
+ * the frames of a moving camera; 'auto' stretches each frame to its own min/max.
+ */
+import { DepthcastError } from '../errors.ts';
+import { float16ToFloat32 } from '../runtime/float16.ts';
+import type { PlanarImage } from '../pipelines/types.ts';
+import { resizeBicubic } from './resize.ts';
+
+export type DepthKind = 'zdepth' | 'disparity' | 'normalized';
+export type DepthRange = 'fixed' | 'auto';
+
+export interface DepthFrame {
+  /** Row-major, row 0 = top of the image. */
+  data: Float32Array;
+  width: number;
+  height: number;
+  kind: DepthKind;
+  near: number;
+  far: number;
+}
+
+export interface DepthStats {
+  min: number;
+  max: number;
+  mean: number;
+  /** Share of pixels that are background (no geometry). */
+  background: number;
+}
+
+/** Validates a frame and returns nearness in [0,1] (near = 1, background = 0) plus statistics of the foreground. */
+export function toNearness(frame: DepthFrame, range: DepthRange): { nearness: Float32Array; stats: DepthStats } {
+  const { data, width, height, kind, near, far } = frame;
+  if (!(width > 0 && height > 0) || data.length !== width * height) {
+    throw new DepthcastError('BAD_DEPTH', `depth has ${data.length} values, expected width×height = ${width}×${height} = ${width * height}`);
+  }
+  if (!(near > 0) || !(far > near)) throw new DepthcastError('BAD_DEPTH', `depth near/far must satisfy 0 < near < far (got ${near}, ${far})`);
+  const n = data.length;
+  const isBackground = new Uint8Array(n);
+  let min = Infinity;
+  let max = -Infinity;
+  let sum = 0;
+  let fg = 0;
+  let nan = 0;
+  let negative = 0;
+  for (let i = 0; i < n; i++) {
+    const v = data[i]!;
+    if (Number.isNaN(v)) { nan++; continue; }
+    if (v < 0) { negative++; continue; }
+    const bg = kind === 'zdepth' ? v >= far : kind === 'disparity' ? v === 0 : v <= 0;
+    if (bg || !Number.isFinite(v)) { isBackground[i] = 1; continue; }
+    if (v < min) min = v;
+    if (v > max) max = v;
+    sum += v;
+    fg++;
+  }
+  if (nan) throw new DepthcastError('BAD_DEPTH', `depth has ${nan} NaN values; write background as +inf or a value >= far`);
+  if (negative) throw new DepthcastError('BAD_DEPTH', `depth has ${negative} negative values; ${kind} depth must be >= 0`);
+  if (fg === 0) throw new DepthcastError('BAD_DEPTH', `depth has no foreground: every pixel is background (>= far = ${far} or infinite); move the camera or raise far`);
+
+  const nearness = new Float32Array(n);
+  if (kind === 'zdepth') {
+    const zNear = range === 'auto' ? Math.max(min, near) : near;
+    const zFar = range === 'auto' ? Math.min(Math.max(max, zNear * (1 + 1e-6)), far) : far;
+    // Inverse depth: what MiDaS-style depth models (and thus depth2img and the depth ControlNet) were trained on.
+    const invNear = 1 / zNear;
+    const invFar = 1 / zFar;
+    const span = invNear - invFar;
+    for (let i = 0; i < n; i++) {
+      if (isBackground[i]) continue;
+      const z = Math.min(Math.max(data[i]!, zNear), zFar);
+      nearness[i] = (1 / z - invFar) / span;
+    }
+  } else {
+    const lo = range === 'auto' || kind === 'disparity' ? min : 0;
+    const hi = range === 'auto' || kind === 'disparity' ? max : 1;
+    const span = hi > lo ? hi - lo : 1;
+    for (let i = 0; i < n; i++) {
+      if (isBackground[i]) continue;
+      nearness[i] = Math.min(Math.max((data[i]! - lo) / span, 0), 1);
+    }
+  }
+  let bgCount = 0;
+  for (let i = 0; i < n; i++) bgCount += isBackground[i]!;
+  return { nearness, stats: { min, max, mean: sum / fg, background: bgCount / n } };
+}
+
+/** depth2img conditioning: a 1-channel near-is-high map (the pipeline resizes it to latent size). */
+export function depthForDepth2img(nearness: Float32Array, width: number, height: number): PlanarImage {
+  return { data: nearness, width, height, channels: 1 };
+}
+
+/** ControlNet conditioning: RGB in [0,1], near = white, at the output size. */
+export function controlImageFromNearness(nearness: Float32Array, width: number, height: number, outW: number, outH: number): PlanarImage {
+  const plane = resizeBicubic(nearness, 1, height, width, outH, outW);
+  const data = new Float32Array(3 * outW * outH);
+  for (let i = 0; i < plane.length; i++) {
+    const v = Math.min(Math.max(plane[i]!, 0), 1);
+    data[i] = v;
+    data[plane.length + i] = v;
+    data[2 * plane.length + i] = v;
+  }
+  return { data, width: outW, height: outH, channels: 3 };
+}
+
+/** Decodes raw little-endian depth pixels of a wire dtype to float32 values (u16 and f16 documented in docs/depth.md). */
+export function decodeDepthPixels(bytes: Uint8Array, dtype: 'f32' | 'f16' | 'u16', kind: DepthKind, near: number, far: number, count: number): Float32Array {
+  const bytesPer = dtype === 'f32' ? 4 : 2;
+  if (bytes.byteLength !== count * bytesPer) {
+    throw new DepthcastError('BAD_FRAME', `depth payload has ${bytes.byteLength} bytes, expected ${count} pixels × ${bytesPer} bytes (${dtype}) = ${count * bytesPer}`);
+  }
+  const aligned = bytes.byteOffset % bytesPer === 0 ? bytes : bytes.slice();
+  if (dtype === 'f32') return new Float32Array(aligned.buffer, aligned.byteOffset, count).slice();
+  const u16 = new Uint16Array(aligned.buffer, aligned.byteOffset, count);
+  if (dtype === 'f16') return float16ToFloat32(u16);
+  // u16: 0..65535 spans near..far for zdepth (65535 = background); [0,1] otherwise.
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i++) {
+    const v = u16[i]! / 65535;
+    out[i] = kind === 'zdepth' ? (u16[i] === 65535 ? Infinity : near + v * (far - near)) : v;
+  }
+  return out;
+}

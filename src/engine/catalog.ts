@@ -1,0 +1,67 @@
+/**
+ * The models a service may run: every folder with a model_index.json under the models
+ * directory, plus one given by path at start-up. Clients name models from here, never by path.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { DepthcastError } from '../errors.ts';
+import { familyOf, SESSION_FILES } from '../models/layout.ts';
+
+export interface CatalogEntry {
+  name: string;
+  dir: string;
+  family: 'depth2img' | 'controlnet';
+}
+
+function entryFor(name: string, dir: string): CatalogEntry | undefined {
+  try {
+    const index = JSON.parse(readFileSync(join(dir, 'model_index.json'), 'utf8')) as { _class_name?: string };
+    const family = familyOf(index._class_name ?? '', existsSync(join(dir, SESSION_FILES.controlnet)));
+    return family ? { name, dir, family } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export class ModelCatalog {
+  private readonly extra: CatalogEntry[] = [];
+  readonly defaultName?: string;
+
+  /** `model` is a name inside modelsDir, or a path to a model folder (registered under its folder name). */
+  constructor(readonly modelsDir: string | undefined, model?: string) {
+    if (model && (model.includes('/') || model.includes('\\') || model.startsWith('.'))) {
+      const dir = resolve(model);
+      const entry = entryFor(basename(dir), dir);
+      if (!entry) throw new DepthcastError('MODEL_NOT_FOUND', `--model ${model} is not a depth model folder (no readable model_index.json of a depth2img or ControlNet pipeline)`);
+      this.extra.push(entry);
+      this.defaultName = entry.name;
+    } else {
+      this.defaultName = model;
+    }
+  }
+
+  list(): CatalogEntry[] {
+    const found = [...this.extra];
+    if (this.modelsDir && existsSync(this.modelsDir)) {
+      for (const d of readdirSync(this.modelsDir, { withFileTypes: true })) {
+        if (!d.isDirectory() || found.some((e) => e.name === d.name)) continue;
+        const entry = entryFor(d.name, join(this.modelsDir, d.name));
+        if (entry) found.push(entry);
+      }
+    }
+    return found.sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  /** The named model, else the default, else the only one; MODEL_NOT_FOUND says how to get one. */
+  resolve(name?: string): CatalogEntry {
+    const all = this.list();
+    const wanted = name ?? this.defaultName;
+    const found = wanted ? all.find((e) => e.name === wanted) : all.length >= 1 ? all[0] : undefined;
+    if (found) return found;
+    const known = all.length ? `available: ${all.map((e) => e.name).join(', ')}` : 'no model is installed';
+    throw new DepthcastError(
+      'MODEL_NOT_FOUND',
+      `${wanted ? `model "${wanted}" not found` : 'no model to run'} (${known}). Get one with \`depthcast models pull <id>\`, or make an offline demo model with \`depthcast models create-tiny <models-dir>/tiny\``,
+    );
+  }
+}

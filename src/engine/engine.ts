@@ -1,0 +1,169 @@
+/**
+ * The main-thread handle on the inference worker. Jobs run one at a time in the worker;
+ * cancellation reaches it through shared memory at the next step boundary; a crashed worker
+ * fails its job with an error and is replaced on the next job.
+ */
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { DepthcastError, isErrorCode } from '../errors.ts';
+import type { FrameHeader } from '../protocol/schemas.ts';
+import type { Device } from '../runtime/ort.ts';
+import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts';
+import type { EngineProgress, EngineResult } from './types.ts';
+
+export interface EngineJobInput {
+  jobId: string;
+  model: { name: string; dir: string };
+  header: FrameHeader;
+  depth: Uint8Array;
+  init?: Uint8Array;
+  layout?: Uint8Array;
+}
+
+export interface EngineHooks {
+  onProgress?: (progress: EngineProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface EngineResultWithStats extends EngineResult {
+  depthStats: Record<string, number>;
+}
+
+export interface LoadedModelInfo {
+  name: string;
+  device: string;
+  family: string;
+  dtype: string;
+  hash: string;
+  fallbacks: string[];
+}
+
+interface Pending {
+  seq: number;
+  input: EngineJobInput;
+  hooks: EngineHooks;
+  resolve: (r: EngineResultWithStats) => void;
+  reject: (e: DepthcastError) => void;
+}
+
+/** The worker runs the TypeScript sources through tsx's loader, like the CLI. */
+function workerExecArgv(): string[] {
+  const tsx = createRequire(import.meta.url).resolve('tsx');
+  return ['--import', pathToFileURL(tsx).href];
+}
+
+export class Engine {
+  private worker?: Worker;
+  private readonly cancel = new SharedArrayBuffer(4);
+  private readonly cancelView = new Int32Array(this.cancel);
+  private seq = 0;
+  private queue: Pending[] = [];
+  private running?: Pending;
+  private closed = false;
+  /** The model the worker holds, once one was loaded. */
+  loaded?: LoadedModelInfo;
+
+  constructor(readonly device: Device = 'auto', private readonly log: (line: string) => void = () => {}) {}
+
+  get busy(): boolean {
+    return this.running !== undefined;
+  }
+
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  run(input: EngineJobInput, hooks: EngineHooks = {}): Promise<EngineResultWithStats> {
+    if (this.closed) return Promise.reject(new DepthcastError('SHUTTING_DOWN', 'the engine is shutting down'));
+    return new Promise((resolve, reject) => {
+      const job: Pending = { seq: ++this.seq, input, hooks, resolve, reject };
+      if (hooks.signal?.aborted) return reject(new DepthcastError('CANCELLED', `job ${input.jobId} was cancelled`));
+      hooks.signal?.addEventListener('abort', () => this.abort(job), { once: true });
+      this.queue.push(job);
+      this.pump();
+    });
+  }
+
+  private abort(job: Pending): void {
+    const index = this.queue.indexOf(job);
+    if (index >= 0) {
+      this.queue.splice(index, 1);
+      job.reject(new DepthcastError('CANCELLED', `job ${job.input.jobId} was cancelled`));
+    } else if (this.running === job) {
+      Atomics.store(this.cancelView, 0, job.seq);
+    }
+  }
+
+  private spawn(): Worker {
+    const init: WorkerInit = { device: this.device, cancel: this.cancel };
+    const worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: init, execArgv: workerExecArgv() });
+    worker.on('message', (msg: FromWorker) => this.onMessage(msg));
+    const fail = (reason: string) => {
+      if (this.worker !== worker) return;
+      this.worker = undefined;
+      this.loaded = undefined;
+      const job = this.running;
+      this.running = undefined;
+      job?.reject(new DepthcastError('INFERENCE_FAILED', `the inference worker stopped (${reason}); the job failed, the next job starts a fresh worker`));
+      this.pump();
+    };
+    worker.on('error', (err) => fail(err.message));
+    worker.on('exit', (code) => fail(`exit code ${code}`));
+    return worker;
+  }
+
+  private pump(): void {
+    if (this.running || this.closed) return;
+    const job = this.queue.shift();
+    if (!job) return;
+    this.running = job;
+    this.worker ??= this.spawn();
+    const { input } = job;
+    const msg: ToWorker = { type: 'run', seq: job.seq, jobId: input.jobId, model: input.model, header: input.header, depth: input.depth, init: input.init, layout: input.layout };
+    this.worker.postMessage(msg);
+  }
+
+  private onMessage(msg: FromWorker): void {
+    if (msg.type === 'loaded') {
+      const { type: _, ...info } = msg;
+      this.loaded = info;
+      this.log(`model ${msg.name} loaded on ${msg.device} (${msg.family}, ${msg.dtype})`);
+      for (const f of msg.fallbacks) this.log(`device auto: skipped ${f}`);
+      return;
+    }
+    const job = this.running;
+    if (!job || job.seq !== msg.seq) return;
+    if (msg.type === 'progress') {
+      job.hooks.onProgress?.({
+        jobId: job.input.jobId, step: msg.step, total: msg.total, timestep: msg.timestep,
+        previewJpeg: msg.jpeg, previewWidth: msg.width, previewHeight: msg.height,
+      });
+      return;
+    }
+    this.running = undefined;
+    if (msg.type === 'result') {
+      job.resolve({
+        jobId: job.input.jobId, png: msg.png, width: msg.width, height: msg.height, seed: msg.seed,
+        params: msg.params, model: msg.model, timings: msg.timings, depthStats: msg.depthStats,
+      });
+    } else {
+      job.reject(new DepthcastError(isErrorCode(msg.code) ? msg.code : 'INFERENCE_FAILED', msg.message));
+    }
+    this.pump();
+  }
+
+  /** Rejects queued jobs, lets the running one stop at its next step, and ends the worker. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const job of this.queue.splice(0)) job.reject(new DepthcastError('SHUTTING_DOWN', 'the service is shutting down'));
+    if (this.running) Atomics.store(this.cancelView, 0, this.running.seq);
+    const worker = this.worker;
+    this.worker = undefined;
+    if (this.running) {
+      this.running.reject(new DepthcastError('SHUTTING_DOWN', 'the service is shutting down'));
+      this.running = undefined;
+    }
+    await worker?.terminate();
+  }
+}

@@ -1,0 +1,122 @@
+/**
+ * Turns a validated frame (header + raw parts) into pipeline input for a loaded model:
+ * depth contract → model conditioning, init image, layout → region prompts, defaults.
+ */
+import { controlImageFromNearness, decodeDepthPixels, type DepthStats, depthForDepth2img, toNearness } from '../depth/convert.ts';
+import { DepthcastError } from '../errors.ts';
+import { decodeToPlanar } from '../image/codec.ts';
+import type { LoadedModel } from '../models/load.ts';
+import { randomSeed } from '../pipelines/noise.ts';
+import { MAX_REGIONS } from '../pipelines/regions.ts';
+import type { GenerateInput, RegionPrompt } from '../pipelines/types.ts';
+import type { FrameHeader } from '../protocol/schemas.ts';
+import { schedulerConfigFor } from '../schedulers/index.ts';
+
+/** Defaults when a frame leaves a parameter out; few-step schedulers get few-step settings. */
+export function defaultsFor(scheduler: string | undefined): { steps: number; guidance: number } {
+  return scheduler === 'lcm' ? { steps: 4, guidance: 1 } : { steps: 20, guidance: 7.5 };
+}
+
+export interface PreparedJob {
+  input: GenerateInput;
+  /** Everything that decides the image, as reported with the result and embedded in the PNG. */
+  params: Record<string, unknown>;
+  depthStats: DepthStats;
+}
+
+function layoutRegions(header: FrameHeader, bytes: Uint8Array | undefined, outW: number, outH: number): RegionPrompt[] {
+  const layout = header.layout;
+  if (!layout || !bytes) return [];
+  if (layout.width !== header.depth.width || layout.height !== header.depth.height) {
+    throw new DepthcastError('BAD_LAYOUT', `layout map is ${layout.width}×${layout.height} but the depth is ${header.depth.width}×${header.depth.height}; send them at the same size`);
+  }
+  const count = layout.width * layout.height;
+  if (bytes.byteLength !== count * 2) throw new DepthcastError('BAD_FRAME', `layout payload has ${bytes.byteLength} bytes, expected ${count} u16 ids = ${count * 2}`);
+  const ids = new Uint16Array(bytes.slice().buffer);
+  const objects = new Map(layout.objects.map((o) => [o.id, o]));
+  for (let i = 0; i < count; i++) {
+    const id = ids[i]!;
+    if (id !== 0 && !objects.has(id)) throw new DepthcastError('BAD_LAYOUT', `layout map uses object id ${id}, which layout.objects does not list`);
+  }
+  const compose = header.params.regions?.composeFromLabels ?? false;
+  const regions: RegionPrompt[] = [];
+  for (const object of layout.objects) {
+    const prompt = object.prompt ?? (compose ? object.label : undefined);
+    if (!prompt) continue;
+    // Nearest-neighbour resample of this object's mask to the output size.
+    const mask = new Float32Array(outW * outH);
+    for (let y = 0; y < outH; y++) {
+      const sy = Math.min(Math.floor(((y + 0.5) * layout.height) / outH), layout.height - 1);
+      for (let x = 0; x < outW; x++) {
+        const sx = Math.min(Math.floor(((x + 0.5) * layout.width) / outW), layout.width - 1);
+        if (ids[sy * layout.width + sx] === object.id) mask[y * outW + x] = 1;
+      }
+    }
+    regions.push({ prompt, mask, weight: object.weight });
+  }
+  if (regions.length > MAX_REGIONS) {
+    throw new DepthcastError('BAD_LAYOUT', `${regions.length} objects have prompts; at most ${MAX_REGIONS} regions are allowed`);
+  }
+  return regions;
+}
+
+export async function prepareJob(model: LoadedModel, header: FrameHeader, depthBytes: Uint8Array, initBytes?: Uint8Array, layoutBytes?: Uint8Array): Promise<PreparedJob> {
+  const { depth, params } = header;
+  const f = model.vaeScaleFactor;
+  const width = params.width ?? Math.floor(depth.width / f) * f;
+  const height = params.height ?? Math.floor(depth.height / f) * f;
+  if (width < f || height < f) throw new DepthcastError('BAD_REQUEST', `output size ${width}×${height} is too small; it must be at least ${f}×${f}`);
+  const pixels = decodeDepthPixels(depthBytes, depth.dtype, depth.kind, depth.near, depth.far, depth.width * depth.height);
+  const { nearness, stats } = toNearness({ data: pixels, width: depth.width, height: depth.height, kind: depth.kind, near: depth.near, far: depth.far }, params.depthRange);
+  const schedulerName = params.scheduler;
+  const defaults = defaultsFor(schedulerName);
+  const seed = params.seed ?? randomSeed();
+  const input: GenerateInput = {
+    prompt: params.prompt,
+    negativePrompt: params.negativePrompt,
+    width,
+    height,
+    steps: params.steps ?? defaults.steps,
+    guidanceScale: params.guidance ?? defaults.guidance,
+    seed,
+    controlnetScale: params.controlnetScale ?? 1,
+    schedulerConfig: schedulerName ? schedulerConfigFor(schedulerName, model.schedulerConfig) : undefined,
+    previewEvery: params.previewEvery,
+    regionFeather: params.regions?.feather,
+  };
+  if (model.family === 'depth2img') {
+    input.depth = depthForDepth2img(nearness, depth.width, depth.height);
+    input.depthNormalization = params.depthRange === 'fixed' ? 'fixed' : 'minmax';
+  } else {
+    input.controlImage = controlImageFromNearness(nearness, depth.width, depth.height, width, height);
+  }
+  if (header.init && initBytes) {
+    const raw = header.init.format === 'rgba8' ? { width: header.init.width ?? 0, height: header.init.height ?? 0 } : undefined;
+    if (raw && (!raw.width || !raw.height || initBytes.byteLength !== raw.width * raw.height * 4)) {
+      throw new DepthcastError('BAD_FRAME', `rgba8 init image needs width and height with width×height×4 bytes (got ${initBytes.byteLength})`);
+    }
+    input.initImage = await decodeToPlanar(initBytes, width, height, raw);
+    input.strength = params.strength ?? 0.8;
+  }
+  const regions = layoutRegions(header, layoutBytes, width, height);
+  if (regions.length) input.regions = regions;
+  return {
+    input,
+    depthStats: stats,
+    params: {
+      prompt: params.prompt,
+      negativePrompt: params.negativePrompt,
+      width,
+      height,
+      steps: input.steps,
+      guidance: input.guidanceScale,
+      strength: input.strength ?? null,
+      seed,
+      scheduler: schedulerName ?? String(model.schedulerConfig._class_name),
+      controlnetScale: model.family === 'controlnet' ? input.controlnetScale : null,
+      depthRange: params.depthRange,
+      regions: regions.length,
+      model: model.name,
+    },
+  };
+}

@@ -1,0 +1,19 @@
+/** Messages between the engine (main thread) and its inference worker thread. */
+import type { FrameHeader } from '../protocol/schemas.ts';
+import type { Device } from '../runtime/ort.ts';
+
+export interface WorkerInit {
+  device: Device;
+  /** Shared Int32Array(1): the sequence number of the job to cancel, checked at every step boundary. */
+  cancel: SharedArrayBuffer;
+}
+
+export type ToWorker =
+  | { type: 'run'; seq: number; jobId: string; model: { name: string; dir: string }; header: FrameHeader; depth: Uint8Array; init?: Uint8Array; layout?: Uint8Array }
+  | { type: 'unload' };
+
+export type FromWorker =
+  | { type: 'loaded'; name: string; device: string; family: string; dtype: string; hash: string; fallbacks: string[] }
+  | { type: 'progress'; seq: number; step: number; total: number; timestep: number; jpeg?: Uint8Array; width?: number; height?: number }
+  | { type: 'result'; seq: number; png: Uint8Array; width: number; height: number; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number>; depthStats: Record<string, number> }
+  | { type: 'error'; seq: number; code: string; message: string };

@@ -1,0 +1,78 @@
+/**
+ * The inference worker thread: owns the ONNX sessions and runs one job at a time, so
+ * session.run (a blocking native call) never stalls the server's event loop.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { toDepthcastError } from '../errors.ts';
+import { encodeJpeg, encodePng } from '../image/codec.ts';
+import { type LoadedModel, loadModel } from '../models/load.ts';
+import { generate } from '../pipelines/index.ts';
+import { toRgb8 } from '../pipelines/steps.ts';
+import { prepareJob } from './prepare.ts';
+import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts';
+
+const init = workerData as WorkerInit;
+const cancelled = new Int32Array(init.cancel);
+const port = parentPort!;
+let current: LoadedModel | undefined;
+
+function post(message: FromWorker, transfer: ArrayBuffer[] = []): void {
+  port.postMessage(message, transfer);
+}
+
+async function modelFor(name: string, dir: string): Promise<LoadedModel> {
+  if (current?.dir === dir) return current;
+  // One model resident at a time: a GPU rarely holds two Stable Diffusion models comfortably.
+  await current?.release();
+  current = undefined;
+  const fallbacks: string[] = [];
+  const model = await loadModel(dir, { device: init.device, onFallback: (d, reason) => fallbacks.push(`${d}: ${reason}`) });
+  model.name = name;
+  current = model;
+  post({ type: 'loaded', name, device: model.device, family: model.family, dtype: model.dtype, hash: model.hash, fallbacks });
+  return model;
+}
+
+async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
+  const { seq } = msg;
+  try {
+    const model = await modelFor(msg.model.name, msg.model.dir);
+    const prepared = await prepareJob(model, msg.header, msg.depth, msg.init, msg.layout);
+    const abort = new AbortController();
+    prepared.input.signal = abort.signal;
+    prepared.input.onStep = async (event) => {
+      let jpeg: Uint8Array | undefined;
+      if (event.preview) jpeg = await encodeJpeg(event.preview.rgb, event.preview.width, event.preview.height);
+      post(
+        { type: 'progress', seq, step: event.step + 1, total: event.total, timestep: event.timestep, jpeg, width: event.preview?.width, height: event.preview?.height },
+        jpeg ? [jpeg.buffer as ArrayBuffer] : [],
+      );
+      if (Atomics.load(cancelled, 0) === seq) abort.abort();
+    };
+    if (Atomics.load(cancelled, 0) === seq) abort.abort();
+    const output = await generate(model, prepared.input);
+    const t0 = performance.now();
+    const png = await encodePng(toRgb8(output.image), output.image.width, output.image.height, {
+      parameters: JSON.stringify(prepared.params),
+      Software: 'depthcast',
+    });
+    const timings = { ...output.timings, png: performance.now() - t0 };
+    post(
+      {
+        type: 'result', seq, png, width: output.image.width, height: output.image.height, seed: output.seed,
+        params: prepared.params, model: { name: model.name, hash: model.hash }, timings, depthStats: { ...prepared.depthStats },
+      },
+      [png.buffer as ArrayBuffer],
+    );
+  } catch (err) {
+    const e = toDepthcastError(err, 'INFERENCE_FAILED');
+    post({ type: 'error', seq, code: e.code, message: e.message });
+  }
+}
+
+// Jobs are serialised here too, in case the host ever sends two.
+let chain = Promise.resolve();
+port.on('message', (msg: ToWorker) => {
+  if (msg.type === 'run') chain = chain.then(() => run(msg));
+  else if (msg.type === 'unload') chain = chain.then(async () => { await current?.release(); current = undefined; });
+});

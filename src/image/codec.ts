@@ -1,0 +1,64 @@
+/** Image encode/decode through sharp, plus PNG text chunks for generation parameters. */
+import { crc32 } from 'node:zlib';
+import sharp from 'sharp';
+import { DepthcastError } from '../errors.ts';
+import type { PlanarImage } from '../pipelines/types.ts';
+
+/** Inserts tEXt chunks (keyword → text, Latin-1) right after IHDR, where readers expect metadata. */
+export function addPngText(png: Uint8Array, entries: Record<string, string>): Uint8Array {
+  const ihdrEnd = 8 + 8 + 13 + 4;
+  const chunks: Buffer[] = [];
+  for (const [keyword, text] of Object.entries(entries)) {
+    const data = Buffer.concat([Buffer.from(keyword, 'latin1'), Buffer.from([0]), Buffer.from(text, 'latin1')]);
+    const typeAndData = Buffer.concat([Buffer.from('tEXt', 'latin1'), data]);
+    const chunk = Buffer.alloc(12 + data.length);
+    chunk.writeUInt32BE(data.length, 0);
+    typeAndData.copy(chunk, 4);
+    chunk.writeUInt32BE(crc32(typeAndData) >>> 0, 8 + data.length);
+    chunks.push(chunk);
+  }
+  return Buffer.concat([png.subarray(0, ihdrEnd), ...chunks, png.subarray(ihdrEnd)]);
+}
+
+/** Reads the tEXt chunks of a PNG. */
+export function readPngText(png: Uint8Array): Record<string, string> {
+  const buf = Buffer.from(png.buffer, png.byteOffset, png.byteLength);
+  const out: Record<string, string> = {};
+  let offset = 8;
+  while (offset + 8 <= buf.length) {
+    const length = buf.readUInt32BE(offset);
+    const type = buf.toString('latin1', offset + 4, offset + 8);
+    if (type === 'tEXt') {
+      const data = buf.subarray(offset + 8, offset + 8 + length);
+      const zero = data.indexOf(0);
+      out[data.toString('latin1', 0, zero)] = data.toString('latin1', zero + 1);
+    }
+    if (type === 'IEND') break;
+    offset += 12 + length;
+  }
+  return out;
+}
+
+export async function encodePng(rgb: Uint8Array, width: number, height: number, text?: Record<string, string>): Promise<Uint8Array> {
+  const png = await sharp(rgb, { raw: { width, height, channels: 3 } }).png({ compressionLevel: 6 }).toBuffer();
+  return text ? addPngText(png, text) : new Uint8Array(png);
+}
+
+export async function encodeJpeg(rgb: Uint8Array, width: number, height: number, quality = 70): Promise<Uint8Array> {
+  return new Uint8Array(await sharp(rgb, { raw: { width, height, channels: 3 } }).jpeg({ quality }).toBuffer());
+}
+
+/** Decodes PNG/JPEG (or raw RGBA8) to planar RGB in [0,1], resized to cover width×height. */
+export async function decodeToPlanar(bytes: Uint8Array, width: number, height: number, raw?: { width: number; height: number }): Promise<PlanarImage> {
+  let pixels: Buffer;
+  try {
+    const input = raw ? sharp(bytes, { raw: { width: raw.width, height: raw.height, channels: 4 } }) : sharp(bytes);
+    pixels = await input.removeAlpha().resize(width, height, { fit: 'cover' }).raw().toBuffer();
+  } catch (err) {
+    throw new DepthcastError('BAD_IMAGE', `init image could not be decoded: ${(err as Error).message}`);
+  }
+  const plane = width * height;
+  const data = new Float32Array(3 * plane);
+  for (let i = 0; i < plane; i++) for (let c = 0; c < 3; c++) data[c * plane + i] = pixels[i * 3 + c]! / 255;
+  return { data, width, height, channels: 3 };
+}

@@ -1,0 +1,64 @@
+/**
+ * Stable Diffusion 1.5 + ControlNet depth (StableDiffusionControlNetPipeline and its img2img
+ * twin): the ControlNet turns the control image into residuals that the UNet adds.
+ */
+import { DepthcastError } from '../errors.ts';
+import type { LoadedModel } from '../models/load.ts';
+import type { Feed } from '../runtime/ort.ts';
+import { concatEmbeddings } from './depth2img.ts';
+import { denoise } from './denoise.ts';
+import { checkInputs, encodeConditioning, finish, prepareLatents, prepareScheduler } from './shared.ts';
+import { StageTimer } from './steps.ts';
+import type { GenerateInput, GenerateOutput } from './types.ts';
+
+export async function runControlnet(model: LoadedModel, input: GenerateInput): Promise<GenerateOutput> {
+  const timer = new StageTimer();
+  const started = performance.now();
+  // 1. Check inputs.
+  const { h, w } = checkInputs(model, input);
+  const control = input.controlImage;
+  if (!control) throw new DepthcastError('BAD_DEPTH', 'the ControlNet pipeline needs a control image (the depth map as near-is-white RGB)');
+  const controlnet = model.sessions.controlnet!;
+  const scale = input.controlnetScale ?? 1;
+  // 2. Encode prompt.
+  const plan = await encodeConditioning(model, input, timer, h, w);
+  const L = model.tokenizer.modelMaxLength;
+  const D = plan.embeddings[0]!.length / L;
+  const batch = plan.embeddings.length;
+  const embeddings = concatEmbeddings(plan.embeddings);
+  // 3. Prepare the control image, repeated for the batch.
+  const controlBatch = new Float32Array(batch * control.data.length);
+  for (let b = 0; b < batch; b++) controlBatch.set(control.data, b * control.data.length);
+  // 4. Timesteps and initial latents (img2img when there is an init image).
+  const { scheduler, timesteps } = prepareScheduler(model, input);
+  const { latents, noise, seed } = await prepareLatents(model, input, scheduler, timesteps, h, w, timer);
+  const c = model.latentChannels;
+  // 5. Denoise: ControlNet residuals feed the UNet, matched by name.
+  const final = await denoise({
+    model, scheduler, timesteps, latents, plan, h, w, noise, timer, input,
+    async predict(scaled, n, t) {
+      const cnFeeds: Record<string, Feed> = {
+        sample: { data: scaled, dims: [n, c, h, w] },
+        timestep: { data: t, dims: [n] },
+        encoder_hidden_states: { data: embeddings, dims: [n, L, D] },
+        controlnet_cond: { data: controlBatch, dims: [n, 3, input.height, input.width] },
+      };
+      if (model.controlnetTakesScale) cnFeeds.conditioning_scale = { data: scale, dims: [] };
+      const residuals = await timer.time('controlnet', () => controlnet.run(cnFeeds, model.residualMap.map(([out]) => out)));
+      const unetFeeds: Record<string, Feed> = {
+        sample: { data: scaled, dims: [n, c, h, w] },
+        timestep: { data: t, dims: [n] },
+        encoder_hidden_states: { data: embeddings, dims: [n, L, D] },
+      };
+      for (const [out, inp] of model.residualMap) {
+        const r = residuals[out]!;
+        if (!model.controlnetTakesScale && scale !== 1) for (let i = 0; i < r.data.length; i++) r.data[i]! *= scale;
+        unetFeeds[inp] = { data: r.data, dims: r.dims };
+      }
+      const out = await timer.time('unet', () => model.sessions.unet.run(unetFeeds, ['out_sample']));
+      return out.out_sample!.data;
+    },
+  });
+  // 6. Decode.
+  return finish(model, final, timesteps, seed, h, w, timer, started);
+}

@@ -1,0 +1,82 @@
+/**
+ * How the UNet batch is laid out and its predictions combined: classifier-free guidance
+ * ([uncond, cond] in one call) and regional prompting (issue 8: one extra batch entry per
+ * distinct region prompt, blended by soft latent-size masks, the global prompt covering the rest).
+ */
+export interface LatentRegion {
+  embeds: Float32Array;
+  /** Weight per latent pixel in [0,1]. */
+  weights: Float32Array;
+}
+
+export interface PredictionPlan {
+  /** Text embeddings of the UNet batch, in batch order. */
+  embeddings: Float32Array[];
+  /** Writes the guided noise prediction for one image into `out` from the batched predictions. */
+  combine(batch: Float32Array, out: Float32Array): void;
+}
+
+export function planPrediction(
+  cond: Float32Array,
+  uncond: Float32Array | undefined,
+  guidanceScale: number,
+  regions: LatentRegion[] = [],
+  plane = 0,
+): PredictionPlan {
+  const guided = uncond !== undefined;
+  const embeddings = guided ? [uncond, cond] : [cond];
+  for (const r of regions) embeddings.push(r.embeds);
+  const g = Math.fround(guidanceScale);
+
+  if (regions.length === 0) {
+    return {
+      embeddings,
+      combine(batch, out) {
+        const n = out.length;
+        if (!guided) {
+          out.set(batch.subarray(0, n));
+          return;
+        }
+        for (let i = 0; i < n; i++) {
+          const u = batch[i]!;
+          out[i] = u + g * (batch[n + i]! - u);
+        }
+      },
+    };
+  }
+
+  // Per latent pixel: region weights, normalised when they overlap past 1; the global prompt takes what is left.
+  const k = regions.length;
+  const weights = new Float32Array((k + 1) * plane);
+  for (let p = 0; p < plane; p++) {
+    let sum = 0;
+    for (let r = 0; r < k; r++) sum += regions[r]!.weights[p]!;
+    const norm = sum > 1 ? 1 / sum : 1;
+    for (let r = 0; r < k; r++) weights[(r + 1) * plane + p] = regions[r]!.weights[p]! * norm;
+    weights[p] = sum >= 1 ? 0 : 1 - sum;
+  }
+  const condOffset = guided ? 1 : 0;
+  return {
+    embeddings,
+    combine(batch, out) {
+      const n = out.length;
+      const channels = n / plane;
+      for (let c = 0; c < channels; c++) {
+        for (let p = 0; p < plane; p++) {
+          const i = c * plane + p;
+          let blended = weights[p]! * batch[condOffset * n + i]!;
+          for (let r = 0; r < k; r++) {
+            const w = weights[(r + 1) * plane + p]!;
+            if (w !== 0) blended += w * batch[(condOffset + 1 + r) * n + i]!;
+          }
+          if (guided) {
+            const u = batch[i]!;
+            out[i] = u + g * (blended - u);
+          } else {
+            out[i] = blended;
+          }
+        }
+      }
+    },
+  };
+}

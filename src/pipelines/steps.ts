@@ -1,0 +1,153 @@
+/**
+ * The steps every depth pipeline shares, each a small function named after its place in the
+ * reference pipelines: encode prompt, prepare timesteps, encode image, denoise, decode, preview.
+ */
+import { DepthcastError } from '../errors.ts';
+import type { LoadedModel } from '../models/load.ts';
+import type { Scheduler } from '../schedulers/types.ts';
+import type { PlanarImage } from './types.ts';
+
+/** Most prompts of a live session repeat; keep this many embeddings per model. */
+const TEXT_CACHE_ENTRIES = 64;
+
+export class StageTimer {
+  readonly timings: Record<string, number> = {};
+  /** Time spent inside session.run, to tell model time from pipeline overhead. */
+  sessionMs = 0;
+
+  async time<T>(stage: string, fn: () => Promise<T>, isSession = true): Promise<T> {
+    const start = performance.now();
+    try {
+      return await fn();
+    } finally {
+      const ms = performance.now() - start;
+      this.timings[stage] = (this.timings[stage] ?? 0) + ms;
+      if (isSession) this.sessionMs += ms;
+    }
+  }
+
+  add(stage: string, ms: number): void {
+    this.timings[stage] = (this.timings[stage] ?? 0) + ms;
+  }
+}
+
+/** 1. Encode prompt: tokens → last_hidden_state [77·D], cached per prompt. */
+export async function encodePrompt(model: LoadedModel, text: string, timer: StageTimer): Promise<Float32Array> {
+  const cached = model.textCache.get(text);
+  if (cached) {
+    // Refresh recency: Map keeps insertion order.
+    model.textCache.delete(text);
+    model.textCache.set(text, cached);
+    return cached;
+  }
+  const t0 = performance.now();
+  const ids = model.tokenizer.encode(text);
+  timer.add('tokenize', performance.now() - t0);
+  const out = await timer.time('textEncoder', () =>
+    model.sessions.textEncoder.run({ input_ids: { data: ids, dims: [1, ids.length] } }, ['last_hidden_state']),
+  );
+  const embeds = out.last_hidden_state!.data;
+  model.textCache.set(text, embeds);
+  if (model.textCache.size > TEXT_CACHE_ENTRIES) model.textCache.delete(model.textCache.keys().next().value!);
+  return embeds;
+}
+
+/**
+ * 2. Prepare timesteps. Img2img keeps the last `floor(steps·strength)` of the schedule, as the
+ * reference's get_timesteps does, and tells the scheduler where it starts.
+ */
+export function prepareTimesteps(scheduler: Scheduler, steps: number, strength?: number): number[] {
+  scheduler.setTimesteps(steps);
+  const all = [...scheduler.timesteps];
+  if (strength === undefined) return all;
+  const init = Math.min(Math.floor(steps * strength), steps);
+  const tStart = Math.max(steps - init, 0);
+  const run = all.slice(tStart * scheduler.order);
+  if (run.length === 0) {
+    throw new DepthcastError('BAD_REQUEST', `strength ${strength} with ${steps} steps leaves no denoising step; raise strength or steps`);
+  }
+  scheduler.setBeginIndex(tStart * scheduler.order);
+  return run;
+}
+
+/** Img2img: sf · vae_encoder(2x − 1). */
+export async function encodeImage(model: LoadedModel, image: PlanarImage, timer: StageTimer): Promise<Float32Array> {
+  const x = new Float32Array(image.data.length);
+  for (let i = 0; i < x.length; i++) x[i] = image.data[i]! * 2 - 1;
+  const out = await timer.time('vaeEncode', () =>
+    model.sessions.vaeEncoder.run({ sample: { data: x, dims: [1, 3, image.height, image.width] } }, ['latent_sample']),
+  );
+  const latents = out.latent_sample!.data;
+  const sf = Math.fround(model.vaeScalingFactor);
+  const scaled = new Float32Array(latents.length);
+  for (let i = 0; i < latents.length; i++) scaled[i] = sf * latents[i]!;
+  return scaled;
+}
+
+/** 6. Decode: clamp(vae_decoder(latents / sf) / 2 + 0.5, 0, 1). */
+export async function decodeLatents(model: LoadedModel, latents: Float32Array, h: number, w: number, timer: StageTimer): Promise<PlanarImage> {
+  const sf = Math.fround(model.vaeScalingFactor);
+  const input = new Float32Array(latents.length);
+  for (let i = 0; i < latents.length; i++) input[i] = latents[i]! / sf;
+  const out = await timer.time('vaeDecode', () =>
+    model.sessions.vaeDecoder.run({ latent_sample: { data: input, dims: [1, model.latentChannels, h, w] } }, ['sample']),
+  );
+  const { data, dims } = out.sample!;
+  const image = new Float32Array(data.length);
+  for (let i = 0; i < data.length; i++) image[i] = Math.min(Math.max(data[i]! / 2 + 0.5, 0), 1);
+  return { data: image, width: dims[3]!, height: dims[2]!, channels: 3 };
+}
+
+/**
+ * Linear latent→RGB approximation for step previews: per-channel weights fitted to the
+ * Stable Diffusion 1.x/2.x VAE's latent space (the same 4-channel space for both).
+ */
+const LATENT_RGB = [
+  [0.3512, 0.2297, 0.3227],
+  [0.325, 0.4974, 0.235],
+  [-0.2829, 0.1762, 0.2721],
+  [-0.212, -0.2616, -0.7177],
+];
+
+/** Interleaved RGB8 at latent resolution; costs one pass over the latents. */
+export function latentPreview(latents: Float32Array, h: number, w: number): { rgb: Uint8Array; width: number; height: number } {
+  const plane = h * w;
+  const rgb = new Uint8Array(plane * 3);
+  for (let i = 0; i < plane; i++) {
+    for (let k = 0; k < 3; k++) {
+      let v = 0;
+      for (let c = 0; c < 4; c++) v += latents[c * plane + i]! * LATENT_RGB[c]![k]!;
+      rgb[i * 3 + k] = Math.min(Math.max(Math.round(((v + 1) / 2) * 255), 0), 255);
+    }
+  }
+  return { rgb, width: w, height: h };
+}
+
+/** Preview through the model's tiny decoder (vae_decoder_tiny/), when the folder has one. */
+export async function tinyDecoderPreview(model: LoadedModel, latents: Float32Array, h: number, w: number, timer: StageTimer) {
+  const sf = Math.fround(model.vaeScalingFactor);
+  const input = new Float32Array(latents.length);
+  for (let i = 0; i < latents.length; i++) input[i] = latents[i]! / sf;
+  const out = await timer.time('preview', () =>
+    model.sessions.tinyDecoder!.run({ latent_sample: { data: input, dims: [1, model.latentChannels, h, w] } }, ['sample']),
+  );
+  const { data, dims } = out.sample!;
+  const H = dims[2]!;
+  const W = dims[3]!;
+  const plane = H * W;
+  const rgb = new Uint8Array(plane * 3);
+  for (let i = 0; i < plane; i++) {
+    for (let k = 0; k < 3; k++) rgb[i * 3 + k] = Math.min(Math.max(Math.round((data[k * plane + i]! / 2 + 0.5) * 255), 0), 255);
+  }
+  return { rgb, width: W, height: H };
+}
+
+/** Planar [3,H,W] floats in [0,1] → interleaved RGB8 (round half up, as PIL after `* 255`). */
+export function toRgb8(image: PlanarImage): Uint8Array {
+  const plane = image.width * image.height;
+  const out = new Uint8Array(plane * 3);
+  for (let i = 0; i < plane; i++) {
+    for (let c = 0; c < 3; c++) out[i * 3 + c] = Math.round(image.data[c * plane + i]! * 255);
+  }
+  return out;
+}

@@ -1,0 +1,204 @@
+/**
+ * The only module that imports onnxruntime-node. It maps devices to execution providers,
+ * converts dtypes at the session boundary (fp16 models take and give Uint16Array halves;
+ * callers always see Float32Array), checks input names before a run, and reports the shapes
+ * of every feed when a run fails.
+ */
+import * as ort from 'onnxruntime-node';
+import { DepthcastError } from '../errors.ts';
+import { float16ToFloat32, float32ToFloat16 } from './float16.ts';
+
+export type Device = 'auto' | 'cpu' | 'cuda' | 'dml' | 'webgpu' | 'coreml';
+export type ElementType = 'float32' | 'float16' | 'int64' | 'int32' | 'other';
+
+export interface TensorSpec {
+  name: string;
+  type: ElementType;
+  /** Numbers for fixed dims, strings (or -1) for symbolic/dynamic ones. */
+  shape: readonly (number | string)[];
+}
+
+/** What callers feed: float data as Float32Array, ints as Int32Array/BigInt64Array, or a plain number (scalar/broadcast). */
+export interface Feed {
+  data: Float32Array | Int32Array | BigInt64Array | number;
+  dims: readonly number[];
+}
+
+export interface OutputTensor {
+  data: Float32Array;
+  dims: number[];
+}
+
+const EP_OF_DEVICE: Record<Exclude<Device, 'auto'>, string> = {
+  cpu: 'cpu',
+  cuda: 'cuda',
+  dml: 'dml',
+  webgpu: 'webgpu',
+  coreml: 'coreml',
+};
+
+/** Devices `auto` tries, best first, for this platform; the CPU always comes last. */
+export function autoDeviceOrder(platform: NodeJS.Platform = process.platform): Exclude<Device, 'auto'>[] {
+  if (platform === 'win32') return ['cuda', 'dml', 'webgpu', 'cpu'];
+  if (platform === 'darwin') return ['coreml', 'webgpu', 'cpu'];
+  return ['cuda', 'webgpu', 'cpu'];
+}
+
+/** Backends this onnxruntime-node build carries (e.g. cpu, webgpu; cuda only when its EP is installed). */
+export function listBundledBackends(): string[] {
+  const list = (ort as unknown as { listSupportedBackends?: () => { name: string; bundled: boolean }[] }).listSupportedBackends;
+  return list ? list().filter((b) => b.bundled).map((b) => b.name) : ['cpu'];
+}
+
+function elementType(type: string): ElementType {
+  return type === 'float32' || type === 'float16' || type === 'int64' || type === 'int32' ? type : 'other';
+}
+
+function specsOf(meta: readonly ort.InferenceSession.ValueMetadata[]): TensorSpec[] {
+  return meta.map((m) =>
+    m.isTensor
+      ? { name: m.name, type: elementType(m.type), shape: [...m.shape] }
+      : { name: m.name, type: 'other' as const, shape: [] },
+  );
+}
+
+function describeFeeds(feeds: Record<string, Feed>): string {
+  return Object.entries(feeds)
+    .map(([name, f]) => `${name}[${f.dims.join('x')}]:${typeof f.data === 'number' ? 'scalar' : f.data.constructor.name}`)
+    .join(', ');
+}
+
+function sizeOf(dims: readonly number[]): number {
+  return dims.reduce((a, b) => a * b, 1);
+}
+
+export class ModelSession {
+  private constructor(
+    /** Component name, e.g. "unet". */
+    readonly name: string,
+    readonly path: string,
+    readonly device: Exclude<Device, 'auto'>,
+    private readonly session: ort.InferenceSession,
+    readonly inputs: TensorSpec[],
+    readonly outputs: TensorSpec[],
+  ) {}
+
+  static async create(name: string, path: string, device: Exclude<Device, 'auto'>): Promise<ModelSession> {
+    const session = await ort.InferenceSession.create(path, {
+      executionProviders: [EP_OF_DEVICE[device]],
+      graphOptimizationLevel: 'all',
+      logSeverityLevel: 3,
+    });
+    return new ModelSession(name, path, device, session, specsOf(session.inputMetadata), specsOf(session.outputMetadata));
+  }
+
+  input(name: string): TensorSpec | undefined {
+    return this.inputs.find((i) => i.name === name);
+  }
+
+  private toTensor(spec: TensorSpec, feed: Feed): ort.Tensor {
+    const dims = [...feed.dims];
+    const n = sizeOf(dims);
+    const { data } = feed;
+    switch (spec.type) {
+      case 'float32':
+      case 'float16': {
+        let f32: Float32Array;
+        if (typeof data === 'number') f32 = new Float32Array(n).fill(data);
+        else if (data instanceof Float32Array) f32 = data;
+        else f32 = Float32Array.from(data as ArrayLike<number>, Number);
+        return spec.type === 'float32' ? new ort.Tensor('float32', f32, dims) : new ort.Tensor('float16', float32ToFloat16(f32), dims);
+      }
+      case 'int64': {
+        // Timesteps: truncation toward zero of the float32 value, as numpy's astype(int64).
+        if (typeof data === 'number') return new ort.Tensor('int64', new BigInt64Array(n).fill(BigInt(Math.trunc(Math.fround(data)))), dims);
+        if (data instanceof BigInt64Array) return new ort.Tensor('int64', data, dims);
+        return new ort.Tensor('int64', BigInt64Array.from(data as ArrayLike<number>, (v) => BigInt(Math.trunc(Math.fround(v)))), dims);
+      }
+      case 'int32': {
+        if (typeof data === 'number') return new ort.Tensor('int32', new Int32Array(n).fill(Math.trunc(data)), dims);
+        if (data instanceof Int32Array) return new ort.Tensor('int32', data, dims);
+        return new ort.Tensor('int32', Int32Array.from(data as ArrayLike<number>, Number), dims);
+      }
+      default:
+        throw new DepthcastError('BAD_MODEL', `${this.name}: input "${spec.name}" has an element type depthcast cannot feed`);
+    }
+  }
+
+  /** Runs the session. Every declared input must be fed and no unknown name may be; float outputs come back as Float32Array. */
+  async run(feeds: Record<string, Feed>, outputNames?: string[]): Promise<Record<string, OutputTensor>> {
+    const missing = this.inputs.filter((i) => !(i.name in feeds)).map((i) => i.name);
+    const unknown = Object.keys(feeds).filter((k) => !this.input(k));
+    if (missing.length || unknown.length) {
+      throw new DepthcastError(
+        'BAD_MODEL',
+        `${this.name} (${this.path}): ${missing.length ? `missing inputs ${missing.join(', ')}` : ''}${missing.length && unknown.length ? '; ' : ''}${unknown.length ? `unknown inputs ${unknown.join(', ')}` : ''}; the model declares ${this.inputs.map((i) => i.name).join(', ')}`,
+      );
+    }
+    const tensors: Record<string, ort.Tensor> = {};
+    for (const spec of this.inputs) tensors[spec.name] = this.toTensor(spec, feeds[spec.name]!);
+    let results: ort.InferenceSession.OnnxValueMapType;
+    try {
+      results = outputNames ? await this.session.run(tensors, outputNames) : await this.session.run(tensors);
+    } catch (err) {
+      const message = (err as Error).message ?? String(err);
+      const oom = /out of memory|bad_alloc|failed to allocate/i.test(message);
+      throw new DepthcastError(
+        'INFERENCE_FAILED',
+        `${this.name} failed on ${this.device}${oom ? ' (out of memory: try a smaller size or the CPU)' : ''}: ${message.split('\n')[0]} | feeds: ${describeFeeds(feeds)}`,
+      );
+    } finally {
+      for (const t of Object.values(tensors)) t.dispose?.();
+    }
+    const out: Record<string, OutputTensor> = {};
+    for (const [name, value] of Object.entries(results)) {
+      const tensor = value as ort.Tensor;
+      const dims = [...tensor.dims];
+      if (tensor.type === 'float16') out[name] = { data: float16ToFloat32(tensor.data as Uint16Array), dims };
+      else if (tensor.type === 'float32') out[name] = { data: tensor.data as Float32Array, dims };
+      else out[name] = { data: Float32Array.from(tensor.data as ArrayLike<number>, Number), dims };
+    }
+    return out;
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+/**
+ * Opens a session on the requested device. `auto` tries the platform's devices best first and
+ * falls back to the CPU; `onFallback` hears about each device that did not work.
+ */
+export async function openSession(
+  name: string,
+  path: string,
+  device: Device,
+  onFallback?: (device: string, reason: string) => void,
+): Promise<ModelSession> {
+  if (device !== 'auto') {
+    try {
+      return await ModelSession.create(name, path, device);
+    } catch (err) {
+      const message = (err as Error).message ?? String(err);
+      if (device !== 'cpu' || /backend not found|Failed to load/i.test(message)) {
+        throw new DepthcastError(
+          'UNSUPPORTED_DEVICE',
+          `device "${device}" is not available for ${name}: ${message.split('\n')[0]}. ` +
+            (device === 'cuda' ? 'Install the CUDA EP with `npm install --onnxruntime-node-install=cuda12`, or use --device cpu.' : 'Use --device auto or --device cpu.'),
+        );
+      }
+      throw new DepthcastError('BAD_MODEL', `${name}: ${path} could not be loaded: ${message.split('\n')[0]}`);
+    }
+  }
+  let lastError: unknown;
+  for (const candidate of autoDeviceOrder()) {
+    try {
+      return await ModelSession.create(name, path, candidate);
+    } catch (err) {
+      lastError = err;
+      if (candidate !== 'cpu') onFallback?.(candidate, ((err as Error).message ?? String(err)).split('\n')[0]!);
+    }
+  }
+  throw new DepthcastError('BAD_MODEL', `${name}: ${path} could not be loaded on any device: ${(lastError as Error)?.message?.split('\n')[0]}`);
+}
