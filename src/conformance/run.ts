@@ -44,9 +44,11 @@ async function npy(dir: string, file: string) {
   return readNpy(new Uint8Array(await readFile(join(dir, file))), file, 'BAD_REQUEST');
 }
 
+/** depth_map is [1,Hd,Wd]; images are [1,3,H,W]. */
 function planar(data: Float32Array, shape: number[]): PlanarImage {
-  const [c, h, w] = shape.slice(-3) as [number, number, number];
-  return { data, channels: shape.length === 3 ? 1 : c, height: shape.length === 3 ? c : h, width: shape.length === 3 ? h : w };
+  const [h, w] = shape.slice(-2) as [number, number];
+  const channels = shape.length === 4 ? shape[1]! : 1;
+  return { data, channels, height: h, width: w };
 }
 
 export async function runCase(caseDir: string, models: Map<string, LoadedModel>): Promise<CaseOutcome> {
