@@ -3,8 +3,6 @@
  * cancellation reaches it through shared memory at the next step boundary; a crashed worker
  * fails its job with an error and is replaced on the next job.
  */
-import { createRequire } from 'node:module';
-import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { DepthcastError, isErrorCode } from '../errors.ts';
 import type { FrameHeader } from '../protocol/schemas.ts';
@@ -45,12 +43,6 @@ interface Pending {
   hooks: EngineHooks;
   resolve: (r: EngineResultWithStats) => void;
   reject: (e: DepthcastError) => void;
-}
-
-/** The worker runs the TypeScript sources through tsx's loader, like the CLI. */
-function workerExecArgv(): string[] {
-  const tsx = createRequire(import.meta.url).resolve('tsx');
-  return ['--import', pathToFileURL(tsx).href];
 }
 
 export class Engine {
@@ -97,7 +89,7 @@ export class Engine {
 
   private spawn(): Worker {
     const init: WorkerInit = { device: this.device, cancel: this.cancel };
-    const worker = new Worker(new URL('./worker.ts', import.meta.url), { workerData: init, execArgv: workerExecArgv() });
+    const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: init });
     worker.on('message', (msg: FromWorker) => this.onMessage(msg));
     const fail = (reason: string) => {
       if (this.worker !== worker) return;
