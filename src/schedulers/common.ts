@@ -347,6 +347,7 @@ export function logTable(sigmas: Float32Array): Float32Array {
  * Fractional train timestep whose log-sigma matches `sigma`, by linear interpolation in log-sigma
  * between neighbouring table entries (diffusers' _sigma_to_t): the lower neighbour is the last
  * entry not above log σ (index 0 if none), capped so a higher neighbour exists; the weight is clipped to [0, 1].
+ * The log-σ table is float32 (numpy's log of a float32 array); σ itself is float64.
  */
 export function sigmaToTimestep(sigma: number, logSigmas: Float32Array): number {
   const logSigma = Math.log(Math.max(sigma, 1e-10));
@@ -356,7 +357,8 @@ export function sigmaToTimestep(sigma: number, logSigmas: Float32Array): number 
   low = Math.min(low, n - 2);
   const lo = logSigmas[low]!;
   const hi = logSigmas[low + 1]!;
-  const w = Math.min(Math.max((lo - logSigma) / (lo - hi), 0), 1);
+  // numpy subtracts the two float32 table entries in float32; the numerator is float64.
+  const w = Math.min(Math.max((lo - logSigma) / f32(lo - hi), 0), 1);
   return (1 - w) * low + w * (low + 1);
 }
 
