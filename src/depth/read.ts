@@ -29,11 +29,9 @@ export async function readDepthFile(path: string): Promise<DepthFile> {
   }
   if (ext === '.png') {
     try {
-      const image = sharp(bytes);
-      const meta = await image.metadata();
-      const { data, info } = await image.extractChannel(0).raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true });
+      // grey16 keeps 16-bit samples (8-bit files are widened ×257); without it sharp converts to 8-bit sRGB.
+      const { data, info } = await sharp(bytes).extractChannel(0).toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true });
       const samples = new Uint16Array(data.buffer, data.byteOffset, info.width * info.height).slice();
-      if (meta.depth === 'uchar') for (let i = 0; i < samples.length; i++) samples[i] = samples[i]! >> 8 === 0 ? samples[i]! * 257 : samples[i]!;
       return { dtype: 'u16', data: samples, width: info.width, height: info.height };
     } catch (err) {
       throw new DepthcastError('BAD_DEPTH', `${path}: not a readable PNG (${(err as Error).message})`);

@@ -45,6 +45,7 @@ export async function denoise(ctx: DenoiseContext): Promise<Float32Array> {
 
     start = performance.now();
     plan.combine(prediction, guided);
+    input.onPrediction?.(k, prediction, guided);
     latents = scheduler.step(guided, t, latents, ctx.noise);
     timer.add('scheduler', performance.now() - start);
 

@@ -63,6 +63,8 @@ export interface GenerateInput {
   /** Build a preview every N steps (0 = never). */
   previewEvery?: number;
   onStep?: (event: StepEvent) => void | Promise<void>;
+  /** Test and debugging hook: each step's batched noise predictions and their guided combination. */
+  onPrediction?: (step: number, batch: Float32Array, guided: Float32Array) => void;
   signal?: AbortSignal;
 }
 

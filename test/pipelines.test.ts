@@ -1,0 +1,113 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { controlImageFromNearness } from '../src/depth/convert.ts';
+import { type LoadedModel, loadModel } from '../src/models/load.ts';
+import { generate } from '../src/pipelines/index.ts';
+import type { GenerateInput } from '../src/pipelines/types.ts';
+import { schedulerConfigFor } from '../src/schedulers/index.ts';
+import { SCHEDULER_NAMES } from '../src/protocol/schemas.ts';
+import { nearnessOf, sceneDepth, tinyModelDir } from './support/tiny.ts';
+
+const families = ['depth2img', 'controlnet'] as const;
+const dtypes = ['fp32', 'fp16'] as const;
+
+function baseInput(model: LoadedModel, extra: Partial<GenerateInput> = {}): GenerateInput {
+  const n = nearnessOf(sceneDepth());
+  const input: GenerateInput = { prompt: 'a small red house', width: 64, height: 64, steps: 3, guidanceScale: 5, seed: 42, ...extra };
+  if (model.family === 'depth2img') input.depth = { data: n, width: 64, height: 64, channels: 1 };
+  else input.controlImage = controlImageFromNearness(n, 64, 64, 64, 64);
+  return input;
+}
+
+function checkImage(image: { data: Float32Array; width: number; height: number }) {
+  expect(image.width).toBe(64);
+  expect(image.height).toBe(64);
+  expect(image.data.length).toBe(3 * 64 * 64);
+  for (const v of image.data) expect(v >= 0 && v <= 1).toBe(true);
+}
+
+for (const family of families) {
+  for (const dtype of dtypes) {
+    describe(`${family} ${dtype} pipeline on a tiny model`, () => {
+      let model: LoadedModel;
+      beforeAll(async () => {
+        model = await loadModel(await tinyModelDir({ family, dtype }), { device: 'cpu' });
+      });
+      afterAll(() => model?.release());
+
+      it('reports its family and precision', () => {
+        expect(model.family).toBe(family);
+        expect(model.dtype).toBe(dtype);
+      });
+
+      for (const name of SCHEDULER_NAMES) {
+        it(`runs with the ${name} scheduler, deterministically per seed`, async () => {
+          const schedulerConfig = schedulerConfigFor(name, model.schedulerConfig);
+          const a = await generate(model, baseInput(model, { schedulerConfig }));
+          const b = await generate(model, baseInput(model, { schedulerConfig }));
+          const c = await generate(model, baseInput(model, { schedulerConfig, seed: 43 }));
+          checkImage(a.image);
+          expect(Buffer.from(a.image.data.buffer).equals(Buffer.from(b.image.data.buffer))).toBe(true);
+          expect(Buffer.from(a.image.data.buffer).equals(Buffer.from(c.image.data.buffer))).toBe(false);
+          expect(a.timesteps.length).toBeGreaterThanOrEqual(3);
+        });
+      }
+
+      it('img2img runs only the strength share of the steps and depends on the init image', async () => {
+        const grey = { data: new Float32Array(3 * 64 * 64).fill(0.5), width: 64, height: 64, channels: 3 };
+        const dark = { data: new Float32Array(3 * 64 * 64).fill(0.1), width: 64, height: 64, channels: 3 };
+        const a = await generate(model, baseInput(model, { steps: 10, strength: 0.5, initImage: grey }));
+        const b = await generate(model, baseInput(model, { steps: 10, strength: 0.5, initImage: dark }));
+        // The tiny models default to PNDM (PLMS): 10 steps give 11 timesteps; strength 0.5 drops the first 5.
+        expect(a.timesteps.length).toBe(6);
+        checkImage(a.image);
+        expect(Buffer.from(a.image.data.buffer).equals(Buffer.from(b.image.data.buffer))).toBe(false);
+      });
+
+      it('guidance off uses no negative prompt; on, the negative prompt matters', async () => {
+        const off1 = await generate(model, baseInput(model, { guidanceScale: 1, negativePrompt: 'blurry' }));
+        const off2 = await generate(model, baseInput(model, { guidanceScale: 1, negativePrompt: 'sharp' }));
+        expect(Buffer.from(off1.image.data.buffer).equals(Buffer.from(off2.image.data.buffer))).toBe(true);
+        const on1 = await generate(model, baseInput(model, { negativePrompt: 'blurry' }));
+        const on2 = await generate(model, baseInput(model, { negativePrompt: 'sharp' }));
+        expect(Buffer.from(on1.image.data.buffer).equals(Buffer.from(on2.image.data.buffer))).toBe(false);
+      });
+
+      it('calls back every step with a preview and can be cancelled between steps', async () => {
+        const steps: number[] = [];
+        let previewSize = 0;
+        await generate(model, baseInput(model, { previewEvery: 1, onStep: (e) => { steps.push(e.step); previewSize = e.preview?.rgb.length ?? 0; } }));
+        expect(steps[0]).toBe(0);
+        expect(previewSize).toBe(8 * 8 * 3);
+        const controller = new AbortController();
+        const run = generate(model, baseInput(model, { steps: 6, signal: controller.signal, onStep: (e) => { if (e.step === 1) controller.abort(); } }));
+        await expect(run).rejects.toMatchObject({ code: 'CANCELLED' });
+      });
+
+      it('caches prompt embeddings', async () => {
+        model.textCache.clear();
+        await generate(model, baseInput(model));
+        expect(model.textCache.has('a small red house')).toBe(true);
+        expect(model.textCache.has('')).toBe(true);
+      });
+
+      it('refuses sizes that are not multiples of 8 and bad strength', async () => {
+        await expect(generate(model, baseInput(model, { width: 60 }))).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+        await expect(generate(model, baseInput(model, { strength: 1.5, initImage: { data: new Float32Array(3 * 64 * 64), width: 64, height: 64, channels: 3 } }))).rejects.toMatchObject({ code: 'BAD_REQUEST' });
+      });
+    });
+  }
+}
+
+describe('fp16 and fp32 tiny models agree', () => {
+  it('within half-precision error', async () => {
+    const m32 = await loadModel(await tinyModelDir({ family: 'controlnet', dtype: 'fp32' }), { device: 'cpu' });
+    const m16 = await loadModel(await tinyModelDir({ family: 'controlnet', dtype: 'fp16' }), { device: 'cpu' });
+    const a = await generate(m32, baseInput(m32));
+    const b = await generate(m16, baseInput(m16));
+    let max = 0;
+    for (let i = 0; i < a.image.data.length; i++) max = Math.max(max, Math.abs(a.image.data[i]! - b.image.data[i]!));
+    expect(max).toBeLessThan(0.05);
+    await m32.release();
+    await m16.release();
+  });
+});
