@@ -313,7 +313,7 @@ function buildControlNet(o: ResolvedTinyOptions): Uint8Array {
     }
   }
   const f = n.conv(x, 'cond_in', 16, 7, 3, 0, { weights: inW, biasStd: 0.1 });
-  const timeBias = n.channelBias(timestepFeatures(n, t), 'time_bias', 16, 16, 0.3 / Math.sqrt(16) * 1.5);
+  const timeBias = n.channelBias(timestepFeatures(n, t), 'time_bias', 16, 16, 0.45 / Math.sqrt(16));
   const pooled = g.op('ReduceMean', [ehs], { axes: attr.ints([1]), keepdims: attr.int(0) });
   const textBias = n.channelBias(pooled, 'text_bias', D, 16, 0.4 / Math.sqrt(D));
   const r0 = g.op('Tanh', [g.op('Add', [g.op('Add', [f, timeBias]), textBias])]);
