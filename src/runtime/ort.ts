@@ -161,6 +161,19 @@ export class ModelSession {
     return out;
   }
 
+  /**
+   * The runtime floor for benchmarks: builds the tensors once and times `iterations` bare
+   * session.run calls with them. Returns milliseconds per run.
+   */
+  async timeBareRuns(feeds: Record<string, Feed>, iterations: number): Promise<number> {
+    const tensors: Record<string, ort.Tensor> = {};
+    for (const spec of this.inputs) tensors[spec.name] = this.toTensor(spec, feeds[spec.name]!);
+    await this.session.run(tensors);
+    const start = performance.now();
+    for (let i = 0; i < iterations; i++) await this.session.run(tensors);
+    return (performance.now() - start) / iterations;
+  }
+
   async release(): Promise<void> {
     await this.session.release();
   }

@@ -1,0 +1,77 @@
+/**
+ * `depthcast bench` / `npm run bench`: prints a table and JSON of per-stage times, pipeline
+ * overhead against a bare session.run loop, WebSocket frame latency, event-loop delay and a
+ * live flood. Figures are printed, never asserted; goals are shown beside them.
+ */
+import { dirname } from 'node:path';
+import os from 'node:os';
+import type { Device } from '../runtime/ort.ts';
+import { listBundledBackends } from '../runtime/ort.ts';
+import { VERSION } from '../version.ts';
+import { benchCodecs, benchPipeline, buildSdSizeModels, type PipelineFigures } from './pipeline-bench.ts';
+import { benchWebSocket, type WsFigures } from './ws-bench.ts';
+
+export interface BenchOptions {
+  json?: boolean;
+  quick?: boolean;
+  device: Device;
+}
+
+function goal(label: string, value: number, limit: number, unit: string): string {
+  return `  ${value <= limit ? 'meets' : 'MISSES'} goal: ${label} ${value} ${unit} (goal <= ${limit})`;
+}
+
+export async function benchCommand(opts: BenchOptions): Promise<void> {
+  const log = opts.json ? () => {} : (line: string) => console.log(line);
+  const steps = opts.quick ? 8 : 20;
+  const repeats = opts.quick ? 3 : 7;
+  log(`depthcast ${VERSION} bench — ${new Date().toISOString()} — ${os.cpus()[0]?.model ?? 'cpu'} ×${os.cpus().length}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
+  log(`onnxruntime backends bundled: ${listBundledBackends().join(', ')}; device requested: ${opts.device}`);
+  log('models: random-weight models with Stable Diffusion 1.5 I/O shapes (latents 2×4×64×64, text 2×77×768, 512×512 images) and trivial compute, so overhead is what is measured\n');
+  const dirs = await buildSdSizeModels();
+
+  const pipelines: PipelineFigures[] = [];
+  for (const dir of [dirs.controlnet, dirs.depth2img]) {
+    const f = await benchPipeline(dir, opts.device, steps, repeats);
+    pipelines.push(f);
+    log(`${f.family}, ${f.steps} steps, CFG batch 2, euler-a (median of ${repeats}):`);
+    log(`  per image: total ${f.perImage.total} ms, inside session.run ${f.perImage.sessionRun} ms, overhead ${f.perImage.overhead} ms`);
+    log(`  per step: unet ${f.perStep.unet} ms, controlnet ${f.perStep.controlnet} ms, scheduler+guidance ${f.perStep.scheduler} ms, overhead ${f.perStep.overhead} ms`);
+    log(`  stages (ms per image): ${Object.entries(f.stages).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+    log(`  bare session.run loop over the same calls: ${f.bare.perImage} ms per image → pipeline/bare ratio ${f.bare.ratio}`);
+    log(goal('pipeline overhead per step', f.perStep.overhead, 0.5, 'ms'));
+  }
+  const codecs = await benchCodecs(repeats);
+  log(`\nper-frame work at 512×512 (ms): ${Object.entries(codecs).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+
+  let ws: WsFigures | { error: string };
+  try {
+    ws = await benchWebSocket(dirname(dirs.controlnet), 'sd-controlnet', opts.device, !!opts.quick);
+    log(`\nWebSocket on loopback, 512×512 f32 depth frames, 4-step controlnet generations:`);
+    log(`  frame → result: median ${ws.latency.totalMedian} ms, of which model (session.run) ${ws.latency.modelMedian} ms; non-model median ${ws.latency.nonModelMedian} ms, p90 ${ws.latency.nonModelP90} ms; ws.send ${ws.latency.sendMedian} ms`);
+    log(goal('non-model latency per frame', ws.latency.nonModelMedian, 15, 'ms'));
+    log(`  event-loop delay while generating: p50 ${ws.eventLoop.p50} ms, p99 ${ws.eventLoop.p99} ms, max ${ws.eventLoop.max} ms`);
+    log(goal('event-loop delay p99', ws.eventLoop.p99, 20, 'ms'));
+    const fl = ws.flood;
+    log(`  live flood ${fl.fps} frames/s for ${fl.seconds} s on one stream: sent ${fl.sent}, computed ${fl.computed}, reused ${fl.reused}, cancelled ${fl.cancelled}, max queued ${fl.maxQueued}`);
+    log(`  last frame → its result ${fl.lastFrameLatency} ms (one generation ${fl.generationMs} ms + one step ${fl.stepMs} ms = ${+(fl.generationMs + fl.stepMs).toFixed(1)} ms); RSS growth ${fl.rssGrowthMb} MB; last frame answered: ${fl.lastFrameGotResult}`);
+    log(goal('queue length (jobs pending, one stream)', fl.maxQueued, 1, 'jobs'));
+    log(goal('RSS growth during flood', fl.rssGrowthMb, 50, 'MB'));
+  } catch (err) {
+    ws = { error: (err as Error).message };
+    log(`\nWebSocket figures unavailable: ${(err as Error).message}`);
+  }
+
+  const report = {
+    version: VERSION,
+    date: new Date().toISOString(),
+    machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version, platform: `${process.platform}-${process.arch}` },
+    device: opts.device,
+    backends: listBundledBackends(),
+    pipelines,
+    codecs,
+    websocket: ws,
+  };
+  if (opts.json) console.log(JSON.stringify(report, null, 2));
+  else log(`\n${JSON.stringify(report)}`);
+}

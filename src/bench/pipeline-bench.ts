@@ -1,0 +1,146 @@
+/**
+ * In-process figures at Stable Diffusion tensor sizes (latents 2×4×64×64, text 2×77×768,
+ * 512×512 images) on models with those I/O shapes and trivial compute, so what is left
+ * after subtracting session.run time is depthcast's own overhead.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { controlImageFromNearness, decodeDepthPixels, toNearness } from '../depth/convert.ts';
+import { encodeJpeg, encodePng } from '../image/codec.ts';
+import { type LoadedModel, loadModel } from '../models/load.ts';
+import { generate } from '../pipelines/index.ts';
+import { latentPreview, toRgb8 } from '../pipelines/steps.ts';
+import type { GenerateInput } from '../pipelines/types.ts';
+import type { Device } from '../runtime/ort.ts';
+import { schedulerConfigFor } from '../schedulers/index.ts';
+import { createTinyModel } from '../tiny/build-tiny.ts';
+import { median, round } from './stats.ts';
+
+export const SD = { width: 512, height: 512, latent: 64, hidden: 768 } as const;
+
+export async function buildSdSizeModels(): Promise<Record<'controlnet' | 'depth2img', string>> {
+  const root = mkdtempSync(join(tmpdir(), 'depthcast-bench-'));
+  const out = { controlnet: join(root, 'sd-controlnet'), depth2img: join(root, 'sd-depth2img') };
+  await createTinyModel(out.controlnet, { family: 'controlnet', hiddenSize: SD.hidden });
+  await createTinyModel(out.depth2img, { family: 'depth2img', hiddenSize: SD.hidden });
+  return out;
+}
+
+/** A 512×512 linear-Z frame: ground plane, sky, a box. */
+export function benchDepth(width = SD.width, height = SD.height): Float32Array {
+  const z = new Float32Array(width * height);
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      z[y * width + x] = y < height * 0.35 ? Infinity : 2 + (30 * (height - y)) / height;
+      if (x > width * 0.35 && x < width * 0.65 && y > height * 0.4 && y < height * 0.8) z[y * width + x] = 3;
+    }
+  }
+  return z;
+}
+
+function inputFor(model: LoadedModel, steps: number, nearness: Float32Array): GenerateInput {
+  const input: GenerateInput = {
+    prompt: 'a timber house in a pine forest', negativePrompt: 'blurry', width: SD.width, height: SD.height,
+    steps, guidanceScale: 7.5, seed: 1, schedulerConfig: schedulerConfigFor('euler-a', model.schedulerConfig), previewEvery: 1,
+  };
+  if (model.family === 'depth2img') {
+    input.depth = { data: nearness, width: SD.width, height: SD.height, channels: 1 };
+    input.depthNormalization = 'fixed';
+  } else {
+    input.controlImage = controlImageFromNearness(nearness, SD.width, SD.height, SD.width, SD.height);
+  }
+  return input;
+}
+
+export interface PipelineFigures {
+  family: string;
+  steps: number;
+  /** Median per-stage milliseconds per image (unet/controlnet/scheduler also per step). */
+  stages: Record<string, number>;
+  perStep: { unet: number; controlnet: number; scheduler: number; overhead: number };
+  perImage: { total: number; sessionRun: number; overhead: number };
+  bare: { perImage: number; ratio: number };
+}
+
+export async function benchPipeline(dir: string, device: Device, steps: number, repeats: number): Promise<PipelineFigures> {
+  const model = await loadModel(dir, { device });
+  const nearness = toNearness({ data: benchDepth(), width: SD.width, height: SD.height, kind: 'zdepth', near: 1, far: 100 }, 'fixed').nearness;
+  await generate(model, inputFor(model, steps, nearness)); // warm-up: JIT, allocator, text cache
+  const runs: Record<string, number>[] = [];
+  for (let i = 0; i < repeats; i++) runs.push((await generate(model, inputFor(model, steps, nearness))).timings);
+  const med = (k: string) => median(runs.map((r) => r[k] ?? 0));
+  const stages: Record<string, number> = {};
+  for (const k of new Set(runs.flatMap((r) => Object.keys(r)))) stages[k] = round(med(k));
+  const total = med('total');
+  const sessionRun = med('sessionRun');
+  const perImageOverhead = median(runs.map((r) => r.total! - r.sessionRun!));
+
+  // The floor: the same session calls, tensors built once, nothing else.
+  const s = model.sessions;
+  const L = model.tokenizer.modelMaxLength;
+  const c = model.latentChannels;
+  const hw = SD.latent;
+  const emb = new Float32Array(2 * L * SD.hidden);
+  const iters = Math.max(3, Math.min(steps, 10));
+  const sampleChannels = model.family === 'depth2img' ? c + 1 : c;
+  const unetFeeds: Record<string, { data: Float32Array | number; dims: number[] }> = {
+    sample: { data: new Float32Array(2 * sampleChannels * hw * hw), dims: [2, sampleChannels, hw, hw] },
+    timestep: { data: 500, dims: [2] },
+    encoder_hidden_states: { data: emb, dims: [2, L, SD.hidden] },
+  };
+  let controlnetMs = 0;
+  if (s.controlnet) {
+    const cnFeeds: Record<string, { data: Float32Array | number; dims: number[] }> = {
+      sample: { data: new Float32Array(2 * c * hw * hw), dims: [2, c, hw, hw] },
+      timestep: { data: 500, dims: [2] },
+      encoder_hidden_states: { data: emb, dims: [2, L, SD.hidden] },
+      controlnet_cond: { data: new Float32Array(2 * 3 * SD.width * SD.height), dims: [2, 3, SD.height, SD.width] },
+    };
+    if (model.controlnetTakesScale) cnFeeds.conditioning_scale = { data: 1, dims: [] };
+    controlnetMs = await s.controlnet.timeBareRuns(cnFeeds, iters);
+    const shapes = await s.controlnet.run(cnFeeds);
+    for (const [out, inp] of model.residualMap) unetFeeds[inp] = { data: shapes[out]!.data, dims: shapes[out]!.dims };
+  }
+  const unetMs = await s.unet.timeBareRuns(unetFeeds, iters);
+  const decodeMs = await s.vaeDecoder.timeBareRuns({ latent_sample: { data: new Float32Array(c * hw * hw), dims: [1, c, hw, hw] } }, 3);
+  const bare = steps * (unetMs + controlnetMs) + decodeMs;
+  await model.release();
+  return {
+    family: model.family,
+    steps,
+    stages,
+    perStep: { unet: round(med('unet') / steps), controlnet: round(med('controlnet') / steps), scheduler: round(med('scheduler') / steps), overhead: round(perImageOverhead / steps) },
+    perImage: { total: round(total), sessionRun: round(sessionRun), overhead: round(perImageOverhead) },
+    bare: { perImage: round(bare), ratio: round(total / bare) },
+  };
+}
+
+/** Encoders and conversions that run once per frame or preview, timed alone at 512×512. */
+export async function benchCodecs(repeats: number): Promise<Record<string, number>> {
+  const z = benchDepth();
+  const bytes = new Uint8Array(z.buffer);
+  const rgb = toRgb8({ data: new Float32Array(3 * SD.width * SD.height).map((_, i) => (i % 997) / 997), width: SD.width, height: SD.height, channels: 3 });
+  const latents = new Float32Array(4 * SD.latent * SD.latent).map((_, i) => Math.sin(i));
+  const time = async (fn: () => unknown) => {
+    await fn();
+    const xs: number[] = [];
+    for (let i = 0; i < repeats; i++) {
+      const t = performance.now();
+      await fn();
+      xs.push(performance.now() - t);
+    }
+    return round(median(xs));
+  };
+  return {
+    depthDecodeAndConvert: await time(() => {
+      const px = decodeDepthPixels(bytes, 'f32', 'zdepth', 1, 100, SD.width * SD.height);
+      const { nearness } = toNearness({ data: px, width: SD.width, height: SD.height, kind: 'zdepth', near: 1, far: 100 }, 'fixed');
+      controlImageFromNearness(nearness, SD.width, SD.height, SD.width, SD.height);
+    }),
+    latentPreview: await time(() => latentPreview(latents, SD.latent, SD.latent)),
+    previewJpeg: await time(() => encodeJpeg(latentPreview(latents, SD.latent, SD.latent).rgb, SD.latent, SD.latent)),
+    png512: await time(() => encodePng(rgb, SD.width, SD.height)),
+    jpeg512: await time(() => encodeJpeg(rgb, SD.width, SD.height)),
+  };
+}
