@@ -56,7 +56,7 @@ export class SchedulerSettings {
     this.values = { ...defaults };
     this.extra = {};
     for (const [key, value] of Object.entries(config)) {
-      if (key.startsWith('_') || usedDefaults.has(key)) continue;
+      if (key.startsWith('_') || usedDefaults.has(key) || value === undefined) continue;
       this.extra[key] = value;
       if (Object.hasOwn(defaults, key)) this.values[key] = value;
     }

@@ -21,6 +21,7 @@ import {
   npLinspace,
   predictionCoefficients,
   readClipping,
+  refuse,
   sameLength,
   trainIndex,
   trainingSchedule,
@@ -30,7 +31,6 @@ import {
   type SampleClipping,
   type SchedulerSettings,
 } from './common.ts';
-import { DepthcastError } from '../errors.ts';
 import type { NoiseSource } from './types.ts';
 
 export const LCM_DEFAULTS = {
@@ -73,6 +73,9 @@ export class LCMScheduler extends IndexedScheduler {
     this.alphasCumprod = schedule.alphasCumprod;
     this.finalAlphaCumprod = settings.flag('set_alpha_to_one') ? 1 : this.alphasCumprod[0]!;
     this.originalSteps = settings.integer('original_inference_steps', 1);
+    if (this.originalSteps > this.numTrain) {
+      refuse(this.className, `original_inference_steps ${this.originalSteps} exceeds num_train_timesteps ${this.numTrain}`);
+    }
     this.timestepScaling = settings.finite('timestep_scaling');
     this.prediction = settings.choice('prediction_type', PREDICTION_TYPES);
     this.clipping = readClipping(settings);
@@ -80,13 +83,8 @@ export class LCMScheduler extends IndexedScheduler {
   }
 
   setTimesteps(numInferenceSteps: number): void {
-    checkStepCount(this.className, numInferenceSteps, Math.min(this.numTrain, this.originalSteps));
-    if (this.originalSteps > this.numTrain) {
-      throw new DepthcastError(
-        'UNSUPPORTED_SCHEDULER',
-        `${this.className}: original_inference_steps ${this.originalSteps} exceeds num_train_timesteps ${this.numTrain}`,
-      );
-    }
+    // The schedule is a subset of the original_inference_steps distillation timesteps.
+    checkStepCount(this.className, numInferenceSteps, this.originalSteps);
     const k = Math.floor(this.numTrain / this.originalSteps);
     // Distillation timesteps from the top: k·original − 1, ..., k − 1.
     const origin = Array.from({ length: this.originalSteps }, (_, i) => (this.originalSteps - i) * k - 1);
