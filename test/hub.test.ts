@@ -215,6 +215,7 @@ describe('pull', () => {
       expect(err.message).toMatch(/not in the cache/);
     }
     expect(hub.requests).toHaveLength(0);
+    expect(existsSync(join(home, 'downloads'))).toBe(false);
 
     // a complete cache (kept downloads) installs offline
     await pullModel(opts({ keepDownloads: true }));
@@ -557,7 +558,7 @@ describe('registry', () => {
     const res = await pullCommand({ id: 'sd15-controlnet-depth', hub: hub.url, home, progress: 'lines' }, out, { err, env: {} });
     expect(res.installed).toBe(true);
     expect(text).toMatch(/installed sd15-controlnet-depth/);
-    expect(progress).toMatch(/unverified/);
+    expect(progress).toMatch(/not been verified/);
     expect(progress).toMatch(/controlnet\/weights\.pb .*sha256/);
     const dj = JSON.parse(await readFile(join(home, 'models', 'sd15-controlnet-depth', 'depthcast.json'), 'utf8'));
     expect(Object.keys(dj.controlnet.outputs)).toHaveLength(13);

@@ -287,7 +287,7 @@ export async function pullCommand(o: ModelsPullOptions, out: Out, ctx: CommandCo
         registry = resolved.entry.name;
         name = o.name ?? resolved.entry.name;
         if (!resolved.entry.verified) {
-          line(errStream, `note: registry entry ${o.id} is unverified (${resolved.entry.note.split('. ')[0]}); run depthcast models verify ${name} afterwards.`);
+          line(errStream, `note: registry entry ${o.id} has not been verified against the hub (see docs/models.md); run depthcast models verify ${name} afterwards.`);
         }
       }
       if (o.controlnet) {

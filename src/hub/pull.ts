@@ -306,18 +306,19 @@ async function fetchSource(ctx: Ctx, spec: SourceSpec, role: SourceRecord['role'
   const revision = spec.revision ?? 'main';
   const sub = normSub(spec.subfolder);
   const root = join(downloadsRoot(ctx.home), downloadKey(repo, revision));
+  const offlineMiss = (): DepthcastError =>
+    new DepthcastError(
+      'OFFLINE',
+      `offline mode (DEPTHCAST_OFFLINE / HF_HUB_OFFLINE) is on and ${repo}@${revision} is not in the cache (${root}). Unset it to download, or copy a model folder into ${modelsRoot(ctx.home)}.`,
+    );
+  if (ctx.cfg.offline && !(await exists(join(root, 'listing.json')))) throw offlineMiss();
   await mkdir(root, { recursive: true });
   return withLock(`${root}.lock`, `${repo}@${revision}`, async () => {
     const listingPath = join(root, 'listing.json');
     let listing: Listing;
     if (ctx.cfg.offline) {
       const cached = await readJson<Listing>(listingPath);
-      if (!cached || cached.repo !== repo || !Array.isArray(cached.files)) {
-        throw new DepthcastError(
-          'OFFLINE',
-          `offline mode (DEPTHCAST_OFFLINE / HF_HUB_OFFLINE) is on and ${repo}@${revision} is not in the cache (${root}). Unset it to download, or copy a model folder into ${modelsRoot(ctx.home)}.`,
-        );
-      }
+      if (!cached || cached.repo !== repo || !Array.isArray(cached.files)) throw offlineMiss();
       for (const f of cached.files) checkRelPath(f.path, `file name in ${listingPath}`);
       listing = cached;
     } else {
