@@ -1,0 +1,408 @@
+/**
+ * Preview page wiring: 3D view → depth + id passes → one binary frame per change (throttled,
+ * newest wins) over /v1/ws → previews and the result shown beside or over the view.
+ */
+import type { FrameHeaderInput, ServerBinaryHeader, ServerMessage } from '../../src/protocol/schemas.ts';
+import { DepthcastClient, serviceSocketUrl, type ConnectionState } from './client.ts';
+import { DepthPass, type DepthEncoding } from './depth-pass.ts';
+import { FrameBuildError, buildFrameMessage, buildLayout, depthStats, frameSize, type DepthStats } from './frame-data.ts';
+import { passCamera, type ReadbackMode } from './gpu.ts';
+import { IdPass } from './id-pass.ts';
+import { LiveScheduler } from './live.ts';
+import { SceneView, objectPrompt, objectWeight, type ViewCamera } from './scene.ts';
+import { Ui, type ObjectRow } from './ui.ts';
+
+const STREAM = 'page';
+/** At most 4 frames a second; typing waits this long after the last keystroke. */
+const MIN_FRAME_INTERVAL_MS = 250;
+const TYPING_SETTLE_MS = 600;
+/** Don't queue another frame while this much is still unsent on the socket (slow links). */
+const MAX_BUFFERED_BYTES = 4 << 20;
+
+export interface SentFrame {
+  header: FrameHeaderInput;
+  bytes: number;
+  /** Row 0 = top, linear view Z, background = +Infinity (what was sent). */
+  depth: Float32Array;
+  /** Local id map (every mesh has an id, 1..N), row 0 = top. */
+  ids: Uint16Array;
+  objects: { id: number; label: string; prompt?: string }[];
+  stats: DepthStats;
+  encoding: DepthEncoding;
+  readback: ReadbackMode;
+  camera: { type: string; near: number; far: number; matrixWorld: number[]; projectionMatrixInverse: number[] };
+  sentAt: number;
+}
+
+/** Test and debugging hook: what the page sent and received, without scraping pixels. */
+export interface DepthcastHook {
+  state: ConnectionState['kind'];
+  hello?: ServerMessage;
+  framesSent: number;
+  lastFrame?: SentFrame;
+  lastPreview?: { jobId: string; step: number; total: number; width: number; height: number; bytes: number };
+  lastResult?: { jobId: string; width: number; height: number; seed: number; bytes: number; model: string; timings: Record<string, number> };
+  lastError?: { code: string; message: string; jobId?: string };
+  errors: { code: string; message: string; jobId?: string }[];
+  /** Capture and send a frame now (like the Generate button); resolves to its jobId. */
+  sendNow(): Promise<string | undefined>;
+  /** Set an object's prompt by label, as the object editor does. */
+  setObjectPrompt(label: string, prompt: string, weight?: number): boolean;
+}
+
+declare global {
+  interface Window {
+    __depthcast?: DepthcastHook;
+  }
+}
+
+const ui = new Ui();
+const hook: DepthcastHook = {
+  state: 'connecting',
+  framesSent: 0,
+  errors: [],
+  sendNow: () => Promise.resolve(undefined),
+  setObjectPrompt: () => false,
+};
+window.__depthcast = hook;
+
+function reportError(code: string, message: string, jobId?: string): void {
+  const e = jobId ? { code, message, jobId } : { code, message };
+  hook.lastError = e;
+  hook.errors.push(e);
+  if (hook.errors.length > 50) hook.errors.shift();
+  ui.showError(code, message, jobId);
+}
+
+let view: SceneView;
+try {
+  view = new SceneView(ui.view);
+} catch (err) {
+  reportError('WEBGL', `cannot start WebGL: ${(err as Error).message}. The page needs a browser with WebGL 2.`);
+  throw err;
+}
+const depthPass = new DepthPass(view.renderer);
+const idPass = new IdPass(view.renderer);
+const live = new LiveScheduler(MIN_FRAME_INTERVAL_MS);
+const session = Math.random().toString(36).slice(2, 8);
+let seq = 0;
+/** jobId → sequence number of the frames this page sent (bounded). */
+const jobSeq = new Map<string, number>();
+let latestJob: string | undefined;
+let shown = { seq: -1, result: false };
+let errorSeq = -1;
+let lastSeed: number | undefined;
+
+const seqOf = (jobId: string | undefined): number => (jobId ? (jobSeq.get(jobId) ?? -1) : -1);
+
+view.renderer.domElement.addEventListener('webglcontextlost', (e) => {
+  e.preventDefault();
+  reportError('WEBGL', 'the WebGL context was lost; reload the page');
+});
+
+// ---- capture and send ----
+
+const initCanvas = document.createElement('canvas');
+
+/** The 3D view as the init image: rendered with the pass camera, scaled to the frame, RGBA top-down. */
+function captureView(cam: ViewCamera, width: number, height: number): Uint8Array {
+  view.renderer.render(view.scene, cam);
+  initCanvas.width = width;
+  initCanvas.height = height;
+  const ctx = initCanvas.getContext('2d', { willReadFrequently: true })!;
+  ctx.drawImage(view.renderer.domElement, 0, 0, width, height);
+  const data = ctx.getImageData(0, 0, width, height).data;
+  view.render();
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+async function captureAndSend(): Promise<string | undefined> {
+  const limits = ui.limits;
+  const maxPixels = limits ? Math.min(limits.maxDepthPixels, limits.maxOutputPixels) : Infinity;
+  const { width, height } = frameSize(view.aspect, ui.longSide, maxPixels);
+  const cam = passCamera(view.camera, width / height);
+  depthPass.setSize(width, height);
+  idPass.setSize(width, height);
+  // Render every pass first (synchronously, same scene state), then wait for the readbacks.
+  depthPass.render(view.scene, cam);
+  idPass.render(view.scene, cam, view.idOf);
+  const init = ui.useInit.checked ? captureView(cam, width, height) : undefined;
+  const [d, ids] = await Promise.all([depthPass.read(), idPass.read()]);
+
+  const stats = depthStats(d.depth, width, height, ids.ids);
+  const rows = objectRows();
+  const layout = buildLayout(ids.ids, width, height, rows, stats);
+  const near = Math.max(cam.near, 1e-4);
+  const far = Number.isFinite(cam.far) && cam.far > near ? cam.far : Math.max(near * 2, stats.max * 1.01, 1);
+  const jobId = `page-${session}-${seq + 1}`;
+  let built;
+  try {
+    built = buildFrameMessage({
+      jobId, stream: STREAM, depth: d.depth, width, height, near, far, params: ui.params(),
+      ...(init ? { init } : {}), ...(layout ? { layout } : {}),
+    });
+  } catch (err) {
+    if (err instanceof FrameBuildError) {
+      reportError('BAD_REQUEST', `frame not sent, fix the controls: ${err.message}`);
+      return undefined;
+    }
+    throw err;
+  }
+  if (!client.sendBinary(built.bytes)) return undefined;
+  seq++;
+  jobSeq.set(jobId, seq);
+  if (jobSeq.size > 200) jobSeq.delete(jobSeq.keys().next().value!);
+  latestJob = jobId;
+  hook.framesSent++;
+  hook.lastFrame = {
+    header: built.header,
+    bytes: built.bytes.byteLength,
+    depth: d.depth,
+    ids: ids.ids,
+    objects: rows.map((r) => ({ id: r.id, label: r.label, ...(r.prompt ? { prompt: r.prompt } : {}) })),
+    stats,
+    encoding: d.encoding,
+    readback: d.readback,
+    camera: {
+      type: cam.type,
+      near,
+      far,
+      matrixWorld: cam.matrixWorld.toArray(),
+      projectionMatrixInverse: cam.projectionMatrixInverse.toArray(),
+    },
+    sentAt: Date.now(),
+  };
+  ui.setStatus(`sent frame ${seq} (${width}×${height}${layout ? `, ${layout.objects.length} object prompt${layout.objects.length > 1 ? 's' : ''}` : ''})`);
+  ui.setProgress(0, 1);
+  drawInset();
+  return jobId;
+}
+
+function drawInset(): void {
+  const f = hook.lastFrame;
+  if (!f) return;
+  const { width, height } = f.stats;
+  if (ui.insetKind === 'depth') ui.drawDepthInset(f.depth, width, height, f.camera.near, f.camera.far, ui.depthRange.value === 'fixed' ? 'fixed' : 'auto');
+  else if (ui.insetKind === 'ids') ui.drawIdInset(f.ids, width, height);
+}
+
+async function runCapture(): Promise<string | undefined> {
+  try {
+    return await captureAndSend();
+  } catch (err) {
+    reportError('PAGE', `depth capture failed: ${(err as Error).message}`);
+    return undefined;
+  } finally {
+    live.finish();
+  }
+}
+
+async function sendNow(): Promise<string | undefined> {
+  if (!client.ready) {
+    reportError('OFFLINE', 'not connected to the service; the frame will go out when the connection is back');
+    live.markDirty(performance.now());
+    return undefined;
+  }
+  // Wait for a capture in flight, then force one with the current state.
+  for (let i = 0; i < 100 && live.inFlight; i++) await new Promise((r) => setTimeout(r, 20));
+  if (!live.forceStart(performance.now())) return undefined;
+  return runCapture();
+}
+hook.sendNow = sendNow;
+
+// ---- service ----
+
+function onMessage(m: ServerMessage): void {
+  switch (m.type) {
+    case 'hello':
+      hook.hello = m;
+      ui.setHello(m.models, m.schedulers, m.device, m.limits);
+      live.markDirty(performance.now());
+      break;
+    case 'accepted':
+      if (m.jobId === latestJob) ui.setStatus(m.position ? `frame ${seqOf(m.jobId)} queued (${m.position} ahead)` : `frame ${seqOf(m.jobId)} running`);
+      break;
+    case 'progress':
+      if (m.jobId === latestJob) {
+        ui.setProgress(m.step, m.total);
+        ui.setStatus(`frame ${seqOf(m.jobId)}: step ${m.step}/${m.total}`);
+      }
+      break;
+    case 'cancelled':
+      if (m.jobId === latestJob && m.reason !== 'superseded') ui.setStatus(`frame ${seqOf(m.jobId)} cancelled (${m.reason})`);
+      break;
+    case 'error':
+      errorSeq = Math.max(errorSeq, seqOf(m.jobId));
+      reportError(m.code, m.message, m.jobId);
+      if (m.jobId && m.jobId === latestJob) ui.setStatus(`frame ${seqOf(m.jobId)} failed`);
+      break;
+  }
+}
+
+function onBinary(h: ServerBinaryHeader, payload: Uint8Array): void {
+  const s = seqOf(h.jobId);
+  if (h.type === 'preview') {
+    if (s < shown.seq || (s === shown.seq && shown.result)) return;
+    shown = { seq: s, result: false };
+    ui.showImage(payload, 'image/jpeg', `preview of frame ${s} · step ${h.step}/${h.total} · ${h.width}×${h.height}`);
+    hook.lastPreview = { jobId: h.jobId, step: h.step, total: h.total, width: h.width, height: h.height, bytes: payload.byteLength };
+    return;
+  }
+  if (s < shown.seq) return;
+  shown = { seq: s, result: true };
+  lastSeed = h.seed;
+  const total = h.timings.total;
+  const meta = [
+    `frame ${s}`, `${h.width}×${h.height}`, `seed ${h.seed}`, h.model.name,
+    total !== undefined ? `${(total / 1000).toFixed(2)} s` : '', h.reusedFrom ? `reused from ${h.reusedFrom}` : '',
+  ].filter(Boolean).join(' · ');
+  ui.showImage(payload, 'image/png', meta, `depthcast-${h.model.name}-seed${h.seed}.png`);
+  ui.setProgress(1, 1);
+  if (h.jobId === latestJob) ui.setStatus(`frame ${s} done`);
+  if (s > errorSeq && ui.errorShown) ui.clearError();
+  hook.lastResult = { jobId: h.jobId, width: h.width, height: h.height, seed: h.seed, bytes: payload.byteLength, model: h.model.name, timings: h.timings };
+}
+
+const client = new DepthcastClient(serviceSocketUrl(location), {
+  state(s) {
+    hook.state = s.kind;
+    ui.setConnection(s);
+  },
+  message: onMessage,
+  binary: onBinary,
+  protocolError(message) {
+    reportError('PROTOCOL', message);
+  },
+});
+
+// ---- controls ----
+
+const dirty = (delay = 0) => live.markDirty(performance.now(), delay);
+for (const input of [ui.prompt, ui.negative, ui.steps, ui.guidance, ui.seed, ui.cnScale, ui.strength]) {
+  input.addEventListener('input', () => dirty(TYPING_SETTLE_MS));
+}
+for (const input of [ui.model, ui.scheduler, ui.size, ui.depthRange, ui.useInit]) input.addEventListener('change', () => dirty());
+ui.live.addEventListener('change', () => {
+  if (ui.live.checked) dirty();
+});
+ui.generate.addEventListener('click', () => void sendNow());
+ui.cancel.addEventListener('click', () => {
+  if (!client.sendJson({ type: 'cancel', stream: STREAM })) reportError('OFFLINE', 'not connected to the service');
+});
+ui.insetMode.addEventListener('change', drawInset);
+ui.depthRange.addEventListener('change', drawInset);
+ui.seed.addEventListener('dblclick', () => {
+  if (lastSeed !== undefined) {
+    ui.seed.value = String(lastSeed);
+    dirty();
+  }
+});
+ui.seed.title = 'Blank = random; double-click to reuse the last result\'s seed';
+
+// ---- scene ----
+
+function objectRows(): ObjectRow[] {
+  return view.objects.map((o) => {
+    const prompt = objectPrompt(o.mesh);
+    return { id: o.id, label: o.label, weight: objectWeight(o.mesh), ...(prompt ? { prompt } : {}) };
+  });
+}
+
+function refreshObjects(): void {
+  ui.setObjects(objectRows(), view.selected?.id, (id) => view.select(view.objects.find((o) => o.id === id)));
+}
+
+function refreshScene(): void {
+  ui.setScene(view.sceneName, view.cameras.map((c) => c.label), view.cameraIndex);
+}
+
+view.onChange((what) => {
+  switch (what) {
+    case 'camera':
+      if (ui.camera.value !== String(view.cameraIndex)) ui.camera.value = String(view.cameraIndex);
+      dirty();
+      break;
+    case 'scene':
+      refreshScene();
+      refreshObjects();
+      dirty();
+      break;
+    case 'objects':
+      refreshObjects();
+      dirty(TYPING_SETTLE_MS);
+      break;
+    case 'selection': {
+      const sel = view.selected;
+      ui.editObject(sel ? objectRows().find((r) => r.id === sel.id) : undefined);
+      refreshObjects();
+      break;
+    }
+  }
+});
+refreshScene();
+refreshObjects();
+
+const setSelectedPrompt = () => {
+  const sel = view.selected;
+  if (!sel) return;
+  const w = Number(ui.objWeight.value);
+  view.setPrompt(sel, ui.objPrompt.value, Number.isFinite(w) ? w : 1);
+};
+ui.objPrompt.addEventListener('input', setSelectedPrompt);
+ui.objWeight.addEventListener('input', setSelectedPrompt);
+ui.objClear.addEventListener('click', () => {
+  ui.objPrompt.value = '';
+  setSelectedPrompt();
+});
+ui.objDone.addEventListener('click', () => view.select(undefined));
+hook.setObjectPrompt = (label, prompt, weight) => {
+  const o = view.objects.find((x) => x.label === label);
+  if (!o) return false;
+  view.setPrompt(o, prompt, weight);
+  return true;
+};
+
+ui.camera.addEventListener('change', () => view.useCamera(Number(ui.camera.value)));
+ui.demo.addEventListener('click', () => view.loadDemo());
+ui.frame.addEventListener('click', () => view.frameContent());
+
+async function loadFiles(files: File[]): Promise<void> {
+  if (!files.length) return;
+  ui.setStatus(`loading ${files.map((f) => f.name).join(', ')}…`);
+  try {
+    await view.loadFiles(files);
+    ui.setStatus(`loaded ${view.sceneName}: ${view.objects.length} meshes, ${view.cameras.length - 1} cameras`);
+  } catch (err) {
+    reportError('GLTF', `could not load ${files.map((f) => f.name).join(', ')}: ${(err as Error).message}`);
+  }
+}
+ui.file.addEventListener('change', () => {
+  void loadFiles(Array.from(ui.file.files ?? []));
+  ui.file.value = '';
+});
+const viewEl = ui.view;
+viewEl.addEventListener('dragover', (e) => {
+  e.preventDefault();
+  viewEl.classList.add('dragging');
+});
+viewEl.addEventListener('dragleave', () => viewEl.classList.remove('dragging'));
+viewEl.addEventListener('drop', (e) => {
+  e.preventDefault();
+  viewEl.classList.remove('dragging');
+  void loadFiles(Array.from(e.dataTransfer?.files ?? []));
+});
+// A file dropped outside the view should not navigate away from the page.
+window.addEventListener('dragover', (e) => e.preventDefault());
+window.addEventListener('drop', (e) => e.preventDefault());
+
+// ---- loop ----
+
+function tick(): void {
+  requestAnimationFrame(tick);
+  view.frame();
+  if (client.ready && client.bufferedAmount < MAX_BUFFERED_BYTES && live.tryStart(performance.now(), ui.live.checked)) void runCapture();
+}
+
+live.markDirty(performance.now());
+client.start();
+requestAnimationFrame(tick);

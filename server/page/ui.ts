@@ -1,0 +1,363 @@
+/**
+ * Everything on the page that is not the 3D view: controls → generation params, connection state,
+ * errors, progress, the result panel (beside or split-overlay), download, the depth/id inset,
+ * and the object prompt editor/list.
+ */
+import type { GenerationParamsInput, Limits, ModelInfo, SCHEDULER_NAMES } from '../../src/protocol/schemas.ts';
+import type { ConnectionState } from './client.ts';
+
+type SchedulerName = (typeof SCHEDULER_NAMES)[number];
+
+function el<T extends HTMLElement>(id: string): T {
+  const e = document.getElementById(id);
+  if (!e) throw new Error(`page markup is missing #${id}`);
+  return e as T;
+}
+
+function num(input: HTMLInputElement): number | undefined {
+  if (input.value.trim() === '') return undefined;
+  const v = Number(input.value);
+  return Number.isFinite(v) ? v : NaN;
+}
+
+export interface ObjectRow {
+  id: number;
+  label: string;
+  prompt?: string;
+  weight: number;
+}
+
+export type DisplayMode = 'beside' | 'overlay';
+export type InsetMode = 'depth' | 'ids' | 'off';
+
+export class Ui {
+  readonly view = el<HTMLDivElement>('view');
+  readonly form = el<HTMLFormElement>('form');
+  readonly prompt = el<HTMLTextAreaElement>('prompt');
+  readonly negative = el<HTMLTextAreaElement>('negative');
+  readonly model = el<HTMLSelectElement>('model');
+  readonly scheduler = el<HTMLSelectElement>('scheduler');
+  readonly steps = el<HTMLInputElement>('steps');
+  readonly guidance = el<HTMLInputElement>('guidance');
+  readonly seed = el<HTMLInputElement>('seed');
+  readonly cnScale = el<HTMLInputElement>('cn-scale');
+  readonly strength = el<HTMLInputElement>('strength');
+  readonly useInit = el<HTMLInputElement>('use-init');
+  readonly size = el<HTMLSelectElement>('size');
+  readonly depthRange = el<HTMLSelectElement>('depth-range');
+  readonly live = el<HTMLInputElement>('live');
+  readonly generate = el<HTMLButtonElement>('generate');
+  readonly cancel = el<HTMLButtonElement>('cancel');
+  readonly download = el<HTMLAnchorElement>('download');
+  readonly display = el<HTMLSelectElement>('display');
+  readonly insetMode = el<HTMLSelectElement>('inset-mode');
+  readonly camera = el<HTMLSelectElement>('camera');
+  readonly file = el<HTMLInputElement>('file');
+  readonly demo = el<HTMLButtonElement>('demo');
+  readonly frame = el<HTMLButtonElement>('frame');
+  readonly objPrompt = el<HTMLInputElement>('obj-prompt');
+  readonly objWeight = el<HTMLInputElement>('obj-weight');
+  readonly objClear = el<HTMLButtonElement>('obj-clear');
+  readonly objDone = el<HTMLButtonElement>('obj-done');
+
+  private readonly layout = el<HTMLElement>('layout');
+  private readonly conn = el<HTMLSpanElement>('conn');
+  private readonly modelInfo = el<HTMLSpanElement>('model-info');
+  private readonly status = el<HTMLSpanElement>('status');
+  private readonly errorBox = el<HTMLDivElement>('error');
+  private readonly errorCode = el<HTMLElement>('error-code');
+  private readonly errorText = el<HTMLSpanElement>('error-text');
+  private readonly resultImg = el<HTMLImageElement>('result-img');
+  private readonly resultEmpty = el<HTMLDivElement>('result-empty');
+  private readonly resultMeta = el<HTMLDivElement>('result-meta');
+  private readonly progress = el<HTMLProgressElement>('progress');
+  private readonly overlayImg = el<HTMLImageElement>('overlay-img');
+  private readonly split = el<HTMLInputElement>('split');
+  private readonly splitLine = el<HTMLDivElement>('split-line');
+  private readonly inset = el<HTMLCanvasElement>('inset');
+  private readonly insetFig = el<HTMLElement>('inset-fig');
+  private readonly insetCaption = el<HTMLElement>('inset-caption');
+  private readonly sceneName = el<HTMLSpanElement>('scene-name');
+  private readonly objEditor = el<HTMLDivElement>('obj-editor');
+  private readonly objLabel = el<HTMLElement>('obj-label');
+  private readonly objId = el<HTMLElement>('obj-id');
+  private readonly objHint = el<HTMLElement>('obj-hint');
+  private readonly objects = el<HTMLUListElement>('objects');
+
+  private models: ModelInfo[] = [];
+  private imageUrl: string | undefined;
+  private downloadUrl: string | undefined;
+  private retryTimer: ReturnType<typeof setInterval> | undefined;
+  limits: Limits | undefined;
+
+  constructor() {
+    this.form.addEventListener('submit', (e) => e.preventDefault());
+    el<HTMLButtonElement>('error-close').addEventListener('click', () => this.clearError());
+    this.display.addEventListener('change', () => this.applyDisplay());
+    this.split.addEventListener('input', () => this.applySplit());
+    this.insetMode.addEventListener('change', () => {
+      this.insetFig.hidden = this.insetMode.value === 'off';
+    });
+    this.model.addEventListener('change', () => this.applyModel());
+    this.applyDisplay();
+  }
+
+  get displayMode(): DisplayMode {
+    return this.display.value === 'overlay' ? 'overlay' : 'beside';
+  }
+
+  get insetKind(): InsetMode {
+    return this.insetMode.value as InsetMode;
+  }
+
+  get longSide(): number {
+    return Number(this.size.value) || 512;
+  }
+
+  get selectedModel(): ModelInfo | undefined {
+    return this.models.find((m) => m.name === this.model.value);
+  }
+
+  // ---- params ----
+
+  /** Generation params from the controls. Values are passed as typed; the service validates them. */
+  params(): GenerationParamsInput {
+    const p: GenerationParamsInput = {
+      prompt: this.prompt.value,
+      negativePrompt: this.negative.value,
+      depthRange: this.depthRange.value === 'fixed' ? 'fixed' : 'auto',
+      previewEvery: 1,
+    };
+    if (this.model.value) p.model = this.model.value;
+    if (this.scheduler.value) p.scheduler = this.scheduler.value as SchedulerName;
+    const steps = num(this.steps);
+    if (steps !== undefined) p.steps = steps;
+    const guidance = num(this.guidance);
+    if (guidance !== undefined) p.guidance = guidance;
+    const seed = num(this.seed);
+    if (seed !== undefined) p.seed = seed;
+    if (this.useInit.checked) {
+      const strength = num(this.strength);
+      if (strength !== undefined) p.strength = strength;
+    }
+    if (this.selectedModel?.family === 'controlnet') {
+      const s = num(this.cnScale);
+      if (s !== undefined) p.controlnetScale = s;
+    }
+    return p;
+  }
+
+  // ---- service state ----
+
+  setConnection(s: ConnectionState): void {
+    this.conn.dataset.state = s.kind;
+    if (this.retryTimer) clearInterval(this.retryTimer);
+    this.retryTimer = undefined;
+    const text = (): string => {
+      switch (s.kind) {
+        case 'connecting': return s.attempt ? `reconnecting (try ${s.attempt + 1})…` : 'connecting…';
+        case 'open': return 'connected, waiting for hello…';
+        case 'ready': return 'connected';
+        case 'closed': return `disconnected: ${s.reason}`;
+        case 'waiting': return `disconnected: ${s.reason} · retrying in ${Math.max(0, Math.ceil((s.retryAt - Date.now()) / 1000))} s`;
+      }
+    };
+    this.conn.textContent = text();
+    this.conn.title = s.kind === 'waiting' || s.kind === 'closed' ? s.reason : 'Connection to the service';
+    if (s.kind === 'waiting') this.retryTimer = setInterval(() => (this.conn.textContent = text()), 500);
+  }
+
+  setHello(models: ModelInfo[], schedulers: readonly string[], device: string, limits: Limits): void {
+    this.models = models;
+    this.limits = limits;
+    const keep = this.model.value;
+    this.model.replaceChildren(...models.map((m) => new Option(`${m.name} (${m.family})`, m.name)));
+    const def = models.find((m) => m.name === keep) ?? models.find((m) => m.default) ?? models[0];
+    if (def) this.model.value = def.name;
+    const keepSched = this.scheduler.value;
+    this.scheduler.replaceChildren(new Option('model default', ''), ...schedulers.map((s) => new Option(s, s)));
+    this.scheduler.value = schedulers.includes(keepSched) ? keepSched : '';
+    this.steps.max = String(limits.maxSteps);
+    this.modelInfo.dataset.device = device;
+    this.applyModel();
+    if (models.length === 0) this.showError('NO_MODELS', 'the service has no models: run `depthcast pull` or start it with --models-dir');
+  }
+
+  private applyModel(): void {
+    const m = this.selectedModel;
+    const device = this.modelInfo.dataset.device ?? '';
+    this.modelInfo.textContent = m ? `model: ${m.name} · ${m.family}${m.dtype ? ` · ${m.dtype}` : ''} · ${device}` : '';
+    this.cnScale.disabled = m?.family !== 'controlnet';
+  }
+
+  setStatus(text: string): void {
+    this.status.textContent = text;
+  }
+
+  setProgress(step: number, total: number): void {
+    this.progress.max = Math.max(1, total);
+    this.progress.value = Math.min(step, total);
+  }
+
+  showError(code: string, message: string, jobId?: string): void {
+    this.errorCode.textContent = code;
+    this.errorText.textContent = message + (jobId ? ` (job ${jobId})` : '');
+    this.errorBox.hidden = false;
+    this.errorBox.dataset.code = code;
+  }
+
+  clearError(): void {
+    this.errorBox.hidden = true;
+    delete this.errorBox.dataset.code;
+  }
+
+  get errorShown(): boolean {
+    return !this.errorBox.hidden;
+  }
+
+  // ---- images ----
+
+  /** Shows a preview (JPEG) or result (PNG); returns the object URL (owned here, revoked on replace). */
+  showImage(bytes: Uint8Array, type: 'image/png' | 'image/jpeg', meta: string, downloadName?: string): string {
+    const url = URL.createObjectURL(new Blob([bytes.slice().buffer], { type }));
+    const oldImage = this.imageUrl;
+    this.imageUrl = url;
+    for (const img of [this.resultImg, this.overlayImg]) {
+      img.src = url;
+      img.hidden = false;
+      img.dataset.kind = type === 'image/png' ? 'result' : 'preview';
+    }
+    this.resultEmpty.hidden = true;
+    this.resultMeta.textContent = meta;
+    const oldDownload = this.downloadUrl;
+    if (downloadName) {
+      this.downloadUrl = url;
+      this.download.href = url;
+      this.download.download = downloadName;
+      this.download.classList.remove('disabled');
+      this.download.setAttribute('aria-disabled', 'false');
+    }
+    // An object URL lives while the image or the download link still points at it.
+    for (const u of new Set([oldImage, oldDownload])) if (u && u !== this.imageUrl && u !== this.downloadUrl) URL.revokeObjectURL(u);
+    this.applyDisplay();
+    return url;
+  }
+
+  private applyDisplay(): void {
+    const overlay = this.displayMode === 'overlay';
+    this.layout.dataset.display = overlay ? 'overlay' : 'beside';
+    const has = !this.resultImg.hidden;
+    this.overlayImg.hidden = !(overlay && has);
+    this.split.hidden = !(overlay && has);
+    this.splitLine.hidden = !(overlay && has);
+    this.applySplit();
+  }
+
+  private applySplit(): void {
+    const v = Number(this.split.value);
+    // Left of the line: the live 3D view; right: the image.
+    this.overlayImg.style.clipPath = `inset(0 0 0 ${v}%)`;
+    this.splitLine.style.left = `${v}%`;
+  }
+
+  // ---- inset ----
+
+  drawDepthInset(depth: Float32Array, width: number, height: number, near: number, far: number, range: 'auto' | 'fixed'): void {
+    if (this.insetKind !== 'depth') return;
+    // The service's mapping (src/depth/convert.ts): inverse depth between zNear and zFar, near = white.
+    let min = Infinity, max = -Infinity;
+    for (const z of depth) if (Number.isFinite(z) && z < far) { if (z < min) min = z; if (z > max) max = z; }
+    const zNear = range === 'auto' && Number.isFinite(min) ? Math.max(min, near) : near;
+    const zFar = range === 'auto' && Number.isFinite(max) ? Math.min(Math.max(max, zNear * (1 + 1e-6)), far) : far;
+    const inv0 = 1 / zNear, inv1 = 1 / zFar, span = inv0 - inv1;
+    const img = this.prepareInset(width, height, 'depth (near = white)');
+    const d = img.data;
+    for (let i = 0; i < depth.length; i++) {
+      const z = depth[i]!;
+      let n = 0;
+      if (Number.isFinite(z) && z < far) n = (1 / Math.min(Math.max(z, zNear), zFar) - inv1) / span;
+      const g = Math.round(n * 255);
+      d[i * 4] = g; d[i * 4 + 1] = g; d[i * 4 + 2] = g; d[i * 4 + 3] = 255;
+    }
+    this.inset.getContext('2d')!.putImageData(img, 0, 0);
+  }
+
+  drawIdInset(ids: Uint16Array, width: number, height: number): void {
+    if (this.insetKind !== 'ids') return;
+    const img = this.prepareInset(width, height, 'object ids');
+    const d = img.data;
+    for (let i = 0; i < ids.length; i++) {
+      const [r, g, b] = idColor(ids[i]!);
+      d[i * 4] = r; d[i * 4 + 1] = g; d[i * 4 + 2] = b; d[i * 4 + 3] = 255;
+    }
+    this.inset.getContext('2d')!.putImageData(img, 0, 0);
+  }
+
+  private prepareInset(width: number, height: number, caption: string): ImageData {
+    if (this.inset.width !== width || this.inset.height !== height) {
+      this.inset.width = width;
+      this.inset.height = height;
+    }
+    this.insetCaption.textContent = `${caption} · ${width}×${height}`;
+    return new ImageData(width, height);
+  }
+
+  // ---- scene / objects ----
+
+  setScene(name: string, cameras: string[], selectedCamera: number): void {
+    this.sceneName.textContent = name;
+    this.camera.replaceChildren(...cameras.map((c, i) => new Option(c, String(i))));
+    this.camera.value = String(selectedCamera);
+  }
+
+  setObjects(rows: ObjectRow[], selectedId: number | undefined, onPick: (id: number) => void): void {
+    const withPrompt = rows.filter((r) => r.prompt);
+    this.objHint.textContent = withPrompt.length
+      ? `${withPrompt.length} object${withPrompt.length > 1 ? 's' : ''} with a prompt; their pixels follow it (layout).`
+      : 'Click an object in the 3D view to give it its own prompt.';
+    this.objects.replaceChildren(
+      ...withPrompt.map((r) => {
+        const li = document.createElement('li');
+        li.dataset.id = String(r.id);
+        if (r.id === selectedId) li.classList.add('selected');
+        const sw = document.createElement('span');
+        sw.className = 'swatch';
+        const [cr, cg, cb] = idColor(r.id);
+        sw.style.background = `rgb(${cr},${cg},${cb})`;
+        const name = document.createElement('span');
+        name.className = 'name';
+        name.textContent = r.label;
+        const prompt = document.createElement('span');
+        prompt.className = 'prompt';
+        prompt.textContent = r.prompt ?? '';
+        prompt.title = r.prompt ?? '';
+        const w = document.createElement('span');
+        w.className = 'muted';
+        w.textContent = r.weight !== 1 ? `×${r.weight}` : '';
+        li.append(sw, name, prompt, w);
+        li.addEventListener('click', () => onPick(r.id));
+        return li;
+      }),
+    );
+  }
+
+  editObject(row: ObjectRow | undefined): void {
+    this.objEditor.hidden = !row;
+    if (!row) return;
+    this.objLabel.textContent = row.label;
+    this.objId.textContent = `id ${row.id}`;
+    this.objPrompt.value = row.prompt ?? '';
+    this.objWeight.value = String(row.weight);
+  }
+}
+
+/** A stable, distinct colour per object id (0 = black). */
+export function idColor(id: number): [number, number, number] {
+  if (id === 0) return [0, 0, 0];
+  const h = (id * 0.61803398875) % 1;
+  const s = 0.65, v = 0.95;
+  const i = Math.floor(h * 6), f = h * 6 - i;
+  const p = v * (1 - s), q = v * (1 - f * s), t = v * (1 - (1 - f) * s);
+  const rgb = [[v, t, p], [q, v, p], [p, v, t], [p, q, v], [t, p, v], [v, p, q]][i % 6]!;
+  return [Math.round(rgb[0]! * 255), Math.round(rgb[1]! * 255), Math.round(rgb[2]! * 255)];
+}
