@@ -1,10 +1,11 @@
-import { cpSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { checkModelFolder, loadModel } from '../src/models/load.ts';
 import { mapControlnetResiduals } from '../src/models/controlnet-map.ts';
 import { createTinyModel } from '../src/tiny/build-tiny.ts';
+import { externalizeWeights, onnxWithExternal } from './support/hub-server.ts';
 import { tinyModelDir } from './support/tiny.ts';
 
 async function copyOf(family: 'depth2img' | 'controlnet'): Promise<string> {
@@ -53,6 +54,24 @@ describe('model folder checks', () => {
     const err = await loadModel(dir, { device: 'cpu' }).catch((e) => e);
     expect(err.code).toBe('BAD_MODEL');
     expect(err.message).toContain('vae_decoder');
+  });
+
+  it('refuses ONNX external data that points outside the model folder', async () => {
+    const dir = await copyOf('depth2img');
+    writeFileSync(join(dir, 'unet/model.onnx'), onnxWithExternal('../../etc/passwd'));
+    const err = await loadModel(dir, { device: 'cpu' }).catch((e) => e);
+    expect(err.code).toBe('BAD_MODEL');
+    expect(err.message).toMatch(/outside the model folder/);
+  });
+
+  it('loads a model whose weights live in an external data file beside it', async () => {
+    const dir = await copyOf('depth2img');
+    const { onnx, data } = externalizeWeights(readFileSync(join(dir, 'unet/model.onnx')), 'model.onnx_data');
+    writeFileSync(join(dir, 'unet/model.onnx'), onnx);
+    writeFileSync(join(dir, 'unet/model.onnx_data'), data);
+    const model = await loadModel(dir, { device: 'cpu' });
+    expect(model.family).toBe('depth2img');
+    await model.release();
   });
 
   it('a healthy tiny model passes the check', async () => {

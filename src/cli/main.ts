@@ -105,20 +105,33 @@ export function buildProgram(): Command {
     .command('pull')
     .description('download a model from a Hugging Face-style hub (or a registry name)')
     .argument('<id>', 'registry name or hub repo id')
-    .option('--revision <rev>', 'revision', 'main')
+    .option('--revision <rev>', 'revision (default: the registry pin, else main)')
     .option('--name <name>', 'install under this name')
+    .option('--subfolder <dir>', 'take the layout from this folder of the repo')
+    .option('--controlnet <repo>', 'assemble: add this ControlNet repo to the base model')
+    .option('--controlnet-revision <rev>', 'revision of the ControlNet repo')
+    .option('--controlnet-subfolder <dir>', 'folder of the ControlNet repo holding its ONNX')
+    .option('--controlnet-file <path>', 'the ControlNet ONNX file inside its repo')
+    .option('--base <name>', 'assemble onto an installed base model instead of downloading one')
+    .option('--force', 'replace an installed model of the same name')
+    .option('--keep-downloads', 'keep the download cache after installing')
     .option('--hub <url>', 'hub base URL (default https://huggingface.co, or $HF_ENDPOINT)')
     .action(async (id: string, opts) => (await import('../hub/commands.ts')).modelsPull({ id, ...opts }, process.stdout));
   models
     .command('verify')
     .description('check files, hashes and ONNX I/O of an installed model (or a folder)')
     .argument('<name>', 'model name or folder')
-    .action(async (name: string) => (await import('../hub/commands.ts')).modelsVerify({ name }, process.stdout));
+    .option('--no-hashes', 'skip sha256 checks')
+    .option('--no-io', 'skip the ONNX I/O check')
+    .option('--json', 'print JSON')
+    .action(async (name: string, opts) =>
+      (await import('../hub/commands.ts')).modelsVerify({ name, noHashes: opts.hashes === false, noIo: opts.io === false, json: opts.json }, process.stdout));
   models
     .command('remove')
     .description('remove an installed model')
     .argument('<name>', 'model name')
-    .action(async (name: string) => (await import('../hub/commands.ts')).modelsRemove({ name }, process.stdout));
+    .option('--cache', 'also remove its download cache')
+    .action(async (name: string, opts) => (await import('../hub/commands.ts')).modelsRemove({ name, cache: opts.cache }, process.stdout));
 
   program
     .command('batch')

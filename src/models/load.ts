@@ -9,9 +9,13 @@ import { basename, join, resolve } from 'node:path';
 import { DepthcastError } from '../errors.ts';
 import { type Device, type ModelSession, openSession, type TensorSpec } from '../runtime/ort.ts';
 import type { SchedulerConfig } from '../schedulers/types.ts';
+import { checkExternalData } from '../hub/onnx-external.ts';
 import { ClipTokenizer } from '../tokenizer/clip.ts';
 import { mapControlnetResiduals } from './controlnet-map.ts';
 import { type ComponentName, type DepthcastModelConfig, familyOf, type ModelFamily, REQUIRED_FILES, SESSION_FILES } from './layout.ts';
+
+/** ONNX files up to this size get their external-data locations checked at every load. */
+const EXTERNAL_CHECK_MAX_BYTES = 256 * 2 ** 20;
 
 export interface ModelSessions {
   textEncoder: ModelSession;
@@ -226,6 +230,16 @@ export async function loadModel(dirInput: string, options: LoadOptions = {}): Pr
   } catch (err) {
     problems.push(`tokenizer: ${(err as Error).message}`);
   }
+
+  // External-data locations must stay inside the folder. Parsing costs a read of the file, so
+  // files above EXTERNAL_CHECK_MAX_BYTES are left to `models verify` (pull runs it on install).
+  for (const rel of Object.values(SESSION_FILES)) {
+    const path = join(dir, rel);
+    if (!existsSync(path) || (await stat(path)).size > EXTERNAL_CHECK_MAX_BYTES) continue;
+    const check = await checkExternalData(dir, rel);
+    for (const p of check.problems) problems.push(p.message);
+  }
+  if (problems.length) throw fail();
 
   // Resolve `auto` once, on the first session, so every component runs on the same device.
   let device = options.device ?? 'auto';
