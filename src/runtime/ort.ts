@@ -4,6 +4,9 @@
  * callers always see Float32Array), checks input names before a run, and reports the shapes
  * of every feed when a run fails.
  */
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { DepthcastError } from '../errors.ts';
 import { float16ToFloat32, float32ToFloat16 } from './float16.ts';
@@ -42,6 +45,20 @@ export function autoDeviceOrder(platform: NodeJS.Platform = process.platform): E
   if (platform === 'win32') return ['cuda', 'dml', 'webgpu', 'cpu'];
   if (platform === 'darwin') return ['coreml', 'webgpu', 'cpu'];
   return ['cuda', 'webgpu', 'cpu'];
+}
+
+/**
+ * Whether the CUDA EP's provider library was installed beside the binding
+ * (`npm install --onnxruntime-node-install=cuda12`); without it ORT can only fail, loudly.
+ */
+export function cudaProviderInstalled(): boolean {
+  try {
+    const root = dirname(createRequire(import.meta.url).resolve('onnxruntime-node/package.json'));
+    const dir = join(root, 'bin', 'napi-v6', process.platform, process.arch);
+    return existsSync(join(dir, process.platform === 'win32' ? 'onnxruntime_providers_cuda.dll' : 'libonnxruntime_providers_cuda.so'));
+  } catch {
+    return false;
+  }
 }
 
 /** Backends this onnxruntime-node build carries (e.g. cpu, webgpu; cuda only when its EP is installed). */
@@ -190,6 +207,9 @@ export async function openSession(
   onFallback?: (device: string, reason: string) => void,
 ): Promise<ModelSession> {
   if (device !== 'auto') {
+    if (device === 'cuda' && !cudaProviderInstalled()) {
+      throw new DepthcastError('UNSUPPORTED_DEVICE', `device "cuda" is not available: the CUDA EP is not installed. Install it with \`npm install --onnxruntime-node-install=cuda12\` (needs CUDA 12 and cuDNN 9), or use --device cpu.`);
+    }
     try {
       return await ModelSession.create(name, path, device);
     } catch (err) {
@@ -206,6 +226,10 @@ export async function openSession(
   }
   let lastError: unknown;
   for (const candidate of autoDeviceOrder()) {
+    if (candidate === 'cuda' && !cudaProviderInstalled()) {
+      onFallback?.('cuda', 'CUDA EP not installed (npm install --onnxruntime-node-install=cuda12)');
+      continue;
+    }
     try {
       return await ModelSession.create(name, path, candidate);
     } catch (err) {
