@@ -1,0 +1,125 @@
+/**
+ * Everything a frame must pass before it is queued, shared by WebSocket and HTTP: limits,
+ * byte counts of each payload part, layout shape, model naming and a scan of the depth values.
+ * Payload parts stay views of the received bytes.
+ */
+import { DepthcastError } from '../src/errors.ts';
+import type { FrameHeader, Limits } from '../src/protocol/schemas.ts';
+import { BYTES_PER_SAMPLE, type ScannedDepth, scanDepth } from './depth-scan.ts';
+
+export interface Frame {
+  header: FrameHeader;
+  depth: ScannedDepth;
+  init?: Uint8Array;
+  layout?: Uint8Array;
+  /** performance.now() when the bytes arrived. */
+  receivedAt: number;
+}
+
+export interface FrameParts {
+  depth: Uint8Array;
+  init?: Uint8Array;
+  layout?: Uint8Array;
+}
+
+/** SD VAEs downsample by 8; output sizes must be multiples of it. */
+const SIZE_STEP = 8;
+
+function limit(what: string, value: number, max: number, unit: string): void {
+  if (value > max) throw new DepthcastError('LIMIT_EXCEEDED', `${what} is ${value} ${unit}; this service allows at most ${max}`, { limit: max });
+}
+
+/** Clients name models from GET /v1/models; anything path-like is refused outright. */
+export function checkModelName(name: string | undefined): void {
+  if (name !== undefined && (/[/\\]/.test(name) || name.startsWith('.') || name.includes(':'))) {
+    throw new DepthcastError('BAD_REQUEST', `params.model must be a model name from GET /v1/models, not a path (got ${JSON.stringify(name)})`);
+  }
+}
+
+function checkParams(header: FrameHeader, limits: Limits): void {
+  const { params, depth } = header;
+  limit('params.prompt', params.prompt.length, limits.maxPromptChars, 'characters');
+  limit('params.negativePrompt', params.negativePrompt.length, limits.maxPromptChars, 'characters');
+  if (params.steps !== undefined) limit('params.steps', params.steps, limits.maxSteps, 'steps');
+  for (const key of ['width', 'height'] as const) {
+    const v = params[key];
+    if (v !== undefined && v % SIZE_STEP !== 0) throw new DepthcastError('BAD_REQUEST', `params.${key} must be a multiple of ${SIZE_STEP}, got ${v}`);
+  }
+  const outW = params.width ?? Math.floor(depth.width / SIZE_STEP) * SIZE_STEP;
+  const outH = params.height ?? Math.floor(depth.height / SIZE_STEP) * SIZE_STEP;
+  if (outW < SIZE_STEP || outH < SIZE_STEP) throw new DepthcastError('BAD_REQUEST', `output size ${outW}×${outH} is too small; it must be at least ${SIZE_STEP}×${SIZE_STEP}`);
+  limit(`output size ${outW}×${outH}`, outW * outH, limits.maxOutputPixels, 'pixels');
+  checkModelName(params.model);
+}
+
+/** Splits the payload into depth | init | layout by the header's byte lengths; every byte must be accounted for. */
+function splitPayload(header: FrameHeader, payload: Uint8Array): FrameParts {
+  const { depth, init, layout } = header;
+  const expected = depth.byteLength + (init?.byteLength ?? 0) + (layout?.byteLength ?? 0);
+  if (expected !== payload.byteLength) {
+    throw new DepthcastError('BAD_FRAME', `payload has ${payload.byteLength} bytes but the header's byteLengths add up to ${expected} (depth ${depth.byteLength}${init ? ` + init ${init.byteLength}` : ''}${layout ? ` + layout ${layout.byteLength}` : ''})`);
+  }
+  let offset = depth.byteLength;
+  const parts: FrameParts = { depth: payload.subarray(0, offset) };
+  if (init) parts.init = payload.subarray(offset, (offset += init.byteLength));
+  if (layout) parts.layout = payload.subarray(offset, (offset += layout.byteLength));
+  return parts;
+}
+
+/** Checks a frame header against the limits and itself (sizes, byte counts, regions, params). */
+function checkHeader(header: FrameHeader, limits: Limits): void {
+  const { depth, init, layout } = header;
+  const pixels = depth.width * depth.height;
+  limit(`depth ${depth.width}×${depth.height}`, pixels, limits.maxDepthPixels, 'pixels');
+  const depthBytes = pixels * BYTES_PER_SAMPLE[depth.dtype];
+  if (depth.byteLength !== depthBytes) {
+    throw new DepthcastError('BAD_FRAME', `depth.byteLength is ${depth.byteLength}, expected ${depth.width}×${depth.height} ${depth.dtype} = ${depthBytes} bytes`);
+  }
+  if (init?.format === 'rgba8') {
+    if (!init.width || !init.height) throw new DepthcastError('BAD_FRAME', 'an rgba8 init image needs init.width and init.height');
+    limit(`init image ${init.width}×${init.height}`, init.width * init.height, limits.maxDepthPixels, 'pixels');
+    if (init.byteLength !== init.width * init.height * 4) {
+      throw new DepthcastError('BAD_FRAME', `init.byteLength is ${init.byteLength}, expected ${init.width}×${init.height}×4 = ${init.width * init.height * 4}`);
+    }
+  } else if (init && init.byteLength === 0) {
+    throw new DepthcastError('BAD_IMAGE', 'init image is empty (byteLength 0)');
+  }
+  if (layout) {
+    if (layout.width !== depth.width || layout.height !== depth.height) {
+      throw new DepthcastError('BAD_LAYOUT', `layout map is ${layout.width}×${layout.height} but the depth is ${depth.width}×${depth.height}; send them at the same size`);
+    }
+    if (layout.byteLength !== pixels * 2) throw new DepthcastError('BAD_FRAME', `layout.byteLength is ${layout.byteLength}, expected ${pixels} u16 ids = ${pixels * 2} bytes`);
+    const compose = header.params.regions?.composeFromLabels ?? false;
+    let regions = 0;
+    for (const o of layout.objects) {
+      if (o.prompt !== undefined) limit(`layout object ${o.id} prompt`, o.prompt.length, limits.maxPromptChars, 'characters');
+      if (o.prompt || compose) regions++;
+    }
+    limit('layout regions with prompts', regions, limits.maxRegions, 'regions');
+  }
+  checkParams(header, limits);
+}
+
+function toFrame(header: FrameHeader, parts: FrameParts, receivedAt: number): Frame {
+  const frame: Frame = { header, depth: scanDepth(parts.depth, header.depth), receivedAt };
+  if (parts.init) frame.init = parts.init;
+  if (parts.layout) frame.layout = parts.layout;
+  return frame;
+}
+
+/** A binary WebSocket frame: header plus one payload holding depth | init | layout. */
+export function intakeFrame(header: FrameHeader, payload: Uint8Array, limits: Limits, receivedAt = performance.now()): Frame {
+  checkHeader(header, limits);
+  return toFrame(header, splitPayload(header, payload), receivedAt);
+}
+
+/** An HTTP request: the parts arrive separately; the header's byteLengths must match them. */
+export function intakeParts(header: FrameHeader, parts: FrameParts, limits: Limits, receivedAt = performance.now()): Frame {
+  checkHeader(header, limits);
+  const given = { depth: parts.depth.byteLength, init: parts.init?.byteLength, layout: parts.layout?.byteLength };
+  const declared = { depth: header.depth.byteLength, init: header.init?.byteLength, layout: header.layout?.byteLength };
+  for (const key of ['depth', 'init', 'layout'] as const) {
+    if (given[key] !== declared[key]) throw new DepthcastError('BAD_FRAME', `${key} has ${given[key] ?? 0} bytes, expected ${declared[key] ?? 0}`);
+  }
+  return toFrame(header, parts, receivedAt);
+}

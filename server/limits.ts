@@ -1,0 +1,41 @@
+/**
+ * The service's explicit limits (docs/protocol.md, "Limits"). Every one is announced in `hello`
+ * and enforced before a job is queued, so a client learns what it did wrong at once.
+ */
+import type { Limits } from '../src/protocol/schemas.ts';
+
+export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
+  /** Largest WebSocket message or HTTP body the service accepts (64 MiB: a 2048² f32 depth map is 16 MiB). */
+  maxMessageBytes: 64 * 1024 * 1024,
+  /** Depth (and layout) pixels per frame: 2048². */
+  maxDepthPixels: 2048 * 2048,
+  /** Output pixels per image: 1024². */
+  maxOutputPixels: 1024 * 1024,
+  /** Characters of the prompt, the negative prompt and each layout object's prompt. */
+  maxPromptChars: 2000,
+  /** Denoising steps per job. */
+  maxSteps: 150,
+  /** Jobs waiting (not running) across all clients; past it a frame gets BUSY. */
+  maxQueuedJobs: 32,
+  /** Layout objects that carry a prompt (each adds a UNet evaluation per step). */
+  maxRegions: 8,
+});
+
+export function resolveLimits(overrides: Partial<Limits> = {}): Limits {
+  const limits = { ...DEFAULT_LIMITS };
+  for (const [key, value] of Object.entries(overrides) as [keyof Limits, number | undefined][]) {
+    if (value === undefined) continue;
+    if (!Number.isInteger(value) || value < 1) throw new RangeError(`limit ${key} must be a positive integer, got ${value}`);
+    limits[key] = value;
+  }
+  return limits;
+}
+
+/**
+ * ws closes a socket (code 1009) on messages above its maxPayload. The service sets that hard cap
+ * well above maxMessageBytes and answers messages between the two with LIMIT_EXCEEDED itself,
+ * so an oversized frame costs the client one error, not its connection.
+ */
+export function hardPayloadCap(limits: Limits): number {
+  return limits.maxMessageBytes * 2 + 1024 * 1024;
+}

@@ -1,0 +1,336 @@
+/**
+ * The job queue in front of the one inference worker. Jobs belong to a stream of an owner
+ * (a WebSocket connection or an HTTP request). Live jobs: newest frame wins — a new live frame
+ * replaces the stream's queued one and cancels its running one at the next step boundary, and
+ * a frame that barely differs from the stream's last computed frame reuses that result.
+ * Batch jobs: FIFO, never dropped. Streams with work take turns (round robin). The queue is
+ * bounded (BUSY past it). Exactly one terminal callback (result | cancelled | failed) per job.
+ */
+import { DepthcastError, toDepthcastError } from '../src/errors.ts';
+import type { Engine } from '../src/engine/engine.ts';
+import type { CatalogEntry } from '../src/engine/catalog.ts';
+import type { EngineProgress } from '../src/engine/types.ts';
+import type { ResultHeader } from '../src/protocol/schemas.ts';
+import type { Frame } from './intake.ts';
+import { type JobRecord, JobStore } from './jobs.ts';
+import { type ComputedFrame, frameSignature, isSimilar } from './similarity.ts';
+
+export type CancelReason = 'client' | 'superseded' | 'disconnect' | 'shutdown';
+
+export interface JobResult {
+  header: ResultHeader;
+  png: Uint8Array;
+}
+
+/** Where a job's messages go; called in protocol order, exactly one terminal call. */
+export interface JobSink {
+  accepted(position: number): void;
+  progress(progress: EngineProgress): void;
+  result(result: JobResult): void;
+  cancelled(reason: CancelReason): void;
+  failed(error: DepthcastError): void;
+}
+
+export interface SchedulerOptions {
+  maxQueuedJobs: number;
+  similarityThreshold: number;
+  resolveModel: (name?: string) => CatalogEntry;
+  store: JobStore;
+  log?: (line: string) => void;
+}
+
+export interface SchedulerStats {
+  submitted: number;
+  /** Jobs handed to the engine. */
+  started: number;
+  succeeded: number;
+  reused: number;
+  cancelled: number;
+  failed: number;
+  refusedBusy: number;
+}
+
+interface Job {
+  id: string;
+  owner: string;
+  stream: Stream;
+  mode: 'live' | 'batch';
+  frame: Frame;
+  model: CatalogEntry;
+  signature: string;
+  sink: JobSink;
+  record: JobRecord;
+  state: 'queued' | 'running' | 'done';
+  abort?: AbortController;
+  startedAt?: number;
+}
+
+interface Stream {
+  key: string;
+  owner: string;
+  name: string;
+  queue: Job[];
+  /** Turn number when this stream was last served: least recently served goes next. */
+  servedAt: number;
+  last?: ComputedFrame;
+}
+
+export class Scheduler {
+  private readonly streams = new Map<string, Stream>();
+  /** Streams with queued work, in serving order. */
+  private ring: Stream[] = [];
+  private readonly active = new Map<string, Map<string, Job>>();
+  private queuedCount = 0;
+  private turn = 0;
+  /** The job the engine is working on (possibly already cancelled, until the engine lets go). */
+  private gpu?: { job: Job; done: Promise<void> };
+  private closing = false;
+  readonly stats: SchedulerStats = { submitted: 0, started: 0, succeeded: 0, reused: 0, cancelled: 0, failed: 0, refusedBusy: 0 };
+
+  constructor(private readonly engine: Pick<Engine, 'run'>, private readonly opts: SchedulerOptions) {}
+
+  /** Jobs waiting for the engine. */
+  get queueLength(): number {
+    return this.queuedCount;
+  }
+
+  get running(): boolean {
+    return this.gpu?.job.state === 'running';
+  }
+
+  /** Queues a validated frame; throws (BUSY, MODEL_NOT_FOUND, SHUTTING_DOWN, BAD_REQUEST) without side effects. */
+  submit(owner: string, frame: Frame, sink: JobSink): void {
+    const { header } = frame;
+    if (this.closing) throw new DepthcastError('SHUTTING_DOWN', 'the service is shutting down');
+    const mine = this.active.get(owner);
+    if (mine?.has(header.jobId)) throw new DepthcastError('BAD_REQUEST', `jobId ${header.jobId} is already queued or running on this connection; use a new id per frame`);
+    const model = this.opts.resolveModel(header.params.model);
+    const key = `${owner}\u0000${header.stream}`;
+    const existing = this.streams.get(key);
+    const live = header.mode === 'live';
+    const replaced = live && existing ? existing.queue.filter((j) => j.mode === 'live') : [];
+    if (this.queuedCount - replaced.length >= this.opts.maxQueuedJobs) {
+      this.stats.refusedBusy++;
+      throw new DepthcastError('BUSY', `the queue is full (${this.opts.maxQueuedJobs} jobs waiting); retry later`, { maxQueuedJobs: this.opts.maxQueuedJobs });
+    }
+    const stream = existing ?? this.addStream(key, owner, header.stream);
+    const signature = frameSignature(frame, model.name);
+    const record = this.opts.store.add({ jobId: header.jobId, stream: header.stream, mode: header.mode, state: 'queued', createdAt: new Date().toISOString() });
+    const job: Job = { id: header.jobId, owner, stream, mode: header.mode, frame, model, signature, sink, record, state: 'queued' };
+    this.stats.submitted++;
+    if (live) {
+      for (const old of replaced) this.cancel(old, 'superseded');
+      const running = this.gpu?.job;
+      if (running && running.stream === stream && running.mode === 'live') this.cancel(running, 'superseded');
+      const t0 = performance.now();
+      if (stream.last && isSimilar(stream.last, frame, signature, this.opts.similarityThreshold)) {
+        this.reuse(job, stream.last, performance.now() - t0);
+        return;
+      }
+    }
+    this.track(job);
+    stream.queue.push(job);
+    this.queuedCount++;
+    if (!this.ring.includes(stream)) this.ring.push(stream);
+    sink.accepted(this.positionOf(job));
+    this.pump();
+  }
+
+  /** Cancels one of the owner's jobs; false when it has no such queued or running job. */
+  cancelJob(owner: string, jobId: string, reason: CancelReason = 'client'): boolean {
+    const job = this.active.get(owner)?.get(jobId);
+    if (!job) return false;
+    this.cancel(job, reason);
+    return true;
+  }
+
+  /** Cancels every queued or running job of the owner's stream; returns how many. */
+  cancelStream(owner: string, stream: string, reason: CancelReason = 'client'): number {
+    const jobs = [...(this.active.get(owner)?.values() ?? [])].filter((j) => j.stream.name === stream);
+    for (const job of jobs) this.cancel(job, reason);
+    return jobs.length;
+  }
+
+  /** Cancels the owner's jobs and forgets its streams (a closed connection or request). */
+  releaseOwner(owner: string, reason: CancelReason = 'disconnect'): number {
+    const jobs = [...(this.active.get(owner)?.values() ?? [])];
+    for (const job of jobs) this.cancel(job, reason);
+    for (const [key, stream] of this.streams) if (stream.owner === owner) this.streams.delete(key);
+    return jobs.length;
+  }
+
+  /** Refuses new jobs, cancels queued ones, aborts the running one and waits (bounded) for the engine to let go. */
+  async close(waitMs = 30_000): Promise<void> {
+    this.closing = true;
+    for (const jobs of [...this.active.values()]) for (const job of [...jobs.values()]) this.cancel(job, 'shutdown');
+    const pending = this.gpu?.done;
+    if (pending) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([pending, new Promise<void>((r) => { timer = setTimeout(r, waitMs); })]);
+      clearTimeout(timer);
+    }
+  }
+
+  private addStream(key: string, owner: string, name: string): Stream {
+    // A new stream goes after streams that have waited longer, but before the one served last.
+    const stream: Stream = { key, owner, name, queue: [], servedAt: this.turn - 0.5 };
+    this.streams.set(key, stream);
+    return stream;
+  }
+
+  private track(job: Job): void {
+    let mine = this.active.get(job.owner);
+    if (!mine) this.active.set(job.owner, (mine = new Map()));
+    mine.set(job.id, job);
+  }
+
+  private untrack(job: Job): void {
+    const mine = this.active.get(job.owner);
+    if (mine?.get(job.id) === job) mine.delete(job.id);
+    if (mine?.size === 0) this.active.delete(job.owner);
+  }
+
+  /** Jobs ahead of `job` if nothing else arrives: the running one, then the turns taken before it. */
+  private positionOf(job: Job): number {
+    let ahead = this.gpu?.job.state === 'running' ? 1 : 0;
+    const sim = this.ring.map((s) => ({ s, taken: 0, servedAt: s.servedAt }));
+    const index = job.stream.queue.indexOf(job);
+    for (let turn = this.turn; ; ahead++) {
+      const pick = leastRecentlyServed(sim.filter((x) => x.taken < x.s.queue.length));
+      if (!pick || (pick.s === job.stream && pick.taken === index)) return ahead;
+      pick.taken++;
+      pick.servedAt = ++turn;
+    }
+  }
+
+  private cancel(job: Job, reason: CancelReason): void {
+    if (job.state === 'done') return;
+    if (job.state === 'queued') {
+      const q = job.stream.queue;
+      q.splice(q.indexOf(job), 1);
+      this.queuedCount--;
+    } else {
+      job.abort?.abort();
+    }
+    this.settle(job);
+    this.stats.cancelled++;
+    this.opts.store.finish(job.record, 'cancelled', { cancelReason: reason });
+    job.sink.cancelled(reason);
+  }
+
+  private settle(job: Job): void {
+    job.state = 'done';
+    this.untrack(job);
+  }
+
+  private reuse(job: Job, last: ComputedFrame, checkMs: number): void {
+    this.stats.reused++;
+    const now = performance.now();
+    const header: ResultHeader = {
+      ...last.result.header,
+      jobId: job.id,
+      stream: job.stream.name,
+      timings: { similarity: checkMs, endToEnd: now - job.frame.receivedAt },
+      reusedFrom: last.jobId,
+    };
+    job.state = 'done';
+    job.record.result = resultSummary(header);
+    this.opts.store.finish(job.record, 'succeeded');
+    job.sink.accepted(0);
+    job.sink.result({ header, png: last.result.png });
+  }
+
+  /** Round robin: the head job of the least recently served stream with work. */
+  private next(): Job | undefined {
+    this.ring = this.ring.filter((st) => st.queue.length > 0);
+    const stream = leastRecentlyServed(this.ring);
+    if (!stream) return undefined;
+    const job = stream.queue.shift()!;
+    stream.servedAt = ++this.turn;
+    if (!stream.queue.length) this.ring.splice(this.ring.indexOf(stream), 1);
+    this.queuedCount--;
+    return job;
+  }
+
+  private pump(): void {
+    if (this.gpu || this.closing) return;
+    const job = this.next();
+    if (!job) return;
+    job.state = 'running';
+    job.startedAt = performance.now();
+    job.abort = new AbortController();
+    job.record.state = 'running';
+    job.record.startedAt = new Date().toISOString();
+    this.stats.started++;
+    const { header, depth, init, layout } = job.frame;
+    const run = this.engine.run(
+      { jobId: job.id, model: { name: job.model.name, dir: job.model.dir }, header, depth: depth.bytes, init, layout },
+      {
+        signal: job.abort.signal,
+        onProgress: (p) => {
+          if (job.state !== 'running') return;
+          job.record.progress = { step: p.step, total: p.total };
+          job.sink.progress(p);
+        },
+      },
+    );
+    const done = run.then(
+      (r) => this.succeed(job, { png: r.png, width: r.width, height: r.height, seed: r.seed, params: r.params, model: r.model, timings: r.timings }),
+      (err) => this.fail(job, toDepthcastError(err, 'INFERENCE_FAILED')),
+    ).finally(() => {
+      this.gpu = undefined;
+      this.pump();
+    });
+    this.gpu = { job, done };
+  }
+
+  private succeed(job: Job, r: { png: Uint8Array; width: number; height: number; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number> }): void {
+    if (job.state !== 'running') return;
+    this.settle(job);
+    this.stats.succeeded++;
+    const now = performance.now();
+    const header: ResultHeader = {
+      type: 'result', jobId: job.id, stream: job.stream.name, format: 'png', width: r.width, height: r.height,
+      seed: r.seed, finishReason: 'SUCCESS', params: r.params, model: r.model,
+      timings: { ...r.timings, queued: job.startedAt! - job.frame.receivedAt, endToEnd: now - job.frame.receivedAt },
+    };
+    const { frame } = job;
+    if (job.mode === 'live' && this.streams.get(job.stream.key) === job.stream) {
+      job.stream.last = { jobId: job.id, signature: job.signature, depth: frame.depth, init: frame.init, layout: frame.layout, result: { header, png: r.png } };
+    }
+    job.record.result = resultSummary(header);
+    this.opts.store.finish(job.record, 'succeeded');
+    job.sink.result({ header, png: r.png });
+    this.forgetIdle(job.stream);
+  }
+
+  private fail(job: Job, error: DepthcastError): void {
+    if (job.state !== 'running') return;
+    this.settle(job);
+    this.stats.failed++;
+    this.opts.log?.(`job ${job.id} failed: ${error.code}: ${error.message}`);
+    this.opts.store.finish(job.record, 'failed', { error });
+    job.sink.failed(error);
+    this.forgetIdle(job.stream);
+  }
+
+  /** Batch-only streams (HTTP requests) keep no state once empty. */
+  private forgetIdle(stream: Stream): void {
+    if (!stream.last && stream.queue.length === 0 && this.streams.get(stream.key) === stream) this.streams.delete(stream.key);
+  }
+}
+
+/** The first entry with the smallest servedAt (ties keep arrival order). */
+function leastRecentlyServed<T extends { servedAt: number }>(items: T[]): T | undefined {
+  let best: T | undefined;
+  for (const item of items) if (!best || item.servedAt < best.servedAt) best = item;
+  return best;
+}
+
+function resultSummary(h: ResultHeader): NonNullable<JobRecord['result']> {
+  const summary: NonNullable<JobRecord['result']> = {
+    finishReason: h.finishReason, seed: h.seed, width: h.width, height: h.height, model: h.model, params: h.params, timings: h.timings,
+  };
+  if (h.reusedFrom) summary.reusedFrom = h.reusedFrom;
+  return summary;
+}

@@ -1,0 +1,222 @@
+/**
+ * The service end to end: a real server on an ephemeral loopback port, real ws clients, the tiny
+ * model. Progress and results, newest-frame-wins under a flood, fairness, cancel, disconnect,
+ * the similarity skip, and MODEL_NOT_FOUND without models.
+ */
+import sharp from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PreviewHeader, ResultHeader, ServerHelloMessage } from '../src/protocol/schemas.ts';
+import { type DepthcastServer, startServer } from '../server/index.ts';
+import { emptyDir, FAST_PARAMS, frameBytes, sceneDepth, SLOW_PARAMS, TestClient, tinyModelsDir } from './support/server-helpers.ts';
+
+let models: Awaited<ReturnType<typeof tinyModelsDir>>;
+let server: DepthcastServer;
+
+beforeAll(async () => {
+  models = await tinyModelsDir();
+  server = await startServer({ port: 0, modelsDir: models.dir, device: 'cpu', log: () => {} });
+});
+
+afterAll(async () => {
+  await server?.close();
+  await models?.cleanup();
+});
+
+const TERMINAL = ['result', 'cancelled', 'error'];
+
+describe('one frame', () => {
+  it('says hello, then accepted → progress (with previews) → one PNG result', async () => {
+    const client = await TestClient.connect(server.url);
+    const hello = ServerHelloMessage.parse(client.received[0]!.msg);
+    expect(hello.models.map((m) => m.name)).toEqual(['tiny']);
+    expect(hello.schedulers).toContain('ddim');
+    expect(hello.limits).toEqual(server.limits);
+
+    client.send(frameBytes({ jobId: 'one', params: { steps: 3, seed: 7 } }));
+    const result = await client.terminal('one');
+    const msgs = client.of('one');
+    expect(msgs[0]!.type).toBe('accepted');
+    expect(msgs[0]!.msg).toMatchObject({ jobId: 'one', stream: 'default', position: 0 });
+    const progress = msgs.filter((m) => m.type === 'progress');
+    // One per scheduler timestep (PNDM, the tiny model's default, takes steps + 1).
+    const total = progress[0]!.msg.total as number;
+    expect(total).toBeGreaterThanOrEqual(3);
+    expect(progress.map((m) => m.msg.step)).toEqual(Array.from({ length: total }, (_, i) => i + 1));
+    const previews = msgs.filter((m) => m.type === 'preview');
+    expect(previews.length).toBeGreaterThan(0);
+    const preview = PreviewHeader.parse(previews[0]!.msg);
+    const jpeg = await sharp(previews[0]!.payload!).metadata();
+    expect([jpeg.format, jpeg.width, jpeg.height]).toEqual(['jpeg', preview.width, preview.height]);
+
+    expect(result.type).toBe('result');
+    expect(msgs.at(-1)).toBe(result);
+    expect(msgs.filter((m) => TERMINAL.includes(m.type))).toHaveLength(1);
+    const header = ResultHeader.parse(result.msg);
+    expect(header).toMatchObject({ jobId: 'one', width: 64, height: 64, seed: 7, finishReason: 'SUCCESS', model: { name: 'tiny' } });
+    expect(header.model.hash).toMatch(/^[0-9a-f]{8,}/);
+    expect(header.reusedFrom).toBeUndefined();
+    expect(header.timings.endToEnd).toBeGreaterThan(0);
+    expect(header.params).toMatchObject({ prompt: FAST_PARAMS.prompt, steps: 3, seed: 7 });
+    const png = await sharp(result.payload!).raw().toBuffer({ resolveWithObject: true });
+    expect([png.info.width, png.info.height]).toEqual([64, 64]);
+    await client.close();
+  });
+});
+
+describe('live streams: newest frame wins', () => {
+  it('a flood of 100 frames on one stream computes only a few, and the last frame gets its result', async () => {
+    const client = await TestClient.connect(server.url);
+    const before = server.stats();
+    const ids = Array.from({ length: 100 }, (_, i) => `flood-${i}`);
+    // A different box position per frame, so the similarity skip cannot hide anything.
+    ids.forEach((id, i) => client.send(frameBytes({ jobId: id, stream: 'cam', depth: sceneDepth({ boxX: i % 48 }), params: { steps: 4 } })));
+    const last = await client.terminal('flood-99');
+    expect(last.type).toBe('result');
+    expect(last.msg.jobId).toBe('flood-99');
+    expect(last.msg.reusedFrom).toBeUndefined();
+    for (const id of ids) await client.terminal(id);
+    for (const id of ids) expect(client.of(id).filter((m) => TERMINAL.includes(m.type)), id).toHaveLength(1);
+    const results = client.received.filter((m) => m.type === 'result');
+    const cancelled = client.received.filter((m) => m.type === 'cancelled');
+    expect(results.length + cancelled.length).toBe(100);
+    expect(cancelled.every((m) => m.msg.reason === 'superseded')).toBe(true);
+    const after = server.stats();
+    const started = after.started - before.started;
+    expect(started).toBeGreaterThanOrEqual(1);
+    expect(started).toBeLessThanOrEqual(10);
+    expect(results.length).toBeLessThanOrEqual(started);
+    console.log(`flood: 100 frames sent, ${started} started in the engine, ${results.length} results, ${cancelled.length} superseded`);
+    await client.close();
+  });
+
+  it('two streams are served in turn', async () => {
+    const client = await TestClient.connect(server.url);
+    const order = ['a1', 'a2', 'a3', 'b1', 'b2', 'b3'];
+    for (const id of order) client.send(frameBytes({ jobId: id, stream: id[0]!, mode: 'batch' }));
+    for (const id of order) expect((await client.terminal(id)).type).toBe('result');
+    const done = client.received.filter((m) => m.type === 'result').map((m) => m.jobId);
+    expect(done).toEqual(['a1', 'b1', 'a2', 'b2', 'a3', 'b3']);
+    const positions = Object.fromEntries(client.received.filter((m) => m.type === 'accepted').map((m) => [m.jobId, m.msg.position]));
+    // Positions are estimates at acceptance time: the b-jobs did not exist when a2 and a3 were accepted.
+    expect(positions).toEqual({ a1: 0, a2: 1, a3: 2, b1: 1, b2: 3, b3: 5 });
+    await client.close();
+  });
+
+  it('batch frames are FIFO and never dropped, even next to a live stream', async () => {
+    const client = await TestClient.connect(server.url);
+    for (let i = 0; i < 5; i++) client.send(frameBytes({ jobId: `batch-${i}`, stream: 'jobs', mode: 'batch' }));
+    for (let i = 0; i < 5; i++) client.send(frameBytes({ jobId: `live-${i}`, stream: 'jobs-live', depth: sceneDepth({ boxX: i * 8 }) }));
+    for (let i = 0; i < 5; i++) expect((await client.terminal(`batch-${i}`)).type).toBe('result');
+    expect((await client.terminal('live-4')).type).toBe('result');
+    const batchOrder = client.received.filter((m) => m.type === 'result' && m.jobId!.startsWith('batch-')).map((m) => m.jobId);
+    expect(batchOrder).toEqual(['batch-0', 'batch-1', 'batch-2', 'batch-3', 'batch-4']);
+    await client.close();
+  });
+});
+
+describe('similarity skip', () => {
+  it('re-sends the last result for a near-identical frame, and recomputes when the prompt or depth changes', async () => {
+    const client = await TestClient.connect(server.url);
+    const base = sceneDepth();
+    client.send(frameBytes({ jobId: 's1', stream: 'sim', depth: base }));
+    const first = await client.terminal('s1');
+    expect(first.type).toBe('result');
+    const started = server.stats().started;
+
+    const nudged = base.slice();
+    nudged[50 * 64 + 10] = nudged[50 * 64 + 10]! * 1.01; // one pixel, 1% further away
+    client.send(frameBytes({ jobId: 's2', stream: 'sim', depth: nudged }));
+    const reused = await client.terminal('s2');
+    expect(reused.type).toBe('result');
+    expect(reused.msg.reusedFrom).toBe('s1');
+    expect(reused.msg.jobId).toBe('s2');
+    expect(Buffer.from(reused.payload!).equals(Buffer.from(first.payload!))).toBe(true);
+    expect(client.of('s2').map((m) => m.type)).toEqual(['accepted', 'result']);
+    expect(server.stats().started).toBe(started);
+
+    client.send(frameBytes({ jobId: 's3', stream: 'sim', depth: nudged, params: { prompt: 'a red box on a floor' } }));
+    const newPrompt = await client.terminal('s3');
+    expect(newPrompt.type).toBe('result');
+    expect(newPrompt.msg.reusedFrom).toBeUndefined();
+    expect(server.stats().started).toBe(started + 1);
+
+    client.send(frameBytes({ jobId: 's4', stream: 'sim', depth: sceneDepth({ boxX: 40 }), params: { prompt: 'a red box on a floor' } }));
+    const moved = await client.terminal('s4');
+    expect(moved.msg.reusedFrom).toBeUndefined();
+    expect(server.stats().started).toBe(started + 2);
+
+    // Batch frames are never skipped.
+    client.send(frameBytes({ jobId: 's5', stream: 'sim', mode: 'batch', depth: sceneDepth({ boxX: 40 }), params: { prompt: 'a red box on a floor' } }));
+    expect((await client.terminal('s5')).msg.reusedFrom).toBeUndefined();
+    await client.close();
+  });
+});
+
+describe('cancel and disconnect', () => {
+  it('cancels a running job by id and a queued stream, and keeps serving', async () => {
+    const client = await TestClient.connect(server.url);
+    client.send(frameBytes({ jobId: 'slow', stream: 'c1', mode: 'batch', params: SLOW_PARAMS }));
+    client.send(frameBytes({ jobId: 'q1', stream: 'c2', mode: 'batch' }));
+    client.send(frameBytes({ jobId: 'q2', stream: 'c2', mode: 'batch' }));
+    await client.waitFor((m) => m.type === 'progress' && m.jobId === 'slow');
+    client.sendJson({ type: 'cancel', stream: 'c2' });
+    client.sendJson({ type: 'cancel', jobId: 'slow' });
+    for (const id of ['slow', 'q1', 'q2']) expect((await client.terminal(id)).msg).toMatchObject({ type: 'cancelled', reason: 'client' });
+    const from = client.received.length;
+    client.sendJson({ type: 'cancel', jobId: 'slow' });
+    expect((await client.error(from, 'slow')).msg.code).toBe('JOB_NOT_FOUND');
+    client.send(frameBytes({ jobId: 'after', stream: 'c1' }));
+    expect((await client.terminal('after')).type).toBe('result');
+    expect(client.received.some((m) => m.type === 'result' && ['slow', 'q1', 'q2'].includes(m.jobId!))).toBe(false);
+    await client.close();
+  });
+
+  it('a client that disconnects cancels its jobs', async () => {
+    const client = await TestClient.connect(server.url);
+    client.send(frameBytes({ jobId: 'gone-1', stream: 'x', mode: 'batch', params: SLOW_PARAMS }));
+    client.send(frameBytes({ jobId: 'gone-2', stream: 'x', mode: 'batch', params: SLOW_PARAMS }));
+    await client.waitFor((m) => m.type === 'progress' && m.jobId === 'gone-1');
+    const before = server.stats();
+    await client.close();
+    const other = await TestClient.connect(server.url);
+    other.send(frameBytes({ jobId: 'next', stream: 'y' }));
+    expect((await other.terminal('next')).type).toBe('result');
+    const after = server.stats();
+    expect(after.cancelled - before.cancelled).toBe(2);
+    expect(after.started - before.started).toBe(1); // only "next": gone-2 never started
+    const job = await (await fetch(`${server.url}/v1/jobs/gone-2`)).json();
+    expect(job).toMatchObject({ jobId: 'gone-2', state: 'cancelled', cancelReason: 'disconnect' });
+    expect(job.startedAt).toBeUndefined();
+    await other.close();
+  });
+});
+
+describe('no model installed', () => {
+  it('starts, says how to get a model, and answers MODEL_NOT_FOUND', async () => {
+    const empty = await emptyDir();
+    const lines: string[] = [];
+    const bare = await startServer({ port: 0, modelsDir: empty.dir, device: 'cpu', log: (l) => lines.push(l) });
+    try {
+      expect(lines.join('\n')).toMatch(/models pull/);
+      expect(lines.join('\n')).toMatch(/create-tiny/);
+      const health = await (await fetch(`${bare.url}/v1/health`)).json();
+      expect(health).toMatchObject({ status: 'ok', model: null });
+      const client = await TestClient.connect(bare.url);
+      expect(client.received[0]!.msg.models).toEqual([]);
+      client.send(frameBytes({ jobId: 'nomodel' }));
+      const err = await client.terminal('nomodel');
+      expect(err.msg).toMatchObject({ type: 'error', code: 'MODEL_NOT_FOUND', jobId: 'nomodel' });
+      expect(err.msg.message).toMatch(/models pull/);
+      const res = await fetch(`${bare.url}/v1/generate`, {
+        method: 'POST', headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ depth: { data: Buffer.from(sceneDepth().buffer).toString('base64'), width: 64, height: 64, near: 1, far: 10 }, params: FAST_PARAMS }),
+      });
+      expect(res.status).toBe(404);
+      expect((await res.json()).error.code).toBe('MODEL_NOT_FOUND');
+      await client.close();
+    } finally {
+      await bare.close();
+      await empty.cleanup();
+    }
+  });
+});
