@@ -9,14 +9,21 @@ import { prepareRegions } from './regions.ts';
 import { decodeLatents, encodeImage, encodePrompt, prepareTimesteps, type StageTimer } from './steps.ts';
 import type { GenerateInput, GenerateOutput, PlanarImage } from './types.ts';
 
+/** Indexed loop on purpose: for..of over a typed array is several times slower at 512×512. */
+function allFinite(data: Float32Array): boolean {
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    if (v - v !== 0) return false;
+  }
+  return true;
+}
+
 function checkImage(name: string, image: PlanarImage | undefined, width: number, height: number): void {
   if (!image) return;
   if (image.channels !== 3 || image.width !== width || image.height !== height || image.data.length !== 3 * width * height) {
     throw new DepthcastError('BAD_IMAGE', `${name} must be 3×${height}×${width} (the output size), got ${image.channels}×${image.height}×${image.width} with ${image.data.length} values`);
   }
-  for (const v of image.data) {
-    if (!Number.isFinite(v)) throw new DepthcastError('BAD_IMAGE', `${name} has non-finite values`);
-  }
+  if (!allFinite(image.data)) throw new DepthcastError('BAD_IMAGE', `${name} has NaN or infinite values`);
 }
 
 /** 1. Check inputs: sizes, ranges and the conditioning this model family needs. */
@@ -37,7 +44,7 @@ export function checkInputs(model: LoadedModel, input: GenerateInput): { h: numb
     if (d.channels !== 1 || d.data.length !== d.width * d.height || d.width < 1 || d.height < 1) {
       throw new DepthcastError('BAD_DEPTH', `depth map must be 1×H×W with H·W values, got ${d.channels}×${d.height}×${d.width} with ${d.data.length} values`);
     }
-    for (const v of d.data) if (!Number.isFinite(v)) throw new DepthcastError('BAD_DEPTH', 'depth map has NaN or infinite values');
+    if (!allFinite(d.data)) throw new DepthcastError('BAD_DEPTH', 'depth map has NaN or infinite values');
   }
   return { h: input.height / f, w: input.width / f };
 }

@@ -93,9 +93,12 @@ export async function decodeLatents(model: LoadedModel, latents: Float32Array, h
     model.sessions.vaeDecoder.run({ latent_sample: { data: input, dims: [1, model.latentChannels, h, w] } }, ['sample']),
   );
   const { data, dims } = out.sample!;
-  const image = new Float32Array(data.length);
-  for (let i = 0; i < data.length; i++) image[i] = Math.min(Math.max(data[i]! / 2 + 0.5, 0), 1);
-  return { data: image, width: dims[3]!, height: dims[2]!, channels: 3 };
+  // In place: the output buffer is ours, and a 512×512 copy costs more than the loop.
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]! / 2 + 0.5;
+    data[i] = v < 0 ? 0 : v > 1 ? 1 : v;
+  }
+  return { data, width: dims[3]!, height: dims[2]!, channels: 3 };
 }
 
 /**
