@@ -69,7 +69,17 @@ export class InProcessBackend implements Backend {
 
   async run(job: BackendJob, signal?: AbortSignal): Promise<BackendResult> {
     const entry = this.catalog.resolve(job.header.params.model);
-    const r = await this.engine.run({ jobId: job.jobId, model: { name: entry.name, dir: entry.dir }, header: job.header, depth: job.depth, init: job.init, layout: job.layout }, { signal });
+    // A signal of its own per job: the engine never removes its abort listener, and the batch's signal outlives thousands of jobs.
+    const local = new AbortController();
+    const forward = () => local.abort();
+    if (signal?.aborted) local.abort();
+    signal?.addEventListener('abort', forward, { once: true });
+    let r;
+    try {
+      r = await this.engine.run({ jobId: job.jobId, model: { name: entry.name, dir: entry.dir }, header: job.header, depth: job.depth, init: job.init, layout: job.layout }, { signal: local.signal });
+    } finally {
+      signal?.removeEventListener('abort', forward);
+    }
     return { png: r.png, width: r.width, height: r.height, seed: r.seed, params: r.params, model: r.model, timings: r.timings };
   }
 
