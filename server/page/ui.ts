@@ -99,6 +99,8 @@ export class Ui {
       this.insetFig.hidden = this.insetMode.value === 'off';
     });
     this.model.addEventListener('change', () => this.applyModel());
+    this.useInit.addEventListener('change', () => (this.strength.disabled = !this.useInit.checked));
+    this.strength.disabled = !this.useInit.checked;
     this.applyDisplay();
   }
 
