@@ -55,7 +55,7 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     const png = await encodePng(toRgb8(output.image), output.image.width, output.image.height, {
       parameters: JSON.stringify(prepared.params),
       Software: 'depthcast',
-    });
+    }, msg.header.mode === 'live' ? 1 : 6);
     const timings = { ...output.timings, png: performance.now() - t0 };
     post(
       {

@@ -145,12 +145,15 @@ export async function tinyDecoderPreview(model: LoadedModel, latents: Float32Arr
   return { rgb, width: W, height: H };
 }
 
-/** Planar [3,H,W] floats in [0,1] → interleaved RGB8 (round half up, as PIL after `* 255`). */
+/** Planar [3,H,W] floats in [0,1] → interleaved RGB8, rounding half up (as PIL after `* 255`). */
 export function toRgb8(image: PlanarImage): Uint8Array {
   const plane = image.width * image.height;
   const out = new Uint8Array(plane * 3);
-  for (let i = 0; i < plane; i++) {
-    for (let c = 0; c < 3; c++) out[i * 3 + c] = Math.round(image.data[c * plane + i]! * 255);
+  const data = image.data;
+  // Plane by plane keeps the reads contiguous; x·255 + 0.5 truncated equals Math.round for x ≥ 0.
+  for (let c = 0; c < 3; c++) {
+    const base = c * plane;
+    for (let i = 0, o = c; i < plane; i++, o += 3) out[o] = (data[base + i]! * 255 + 0.5) | 0;
   }
   return out;
 }
