@@ -143,6 +143,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
     await scheduler.close(opts.shutdownWaitMs ?? 30_000);
     ws.close();
     await engine.close();
+    server.closeIdleConnections();
     // Give polite closes a moment to flush, then end whatever is left.
     await Promise.race([stopped, new Promise((r) => setTimeout(r, 1000).unref())]);
     ws.terminateAll();
