@@ -14,6 +14,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startServer, type DepthcastServer } from '../server/index.ts';
 import { FrameHeader } from '../src/protocol/schemas.ts';
 import { createTinyModel } from '../src/tiny/build-tiny.ts';
 
@@ -30,8 +31,6 @@ const LAUNCH_ARGS = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run',
   '--disable-default-apps', '--mute-audio',
 ];
-
-type Server = { url: string; close(): Promise<void> };
 
 interface FrameDump {
   jobId: string;
@@ -148,24 +147,24 @@ function panelsGltf(): string {
 
 describe.skipIf(!haveChromium)('preview page in headless Chromium', () => {
   let dir: string;
-  let server: Server;
+  let server: DepthcastServer;
   let browser: Browser;
   let page: Page;
   const serverLog: string[] = [];
   const pageErrors: string[] = [];
-  let startServer: (opts: Record<string, unknown>) => Promise<Server>;
+  const requests: string[] = [];
 
   beforeAll(async () => {
     // `npm test` builds the page first; a bare `vitest run` may not have.
     if (!existsSync(path.join(PAGE_DIR, 'index.html'))) execFileSync(process.execPath, [path.join(ROOT, 'server/page/build.mjs')], { stdio: 'inherit' });
-    ({ startServer } = (await import('../server/index.ts')) as unknown as { startServer: typeof startServer });
     await mkdir(ARTIFACTS, { recursive: true });
     dir = await mkdtemp(path.join(tmpdir(), 'depthcast-page-'));
     await createTinyModel(path.join(dir, MODEL), { family: 'depth2img' });
-    server = await startServer({ host: '127.0.0.1', port: 0, modelsDir: dir, model: MODEL, device: 'cpu', shutdownWaitMs: 2000, log: (l: string) => serverLog.push(l) });
+    server = await startServer({ host: '127.0.0.1', port: 0, modelsDir: dir, model: MODEL, device: 'cpu', shutdownWaitMs: 2000, log: (l) => serverLog.push(l) });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS });
     page = await browser.newPage({ viewport: { width: 1440, height: 860 } });
     page.on('pageerror', (e) => pageErrors.push(e.message));
+    page.on('request', (r) => requests.push(r.url()));
   });
 
   afterAll(async () => {
@@ -265,6 +264,9 @@ describe.skipIf(!haveChromium)('preview page in headless Chromium', () => {
     expect(await page.locator('#conn').getAttribute('data-state')).toBe('ready');
     expect(await page.evaluate(() => window.__depthcast!.lastPreview?.jobId)).toBeTruthy();
     expect(pageErrors).toEqual([]);
+    // Offline by construction: everything the page loaded came from the service itself.
+    expect(requests.length).toBeGreaterThan(2);
+    expect(requests.filter((u) => !u.startsWith(`${server.url}/`) && !/^(blob|data):/.test(u))).toEqual([]);
   });
 
   it('clicking an object sets its prompt, and the next frame carries the layout', async () => {
@@ -405,7 +407,7 @@ describe.skipIf(!haveChromium)('preview page in headless Chromium', () => {
   });
 
   it('passes ?token= from the page address to the WebSocket', async () => {
-    const secured = await startServer({ host: '127.0.0.1', port: 0, modelsDir: dir, model: MODEL, device: 'cpu', token: 'page-secret', shutdownWaitMs: 1000, log: (l: string) => serverLog.push(l) });
+    const secured = await startServer({ host: '127.0.0.1', port: 0, modelsDir: dir, model: MODEL, device: 'cpu', token: 'page-secret', shutdownWaitMs: 1000, log: (l) => serverLog.push(l) });
     try {
       const p = await browser.newPage();
       await p.goto(`${secured.url}/?token=page-secret`);
