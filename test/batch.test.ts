@@ -25,8 +25,8 @@ interface CliResult {
   stderr: string;
 }
 
-function startCli(args: string[]): { child: ChildProcess; result: Promise<CliResult>; stderrLines: (fn: (line: string) => void) => void } {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: work, env: { ...process.env, FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'] });
+function startCli(args: string[], env: Record<string, string> = {}): { child: ChildProcess; result: Promise<CliResult>; stderrLines: (fn: (line: string) => void) => void } {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: work, env: { ...process.env, FORCE_COLOR: '0', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   const listeners: ((line: string) => void)[] = [];
@@ -45,8 +45,8 @@ function startCli(args: string[]): { child: ChildProcess; result: Promise<CliRes
   return { child, result, stderrLines: (fn) => listeners.push(fn) };
 }
 
-function runCli(args: string[]): Promise<CliResult> {
-  return startCli(args).result;
+function runCli(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  return startCli(args, env).result;
 }
 
 /** Every file below `dir`, relative, sorted. */
@@ -339,14 +339,21 @@ describe.skipIf(!hasBlender)('batch: .blend scenes through Blender', () => {
       '  - name: missing-camera',
       '    depth: {blend: scene.blend, camera: Nope, resolution: [64, 48]}',
       '    prompt: "never"',
+      '    seedCount: 3',
       '',
     ].join('\n'));
+    // Count Blender runs through a wrapper.
+    const calls = path.join(work, 'blender-calls.txt');
+    const wrapper = path.join(work, 'blender-wrapper.sh');
+    await writeFile(wrapper, `#!/bin/sh\necho run >> ${JSON.stringify(calls)}\nexec ${JSON.stringify(blender)} "$@"\n`, { mode: 0o755 });
+    const countCalls = async () => (existsSync(calls) ? (await readFile(calls, 'utf8')).trim().split('\n').length : 0);
     const out = path.join(work, 'blend-out');
-    const args = ['batch', manifest, '--out', out, '--models-dir', modelsDir, '--device', 'cpu'];
-    const r = await runCli(args);
+    const args = ['batch', manifest, '--out', out, '--models-dir', modelsDir, '--device', 'cpu', '--concurrency', '2'];
+    const r = await runCli(args, { DEPTHCAST_BLENDER: wrapper });
     expect(r.code, r.stderr).toBe(2);
     expect(r.stderr).toMatch(/rendered depth of cube \(4 views/);
-    expect(r.stdout).toMatch(/missing-camera: 1 output: BAD_DEPTH: Blender could not render the depth of .*scene\.blend: camera 'Nope' is not in scene/);
+    expect(r.stdout).toMatch(/missing-camera: 3 outputs: BAD_DEPTH: Blender could not render the depth of .*scene\.blend: camera 'Nope' is not in scene/);
+    expect(await countCalls()).toBe(2); // one per scene: all views of a scene in one run, a failure not repeated per output
     const pngs = (await listFiles(out)).filter((f) => f.endsWith('.png'));
     expect(pngs).toEqual(['cube/Side-Cam-f1_s3.png', 'cube/Side-Cam-f3_s3.png', 'cube/Top-f1_s3.png', 'cube/Top-f3_s3.png']);
     const side = JSON.parse(await readFile(path.join(out, 'cube/Top-f1_s3.json'), 'utf8'));
@@ -355,9 +362,15 @@ describe.skipIf(!hasBlender)('batch: .blend scenes through Blender', () => {
     expect(side.params).toMatchObject({ width: 64, height: 48 });
     // The cube moves between frames 1 and 3, so the images differ.
     expect(Buffer.compare(await readFile(path.join(out, 'cube/Top-f1_s3.png')), await readFile(path.join(out, 'cube/Top-f3_s3.png')))).not.toBe(0);
-    const again = await runCli(args);
+    const again = await runCli(args, { DEPTHCAST_BLENDER: wrapper });
     expect(again.stdout).toMatch(/0 done, 4 skipped/);
     expect(again.stderr).not.toMatch(/rendered depth of cube/);
+    expect(await countCalls()).toBe(3); // only the failing scene was tried again
+    // Outputs whose render is cached but whose parameters changed run without Blender.
+    await writeFile(manifest, (await readFile(manifest, 'utf8')).replace('seeds: [3]', 'seeds: [3, 4]'));
+    const more = await runCli(args, { DEPTHCAST_BLENDER: wrapper });
+    expect(more.stdout).toMatch(/4 done, 4 skipped/);
+    expect(await countCalls()).toBe(4);
   });
 });
 

@@ -38,6 +38,8 @@ export interface Backend {
   /** The model name a job with params.model = `name` runs on (the default model when undefined). */
   resolveModel(name: string | undefined): Promise<string>;
   run(job: BackendJob, signal?: AbortSignal): Promise<BackendResult>;
+  /** The most jobs it takes at once (the service's queue size), when it has such a limit. */
+  maxInFlight?(): number | undefined;
   /** Where it ran, for the sidecar. */
   describe(): Record<string, unknown>;
   close(): Promise<void>;
@@ -287,6 +289,10 @@ export class ServiceBackend implements Backend {
         p?.reject(toDepthcastError(err, 'OFFLINE'));
       });
     });
+  }
+
+  maxInFlight(): number | undefined {
+    return this.hello?.limits.maxQueuedJobs;
   }
 
   describe(): Record<string, unknown> {

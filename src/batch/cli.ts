@@ -28,7 +28,7 @@ export const EXIT_SOME_FAILED = 2;
 export const EXIT_INTERRUPTED = 130;
 
 export async function batchCommand(manifestPath: string, opts: BatchCliOptions): Promise<void> {
-  const concurrency = opts.concurrency ?? 1;
+  let concurrency = opts.concurrency ?? 1;
   const retry = opts.retry ?? 0;
   if (!(Number.isInteger(concurrency) && concurrency >= 1 && concurrency <= 64)) throw new DepthcastError('BAD_REQUEST', `--concurrency must be 1..64, got ${concurrency}`);
   if (!(Number.isInteger(retry) && retry >= 0 && retry <= 100)) throw new DepthcastError('BAD_REQUEST', `--retry must be 0..100, got ${retry}`);
@@ -55,6 +55,11 @@ export async function batchCommand(manifestPath: string, opts: BatchCliOptions):
   process.on('SIGTERM', onSignal);
   try {
     await backend.start();
+    const cap = backend.maxInFlight?.();
+    if (cap !== undefined && concurrency > cap) {
+      log(`--concurrency ${concurrency} is more than the service queues (${cap}); using ${cap}`);
+      concurrency = cap;
+    }
     const inputs = new BatchInputs(outDir, log, abort.signal);
     const summary = await runBatch({ outputs, outDir, backend, inputs, reporter, concurrency, retry, signal: abort.signal });
     process.stdout.write(`${formatSummary(summary)}\n`);

@@ -92,14 +92,14 @@ interface LoadedDepth {
 /** Small bounded memo: the newest `limit` entries stay. */
 class Memo<T> {
   private readonly map = new Map<string, Promise<T>>();
-  constructor(private readonly limit: number) {}
+  /** `keepFailure`: which errors stay cached (the others are forgotten, so a retry tries again). */
+  constructor(private readonly limit: number, private readonly keepFailure: (err: unknown) => boolean = () => false) {}
   get(key: string, make: () => Promise<T>): Promise<T> {
     let p = this.map.get(key);
     if (!p) {
       p = make();
       this.map.set(key, p);
-      // A failure is not cached: a retry tries again.
-      p.catch(() => { if (this.map.get(key) === p) this.map.delete(key); });
+      p.catch((err: unknown) => { if (!this.keepFailure(err) && this.map.get(key) === p) this.map.delete(key); });
       while (this.map.size > this.limit) this.map.delete(this.map.keys().next().value!);
     }
     return p;
@@ -163,7 +163,8 @@ async function readLayoutMap(file: string): Promise<{ ids: Uint16Array; width: n
 export class BatchInputs {
   private readonly hashes = new Memo<string>(4096);
   private readonly depths = new Memo<LoadedDepth>(16);
-  private readonly renders = new Memo<BlendRender>(64);
+  /** A .blend that Blender cannot render fails every output of its scene from one Blender run, not one run each. */
+  private readonly renders = new Memo<BlendRender>(64, (err) => err instanceof DepthcastError && err.code === 'BAD_DEPTH');
   private readonly files = new Memo<Uint8Array>(16);
   private readonly layouts = new Memo<{ ids: Uint16Array; width: number; height: number }>(16);
 
