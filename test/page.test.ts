@@ -397,12 +397,21 @@ describe.skipIf(!haveChromium)('preview page in headless Chromium', () => {
     expect(pageErrors).toEqual([]);
   });
 
-  it('shows the lost connection and keeps retrying', async () => {
+  it('shows the lost connection, keeps retrying, and reconnects', async () => {
     await server.close();
     await waitAttr(page, '#conn', 'data-state', /^(waiting|connecting)$/);
     await waitText(page, '#conn', /disconnected|reconnecting/);
     await page.click('#generate');
     await waitText(page, '#error', 'OFFLINE');
+
+    // The service comes back on the same port: the page reconnects by itself and sends a frame.
+    const sent = await page.evaluate(() => window.__depthcast!.framesSent);
+    server = await startServer({ host: '127.0.0.1', port: server.port, modelsDir: dir, model: MODEL, device: 'cpu', shutdownWaitMs: 2000, log: (l) => serverLog.push(l) });
+    await waitAttr(page, '#conn', 'data-state', /^ready$/, 30_000);
+    await page.waitForFunction((n) => {
+      const d = window.__depthcast!;
+      return d.framesSent > n && d.lastResult?.jobId === d.lastFrame?.header.jobId;
+    }, sent, { timeout: 90_000 });
     expect(pageErrors).toEqual([]);
   });
 

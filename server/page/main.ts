@@ -127,10 +127,12 @@ async function captureAndSend(): Promise<string | undefined> {
   depthPass.render(view.scene, cam);
   idPass.render(view.scene, cam, view.idOf);
   const init = ui.useInit.checked ? captureView(cam, width, height) : undefined;
+  // Snapshot what belongs with these pixels before waiting: the scene or controls may change meanwhile.
+  const rows = objectRows();
+  const params = ui.params();
   const [d, ids] = await Promise.all([depthPass.read(), idPass.read()]);
 
   const stats = depthStats(d.depth, width, height, ids.ids);
-  const rows = objectRows();
   const layout = buildLayout(ids.ids, width, height, rows, stats);
   const near = Math.max(cam.near, 1e-4);
   const far = Number.isFinite(cam.far) && cam.far > near ? cam.far : Math.max(near * 2, stats.max * 1.01, 1);
@@ -138,7 +140,7 @@ async function captureAndSend(): Promise<string | undefined> {
   let built;
   try {
     built = buildFrameMessage({
-      jobId, stream: STREAM, depth: d.depth, width, height, near, far, params: ui.params(),
+      jobId, stream: STREAM, depth: d.depth, width, height, near, far, params,
       ...(init ? { init } : {}), ...(layout ? { layout } : {}),
     });
   } catch (err) {
@@ -148,7 +150,10 @@ async function captureAndSend(): Promise<string | undefined> {
     }
     throw err;
   }
-  if (!client.sendBinary(built.bytes)) return undefined;
+  if (!client.sendBinary(built.bytes)) {
+    live.markDirty(performance.now()); // goes out once the connection is back
+    return undefined;
+  }
   seq++;
   jobSeq.set(jobId, seq);
   if (jobSeq.size > 200) jobSeq.delete(jobSeq.keys().next().value!);
@@ -289,6 +294,7 @@ ui.generate.addEventListener('click', () => void sendNow());
 ui.cancel.addEventListener('click', () => {
   if (!client.sendJson({ type: 'cancel', stream: STREAM })) reportError('OFFLINE', 'not connected to the service');
 });
+ui.conn.addEventListener('click', () => client.retryNow());
 ui.insetMode.addEventListener('change', drawInset);
 ui.depthRange.addEventListener('change', drawInset);
 ui.seed.addEventListener('dblclick', () => {

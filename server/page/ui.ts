@@ -61,7 +61,7 @@ export class Ui {
   readonly objDone = el<HTMLButtonElement>('obj-done');
 
   private readonly layout = el<HTMLElement>('layout');
-  private readonly conn = el<HTMLSpanElement>('conn');
+  readonly conn = el<HTMLSpanElement>('conn');
   private readonly modelInfo = el<HTMLSpanElement>('model-info');
   private readonly status = el<HTMLSpanElement>('status');
   private readonly errorBox = el<HTMLDivElement>('error');
@@ -165,7 +165,7 @@ export class Ui {
       }
     };
     this.conn.textContent = text();
-    this.conn.title = s.kind === 'waiting' || s.kind === 'closed' ? s.reason : 'Connection to the service';
+    this.conn.title = s.kind === 'waiting' || s.kind === 'closed' ? `${s.reason} (click to retry now)` : 'Connection to the service';
     if (s.kind === 'waiting') this.retryTimer = setInterval(() => (this.conn.textContent = text()), 500);
   }
 
