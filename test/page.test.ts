@@ -109,8 +109,8 @@ const hidden = (page: Page, selector: string, timeout = 15_000) => page.locator(
 
 /**
  * A hand-made glTF (embedded buffer): two square panels facing +Z, "panel" at z = 0 and a smaller
- * "nearpanel" at z = 2, and a perspective camera "frontcam" at z = 5 looking down -Z. Seen from
- * that camera, linear depth is exactly 5 on "panel" and 3 on "nearpanel".
+ * "nearpanel" at z = 2 (with a prompt in its extras), and a perspective camera "frontcam" at
+ * z = 5 looking down -Z. Seen from that camera, linear depth is exactly 5 on "panel" and 3 on "nearpanel".
  */
 function panelsGltf(): string {
   const quad = (s: number, x: number, y: number, z: number) => [x - s, y - s, z, x + s, y - s, z, x + s, y + s, z, x - s, y + s, z];
@@ -124,7 +124,7 @@ function panelsGltf(): string {
     scenes: [{ nodes: [0, 1, 2] }],
     nodes: [
       { name: 'panel', mesh: 0 },
-      { name: 'nearpanel', mesh: 1 },
+      { name: 'nearpanel', mesh: 1, extras: { depthcastPrompt: 'a small window' } },
       { name: 'frontcam', camera: 0, translation: [0, 0, 5] },
     ],
     cameras: [{ type: 'perspective', perspective: { yfov: 0.9, znear: 0.5, zfar: 50 } }],
@@ -380,6 +380,9 @@ describe.skipIf(!haveChromium)('preview page in headless Chromium', () => {
     // Planes facing the camera: one linear Z over the whole plane, in scene units.
     for (const z of panelZ) expect(Math.abs(z - 5)).toBeLessThan(1e-3);
     for (const z of nearZ) expect(Math.abs(z - 3)).toBeLessThan(1e-3);
+    // The prompt stored in the glTF node's extras arrives as a layout object.
+    expect(header.layout?.objects).toEqual([expect.objectContaining({ id: 1, label: 'nearpanel', prompt: 'a small window' })]);
+    expect(await page.locator('#objects li .name').allTextContents()).toEqual(['nearpanel']);
     // Everything else is background.
     expect(f.depth.filter((z) => Number.isFinite(z)).length).toBe(panelZ.length + nearZ.length);
     // "nearpanel" sits up and to the right of centre: rows top-down, columns left to right.
