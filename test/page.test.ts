@@ -348,6 +348,10 @@ describe.skipIf(!haveChromium)('preview page in headless Chromium', () => {
     const f = await dumpFrame(page);
     expect(f.jobId).toBe(await h.jsonValue());
     expect(FrameHeader.parse(f.header).init).toEqual({ format: 'rgba8', width: f.width, height: f.height, byteLength: f.width * f.height * 4 });
+    // The rendered view, not a blank canvas: the demo's lit ground and objects are well above black.
+    const initMean = await page.evaluate(() => window.__depthcast!.lastFrame!.initMean!);
+    expect(initMean).toBeGreaterThan(40);
+    expect(initMean).toBeLessThan(230);
     expect(await page.evaluate(() => window.__depthcast!.errors.filter((e) => e.code !== 'LIMIT_EXCEEDED'))).toEqual([]);
     await page.uncheck('#use-init');
   });

@@ -28,6 +28,8 @@ export interface SentFrame {
   ids: Uint16Array;
   objects: { id: number; label: string; prompt?: string }[];
   stats: DepthStats;
+  /** Mean RGB (0..255) of the init image, when one was sent. */
+  initMean?: number;
   encoding: DepthEncoding;
   readback: ReadbackMode;
   camera: { type: string; near: number; far: number; matrixWorld: number[]; projectionMatrixInverse: number[] };
@@ -166,6 +168,7 @@ async function captureAndSend(): Promise<string | undefined> {
     ids: ids.ids,
     objects: rows.map((r) => ({ id: r.id, label: r.label, ...(r.prompt ? { prompt: r.prompt } : {}) })),
     stats,
+    ...(init ? { initMean: meanRgb(init) } : {}),
     encoding: d.encoding,
     readback: d.readback,
     camera: {
@@ -181,6 +184,12 @@ async function captureAndSend(): Promise<string | undefined> {
   ui.setProgress(0, 1);
   drawInset();
   return jobId;
+}
+
+function meanRgb(rgba: Uint8Array): number {
+  let sum = 0;
+  for (let i = 0; i < rgba.length; i += 4) sum += rgba[i]! + rgba[i + 1]! + rgba[i + 2]!;
+  return sum / (rgba.length / 4) / 3;
 }
 
 function drawInset(): void {
