@@ -1,8 +1,9 @@
 /**
- * Cheap checks on raw depth payloads, straight from the received bytes (a DataView, no copy):
- * NaN / negative / all-background depth is refused before queueing (BAD_DEPTH), and the
- * similarity skip measures how far apart two frames are in nearness. The full conversion
- * (src/depth/convert.ts) still runs in the engine; these mirror its rules.
+ * Cheap checks on raw depth payloads, read from the received bytes one row at a time (one row
+ * of scratch, no payload copy): NaN / negative / all-background depth is refused before
+ * queueing (BAD_DEPTH), mirroring src/depth/convert.ts, which still does the real conversion in
+ * the engine. For live frames the same pass also records a small nearness grid (block means,
+ * at most SIMILARITY_GRID² cells) that the similarity skip compares.
  */
 import { DepthcastError } from '../src/errors.ts';
 import { fromHalf } from '../src/runtime/float16.ts';
@@ -18,81 +19,132 @@ export interface DepthLayout {
 
 export const BYTES_PER_SAMPLE = { f32: 4, f16: 2, u16: 2 } as const;
 
-/** A depth payload that passed the scan: the bytes (a view) plus what the similarity test needs. */
+/** Largest side of the nearness grid; frames up to this size are compared pixel by pixel. */
+export const SIMILARITY_GRID = 256;
+
+/** A depth payload that passed the scan. */
 export interface ScannedDepth {
   part: DepthLayout;
+  /** The payload bytes: a view of the received message. */
   bytes: Uint8Array;
-  /** Largest finite foreground value (scales disparity into [0,1]). */
-  maxFinite: number;
+  /** Block-mean nearness (near = 1, background = 0), row-major gridWidth × gridHeight; live frames only. */
+  nearness?: Float32Array;
+  gridWidth: number;
+  gridHeight: number;
 }
 
-function viewOf(bytes: Uint8Array): DataView {
-  return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+let halfTable: Float32Array | undefined;
+
+function halves(): Float32Array {
+  if (!halfTable) {
+    halfTable = new Float32Array(65536);
+    for (let i = 0; i < 65536; i++) halfTable[i] = fromHalf(i);
+  }
+  return halfTable;
 }
 
-/** Sample i as the float the engine will see (u16 per docs/depth.md: 65535 = background for zdepth). */
-function sample(view: DataView, part: DepthLayout, i: number): number {
-  if (part.dtype === 'f32') return view.getFloat32(i * 4, true);
-  const h = view.getUint16(i * 2, true);
-  if (part.dtype === 'f16') return fromHalf(h);
-  if (part.kind !== 'zdepth') return h / 65535;
-  return h === 65535 ? Infinity : part.near + (h / 65535) * (part.far - part.near);
+/**
+ * Decodes one row of samples into `out` as the floats the engine will see (u16 per
+ * docs/depth.md: 65535 = zdepth background). The row's bytes are copied into the scratch first
+ * (a memcpy; the payload may sit at any byte offset), then read as little-endian typed arrays.
+ */
+function decodeRow(bytes: Uint8Array, part: DepthLayout, y: number, out: Float32Array, raw16: Uint16Array): void {
+  const width = part.width;
+  if (part.dtype === 'f32') {
+    new Uint8Array(out.buffer, 0, width * 4).set(bytes.subarray(y * width * 4, (y + 1) * width * 4));
+    return;
+  }
+  new Uint8Array(raw16.buffer, 0, width * 2).set(bytes.subarray(y * width * 2, (y + 1) * width * 2));
+  if (part.dtype === 'f16') {
+    const table = halves();
+    for (let i = 0; i < width; i++) out[i] = table[raw16[i]!]!;
+  } else if (part.kind === 'zdepth') {
+    const scale = (part.far - part.near) / 65535;
+    for (let i = 0; i < width; i++) {
+      const h = raw16[i]!;
+      out[i] = h === 65535 ? Infinity : part.near + h * scale;
+    }
+  } else {
+    for (let i = 0; i < width; i++) out[i] = raw16[i]! / 65535;
+  }
 }
 
-function isBackground(v: number, part: DepthLayout): boolean {
-  if (!Number.isFinite(v)) return true;
-  return part.kind === 'zdepth' ? v >= part.far : part.kind === 'disparity' ? v === 0 : v <= 0;
+/** Maps each of `size` pixels to one of `cells` blocks; also returns how many pixels each block holds. */
+function blocks(size: number, cells: number): { index: Int32Array; count: Int32Array } {
+  const index = new Int32Array(size);
+  const count = new Int32Array(cells);
+  for (let i = 0; i < size; i++) {
+    const c = Math.floor((i * cells) / size);
+    index[i] = c;
+    count[c]!++;
+  }
+  return { index, count };
 }
 
-/** Throws BAD_DEPTH for NaN, negative or all-background depth; byte counts are checked before this. */
-export function scanDepth(bytes: Uint8Array, part: DepthLayout): ScannedDepth {
-  const view = viewOf(bytes);
-  const n = part.width * part.height;
+/** Throws BAD_DEPTH for NaN, negative or all-background depth (byte counts are checked before this). */
+export function scanDepth(bytes: Uint8Array, part: DepthLayout, withNearness: boolean): ScannedDepth {
+  const { width, height, near, far } = part;
+  const zdepth = part.kind === 'zdepth';
+  const row = new Float32Array(width);
+  const raw16 = new Uint16Array(part.dtype === 'f32' ? 0 : width);
+  const clampOne = part.kind === 'normalized';
+  const gridWidth = Math.min(width, SIMILARITY_GRID);
+  const gridHeight = Math.min(height, SIMILARITY_GRID);
+  const grid = withNearness ? new Float32Array(gridWidth * gridHeight) : undefined;
+  const cols = grid ? blocks(width, gridWidth) : undefined;
+  const rows = grid ? blocks(height, gridHeight) : undefined;
+  const invFar = 1 / far;
+  const invSpan = 1 / (1 / near - invFar);
   let nan = 0;
   let negative = 0;
   let foreground = 0;
   let maxFinite = 0;
-  for (let i = 0; i < n; i++) {
-    const v = sample(view, part, i);
-    if (v !== v) nan++;
-    else if (v < 0) negative++;
-    else if (!isBackground(v, part)) {
+  for (let y = 0; y < height; y++) {
+    decodeRow(bytes, part, y, row, raw16);
+    const base = rows ? rows.index[y]! * gridWidth : 0;
+    for (let x = 0; x < width; x++) {
+      const v = row[x]!;
+      if (v !== v) { nan++; continue; }
+      if (v < 0) { negative++; continue; }
+      let n: number;
+      if (zdepth) {
+        if (!(v < far)) continue; // at or beyond far, or +inf: background
+        n = (1 / (v < near ? near : v) - invFar) * invSpan;
+      } else {
+        if (v === 0 || v === Infinity) continue;
+        if (v > maxFinite) maxFinite = v;
+        n = clampOne && v > 1 ? 1 : v;
+      }
       foreground++;
-      if (v > maxFinite) maxFinite = v;
+      if (grid) grid[base + cols!.index[x]!]! += n;
     }
   }
   if (nan) throw new DepthcastError('BAD_DEPTH', `depth has ${nan} NaN values; write background as +inf or a value >= far`);
   if (negative) throw new DepthcastError('BAD_DEPTH', `depth has ${negative} negative values; ${part.kind} depth must be >= 0`);
   if (!foreground) {
-    throw new DepthcastError('BAD_DEPTH', `depth has no foreground: every pixel is background (${part.kind === 'zdepth' ? `>= far = ${part.far} or infinite` : 'zero or infinite'})`);
+    throw new DepthcastError('BAD_DEPTH', `depth has no foreground: every pixel is background (${zdepth ? `>= far = ${far} or infinite` : 'zero or infinite'})`);
   }
-  return { part, bytes, maxFinite };
+  const scanned: ScannedDepth = { part, bytes, gridWidth, gridHeight };
+  if (grid) {
+    // Block means; disparity is scaled by its largest value so that it lands in [0, 1].
+    const scale = part.kind === 'disparity' ? 1 / maxFinite : 1;
+    for (let gy = 0; gy < gridHeight; gy++) {
+      for (let gx = 0; gx < gridWidth; gx++) grid[gy * gridWidth + gx]! *= scale / (rows!.count[gy]! * cols!.count[gx]!);
+    }
+    scanned.nearness = grid;
+  }
+  return scanned;
 }
 
-/** Nearness in [0,1] (near = 1, background = 0) with the frame's fixed near/far mapping. */
-function nearness(v: number, part: DepthLayout, scale: number): number {
-  if (isBackground(v, part)) return 0;
-  if (part.kind === 'zdepth') {
-    const z = Math.min(Math.max(v, part.near), part.far);
-    return (1 / z - 1 / part.far) / (1 / part.near - 1 / part.far);
-  }
-  return Math.min(v / scale, 1);
-}
-
-/**
- * Mean absolute difference of nearness between two frames of the same layout. Stops early once
- * the mean cannot fall below `stopAbove`, returning a value >= it.
- */
-export function meanNearnessDifference(a: ScannedDepth, b: ScannedDepth, stopAbove = Infinity): number {
-  const n = a.part.width * a.part.height;
-  const va = viewOf(a.bytes);
-  const vb = viewOf(b.bytes);
-  const scale = a.part.kind === 'disparity' ? Math.max(a.maxFinite, b.maxFinite) || 1 : 1;
-  const budget = stopAbove * n;
+/** Mean and largest absolute difference of two nearness grids of the same shape (Infinity when there is nothing to compare). */
+export function nearnessDifference(a: Float32Array | undefined, b: Float32Array | undefined): { mean: number; max: number } {
+  if (!a || !b || a.length !== b.length || a.length === 0) return { mean: Infinity, max: Infinity };
   let sum = 0;
-  for (let i = 0; i < n; i++) {
-    sum += Math.abs(nearness(sample(va, a.part, i), a.part, scale) - nearness(sample(vb, b.part, i), b.part, scale));
-    if (sum > budget) return sum / n;
+  let max = 0;
+  for (let i = 0; i < a.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    sum += d;
+    if (d > max) max = d;
   }
-  return sum / n;
+  return { mean: sum / a.length, max };
 }

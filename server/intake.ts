@@ -101,7 +101,7 @@ function checkHeader(header: FrameHeader, limits: Limits): void {
 }
 
 function toFrame(header: FrameHeader, parts: FrameParts, receivedAt: number): Frame {
-  const frame: Frame = { header, depth: scanDepth(parts.depth, header.depth), receivedAt };
+  const frame: Frame = { header, depth: scanDepth(parts.depth, header.depth, header.mode === 'live'), receivedAt };
   if (parts.init) frame.init = parts.init;
   if (parts.layout) frame.layout = parts.layout;
   return frame;

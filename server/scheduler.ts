@@ -295,8 +295,8 @@ export class Scheduler {
       timings: { ...r.timings, queued: job.startedAt! - job.frame.receivedAt, endToEnd: now - job.frame.receivedAt },
     };
     const { frame } = job;
-    if (job.mode === 'live' && this.streams.get(job.stream.key) === job.stream) {
-      job.stream.last = { jobId: job.id, signature: job.signature, depth: frame.depth, init: frame.init, layout: frame.layout, result: { header, png: r.png } };
+    if (job.mode === 'live' && frame.depth.nearness && this.streams.get(job.stream.key) === job.stream) {
+      job.stream.last = { jobId: job.id, signature: job.signature, nearness: frame.depth.nearness, init: frame.init, layout: frame.layout, result: { header, png: r.png } };
     }
     job.record.result = resultSummary(header);
     this.opts.store.finish(job.record, 'succeeded');

@@ -1,20 +1,28 @@
 /**
  * Similarity skip for live streams (docs/protocol.md, "Similarity skip"): a live frame whose
- * generation inputs equal those of the stream's last computed frame, and whose depth differs from
- * it by a mean absolute nearness difference below the threshold, is not recomputed; the earlier
- * result is sent again with `reusedFrom`.
+ * generation inputs equal those of the stream's last computed frame, and whose nearness grid
+ * (block means at up to 256×256, exact per pixel below that) differs from it by a mean absolute
+ * difference below the threshold, with no cell changing by SIMILARITY_MAX_CELL or more, is not
+ * recomputed; the earlier result is sent again with `reusedFrom`.
  */
 import type { ResultHeader } from '../src/protocol/schemas.ts';
-import { meanNearnessDifference, type ScannedDepth } from './depth-scan.ts';
+import { nearnessDifference } from './depth-scan.ts';
 import type { Frame } from './intake.ts';
 
 /** Mean |Δ nearness| (nearness in [0,1], near = 1) below which a frame counts as unchanged. */
 export const DEFAULT_SIMILARITY_THRESHOLD = 0.002;
 
+/**
+ * ...and no grid cell may change by this much: a small object moving across a large frame moves
+ * the mean very little, but its cells change a lot, so it is recomputed.
+ */
+export const SIMILARITY_MAX_CELL = 0.05;
+
 export interface ComputedFrame {
   jobId: string;
   signature: string;
-  depth: ScannedDepth;
+  /** The frame's nearness grid (depth-scan.ts); the depth bytes themselves are not kept. */
+  nearness: Float32Array;
   init?: Uint8Array;
   layout?: Uint8Array;
   result: { header: ResultHeader; png: Uint8Array };
@@ -41,5 +49,6 @@ function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolea
 export function isSimilar(last: ComputedFrame, frame: Frame, signature: string, threshold: number): boolean {
   if (threshold <= 0 || last.signature !== signature) return false;
   if (!sameBytes(last.init, frame.init) || !sameBytes(last.layout, frame.layout)) return false;
-  return meanNearnessDifference(last.depth, frame.depth, threshold) < threshold;
+  const { mean, max } = nearnessDifference(last.nearness, frame.depth.nearness);
+  return mean < threshold && max < SIMILARITY_MAX_CELL;
 }

@@ -1,0 +1,93 @@
+/** Server pieces without a server: the depth scan and nearness grid, and job-record retention. */
+import { describe, expect, it } from 'vitest';
+import { DepthcastError } from '../src/errors.ts';
+import { toHalf } from '../src/runtime/float16.ts';
+import { type DepthLayout, nearnessDifference, scanDepth, SIMILARITY_GRID } from '../server/depth-scan.ts';
+import { SIMILARITY_MAX_CELL } from '../server/similarity.ts';
+import { JobStore } from '../server/jobs.ts';
+import { sceneDepth } from './support/server-helpers.ts';
+
+const Z: DepthLayout = { width: 64, height: 64, dtype: 'f32', kind: 'zdepth', near: 1, far: 10 };
+
+function bytesAt(offset: number, data: ArrayBufferView): Uint8Array {
+  const src = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  const buf = new Uint8Array(offset + src.byteLength);
+  buf.set(src, offset);
+  return buf.subarray(offset);
+}
+
+describe('scanDepth', () => {
+  it('gives the same nearness for f32, f16 and u16 encodings of the same scene, at any byte offset', () => {
+    const z = sceneDepth();
+    const f32 = scanDepth(bytesAt(3, z), Z, true).nearness!;
+    const f16 = scanDepth(bytesAt(1, Uint16Array.from(z, (v) => toHalf(v))), { ...Z, dtype: 'f16' }, true).nearness!;
+    const u16 = scanDepth(bytesAt(5, Uint16Array.from(z, (v) => (v >= 10 ? 65535 : Math.round(((v - 1) / 9) * 65535)))), { ...Z, dtype: 'u16' }, true).nearness!;
+    expect(nearnessDifference(f32, f16).max).toBeLessThan(1e-3);
+    expect(nearnessDifference(f32, u16).max).toBeLessThan(1e-4);
+    // Near = 1, sky = 0: the bottom row is the closest floor, the top row is sky.
+    expect(f32[63 * 64]).toBeGreaterThan(0.4);
+    expect(f32[0]).toBe(0);
+  });
+
+  it('maps disparity and normalized depth into [0, 1]', () => {
+    const d = Float32Array.from({ length: 64 * 64 }, (_, i) => (i % 64) * 3);
+    const disparity = scanDepth(bytesAt(0, d), { ...Z, kind: 'disparity' }, true).nearness!;
+    expect(Math.max(...disparity)).toBeCloseTo(1, 5);
+    expect(Math.min(...disparity)).toBe(0); // disparity 0 = background
+    const normalized = scanDepth(bytesAt(0, Float32Array.from(d, (v) => v / 100)), { ...Z, kind: 'normalized' }, true).nearness!;
+    expect(Math.max(...normalized)).toBe(1);
+  });
+
+  it(`averages blocks above ${SIMILARITY_GRID}² and skips the grid for batch frames`, () => {
+    const part = { ...Z, width: 512, height: 300 };
+    const big = sceneDepth({ width: 512, height: 300 });
+    const scanned = scanDepth(bytesAt(0, big), part, true);
+    expect([scanned.gridWidth, scanned.gridHeight, scanned.nearness!.length]).toEqual([256, 256, 256 * 256]);
+    expect(scanDepth(bytesAt(0, big), part, false).nearness).toBeUndefined();
+    // A 16×16 box moving across a 512×300 frame barely moves the mean, but its cells change a lot.
+    const boxMoved = nearnessDifference(scanned.nearness, scanDepth(bytesAt(0, sceneDepth({ width: 512, height: 300, boxX: 200 })), part, true).nearness);
+    expect(boxMoved.mean).toBeLessThan(0.002);
+    expect(boxMoved.max).toBeGreaterThan(SIMILARITY_MAX_CELL);
+    // The camera dollying back changes everything a little.
+    const dolly = nearnessDifference(scanned.nearness, scanDepth(bytesAt(0, big.map((v) => v * 1.1)), part, true).nearness);
+    expect(dolly.mean).toBeGreaterThan(0.002);
+    // Sub-threshold jitter.
+    const jitter = nearnessDifference(scanned.nearness, scanDepth(bytesAt(0, big.map((v) => v * 1.0005)), part, true).nearness);
+    expect(jitter.mean).toBeLessThan(0.002);
+    expect(jitter.max).toBeLessThan(SIMILARITY_MAX_CELL);
+    expect(nearnessDifference(scanned.nearness, undefined).mean).toBe(Infinity);
+  });
+
+  it('refuses NaN, negative and empty depth with counts', () => {
+    const z = sceneDepth();
+    z[1] = NaN;
+    z[2] = NaN;
+    expect(() => scanDepth(bytesAt(0, z), Z, false)).toThrow(/2 NaN values/);
+    const neg = sceneDepth();
+    neg[9] = -0.5;
+    expect(() => scanDepth(bytesAt(0, neg), Z, false)).toThrow(DepthcastError);
+    expect(() => scanDepth(bytesAt(0, new Float32Array(64 * 64).fill(10)), Z, false)).toThrow(/no foreground/);
+    expect(() => scanDepth(bytesAt(0, new Float32Array(64 * 64)), { ...Z, kind: 'disparity' }, false)).toThrow(/no foreground/);
+  });
+});
+
+describe('JobStore', () => {
+  it('keeps active records, evicts the oldest finished ones past the cap', () => {
+    const store = new JobStore(3, 60_000);
+    const records = ['a', 'b', 'c', 'd'].map((id) => store.add({ jobId: id, stream: 's', mode: 'batch', state: 'queued', createdAt: '' }));
+    store.finish(records[1]!, 'succeeded');
+    store.finish(records[2]!, 'failed', { error: new DepthcastError('BAD_DEPTH', 'x') });
+    store.add({ jobId: 'e', stream: 's', mode: 'batch', state: 'queued', createdAt: '' });
+    expect(store.get('a')).toBeDefined(); // active: never evicted
+    expect(store.get('b')).toBeUndefined();
+    expect(store.get('c')).toBeUndefined();
+    expect(store.get('e')?.state).toBe('queued');
+  });
+
+  it('ages finished records out', () => {
+    const store = new JobStore(100, -1);
+    const r = store.add({ jobId: 'x', stream: 's', mode: 'live', state: 'running', createdAt: '' });
+    store.finish(r, 'cancelled', { cancelReason: 'client' });
+    expect(store.get('x')).toBeUndefined();
+  });
+});
