@@ -53,6 +53,15 @@ describe('depth contract: linear Z → nearness', () => {
     expect(autoA[0]).not.toBe(autoB[0]);
   });
 
+  it('auto keeps the farthest object above the background when there is background', () => {
+    const withSky = toNearness(frame([2, 8, Infinity]), 'auto').nearness;
+    expect(withSky[0]).toBeCloseTo(1, 6);
+    expect(withSky[1]).toBeGreaterThan(0.05);
+    expect(withSky[2]).toBe(0);
+    const noSky = toNearness(frame([2, 8]), 'auto').nearness;
+    expect(noSky[1]).toBe(0);
+  });
+
   it('clips to near/far', () => {
     const { nearness } = toNearness(frame([0.5, 5]), 'fixed');
     expect(nearness[0]).toBe(1);

@@ -64,7 +64,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--depth-kind <kind>', 'what the depth file holds').choices(['zdepth', 'disparity', 'normalized']).default('zdepth'))
     .option('--near <z>', 'near clip (zdepth; default: the smallest depth)', floatArg('near'))
     .option('--far <z>', 'far clip (zdepth; default: the largest finite depth)', floatArg('far'))
-    .addOption(new Option('--depth-range <r>', 'fixed: map near..far; auto: per-image min/max').choices(['fixed', 'auto']).default('fixed'))
+    .addOption(new Option('--depth-range <r>', 'auto: per-image min/max (default); fixed: map near..far, steady across frames').choices(['fixed', 'auto']).default('auto'))
     .addOption(new Option('--device <device>', 'execution provider').choices([...DEVICE_NAMES]).default('auto'))
     .requiredOption('--out <file>', 'output PNG')
     .action(async (opts) => {

@@ -3,8 +3,10 @@
  * Z in scene units with the camera's near/far (background = +inf or any z >= far). The service
  * turns it into "nearness" n in [0,1] (near = 1, background = 0), then into each model's
  * convention: a disparity-like map for depth2img, a near-is-white RGB image for the ControlNet.
- * With range 'fixed' the mapping depends only on near/far, so brightness stays steady across
- * the frames of a moving camera; 'auto' stretches each frame to its own min/max.
+ * 'auto' (the default) stretches each frame to its own foreground range, as the reference
+ * pipelines' per-map min/max does; 'fixed' depends only on near/far, so brightness stays steady
+ * across the frames of a moving camera: set near/far to the range the subject occupies, since
+ * inverse depth from a 0.1 clip plane leaves everything past a few metres near black.
  */
 import { DepthcastError } from '../errors.ts';
 import { float16ToFloat32 } from '../runtime/float16.ts';
@@ -64,8 +66,11 @@ export function toNearness(frame: DepthFrame, range: DepthRange): { nearness: Fl
 
   const nearness = new Float32Array(n);
   if (kind === 'zdepth') {
+    // auto stretches the foreground to the frame, but where there is background (sky) the far
+    // end stays at `far`, so the farthest object keeps a value above the background's 0.
+    const hasBackground = fg < n;
     const zNear = range === 'auto' ? Math.max(min, near) : near;
-    const zFar = range === 'auto' ? Math.min(Math.max(max, zNear * (1 + 1e-6)), far) : far;
+    const zFar = range === 'auto' && !hasBackground ? Math.min(Math.max(max, zNear * (1 + 1e-6)), far) : far;
     // Inverse depth: what MiDaS-style depth models (and thus depth2img and the depth ControlNet) were trained on.
     const invNear = 1 / zNear;
     const invFar = 1 / zFar;

@@ -42,7 +42,8 @@ export const GenerationParams = z.object({
   seed: z.number().int().min(0).max(0xffffffff).optional(),
   scheduler: SchedulerName.optional(),
   controlnetScale: z.number().min(0).max(4).optional(),
-  depthRange: DepthRange.default('fixed'),
+  /** auto: per-frame min/max, as the reference does (default). fixed: map near..far, steady across frames. */
+  depthRange: DepthRange.default('auto'),
   /** Send a JPEG preview every N steps (0 = none). */
   previewEvery: z.number().int().min(0).max(1000).default(1),
   regions: RegionOptions.optional(),
