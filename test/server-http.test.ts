@@ -113,6 +113,24 @@ describe('POST /v1/generate', () => {
     expect(body.artifacts[0].base64).toBe(json.artifacts[0].base64);
   });
 
+  it('a client that goes away cancels its job', async () => {
+    const before = server.stats();
+    const abort = new AbortController();
+    // A slow request runs first, so the second one is still queued when its client goes away.
+    const pending = post(request({ params: { steps: 150, width: 512, height: 512 } }));
+    const res = fetch(`${server.url}/v1/generate`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, signal: abort.signal,
+      body: JSON.stringify(request({ params: { steps: 150, width: 512, height: 512, seed: 9 } })),
+    }).catch((e: Error) => e.name);
+    while (server.stats().started - before.started < 1) await new Promise((r) => setTimeout(r, 5));
+    abort.abort();
+    expect(await res).toBe('AbortError');
+    while (server.stats().cancelled === before.cancelled) await new Promise((r) => setTimeout(r, 5));
+    expect((await pending).status).toBe(200);
+    expect(server.stats().succeeded - before.succeeded).toBe(1);
+    expect(server.stats().cancelled - before.cancelled).toBe(1);
+  });
+
   it('maps each error to its status', async () => {
     await expectError(await post('{"depth": '), 400, 'BAD_REQUEST');
     expect(await expectError(await post(request({ params: { steps: 'many' } })), 400, 'BAD_REQUEST')).toMatch(/params\.steps/);

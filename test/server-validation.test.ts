@@ -56,6 +56,16 @@ describe('malformed messages each get their own error, and the socket stays open
     expect(e.message).toMatch(/unknown binary message type "picture"/);
   });
 
+  it('a client hello with another protocol version', async () => {
+    const e = await errorFor(JSON.stringify({ type: 'hello', protocol: 2, client: 'future' }));
+    expect(e.code).toBe('BAD_REQUEST');
+    expect(e.message).toMatch(/protocol 2 is not supported/);
+    const from = client.received.length;
+    client.sendJson({ type: 'hello', protocol: 1, client: 'test' });
+    client.sendJson({ type: 'cancel' });
+    expect((await client.error(from)).msg.message).toMatch(/cancel needs jobId or stream/);
+  });
+
   it('wrong header length', async () => {
     const bytes = frameBytes({ jobId: 'hl' });
     new DataView(bytes.buffer).setUint32(0, bytes.byteLength + 10, true);
