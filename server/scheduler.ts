@@ -15,6 +15,9 @@ import type { Frame } from './intake.ts';
 import { type JobRecord, JobStore } from './jobs.ts';
 import { type ComputedFrame, frameSignature, isSimilar } from './similarity.ts';
 
+/** Live streams whose last result is kept for the similarity skip (each holds a PNG and a ≤256² grid). */
+const MAX_REMEMBERED = 256;
+
 export type CancelReason = 'client' | 'superseded' | 'disconnect' | 'shutdown';
 
 export interface JobResult {
@@ -297,6 +300,7 @@ export class Scheduler {
     const { frame } = job;
     if (job.mode === 'live' && frame.depth.nearness && this.streams.get(job.stream.key) === job.stream) {
       job.stream.last = { jobId: job.id, signature: job.signature, nearness: frame.depth.nearness, init: frame.init, layout: frame.layout, result: { header, png: r.png } };
+      this.remember(job.stream);
     }
     job.record.result = resultSummary(header);
     this.opts.store.finish(job.record, 'succeeded');
@@ -314,9 +318,25 @@ export class Scheduler {
     this.forgetIdle(job.stream);
   }
 
+  /** Keeps the most recently computed MAX_REMEMBERED live streams' last results; older ones are forgotten. */
+  private remember(stream: Stream): void {
+    this.streams.delete(stream.key);
+    this.streams.set(stream.key, stream);
+    let excess = -MAX_REMEMBERED;
+    for (const s of this.streams.values()) if (s.last) excess++;
+    for (const s of this.streams.values()) {
+      if (excess <= 0) break;
+      if (!s.last || s === stream) continue;
+      s.last = undefined;
+      excess--;
+      this.forgetIdle(s);
+    }
+  }
+
   /** Batch-only streams (HTTP requests) keep no state once empty. */
   private forgetIdle(stream: Stream): void {
-    if (!stream.last && stream.queue.length === 0 && this.streams.get(stream.key) === stream) this.streams.delete(stream.key);
+    const busy = this.gpu?.job.stream === stream && this.gpu.job.state === 'running';
+    if (!stream.last && !busy && stream.queue.length === 0 && this.streams.get(stream.key) === stream) this.streams.delete(stream.key);
   }
 }
 

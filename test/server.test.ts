@@ -5,9 +5,10 @@
  */
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeBinaryMessage } from '../src/protocol/frame.ts';
 import { PreviewHeader, ResultHeader, ServerHelloMessage } from '../src/protocol/schemas.ts';
 import { type DepthcastServer, startServer } from '../server/index.ts';
-import { emptyDir, FAST_PARAMS, frameBytes, sceneDepth, SLOW_PARAMS, TestClient, tinyModelsDir } from './support/server-helpers.ts';
+import { emptyDir, FAST_PARAMS, frameBytes, frameHeader, sceneDepth, SLOW_PARAMS, TestClient, tinyModelsDir } from './support/server-helpers.ts';
 
 let models: Awaited<ReturnType<typeof tinyModelsDir>>;
 let server: DepthcastServer;
@@ -59,6 +60,36 @@ describe('one frame', () => {
     expect(header.params).toMatchObject({ prompt: FAST_PARAMS.prompt, steps: 3, seed: 7 });
     const png = await sharp(result.payload!).raw().toBuffer({ resolveWithObject: true });
     expect([png.info.width, png.info.height]).toEqual([64, 64]);
+    await client.close();
+  });
+});
+
+describe('init image and layout', () => {
+  it('travel in the same binary frame after the depth, and shape the result', async () => {
+    const client = await TestClient.connect(server.url);
+    const depth = sceneDepth();
+    const init = await sharp({ create: { width: 64, height: 64, channels: 3, background: { r: 200, g: 40, b: 40 } } }).png().toBuffer();
+    const ids = new Uint16Array(64 * 64);
+    for (let y = 24; y < 40; y++) for (let x = 24; x < 40; x++) ids[y * 64 + x] = 1;
+    const send = (jobId: string, withExtras: boolean) => {
+      const h = frameHeader({ jobId, mode: 'batch', depth });
+      const parts: Uint8Array[] = [new Uint8Array(depth.buffer)];
+      if (withExtras) {
+        Object.assign(h, {
+          init: { format: 'png', byteLength: init.byteLength },
+          layout: { width: 64, height: 64, byteLength: ids.byteLength, objects: [{ id: 1, label: 'box', prompt: 'a shiny metal cube' }] },
+        });
+        parts.push(init, new Uint8Array(ids.buffer));
+      }
+      client.send(encodeBinaryMessage(h, ...parts));
+    };
+    send('plain', false);
+    send('extras', true);
+    const plain = await client.terminal('plain');
+    const extras = await client.terminal('extras');
+    expect(extras.type).toBe('result');
+    expect(extras.msg.params).toMatchObject({ regions: 1, strength: 0.8 });
+    expect(Buffer.from(extras.payload!).equals(Buffer.from(plain.payload!))).toBe(false);
     await client.close();
   });
 });
