@@ -120,6 +120,18 @@ describe('live streams: newest frame wins', () => {
     await client.close();
   });
 
+  it('a new frame cancels the running one of its stream at the next step boundary', async () => {
+    const client = await TestClient.connect(server.url);
+    client.send(frameBytes({ jobId: 'old', stream: 'cut', params: SLOW_PARAMS }));
+    await client.waitFor((m) => m.type === 'progress' && m.jobId === 'old');
+    client.send(frameBytes({ jobId: 'new', stream: 'cut', depth: sceneDepth({ boxX: 40 }) }));
+    expect((await client.terminal('old')).msg).toMatchObject({ type: 'cancelled', reason: 'superseded' });
+    expect((await client.terminal('new')).type).toBe('result');
+    const steps = client.of('old').filter((m) => m.type === 'progress');
+    expect(steps.length).toBeLessThan(steps[0]!.msg.total);
+    await client.close();
+  });
+
   it('two streams are served in turn', async () => {
     const client = await TestClient.connect(server.url);
     const order = ['a1', 'a2', 'a3', 'b1', 'b2', 'b3'];
