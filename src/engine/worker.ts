@@ -40,17 +40,22 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     const prepared = await prepareJob(model, msg.header, msg.depth, msg.init, msg.layout);
     const abort = new AbortController();
     prepared.input.signal = abort.signal;
-    prepared.input.onStep = async (event) => {
-      let jpeg: Uint8Array | undefined;
-      if (event.preview) jpeg = await encodeJpeg(event.preview.rgb, event.preview.width, event.preview.height);
-      post(
-        { type: 'progress', seq, step: event.step + 1, total: event.total, timestep: event.timestep, jpeg, width: event.preview?.width, height: event.preview?.height },
-        jpeg ? [jpeg.buffer as ArrayBuffer] : [],
-      );
+    // Previews are encoded off the step's critical path (sharp runs on the libuv pool while the
+    // next step computes); the chain keeps progress messages in order and ahead of the result.
+    let previews = Promise.resolve();
+    prepared.input.onStep = (event) => {
+      const base = { type: 'progress' as const, seq, step: event.step + 1, total: event.total, timestep: event.timestep };
+      const preview = event.preview;
+      const jpeg = preview ? encodeJpeg(preview.rgb, preview.width, preview.height) : undefined;
+      previews = previews.then(async () => {
+        const bytes = await jpeg;
+        post({ ...base, jpeg: bytes, width: preview?.width, height: preview?.height }, bytes ? [bytes.buffer as ArrayBuffer] : []);
+      });
       if (Atomics.load(cancelled, 0) === seq) abort.abort();
     };
     if (Atomics.load(cancelled, 0) === seq) abort.abort();
     const output = await generate(model, prepared.input);
+    await previews;
     const t0 = performance.now();
     const png = await encodePng(toRgb8(output.image), output.image.width, output.image.height, {
       parameters: JSON.stringify(prepared.params),
