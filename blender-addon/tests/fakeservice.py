@@ -3,6 +3,7 @@ import json
 import struct
 import threading
 import time
+import zlib
 
 from wsserver import TestServer
 
@@ -12,8 +13,14 @@ HELLO = {"type": "hello", "protocol": 1, "server": {"name": "depthcast", "versio
          "limits": {"maxMessageBytes": 1 << 26, "maxDepthPixels": 1 << 22, "maxOutputPixels": 1 << 22,
                     "maxPromptChars": 4000, "maxSteps": 1000, "maxQueuedJobs": 16, "maxRegions": 16}}
 
-PNG_1x1 = bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000"
-                        "1f15c4890000000d4944415478da63f8cfc0f01f0005000201a5d7c1d30000000049454e44ae426082")
+def make_png(width, height, seed=0):
+    """A valid RGB PNG with a gradient (stdlib only)."""
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+    rows = b"".join(b"\x00" + bytes(((x * 255 // max(1, width - 1)) ^ seed) & 255 for x in range(width)
+                                     for _ in range(3)) for _y in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
 
 
 def decode(data):
@@ -70,9 +77,13 @@ class FakeService:
                 time.sleep(self.delay)
             for step in range(1, self.steps + 1):
                 conn.send_json({"type": "progress", "jobId": jid, "step": step, "total": self.steps, "timestep": 999 - step})
-            conn.send_binary_message({"type": "preview", "jobId": jid, "step": 1, "total": self.steps, "width": 8,
-                                      "height": 8, "format": "jpeg"}, b"\xff\xd8fakejpeg")
+            w = header["params"].get("width", 8)
+            h = header["params"].get("height", 8)
+            # Previews are JPEG on the real service; a PNG decodes the same way in Blender.
+            conn.send_binary_message({"type": "preview", "jobId": jid, "step": 1, "total": self.steps, "width": w,
+                                      "height": h, "format": "jpeg"}, make_png(w, h, 1))
             conn.send_binary_message({"type": "result", "jobId": jid, "stream": header["stream"], "format": "png",
-                                      "width": 1, "height": 1, "seed": header["params"].get("seed", 1234),
+                                      "width": w, "height": h, "seed": header["params"].get("seed", 1234),
                                       "finishReason": "SUCCESS", "params": header["params"],
-                                      "model": {"name": "tiny", "hash": "h"}, "timings": {"total": 1.0}}, PNG_1x1)
+                                      "model": {"name": "tiny", "hash": "h"}, "timings": {"total": 1.0}},
+                                     make_png(w, h))

@@ -78,6 +78,30 @@ class SessionTest(unittest.TestCase):
             finally:
                 s.stop()
 
+    def test_frame_sent_while_first_connect_runs_waits_for_it(self):
+        with FakeService() as svc:
+            s = S.Session(svc.url).start()
+            try:
+                self.assertTrue(s.send_frame(*frame("job-early")))
+                final = S.wait_for_job(s.events, "job-early", 10)
+                self.assertEqual(final.kind, "result")
+            finally:
+                s.stop()
+
+    def test_frame_queued_during_failed_first_connect_fails(self):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        s = S.Session("ws://127.0.0.1:%d/v1/ws" % port, backoff=S.Backoff(initial=5)).start()
+        try:
+            s.send_frame(*frame("job-q"))
+            final = S.wait_for_job(s.events, "job-q", 3)
+            self.assertEqual((final.kind, final.data["code"]), ("error", "OFFLINE"))
+            self.assertIn("nothing is listening", final.data["message"])
+        finally:
+            s.stop()
+
     def test_cancel(self):
         with FakeService(hold=True) as svc:
             s = S.Session(svc.url).start()

@@ -138,6 +138,8 @@ class Session:
         if self._reader is not None:
             return self
         self._stop.clear()
+        self.state = CONNECTING
+        self.last_error = ""
         self._reader = threading.Thread(target=self._read_loop, name="depthcast-reader", daemon=True)
         self._writer = threading.Thread(target=self._write_loop, name="depthcast-writer", daemon=True)
         self._reader.start()
@@ -176,7 +178,10 @@ class Session:
     def send_frame(self, header, payloads):
         """Queues a depth frame. Live frames replace a not-yet-sent live frame of the same stream
         (newest wins here too). Returns False (and posts an error event) when not connected."""
-        if not self.connected:
+        first_attempt = self.state == CONNECTING and self._reader is not None and not self.last_error
+        if not self.connected and not first_attempt:
+            # While the very first connection attempt runs, frames wait for it; once the service
+            # is known to be unreachable, fail at once rather than sit through the backoff.
             self._post_job_error(header["jobId"], "OFFLINE", "not connected to %s%s" % (
                 self.url, " (" + self.last_error + ")" if self.last_error else ""))
             return False
@@ -286,6 +291,7 @@ class Session:
                 ws, hello = self._connect_once()
             except (OSError, WebSocketError, ValueError) as err:
                 self.last_error = describe_connect_error(err, self.url)
+                self._fail_pending("OFFLINE", "could not connect: " + self.last_error)
                 refused = isinstance(err, HandshakeError) and err.status in (401, 403)
                 if not self.reconnect or refused:
                     # Retrying a refused token only spams the service: wait for the user to fix it.

@@ -1,0 +1,138 @@
+#!/usr/bin/env node
+// Builds the installable add-on: dist/depthcast-addon.zip holding the `depthcast/` package
+// folder. The same zip installs in Blender 3.4-4.1 (legacy add-on, bl_info) and 4.2+
+// (extension: blender_manifest.toml inside the single top-level folder).
+// Usage: node blender-addon/build_zip.mjs [--out path/to/file.zip]
+// No dependencies: a small ZIP writer (deflate from node:zlib), fixed timestamps so the same
+// sources always give the same bytes.
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, relative, resolve, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import zlib from 'node:zlib';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const packageDir = join(here, 'depthcast');
+const EXCLUDE_DIRS = new Set(['__pycache__', '.pytest_cache']);
+const EXCLUDE_FILE = /\.(pyc|pyo|orig|rej|swp)$|~$|^\.DS_Store$/;
+
+function parseArgs(argv) {
+  const args = { out: resolve(here, '..', 'dist', 'depthcast-addon.zip') };
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '--out') args.out = resolve(argv[++i]);
+    else if (argv[i] === '--help' || argv[i] === '-h') {
+      console.log('usage: node blender-addon/build_zip.mjs [--out FILE.zip]');
+      process.exit(0);
+    } else {
+      console.error(`unknown argument ${argv[i]}`);
+      process.exit(2);
+    }
+  }
+  return args;
+}
+
+function listFiles(dir) {
+  const out = [];
+  for (const name of readdirSync(dir).sort()) {
+    const full = join(dir, name);
+    const st = statSync(full);
+    if (st.isDirectory()) {
+      if (!EXCLUDE_DIRS.has(name)) out.push(...listFiles(full));
+    } else if (st.isFile() && !EXCLUDE_FILE.test(name)) {
+      out.push(full);
+    }
+  }
+  return out;
+}
+
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    t[n] = c >>> 0;
+  }
+  return t;
+})();
+
+function crc32(buf) {
+  if (typeof zlib.crc32 === 'function') return zlib.crc32(buf) >>> 0;
+  let c = 0xffffffff;
+  for (const b of buf) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+// 2024-01-01 00:00:00 in MS-DOS date/time.
+const DOS_TIME = 0;
+const DOS_DATE = ((2024 - 1980) << 9) | (1 << 5) | 1;
+
+export function buildZip(entries) {
+  const locals = [];
+  const centrals = [];
+  let offset = 0;
+  for (const { name, data } of entries) {
+    const nameBytes = Buffer.from(name, 'utf8');
+    const deflated = zlib.deflateRawSync(data, { level: 9 });
+    const useDeflate = deflated.length < data.length;
+    const body = useDeflate ? deflated : data;
+    const crc = crc32(data);
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(20, 4); // version needed
+    local.writeUInt16LE(0x0800, 6); // UTF-8 names
+    local.writeUInt16LE(useDeflate ? 8 : 0, 8);
+    local.writeUInt16LE(DOS_TIME, 10);
+    local.writeUInt16LE(DOS_DATE, 12);
+    local.writeUInt32LE(crc, 14);
+    local.writeUInt32LE(body.length, 18);
+    local.writeUInt32LE(data.length, 22);
+    local.writeUInt16LE(nameBytes.length, 26);
+    local.writeUInt16LE(0, 28);
+    locals.push(local, nameBytes, body);
+    const central = Buffer.alloc(46);
+    central.writeUInt32LE(0x02014b50, 0);
+    central.writeUInt16LE((3 << 8) | 20, 4); // made by: unix
+    central.writeUInt16LE(20, 6);
+    central.writeUInt16LE(0x0800, 8);
+    central.writeUInt16LE(useDeflate ? 8 : 0, 10);
+    central.writeUInt16LE(DOS_TIME, 12);
+    central.writeUInt16LE(DOS_DATE, 14);
+    central.writeUInt32LE(crc, 16);
+    central.writeUInt32LE(body.length, 20);
+    central.writeUInt32LE(data.length, 24);
+    central.writeUInt16LE(nameBytes.length, 28);
+    central.writeUInt16LE(0, 30); // extra
+    central.writeUInt16LE(0, 32); // comment
+    central.writeUInt16LE(0, 34); // disk
+    central.writeUInt16LE(0, 36); // internal attrs
+    central.writeUInt32LE((0o100644 << 16) >>> 0, 38); // external attrs: -rw-r--r--
+    central.writeUInt32LE(offset, 42);
+    centrals.push(central, nameBytes);
+    offset += local.length + nameBytes.length + body.length;
+  }
+  const centralSize = centrals.reduce((n, b) => n + b.length, 0);
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  end.writeUInt16LE(entries.length, 8);
+  end.writeUInt16LE(entries.length, 10);
+  end.writeUInt32LE(centralSize, 12);
+  end.writeUInt32LE(offset, 16);
+  return Buffer.concat([...locals, ...centrals, end]);
+}
+
+function main() {
+  const { out } = parseArgs(process.argv.slice(2));
+  const files = listFiles(packageDir);
+  for (const required of ['__init__.py', 'blender_manifest.toml']) {
+    if (!files.includes(join(packageDir, required))) throw new Error(`blender-addon/depthcast/${required} is missing`);
+  }
+  const entries = files.map((full) => ({
+    name: ['depthcast', ...relative(packageDir, full).split(sep)].join('/'),
+    data: readFileSync(full),
+  }));
+  mkdirSync(dirname(out), { recursive: true });
+  const zip = buildZip(entries);
+  writeFileSync(out, zip);
+  console.log(`wrote ${out} (${entries.length} files, ${zip.length} bytes)`);
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) main();

@@ -1,0 +1,318 @@
+"""Camera capture: linear Z depth, the object-index layout and an optional solid-shaded init
+image, rendered through the view layer at the scene's output resolution.
+
+How (found by trying under ``blender -b`` with Debian's Blender 3.4):
+* The render happens in a throw-away copy of the scene (``Scene.copy()`` shares the objects),
+  so the user's engine, passes and compositor are never touched.
+* Engine (``AUTO``): Cycles at 1 sample, no bounces, no denoising, a 0.01 px box filter: pure CPU (works
+  without any GPU or display), ~0.15 s at 512x512, and it gives both the Z pass and the object
+  index pass (``IndexOB``) in one render. Workbench is the fallback when Cycles is missing
+  (depth only: Workbench has no index pass). Without a layout, Workbench goes first: its Z pass
+  is ~4x faster (it needs a GPU context; headless it gets one through EGL when Mesa is there).
+  EEVEE works headless too but is much slower.
+* Passes come out through a compositor File Output node as 32-bit float EXR, read back with
+  ``bpy.data.images.load``: the Viewer node is not updated by renders in background mode and
+  ``Render Result`` pixels are not readable from Python.
+* The index pass needs per-object ``pass_index`` values; they are set for the render and
+  restored afterwards.
+* The init image is a Workbench (solid) render written as PNG: the bytes go to the service as is.
+
+Rows: Blender's buffers are bottom-up; everything returned here is top-down (row 0 = top).
+"""
+import os
+import shutil
+import tempfile
+import time
+
+import bpy
+
+from .core import depth as D
+from .core.layout import LayoutEntry, build_layout, clean_prompt, clean_weight
+
+RENDERABLE_TYPES = {"MESH", "CURVE", "SURFACE", "META", "FONT", "VOLUME", "GPENCIL", "CURVES", "POINTCLOUD"}
+PROMPT_KEY = "depthcast_prompt"
+WEIGHT_KEY = "depthcast_weight"
+
+#: True while a capture is rendering: handlers (live mode) ignore the updates it causes.
+capturing = False
+
+
+class CaptureError(RuntimeError):
+    """A capture that cannot be done; the message says what to change."""
+
+
+class Capture:
+    """What one capture produced (all images top-down)."""
+
+    def __init__(self, depth, width, height, camera, frame):
+        self.depth = depth  # core.depth.DepthImage
+        self.width = width
+        self.height = height
+        self.camera = camera
+        self.frame = frame
+        self.layout = None  # (u16le bytes, width, height, objects) or None
+        self.objects = []
+        self.init_png = None
+        self.engine = ""
+        self.timings = {}
+
+    def layout_summary(self):
+        return ", ".join("%s#%d" % (o["label"], o["id"]) for o in self.objects)
+
+
+def render_size(scene):
+    """Output size from the scene's render settings (resolution x percentage)."""
+    r = scene.render
+    scale = r.resolution_percentage / 100.0
+    return max(1, int(r.resolution_x * scale)), max(1, int(r.resolution_y * scale))
+
+
+def cycles_available():
+    """Cycles is an add-on (enabled by default); its engine class is a Python RenderEngine."""
+    return any(getattr(cls, "bl_idname", "") == "CYCLES" for cls in bpy.types.RenderEngine.__subclasses__())
+
+
+def layout_candidates(scene, view_layer):
+    """Visible, renderable objects sorted by name: the ones that get an id in the layout."""
+    out = []
+    for obj in scene.objects:
+        if obj.type not in RENDERABLE_TYPES or obj.hide_render:
+            continue
+        try:
+            if not obj.visible_get(view_layer=view_layer):
+                continue
+        except (TypeError, RuntimeError):
+            if obj.hide_get():
+                continue
+        out.append(obj)
+    out.sort(key=lambda o: o.name)
+    return out
+
+
+def object_prompt(obj):
+    return clean_prompt(obj.get(PROMPT_KEY))
+
+
+def object_weight(obj):
+    return clean_weight(obj.get(WEIGHT_KEY, 1.0))
+
+
+def _view_layer_of(scene, name=None):
+    if name and name in scene.view_layers:
+        return scene.view_layers[name]
+    ctx = bpy.context
+    if getattr(ctx, "scene", None) == scene and getattr(ctx, "view_layer", None) is not None:
+        return ctx.view_layer
+    return scene.view_layers[0]
+
+
+def _setup_cycles(tmp, view_layer, with_index):
+    tmp.render.engine = "CYCLES"
+    c = tmp.cycles
+    c.device = "CPU"
+    c.samples = 1
+    c.preview_samples = 1
+    for attr, value in (("use_denoising", False), ("use_adaptive_sampling", False), ("pixel_filter_type", "BOX"),
+                        ("filter_width", 0.01), ("max_bounces", 0), ("use_animated_seed", False),
+                        ("use_auto_tile", False)):
+        if hasattr(c, attr):
+            setattr(c, attr, value)
+    view_layer.use_pass_z = True
+    view_layer.use_pass_object_index = with_index
+    if hasattr(view_layer, "cycles") and hasattr(view_layer.cycles, "denoising_store_passes"):
+        view_layer.cycles.denoising_store_passes = False
+
+
+def _setup_workbench(tmp, view_layer, solid=False):
+    tmp.render.engine = "BLENDER_WORKBENCH"
+    tmp.display.render_aa = "OFF" if not solid else "8"
+    shading = tmp.display.shading
+    shading.light = "STUDIO" if solid else "FLAT"
+    shading.color_type = "MATERIAL" if solid else "SINGLE"
+    view_layer.use_pass_z = True
+
+
+def _compositor(tmp, view_layer, out_dir, slots, file_format="OPEN_EXR"):
+    """Rebuilds the copy's compositor: Render Layers -> File Output (one file per slot)."""
+    tmp.use_nodes = True
+    tmp.render.use_compositing = True
+    tree = tmp.node_tree
+    for node in list(tree.nodes):
+        tree.nodes.remove(node)
+    rl = tree.nodes.new("CompositorNodeRLayers")
+    rl.scene = tmp
+    rl.layer = view_layer.name
+    comp = tree.nodes.new("CompositorNodeComposite")
+    tree.links.new(rl.outputs["Image"], comp.inputs[0])
+    fo = tree.nodes.new("CompositorNodeOutputFile")
+    fo.base_path = out_dir
+    fmt = fo.format
+    fmt.file_format = file_format
+    if file_format == "OPEN_EXR":
+        fmt.color_depth = "32"
+        fmt.exr_codec = "NONE"
+        fmt.color_mode = "RGB"
+    else:
+        fmt.color_depth = "8"
+        fmt.color_mode = "RGB"
+        fmt.compression = 15
+    fo.file_slots.clear()
+    for slot, socket in slots:
+        fo.file_slots.new(slot)
+        if socket not in rl.outputs or not rl.outputs[socket].enabled:
+            raise CaptureError("the %s render has no %s pass" % (tmp.render.engine, socket))
+        tree.links.new(rl.outputs[socket], fo.inputs[slot])
+    return fo
+
+
+def _render(tmp, view_layer):
+    try:
+        result = bpy.ops.render.render(write_still=False, scene=tmp.name, layer=view_layer.name)
+    except RuntimeError as err:
+        raise CaptureError("render failed (%s): %s" % (tmp.render.engine, str(err).strip())) from None
+    if "CANCELLED" in result:
+        raise CaptureError("Blender refused to render (is another render running?)")
+
+
+def _find_output(out_dir, slot):
+    names = sorted(n for n in os.listdir(out_dir) if n.startswith(slot))
+    if not names:
+        raise CaptureError("the render wrote no %s pass to %s" % (slot, out_dir))
+    return os.path.join(out_dir, names[0])
+
+
+def _read_exr_channel(path, width, height):
+    img = bpy.data.images.load(path, check_existing=False)
+    try:
+        img.colorspace_settings.name = "Non-Color"
+        w, h = img.size
+        if (w, h) != (width, height):
+            raise CaptureError("pass %s is %dx%d, expected %dx%d" % (os.path.basename(path), w, h, width, height))
+        px = D.float_array(bytes(4 * w * h * img.channels))
+        img.pixels.foreach_get(px)
+        return D.channel_top_down(px, w, h, channels=img.channels, channel=0)
+    finally:
+        bpy.data.images.remove(img)
+
+
+def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layout=True, with_init=False,
+                   near_far="CAMERA", manual_near=0.1, manual_far=100.0, background="far", engine="AUTO"):
+    """Renders the camera's depth (and layout / init image) and returns a :class:`Capture`.
+
+    ``near_far``: 'CAMERA' (the camera's clip range), 'SCENE' (fit to what is in view) or
+    'MANUAL' (``manual_near``/``manual_far``). ``engine``: 'AUTO', 'CYCLES' or 'WORKBENCH'.
+    Raises :class:`CaptureError` with a message for the user.
+    """
+    global capturing
+    cam = camera or scene.camera
+    if cam is None:
+        raise CaptureError("the scene has no camera: add one or set Scene > Camera")
+    if cam.type != "CAMERA":
+        raise CaptureError("%r is not a camera" % cam.name)
+    width, height = render_size(scene)
+    src_layer = _view_layer_of(scene, view_layer)
+    if engine == "CYCLES" and not cycles_available():
+        raise CaptureError("Cycles is not available in this Blender")
+    if engine == "AUTO":
+        # Workbench is the fastest Z pass but has no object index pass; Cycles has both and
+        # needs no GPU. Without a layout, try Workbench first and fall back to Cycles.
+        order = ["CYCLES", "WORKBENCH"] if with_layout else ["WORKBENCH", "CYCLES"]
+        if not cycles_available():
+            order.remove("CYCLES")
+    else:
+        order = [engine]
+    t0 = time.perf_counter()
+    timings = {}
+    out_dir = tempfile.mkdtemp(prefix="depthcast-capture-")
+    saved_index = {}
+    tmp = None
+    capturing = True
+    try:
+        candidates = layout_candidates(scene, src_layer) if with_layout else []
+        if len(candidates) > 32767:
+            candidates = candidates[:32767]
+        entries = {}
+        if "CYCLES" in order and with_layout:
+            for i, obj in enumerate(candidates, start=1):
+                try:
+                    saved_index[obj.name] = obj.pass_index
+                    obj.pass_index = i
+                except (AttributeError, RuntimeError):  # linked, read-only data
+                    continue
+                entries[i] = LayoutEntry(i, obj.name, object_prompt(obj), object_weight(obj))
+        tmp = scene.copy()
+        tmp.name = "depthcast capture"
+        tmp.camera = cam
+        if frame is not None:
+            tmp.frame_current = int(frame)
+        r = tmp.render
+        r.use_border = False
+        r.use_motion_blur = False
+        r.use_sequencer = False
+        r.use_single_layer = True
+        if hasattr(r, "use_persistent_data"):
+            r.use_persistent_data = False
+        vl = tmp.view_layers[src_layer.name]
+        for other in tmp.view_layers:
+            other.use = other == vl
+        for attempt, name in enumerate(order):
+            with_index = name == "CYCLES" and with_layout and bool(entries)
+            if name == "CYCLES":
+                _setup_cycles(tmp, vl, with_index)
+            else:
+                _setup_workbench(tmp, vl)
+            slots = [("depth", "Depth")] + ([("index", "IndexOB")] if with_index else [])
+            shutil.rmtree(os.path.join(out_dir, "passes"), ignore_errors=True)
+            _compositor(tmp, vl, os.path.join(out_dir, "passes"), slots)
+            timings["setup"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            try:
+                _render(tmp, vl)
+            except CaptureError:
+                if attempt + 1 < len(order):
+                    continue
+                raise
+            timings["render"] = time.perf_counter() - t1
+            break
+        t2 = time.perf_counter()
+        z = _read_exr_channel(_find_output(os.path.join(out_dir, "passes"), "depth"), width, height)
+        index_values = None
+        if with_index:
+            index_values = _read_exr_channel(_find_output(os.path.join(out_dir, "passes"), "index"), width, height)
+        timings["read"] = time.perf_counter() - t2
+        t3 = time.perf_counter()
+        near, far = D.resolve_near_far(near_far, cam.data.clip_start, cam.data.clip_end, manual_near, manual_far,
+                                       values=z)
+        values = D.clean_background(z, far, background=background)
+        cap = Capture(D.DepthImage(values, width, height, near, far), width, height, cam.name, tmp.frame_current)
+        cap.engine = tmp.render.engine
+        timings["depth"] = time.perf_counter() - t3
+        if index_values is not None:
+            t4 = time.perf_counter()
+            index, objects = build_layout(index_values, width, height, entries)
+            cap.layout = (D.u16le_bytes(index), width, height, objects)
+            cap.objects = objects
+            timings["layout"] = time.perf_counter() - t4
+        if with_init:
+            t5 = time.perf_counter()
+            for o in tmp.view_layers:
+                o.use_pass_object_index = False
+            _setup_workbench(tmp, vl, solid=True)
+            tmp.view_settings.view_transform = "Standard"
+            _compositor(tmp, vl, os.path.join(out_dir, "init"), [("init", "Image")], file_format="PNG")
+            _render(tmp, vl)
+            with open(_find_output(os.path.join(out_dir, "init"), "init"), "rb") as f:
+                cap.init_png = f.read()
+            timings["init"] = time.perf_counter() - t5
+        timings["total"] = time.perf_counter() - t0
+        cap.timings = timings
+        return cap
+    finally:
+        for name, value in saved_index.items():
+            obj = scene.objects.get(name)
+            if obj is not None and obj.pass_index != value:
+                obj.pass_index = value
+        if tmp is not None:
+            bpy.data.scenes.remove(tmp)
+        shutil.rmtree(out_dir, ignore_errors=True)
+        capturing = False

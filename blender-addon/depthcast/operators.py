@@ -1,0 +1,429 @@
+"""Operators: connect, generate, cancel, live mode, results, render animation, object prompts.
+
+Operators only capture (a short render on the main thread) and enqueue; the network work and
+the waiting happen elsewhere (client.py), so Blender stays responsive.
+"""
+import json
+import os
+import random
+
+import bpy
+from bpy.props import IntProperty, StringProperty
+
+from . import capture, client, properties, results, viewport
+from .core import messages
+
+
+def _report_error(op, scene, text):
+    if scene is not None:
+        scene.depthcast.error = text
+    client.set_status_bar("depthcast: " + text)
+    op.report({"ERROR"}, text)
+
+
+def capture_for(scene, with_init=None, frame=None, camera=None):
+    s = scene.depthcast
+    return capture.capture_camera(
+        scene, camera=camera, frame=frame, with_layout=s.use_layout,
+        with_init=s.use_init if with_init is None else with_init,
+        near_far=s.near_far, manual_near=s.near, manual_far=s.far)
+
+
+def build_job(scene, cap, kind, mode="batch", stream="blender"):
+    params = properties.build_params(scene, cap.width, cap.height, with_init=cap.init_png is not None)
+    job_id = messages.new_job_id({"generate": "gen", "animation": "anim"}.get(kind, kind[:6]))
+    return messages.build_frame(job_id, cap.depth, params, stream=stream, mode=mode, init_png=cap.init_png,
+                                layout=cap.layout)
+
+
+def generate(scene):
+    """Captures the scene camera and sends one generation. Returns (job, capture). Raises
+    CaptureError / MessageError / RuntimeError with a message for the user."""
+    s = scene.depthcast
+    if s.job_id:
+        client.cancel(job_id=s.job_id)
+    s.error = ""
+    client.set_status_bar(None)
+    cap = capture_for(scene)
+    header, payloads = build_job(scene, cap, "generate")
+    s.status = "sending"
+    s.progress = 0.0
+    job = client.submit(scene, header, payloads, "generate", meta={"camera": cap.camera, "frame": cap.frame})
+    s.job_id = job.job_id
+    return job, cap
+
+
+class DEPTHCAST_OT_connect(bpy.types.Operator):
+    bl_idname = "depthcast.connect"
+    bl_label = "Connect"
+    bl_description = "Connect (or reconnect) to the depthcast service"
+
+    def execute(self, context):
+        try:
+            client.restart(context)
+        except (RuntimeError, ValueError) as err:
+            self.report({"ERROR"}, str(err))
+            return {"CANCELLED"}
+        client.retry_now()
+        return {"FINISHED"}
+
+
+class DEPTHCAST_OT_disconnect(bpy.types.Operator):
+    bl_idname = "depthcast.disconnect"
+    bl_label = "Disconnect"
+    bl_description = "Close the connection (and stop the local service if the add-on started it)"
+
+    def execute(self, context):
+        viewport.stop()
+        client.stop(stop_service=True)
+        return {"FINISHED"}
+
+
+class DEPTHCAST_OT_generate(bpy.types.Operator):
+    bl_idname = "depthcast.generate"
+    bl_label = "Generate"
+    bl_description = "Capture the camera's depth and layout and generate an image"
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and context.scene.camera is not None
+
+    def execute(self, context):
+        scene = context.scene
+        try:
+            job, cap = generate(scene)
+        except (capture.CaptureError, messages.MessageError, RuntimeError, ValueError) as err:
+            _report_error(self, scene, str(err))
+            return {"CANCELLED"}
+        self.report({"INFO"}, "depthcast: sent %dx%d depth (%s, %.2f s capture)%s" % (
+            cap.width, cap.height, cap.engine, cap.timings.get("total", 0.0),
+            ", %d objects" % len(cap.objects) if cap.objects else ""))
+        return {"FINISHED"}
+
+
+class DEPTHCAST_OT_cancel(bpy.types.Operator):
+    bl_idname = "depthcast.cancel"
+    bl_label = "Cancel"
+    bl_description = "Cancel the running generation, live mode and animation render"
+
+    def execute(self, context):
+        s = context.scene.depthcast
+        if s.job_id:
+            client.cancel(job_id=s.job_id)
+        if s.live_running or viewport.is_running():
+            viewport.stop()
+        if s.animation_running:
+            s.animation_running = False  # the modal operator notices and cancels its jobs
+        s.status = "cancelling" if s.job_id else s.status
+        return {"FINISHED"}
+
+
+class DEPTHCAST_OT_randomize_seed(bpy.types.Operator):
+    bl_idname = "depthcast.randomize_seed"
+    bl_label = "New Seed"
+    bl_description = "Pick a new random seed"
+
+    def execute(self, context):
+        context.scene.depthcast.seed = random.randint(0, 2 ** 31 - 1)
+        return {"FINISHED"}
+
+
+class DEPTHCAST_OT_use_last_seed(bpy.types.Operator):
+    bl_idname = "depthcast.use_last_seed"
+    bl_label = "Keep Seed"
+    bl_description = "Use the last result's seed (and stop randomizing)"
+
+    def execute(self, context):
+        s = context.scene.depthcast
+        s.seed_randomize = False
+        s.seed = s.last_seed
+        return {"FINISHED"}
+
+
+class DEPTHCAST_OT_live(bpy.types.Operator):
+    bl_idname = "depthcast.live"
+    bl_label = "Live"
+    bl_description = "Start or stop live mode: re-send depth on every view or scene change (newest frame wins)"
+
+    def execute(self, context):
+        if viewport.is_running():
+            viewport.stop()
+            return {"FINISHED"}
+        try:
+            viewport.start(context)
+        except (RuntimeError, ValueError) as err:
+            _report_error(self, context.scene, str(err))
+            return {"CANCELLED"}
+        return {"FINISHED"}
+
+
+class DEPTHCAST_OT_save_result(bpy.types.Operator):
+    bl_idname = "depthcast.save_result"
+    bl_label = "Save Result"
+    bl_description = "Save the last result (PNG and generation parameters as JSON) next to the .blend"
+
+    @classmethod
+    def poll(cls, context):
+        return client.last_result() is not None
+
+    def execute(self, context):
+        try:
+            path = client.save_last_result()
+        except (OSError, RuntimeError) as err:
+            _report_error(self, context.scene, str(err))
+            return {"CANCELLED"}
+        self.report({"INFO"}, "depthcast: saved %s" % path)
+        return {"FINISHED"}
+
+
+class DEPTHCAST_OT_show_result(bpy.types.Operator):
+    bl_idname = "depthcast.show_result"
+    bl_label = "Show Result"
+    bl_description = "Show the result image in an Image Editor (opens a window if none is open)"
+
+    @classmethod
+    def poll(cls, context):
+        return bpy.data.images.get(results.RESULT_IMAGE) is not None
+
+    def execute(self, context):
+        results.open_image_editor(bpy.data.images[results.RESULT_IMAGE])
+        return {"FINISHED"}
+
+
+class DEPTHCAST_OT_object_prompt_add(bpy.types.Operator):
+    bl_idname = "depthcast.object_prompt_add"
+    bl_label = "Add Prompt"
+    bl_description = "Give the object its own prompt and weight (custom properties depthcast_prompt, depthcast_weight)"
+    bl_options = {"REGISTER", "UNDO"}
+
+    object_name: StringProperty()
+
+    def execute(self, context):
+        obj = context.scene.objects.get(self.object_name) if self.object_name else context.active_object
+        if obj is None:
+            return {"CANCELLED"}
+        if capture.PROMPT_KEY not in obj:
+            obj[capture.PROMPT_KEY] = obj.name.split(".")[0].replace("_", " ").lower()
+        if capture.WEIGHT_KEY not in obj:
+            obj[capture.WEIGHT_KEY] = 1.0
+            try:
+                ui = obj.id_properties_ui(capture.WEIGHT_KEY)
+                ui.update(min=0.0, max=10.0, soft_min=0.0, soft_max=2.0, description="Layout weight for depthcast")
+            except (AttributeError, TypeError):
+                pass
+        return {"FINISHED"}
+
+
+class DEPTHCAST_OT_object_prompt_remove(bpy.types.Operator):
+    bl_idname = "depthcast.object_prompt_remove"
+    bl_label = "Remove Prompt"
+    bl_description = "Remove the object's depthcast prompt and weight"
+    bl_options = {"REGISTER", "UNDO"}
+
+    object_name: StringProperty()
+
+    def execute(self, context):
+        obj = context.scene.objects.get(self.object_name)
+        if obj is None:
+            return {"CANCELLED"}
+        for key in (capture.PROMPT_KEY, capture.WEIGHT_KEY):
+            if key in obj:
+                del obj[key]
+        return {"FINISHED"}
+
+
+class AnimationJob:
+    """Renders the scene's frame range through the service: captures frame by frame (each a
+    short render), keeps up to ``max_in_flight`` frames at the service, writes each result to
+    the scene's output path as PNG (+ JSON sidecar). Frames whose PNG already exists are
+    skipped, so a cancelled or crashed run resumes where it stopped. Driven by :meth:`step`
+    (from a modal operator's timer, or a loop in background mode)."""
+
+    def __init__(self, scene, frames=None, max_in_flight=2, overwrite=False):
+        self.scene_name = scene.name
+        if frames is None:
+            frames = list(range(scene.frame_start, scene.frame_end + 1, max(1, scene.frame_step)))
+        self.frames = list(frames)
+        self.todo = [f for f in self.frames if overwrite or not os.path.exists(results.frame_output_path(scene, f))]
+        self.skipped = len(self.frames) - len(self.todo)
+        self.max_in_flight = max_in_flight
+        self.in_flight = {}  # jobId -> frame
+        self.written = []
+        self.failed = []  # (frame, message)
+        self.cancelled = False
+
+    @property
+    def scene(self):
+        return bpy.data.scenes[self.scene_name]
+
+    @property
+    def done(self):
+        return not self.todo and not self.in_flight
+
+    @property
+    def total(self):
+        return len(self.frames)
+
+    def progress(self):
+        finished = self.skipped + len(self.written) + len(self.failed)
+        return 100.0 * finished / max(1, self.total)
+
+    def step(self):
+        """Sends more frames if there is room. Returns False when everything is finished."""
+        if self.cancelled:
+            return not self.done
+        scene = self.scene
+        while self.todo and len(self.in_flight) < self.max_in_flight:
+            frame = self.todo.pop(0)
+            try:
+                cap = capture_for(scene, frame=frame)
+                header, payloads = build_job(scene, cap, "animation", stream="blender-anim")
+            except (capture.CaptureError, messages.MessageError, ValueError) as err:
+                self.failed.append((frame, str(err)))
+                continue
+            self.in_flight[header["jobId"]] = frame
+            client.submit(scene, header, payloads, "animation", on_done=self._on_done,
+                          meta={"camera": cap.camera, "frame": frame})
+        s = scene.depthcast
+        s.progress = self.progress()
+        s.status = "animation: %d/%d written%s%s" % (
+            len(self.written) + self.skipped, self.total,
+            ", %d failed" % len(self.failed) if self.failed else "",
+            " (%d skipped: already there)" % self.skipped if self.skipped else "")
+        return not self.done
+
+    def _on_done(self, job, outcome, data, payload):
+        frame = self.in_flight.pop(job.job_id, None)
+        if frame is None:
+            return
+        if outcome != "result":
+            if outcome != "cancelled" or not self.cancelled:
+                self.failed.append((frame, "%s: %s" % (data.get("code", outcome), data.get("message", ""))))
+            return
+        scene = bpy.data.scenes.get(self.scene_name)
+        path = results.frame_output_path(scene, frame)
+        folder, name = os.path.split(path)
+        sidecar = messages.sidecar_json(data, job.frame_header, scene=self.scene_name, camera=job.meta.get("camera"),
+                                        frame=frame, blend=bpy.data.filepath or None)
+        try:
+            results.write_result(folder or ".", os.path.splitext(name)[0], payload, sidecar)
+            self.written.append(path)
+        except OSError as err:
+            self.failed.append((frame, "could not write %s: %s" % (path, err)))
+
+    def cancel(self):
+        self.cancelled = True
+        self.todo = []
+        for job_id in list(self.in_flight):
+            client.cancel(job_id=job_id)
+
+    def summary(self):
+        return {"frames": self.total, "written": len(self.written), "skipped": self.skipped,
+                "failed": [{"frame": f, "error": e} for f, e in self.failed]}
+
+
+class DEPTHCAST_OT_render_animation(bpy.types.Operator):
+    bl_idname = "depthcast.render_animation"
+    bl_label = "Render Animation"
+    bl_description = ("Send every frame of the scene range and write the images to the scene's output path "
+                      "(resumes: frames already written are skipped)")
+
+    max_in_flight: IntProperty(name="Frames in flight", default=2, min=1, max=8)
+
+    _job = None
+    _timer = None
+
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and context.scene.camera is not None and \
+            not context.scene.depthcast.animation_running
+
+    def execute(self, context):
+        scene = context.scene
+        try:
+            client.ensure_started(context)
+        except (RuntimeError, ValueError) as err:
+            _report_error(self, scene, str(err))
+            return {"CANCELLED"}
+        self._job = AnimationJob(scene, max_in_flight=self.max_in_flight)
+        if self._job.done:
+            self.report({"INFO"}, "depthcast: all %d frames are already written" % self._job.total)
+            return {"FINISHED"}
+        scene.depthcast.animation_running = True
+        scene.depthcast.error = ""
+        wm = context.window_manager
+        self._timer = wm.event_timer_add(0.2, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context, event):
+        scene = bpy.data.scenes.get(self._job.scene_name)
+        if scene is None:
+            return self._finish(context, cancelled=True)
+        if event.type == "ESC" or not scene.depthcast.animation_running:
+            self._job.cancel()
+            return self._finish(context, cancelled=True)
+        if event.type == "TIMER":
+            if not self._job.step():
+                return self._finish(context)
+        return {"PASS_THROUGH"}
+
+    def _finish(self, context, cancelled=False):
+        context.window_manager.event_timer_remove(self._timer)
+        job = self._job
+        scene = bpy.data.scenes.get(job.scene_name)
+        if scene is not None:
+            s = scene.depthcast
+            s.animation_running = False
+            s.status = "animation %s: %d written, %d skipped, %d failed" % (
+                "cancelled" if cancelled else "done", len(job.written), job.skipped, len(job.failed))
+            if job.failed:
+                s.error = "frame %d: %s" % job.failed[0]
+        if job.failed:
+            self.report({"WARNING"}, "depthcast: %d frames failed (first: frame %d: %s)" % (
+                len(job.failed), job.failed[0][0], job.failed[0][1]))
+        return {"CANCELLED"} if cancelled else {"FINISHED"}
+
+
+class DEPTHCAST_OT_dismiss_error(bpy.types.Operator):
+    bl_idname = "depthcast.dismiss_error"
+    bl_label = "Dismiss"
+    bl_description = "Clear the error message"
+
+    def execute(self, context):
+        context.scene.depthcast.error = ""
+        client.set_status_bar(None)
+        return {"FINISHED"}
+
+
+class DEPTHCAST_OT_copy_params(bpy.types.Operator):
+    bl_idname = "depthcast.copy_params"
+    bl_label = "Copy Parameters"
+    bl_description = "Copy the last result's generation parameters (JSON) to the clipboard"
+
+    @classmethod
+    def poll(cls, context):
+        return client.last_result() is not None
+
+    def execute(self, context):
+        info = client.last_result()
+        context.window_manager.clipboard = json.dumps(messages.sidecar(info["header"], info["frame_header"]), indent=2)
+        return {"FINISHED"}
+
+
+classes = (
+    DEPTHCAST_OT_connect,
+    DEPTHCAST_OT_disconnect,
+    DEPTHCAST_OT_generate,
+    DEPTHCAST_OT_cancel,
+    DEPTHCAST_OT_randomize_seed,
+    DEPTHCAST_OT_use_last_seed,
+    DEPTHCAST_OT_live,
+    DEPTHCAST_OT_save_result,
+    DEPTHCAST_OT_show_result,
+    DEPTHCAST_OT_object_prompt_add,
+    DEPTHCAST_OT_object_prompt_remove,
+    DEPTHCAST_OT_render_animation,
+    DEPTHCAST_OT_dismiss_error,
+    DEPTHCAST_OT_copy_params,
+)

@@ -1,0 +1,154 @@
+"""All per-scene settings of the add-on, in one PropertyGroup at ``Scene.depthcast``.
+
+Per-object prompts are not here: they live on the objects as the plain custom properties
+``depthcast_prompt`` and ``depthcast_weight`` (so they survive without the add-on, travel with
+linked/appended objects, and the batch script reads them without registering anything).
+"""
+import random
+
+import bpy
+from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty)
+
+from .core.messages import SCHEDULERS
+
+def model_search(self, context, edit_text):
+    """Suggestions for the model field: the models the connected service announced."""
+    from . import client
+
+    text = (edit_text or "").lower()
+    for m in client.known_models():
+        name = m.get("name", "")
+        if name and text in name.lower():
+            yield name
+
+
+SCHEDULER_ITEMS = [("default", "Model default", "Use the model's default scheduler")] + [
+    (s, s, "Scheduler %s" % s) for s in SCHEDULERS]
+
+NEAR_FAR_ITEMS = [
+    ("CAMERA", "Camera clip", "Near/far are the camera's clip start and end"),
+    ("SCENE", "Fit to view", "Near/far fit the depth that is in view"),
+    ("MANUAL", "Manual", "Near/far as set below"),
+]
+
+DEPTH_RANGE_ITEMS = [
+    ("fixed", "Fixed", "The service maps near..far to the model's range as sent"),
+    ("auto", "Auto", "The service stretches the depth in view over the model's range"),
+]
+
+LIVE_SOURCE_ITEMS = [
+    ("VIEWPORT", "3D View", "Depth of the current 3D view from a GPU depth pass (needs a visible 3D viewport)"),
+    ("CAMERA", "Camera", "Depth from the scene camera, re-rendered on changes (works everywhere)"),
+]
+
+
+def _randomize_if_needed(self, context):
+    if self.seed_randomize:
+        self.seed = random.randint(0, 2 ** 31 - 1)
+
+
+class DepthcastSettings(bpy.types.PropertyGroup):
+    # ---- prompt ----
+    prompt: StringProperty(name="Prompt", description="What the image should show", default="")
+    negative_prompt: StringProperty(name="Negative", description="What the image should not show", default="")
+
+    # ---- model and sampling ----
+    model: StringProperty(name="Model", default="", search=model_search,
+                          description="Model name on the service (empty: the service's default)")
+    scheduler: EnumProperty(name="Scheduler", items=SCHEDULER_ITEMS, default="default")
+    use_steps: BoolProperty(name="Set steps", default=False,
+                            description="Send a step count (off: the model's default)")
+    steps: IntProperty(name="Steps", default=20, min=1, max=1000, soft_max=100)
+    use_guidance: BoolProperty(name="Set guidance", default=False,
+                               description="Send a guidance scale (off: the model's default)")
+    guidance: FloatProperty(name="Guidance", default=7.5, min=0.0, max=50.0, soft_max=20.0, precision=2)
+    controlnet_scale: FloatProperty(name="ControlNet scale", default=1.0, min=0.0, max=4.0,
+                                    description="Depth conditioning strength (ControlNet models)")
+    preview_every: IntProperty(name="Preview every", default=1, min=0, max=1000,
+                               description="Send a preview every N steps (0 = no previews)")
+
+    # ---- seed ----
+    seed: IntProperty(name="Seed", default=0, min=0, description="Seed of the noise (same seed, same image)")
+    seed_randomize: BoolProperty(name="Randomize", default=True, update=_randomize_if_needed,
+                                 description="Let the service pick a new seed every time (the seed used is shown)")
+    last_seed: IntProperty(name="Last seed", default=0, min=0, description="Seed of the last result")
+
+    # ---- init image ----
+    use_init: BoolProperty(name="Init image", default=False,
+                           description="Start from a quick solid render of the camera view (img2img)")
+    strength: FloatProperty(name="Strength", default=0.75, min=0.01, max=1.0,
+                            description="How much the init image may change (1 = ignore it)")
+
+    # ---- depth ----
+    near_far: EnumProperty(name="Near/far", items=NEAR_FAR_ITEMS, default="CAMERA")
+    near: FloatProperty(name="Near", default=0.1, min=1e-4, unit="LENGTH")
+    far: FloatProperty(name="Far", default=100.0, min=1e-3, unit="LENGTH")
+    depth_range: EnumProperty(name="Depth range", items=DEPTH_RANGE_ITEMS, default="fixed")
+
+    # ---- layout ----
+    use_layout: BoolProperty(name="Send layout", default=True,
+                             description="Send the object index map with labels, prompts and weights")
+    compose_from_labels: BoolProperty(name="Prompt from names", default=False,
+                                      description="Objects without a prompt are prompted with their name")
+    active_object_index: IntProperty(name="Object", default=0)
+    show_all_objects: BoolProperty(name="All objects", default=False,
+                                   description="List every renderable object, not only those with a prompt")
+
+    # ---- output ----
+    show_in_viewport: BoolProperty(name="Show in camera", default=False,
+                                   description="Show the result as the camera's background image")
+    auto_save: BoolProperty(name="Save next to .blend", default=False,
+                            description="Save every result (PNG + JSON) in a 'depthcast' folder next to the .blend")
+
+    # ---- live ----
+    live_source: EnumProperty(name="Source", items=LIVE_SOURCE_ITEMS, default="VIEWPORT")
+    live_debounce: FloatProperty(name="Debounce", default=0.4, min=0.05, max=5.0, unit="TIME_ABSOLUTE",
+                                 description="Wait this long after the last change before sending")
+    live_max_side: IntProperty(name="Max size", default=512, min=64, max=2048, step=64,
+                               description="Longest side of live frames (3D View source)")
+
+    # ---- runtime status (written by the client; not meant for editing) ----
+    status: StringProperty(name="Status", default="")
+    error: StringProperty(name="Error", default="")
+    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=100.0, subtype="PERCENTAGE", precision=0)
+    job_id: StringProperty(name="Job", default="")
+    live_running: BoolProperty(name="Live", default=False)
+    animation_running: BoolProperty(name="Rendering animation", default=False)
+
+
+classes = (DepthcastSettings,)
+
+
+def register_props():
+    bpy.types.Scene.depthcast = PointerProperty(type=DepthcastSettings)
+
+
+def unregister_props():
+    del bpy.types.Scene.depthcast
+
+
+def settings(context_or_scene):
+    scene = getattr(context_or_scene, "scene", context_or_scene)
+    return scene.depthcast
+
+
+def build_params(scene, width, height, with_init=False):
+    """``GenerationParams`` (as a dict) from the scene's settings."""
+    from .core import messages
+
+    s = scene.depthcast
+    model = s.model.strip() or None
+    return messages.build_params(
+        s.prompt, s.negative_prompt,
+        model=model,
+        width=width // 8 * 8 or 8, height=height // 8 * 8 or 8,
+        steps=s.steps if s.use_steps else None,
+        guidance=s.guidance if s.use_guidance else None,
+        strength=s.strength if with_init else None,
+        seed=None if s.seed_randomize else s.seed,
+        scheduler=None if s.scheduler == "default" else s.scheduler,
+        controlnet_scale=s.controlnet_scale,
+        depth_range=s.depth_range,
+        preview_every=s.preview_every,
+        compose_from_labels=s.compose_from_labels if s.use_layout else None,
+    )

@@ -1,0 +1,493 @@
+"""Live mode: re-send depth whenever the view or the scene changes, debounced, as a live stream
+(``mode 'live'``: the service keeps only the newest frame of the stream).
+
+Two sources:
+* 3D View (``VIEWPORT``): a GPU depth pass of the current 3D view, without a render. In a draw
+  handler of the chosen 3D View, every visible mesh-like object is drawn into a
+  ``GPUOffScreen`` with the region's view and projection matrices and a flat shader whose colour
+  encodes the object's layout id; ``read_depth`` gives window depth, converted to linear Z with
+  the view's projection (its clip range), and ``read_color`` gives the index map. Conversion and
+  framing run on a worker thread.
+* Camera (``CAMERA``): :func:`capture.capture_camera` (a 1-sample render) on every change.
+
+Changes are: depsgraph updates of renderable objects and their data, the camera, the render size
+or the frame, and (3D View source) any change of the view matrix or region size.
+"""
+import array
+import collections
+import threading
+import time
+
+import bpy
+import gpu
+from bpy.app.handlers import persistent
+from gpu_extras.batch import batch_for_shader
+
+from . import capture, client, properties
+from .core import depth as D
+from .core import messages
+from .core.layout import LayoutEntry, build_layout
+
+MESHABLE = {"MESH", "CURVE", "SURFACE", "META", "FONT"}
+# Data whose change moves surfaces. Collections are left out: capturing (a scene copy) updates the
+# scene collection; what collections change (which objects are visible) is in the scene signature.
+DATA_TYPES = {"Mesh", "Curve", "TextCurve", "SurfaceCurve", "MetaBall", "GreasePencil", "Volume", "Curves",
+              "PointCloud"}
+
+
+# ------------------------------------------------------------------ GPU depth pass
+def uniform_color_shader():
+    name = "3D_UNIFORM_COLOR" if bpy.app.version < (4, 0, 0) else "UNIFORM_COLOR"
+    return gpu.shader.from_builtin(name)
+
+
+class BatchCache:
+    """GPU batches of evaluated meshes, rebuilt when their object's geometry changes."""
+
+    def __init__(self):
+        self._batches = {}
+
+    def invalidate(self, name=None):
+        if name is None:
+            self._batches.clear()
+        else:
+            self._batches.pop(name, None)
+
+    def get(self, obj_eval, shader):
+        key = (obj_eval.original.name, obj_eval.data.name if obj_eval.data is not None else "")
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = _mesh_batch(obj_eval, shader)
+            self._batches[key] = batch
+        return batch
+
+
+def _mesh_batch(obj_eval, shader):
+    try:
+        mesh = obj_eval.to_mesh()
+    except RuntimeError:
+        return None
+    if mesh is None:
+        return None
+    try:
+        mesh.calc_loop_triangles()
+        nv, nt = len(mesh.vertices), len(mesh.loop_triangles)
+        if not nv or not nt:
+            return None
+        co = array.array("f", bytes(12 * nv))
+        mesh.vertices.foreach_get("co", co)
+        tris = array.array("i", bytes(12 * nt))
+        mesh.loop_triangles.foreach_get("vertices", tris)
+        coords = list(zip(co[0::3], co[1::3], co[2::3]))
+        indices = list(zip(tris[0::3], tris[1::3], tris[2::3]))
+        return batch_for_shader(shader, "TRIS", {"pos": coords}, indices=indices)
+    finally:
+        obj_eval.to_mesh_clear()
+
+
+def _floats(buf, n):
+    """A float32 array from a gpu Buffer (buffer protocol when available)."""
+    try:
+        out = array.array("f")
+        out.frombytes(memoryview(buf).cast("B"))
+        if len(out) == n:
+            return out
+    except (TypeError, ValueError):
+        pass
+    flat = array.array("f")
+    for row in buf.to_list():
+        flat.extend(row)
+    return flat
+
+
+def _bytes(buf):
+    try:
+        return bytes(memoryview(buf).cast("B"))
+    except (TypeError, ValueError):
+        out = bytearray()
+        for row in buf.to_list():
+            for px in row:
+                out.extend(px)
+        return bytes(out)
+
+
+class GpuPass:
+    """Raw output of :func:`gpu_depth_pass`: bottom-up window depth and RGBA8 id colours."""
+
+    __slots__ = ("width", "height", "depth", "color", "projection", "ids")
+
+    def __init__(self, width, height, depth, color, projection, ids):
+        self.width = width
+        self.height = height
+        self.depth = depth
+        self.color = color
+        self.projection = projection
+        self.ids = ids
+
+
+def layout_ids(scene, view_layer):
+    """Object name -> (LayoutEntry) for the objects a GPU pass may colour."""
+    out = {}
+    for i, obj in enumerate(capture.layout_candidates(scene, view_layer), start=1):
+        if i > 65535:
+            break
+        out[obj.name] = LayoutEntry(i, obj.name, capture.object_prompt(obj), capture.object_weight(obj))
+    return out
+
+
+def gpu_depth_pass(depsgraph, view_matrix, projection_matrix, width, height, ids=None, cache=None):
+    """Draws every visible mesh-like object into an offscreen buffer and reads depth (and,
+    with ``ids`` {object name: LayoutEntry}, the id colours). Needs an active GPU context: a
+    draw handler, or a RenderEngine with ``bl_use_gpu_context``. Returns a :class:`GpuPass`."""
+    shader = uniform_color_shader()
+    cache = cache or BatchCache()
+    offscreen = gpu.types.GPUOffScreen(width, height)
+    try:
+        with offscreen.bind():
+            fb = gpu.state.active_framebuffer_get()
+            fb.clear(color=(0.0, 0.0, 0.0, 0.0), depth=1.0)
+            gpu.state.depth_test_set("LESS_EQUAL")
+            gpu.state.depth_mask_set(True)
+            gpu.state.blend_set("NONE")
+            gpu.state.face_culling_set("NONE")
+            with gpu.matrix.push_pop(), gpu.matrix.push_pop_projection():
+                gpu.matrix.load_matrix(view_matrix)
+                gpu.matrix.load_projection_matrix(projection_matrix)
+                shader.bind()
+                for inst in depsgraph.object_instances:
+                    obj = inst.object
+                    if obj.type not in MESHABLE or not getattr(inst, "show_self", True):
+                        continue
+                    owner = inst.parent if inst.is_instance and inst.parent is not None else obj
+                    if owner.original.hide_render:
+                        continue
+                    batch = cache.get(obj, shader)
+                    if batch is None:
+                        continue
+                    entry = ids.get(owner.original.name) if ids else None
+                    oid = entry.id if entry is not None else 0
+                    shader.uniform_float("color", ((oid & 255) / 255.0, ((oid >> 8) & 255) / 255.0, 0.0, 1.0))
+                    with gpu.matrix.push_pop():
+                        gpu.matrix.multiply_matrix(inst.matrix_world.copy())
+                        batch.draw(shader)
+            depth = _floats(fb.read_depth(0, 0, width, height), width * height)
+            color = _bytes(fb.read_color(0, 0, width, height, 4, 0, "UBYTE")) if ids else None
+            gpu.state.depth_test_set("NONE")
+            gpu.state.depth_mask_set(False)
+    finally:
+        offscreen.free()
+    rows = [list(r) for r in projection_matrix]
+    return GpuPass(width, height, depth, color, rows, ids)
+
+
+def convert_gpu_pass(gp, near_far="CAMERA", manual_near=0.1, manual_far=100.0, background="far"):
+    """Bottom-up window depth -> top-down linear Z DepthImage, and the layout (or None).
+    Pure Python: safe on a worker thread."""
+    w, h = gp.width, gp.height
+    window = D.flip_rows(gp.depth, w, h)
+    clip_near = D.near_from_projection(gp.projection)
+    clip_far = D.far_from_projection(gp.projection)
+    z = D.linearize_depth_buffer(window, gp.projection, background="far", far=clip_far)
+    offset = 0.0
+    if clip_near <= 0.0:
+        # Orthographic views clip symmetrically around the view origin: shift so that the
+        # near plane sits just in front of the viewer (zdepth must be positive).
+        offset = -clip_near + 1e-3
+        z = D.float_array(v + offset for v in z)
+        clip_near, clip_far = 1e-3, clip_far + offset
+    near, far = D.resolve_near_far(near_far, clip_near, clip_far, manual_near, manual_far,
+                                   values=[v for v in z if v < clip_far])
+    values = D.clean_background(z, far, background=background)
+    image = D.DepthImage(values, w, h, near, far)
+    layout = None
+    objects = []
+    if gp.color is not None and gp.ids:
+        c = gp.color
+        ids_bottom_up = array.array("H", bytes(2 * w * h))
+        for p in range(w * h):
+            ids_bottom_up[p] = c[4 * p] | (c[4 * p + 1] << 8)
+        top_down = D.flip_rows(ids_bottom_up, w, h)
+        entries = {e.id: e for e in gp.ids.values()}
+        index, objects = build_layout(top_down, w, h, entries)
+        layout = (D.u16le_bytes(index), w, h, objects)
+    return image, layout, objects
+
+
+# ------------------------------------------------------------------ live controller
+class LiveState:
+    def __init__(self):
+        self.enabled = False
+        self.scene_name = ""
+        self.source = "VIEWPORT"
+        self.dirty_at = None
+        self.first_dirty_at = 0.0
+        self.area_ptr = 0
+        self.view_sig = None
+        self.scene_sig = None
+        self.request = False
+        self.busy = False
+        self.draw_handle = None
+        self.frames_sent = 0
+        self.cache = BatchCache()
+
+    def mark_dirty(self):
+        # Debounce: every change pushes the deadline, so a drag sends once it pauses; during a
+        # long drag a frame still goes out every few debounce periods.
+        now = time.monotonic()
+        if self.dirty_at is None:
+            self.first_dirty_at = now
+        self.dirty_at = now
+
+    def due(self, debounce):
+        if self.dirty_at is None:
+            return False
+        now = time.monotonic()
+        return now - self.dirty_at >= debounce or now - self.first_dirty_at >= max(1.0, 4 * debounce)
+
+
+_live = LiveState()
+_outgoing = collections.deque()  # (header, payloads) built by workers, submitted on the main thread
+
+
+def is_running():
+    return _live.enabled
+
+
+def state():
+    return _live
+
+
+def _scene():
+    return bpy.data.scenes.get(_live.scene_name)
+
+
+def _scene_signature(scene):
+    cam = scene.camera
+    r = scene.render
+    sig = [r.resolution_x, r.resolution_y, r.resolution_percentage, scene.frame_current]
+    try:
+        layer = bpy.context.view_layer if bpy.context.scene == scene else scene.view_layers[0]
+        sig.append(tuple(o.name for o in capture.layout_candidates(scene, layer)))
+    except (AttributeError, ReferenceError):
+        pass
+    if cam is not None:
+        sig.append(cam.name)
+        sig.extend(round(v, 6) for row in cam.matrix_world for v in row)
+        if cam.type == "CAMERA":
+            d = cam.data
+            sig.extend((d.type, round(d.lens, 5), round(d.ortho_scale, 5), round(d.clip_start, 6), round(d.clip_end, 4),
+                        round(d.shift_x, 5), round(d.shift_y, 5), d.sensor_fit, round(d.sensor_width, 4)))
+    return tuple(sig)
+
+
+def relevant_update(depsgraph, scene):
+    """Whether a depsgraph update changes what the live depth would show."""
+    for u in depsgraph.updates:
+        idb = u.id
+        if isinstance(idb, bpy.types.Object):
+            if idb.type in capture.RENDERABLE_TYPES and (u.is_updated_transform or u.is_updated_geometry):
+                if u.is_updated_geometry:
+                    _live.cache.invalidate()
+                return True
+        elif type(idb).__name__ in DATA_TYPES:
+            _live.cache.invalidate()
+            return True
+    sig = _scene_signature(scene)
+    if sig != _live.scene_sig:
+        _live.scene_sig = sig
+        return True
+    return False
+
+
+@persistent
+def _on_depsgraph_update(scene, depsgraph=None):
+    if not _live.enabled or capture.capturing or scene.name != _live.scene_name:
+        return
+    depsgraph = depsgraph or bpy.context.evaluated_depsgraph_get()
+    if relevant_update(depsgraph, scene):
+        _live.mark_dirty()
+
+
+@persistent
+def _on_frame_change(scene, depsgraph=None):
+    if _live.enabled and scene.name == _live.scene_name and not capture.capturing:
+        _live.cache.invalidate()
+        _live.mark_dirty()
+
+
+@persistent
+def _on_load_pre(*_args):
+    stop()
+
+
+def _live_tick():
+    if not _live.enabled:
+        return None
+    scene = _scene()
+    if scene is None:
+        stop()
+        return None
+    s = scene.depthcast
+    while _outgoing:
+        item = _outgoing.popleft()
+        if isinstance(item, Exception):
+            s.error = "live: %s" % item
+            continue
+        header, payloads = item
+        job = client.submit(scene, header, payloads, "live")
+        s.job_id = job.job_id
+        s.progress = 0.0
+        _live.frames_sent += 1
+    if not _live.busy and _live.due(s.live_debounce):
+        _live.dirty_at = None
+        if _live.source == "CAMERA":
+            try:
+                _send_camera_frame(scene)
+            except (capture.CaptureError, messages.MessageError, ValueError) as err:
+                s.error = "live: %s" % err
+        else:
+            _live.request = True
+            _tag_live_area()
+    return 0.1
+
+
+def _send_camera_frame(scene):
+    s = scene.depthcast
+    cap = capture.capture_camera(scene, with_layout=s.use_layout, near_far=s.near_far, manual_near=s.near,
+                                 manual_far=s.far)
+    params = properties.build_params(scene, cap.width, cap.height)
+    header, payloads = messages.build_frame(messages.new_job_id("live"), cap.depth, params, stream=client.LIVE_STREAM,
+                                            mode="live", layout=cap.layout)
+    job = client.submit(scene, header, payloads, "live", meta={"camera": cap.camera, "frame": cap.frame})
+    s.job_id = job.job_id
+    _live.frames_sent += 1
+
+
+def _tag_live_area():
+    for window in bpy.context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D" and (not _live.area_ptr or area.as_pointer() == _live.area_ptr):
+                area.tag_redraw()
+
+
+def _draw_callback():
+    """POST_PIXEL draw handler of 3D Views: notices view changes and serves capture requests."""
+    if not _live.enabled or _live.source != "VIEWPORT":
+        return
+    ctx = bpy.context
+    area, region, rv3d = ctx.area, ctx.region, ctx.region_data
+    if area is None or region is None or rv3d is None:
+        return
+    if _live.area_ptr and area.as_pointer() != _live.area_ptr:
+        return
+    sig = (tuple(tuple(r) for r in rv3d.view_matrix), tuple(tuple(r) for r in rv3d.window_matrix),
+           region.width, region.height)
+    if sig != _live.view_sig:
+        _live.view_sig = sig
+        _live.mark_dirty()
+        return
+    if not _live.request or _live.busy:
+        return
+    _live.request = False
+    scene = _scene()
+    if scene is None:
+        return
+    s = scene.depthcast
+    w, h = D.fit_size(region.width, region.height, s.live_max_side)
+    try:
+        ids = layout_ids(scene, ctx.view_layer) if s.use_layout else None
+        gp = gpu_depth_pass(ctx.evaluated_depsgraph_get(), rv3d.view_matrix, rv3d.window_matrix, w, h, ids=ids,
+                            cache=_live.cache)
+        params = properties.build_params(scene, w, h)
+    except Exception as err:  # GPU errors must not break drawing
+        _outgoing.append(err)
+        return
+    settings = (s.near_far, s.near, s.far)
+    _live.busy = True
+    threading.Thread(target=_convert_and_queue, args=(gp, params, settings), daemon=True,
+                     name="depthcast-live-convert").start()
+
+
+def _convert_and_queue(gp, params, settings):
+    try:
+        near_far, near, far = settings
+        image, layout, _objects = convert_gpu_pass(gp, near_far, near, far)
+        header, payloads = messages.build_frame(messages.new_job_id("live"), image, params, stream=client.LIVE_STREAM,
+                                                mode="live", layout=layout)
+        _outgoing.append((header, payloads))
+    except Exception as err:
+        _outgoing.append(err)
+    finally:
+        _live.busy = False
+
+
+def start(context):
+    """Starts live mode for the context's scene (and 3D View, for the VIEWPORT source)."""
+    scene = context.scene
+    s = scene.depthcast
+    client.ensure_started(context)
+    _live.enabled = True
+    _live.scene_name = scene.name
+    _live.source = s.live_source
+    _live.view_sig = None
+    _live.scene_sig = _scene_signature(scene)
+    _live.request = False
+    _live.frames_sent = 0
+    _live.cache.invalidate()
+    area = context.area if context.area is not None and context.area.type == "VIEW_3D" else None
+    if area is None:
+        for window in context.window_manager.windows:
+            for a in window.screen.areas:
+                if a.type == "VIEW_3D":
+                    area = a
+                    break
+    _live.area_ptr = area.as_pointer() if area is not None else 0
+    if _live.source == "VIEWPORT" and area is None:
+        _live.enabled = False
+        raise RuntimeError("no 3D View is open: live mode from the 3D View needs one (use the Camera source)")
+    if _on_depsgraph_update not in bpy.app.handlers.depsgraph_update_post:
+        bpy.app.handlers.depsgraph_update_post.append(_on_depsgraph_update)
+    if _on_frame_change not in bpy.app.handlers.frame_change_post:
+        bpy.app.handlers.frame_change_post.append(_on_frame_change)
+    if _live.source == "VIEWPORT" and _live.draw_handle is None:
+        _live.draw_handle = bpy.types.SpaceView3D.draw_handler_add(_draw_callback, (), "WINDOW", "POST_PIXEL")
+    if not bpy.app.timers.is_registered(_live_tick):
+        bpy.app.timers.register(_live_tick, first_interval=0.1)
+    s.live_running = True
+    _live.mark_dirty()
+    _tag_live_area()
+
+
+def stop():
+    """Stops live mode and cancels the live stream on the service."""
+    was = _live.enabled
+    _live.enabled = False
+    _live.request = False
+    _live.dirty_at = None
+    if _live.draw_handle is not None:
+        bpy.types.SpaceView3D.draw_handler_remove(_live.draw_handle, "WINDOW")
+        _live.draw_handle = None
+    for handlers, fn in ((bpy.app.handlers.depsgraph_update_post, _on_depsgraph_update),
+                         (bpy.app.handlers.frame_change_post, _on_frame_change)):
+        while fn in handlers:
+            handlers.remove(fn)
+    if bpy.app.timers.is_registered(_live_tick):
+        bpy.app.timers.unregister(_live_tick)
+    _outgoing.clear()
+    _live.cache.invalidate()
+    scene = _scene()
+    if scene is not None and hasattr(scene, "depthcast"):
+        scene.depthcast.live_running = False
+    if was:
+        client.cancel(stream=client.LIVE_STREAM)
+
+
+def register():
+    if _on_load_pre not in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.append(_on_load_pre)
+
+
+def unregister():
+    stop()
+    while _on_load_pre in bpy.app.handlers.load_pre:
+        bpy.app.handlers.load_pre.remove(_on_load_pre)
