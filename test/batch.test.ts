@@ -8,6 +8,8 @@ import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { deflateSync } from 'node:zlib';
+import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTinyModel } from '../src/tiny/build-tiny.ts';
 import { writeNpy } from '../src/util/npy.ts';
@@ -71,6 +73,43 @@ function depthMap(width: number, height: number, variant: number): Float32Array 
     }
   }
   return d;
+}
+
+const CRC_TABLE = Array.from({ length: 256 }, (_, n) => {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  return c >>> 0;
+});
+function crc32(bytes: Buffer): number {
+  let c = 0xffffffff;
+  for (const b of bytes) c = CRC_TABLE[(c ^ b) & 0xff]! ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+/** A greyscale PNG (8 or 16 bits per sample), written by hand so the reader under test is not also the writer. */
+function greyPng(samples: ArrayLike<number>, width: number, height: number, bits: 8 | 16): Buffer {
+  const chunk = (type: string, data: Buffer) => {
+    const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const out = Buffer.alloc(12 + data.length);
+    out.writeUInt32BE(data.length, 0);
+    body.copy(out, 4);
+    out.writeUInt32BE(crc32(body), 8 + data.length);
+    return out;
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = bits;
+  const bpp = bits / 8;
+  const raw = Buffer.alloc(height * (1 + width * bpp));
+  for (let y = 0; y < height; y++) {
+    for (let x = 0; x < width; x++) {
+      const at = y * (1 + width * bpp) + 1 + x * bpp;
+      if (bits === 16) raw.writeUInt16BE(samples[y * width + x]!, at);
+      else raw[at] = samples[y * width + x]!;
+    }
+  }
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', ihdr), chunk('IDAT', deflateSync(raw)), chunk('IEND', Buffer.alloc(0))]);
 }
 
 function endsWithIend(png: Buffer): boolean {
@@ -224,6 +263,51 @@ describe('batch: kill and resume', () => {
   });
 });
 
+describe('batch: inputs', () => {
+  it('runs init images, layouts (.npy and 8-bit PNG), 16-bit PNG depth and a ControlNet model', async () => {
+    await createTinyModel(path.join(modelsDir, 'tiny-cn'), { family: 'controlnet' });
+    const ids = new Float32Array(64 * 64);
+    for (let y = 0; y < 64; y++) for (let x = 0; x < 64; x++) ids[y * 64 + x] = x >= 8 && x < 30 && y >= 12 && y < 44 ? 1 : x > 48 ? 2 : 0;
+    await writeFile(path.join(work, 'ids.npy'), writeNpy(ids, [64, 64]));
+    await writeFile(path.join(work, 'ids8.png'), greyPng(ids, 64, 64, 8));
+    await writeFile(path.join(work, 'ids-small.npy'), writeNpy(new Float32Array(32 * 32), [32, 32]));
+    const z = depthMap(64, 64, 0);
+    await writeFile(path.join(work, 'depth16.png'), greyPng(Array.from(z, (v) => Math.round(((v - 1) / 5) * 65535)), 64, 64, 16));
+    const rgb = Buffer.alloc(64 * 64 * 3);
+    for (let i = 0; i < 64 * 64; i++) rgb.set([(i * 7) % 256, (i >> 6) * 4, 128], i * 3);
+    await writeFile(path.join(work, 'init.png'), await sharp(rgb, { raw: { width: 64, height: 64, channels: 3 } }).png().toBuffer());
+    const objects = '[{id: 1, label: crate, prompt: "a wooden crate"}, {id: 2, label: wall, prompt: "a brick wall", weight: 1.5}]';
+    const manifest = path.join(work, 'inputs.yaml');
+    await writeFile(manifest, [
+      'defaults: {params: {steps: 3}, seeds: [21]}',
+      'scenes:',
+      '  - {name: img2img, depth: depth0.npy, init: init.png, prompt: "a crate", params: {strength: 0.6}}',
+      `  - {name: layout-npy, depth: depth0.npy, prompt: "a room", layout: {file: ids.npy, objects: ${objects}}}`,
+      `  - {name: layout-png, depth: depth0.npy, prompt: "a room", layout: {file: ids8.png, objects: ${objects}}}`,
+      `  - {name: layout-small, depth: depth0.npy, prompt: "a room", layout: {file: ids-small.npy, objects: ${objects}}}`,
+      '  - {name: png16, depth: {file: depth16.png, near: 1, far: 6}, prompt: "a crate"}',
+      '  - {name: controlnet, depth: depth0.npy, prompt: "a crate", params: {model: tiny-cn, controlnetScale: 0.8}}',
+      '',
+    ].join('\n'));
+    const out = path.join(work, 'inputs-out');
+    const r = await runCli(['batch', manifest, '--out', out, '--models-dir', modelsDir, '--device', 'cpu']);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stdout).toMatch(/6 outputs: 5 done, 0 skipped \(already done\), 1 failed/);
+    expect(r.stdout).toMatch(/layout-small: 1 output: BAD_LAYOUT: layout .*ids-small\.npy is 32×32 but the depth is 64×64/);
+    const side = async (id: string) => JSON.parse(await readFile(path.join(out, `${id}.json`), 'utf8'));
+    expect((await side('img2img/s21')).params).toMatchObject({ strength: 0.6 });
+    expect((await side('img2img/s21')).request.init.sha256).toMatch(/^[0-9a-f]{64}$/);
+    expect((await side('layout-npy/s21')).params).toMatchObject({ regions: 2 });
+    // The same ids from a PNG and from a .npy make the same image.
+    expect(Buffer.compare(await readFile(path.join(out, 'layout-npy/s21.png')), await readFile(path.join(out, 'layout-png/s21.png')))).toBe(0);
+    expect(Buffer.compare(await readFile(path.join(out, 'layout-npy/s21.png')), await readFile(path.join(out, 'img2img/s21.png')))).not.toBe(0);
+    expect((await side('png16/s21')).depth).toMatchObject({ dtype: 'u16', kind: 'zdepth', near: 1, far: 6, width: 64, height: 64 });
+    const cn = await side('controlnet/s21');
+    expect(cn.model.name).toBe('tiny-cn');
+    expect(cn.params).toMatchObject({ controlnetScale: 0.8, model: 'tiny-cn' });
+  });
+});
+
 describe('batch: errors', () => {
   const cases: [string, string, RegExp][] = [
     ['missing prompt', 'scenes:\n  - {name: a, depth: depth0.npy, prompt: x}\n  - {name: b, depth: depth0.npy}\n', /scenes\[1\]\.prompt \(line 3\): required/],
@@ -285,7 +369,7 @@ describe('batch: errors', () => {
     await writeFile(manifest, 'scenes:\n  - {name: a, depth: depth0.npy, prompt: x, params: {model: sd-nope}}\n');
     const r = await runCli(['batch', manifest, '--out', path.join(work, 'nomodel-out'), '--models-dir', modelsDir, '--device', 'cpu']);
     expect(r.code).toBe(2);
-    expect(r.stdout).toMatch(/MODEL_NOT_FOUND: model "sd-nope" not found \(available: tiny\)/);
+    expect(r.stdout).toMatch(/MODEL_NOT_FOUND: model "sd-nope" not found \(available: tiny[,)]/);
   });
 
   it('refuses a second run on the same out folder while the first holds it', async () => {

@@ -149,7 +149,9 @@ async function readLayoutMap(file: string): Promise<{ ids: Uint16Array; width: n
       const image = sharp(bytes);
       const meta = await image.metadata();
       const sixteen = meta.depth === 'ushort';
-      const { data, info } = await image.extractChannel(0).raw(sixteen ? { depth: 'ushort' } : {}).toBuffer({ resolveWithObject: true });
+      // grey16 keeps 16-bit samples as they are (without it sharp converts to 8-bit sRGB); 8-bit ids are read as is.
+      const channel = image.extractChannel(0);
+      const { data, info } = await (sixteen ? channel.toColourspace('grey16').raw({ depth: 'ushort' }) : channel.raw()).toBuffer({ resolveWithObject: true });
       const count = info.width * info.height;
       const ids = sixteen ? new Uint16Array(data.buffer, data.byteOffset, count).slice() : Uint16Array.from(data.subarray(0, count));
       return { ids, width: info.width, height: info.height };
