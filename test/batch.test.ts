@@ -308,6 +308,16 @@ describe('batch: inputs', () => {
   });
 });
 
+describe('batch: examples', () => {
+  it('examples/tiny.yaml runs offline on the tiny model', async () => {
+    const out = path.join(work, 'example-out');
+    const r = await runCli(['batch', path.join(ROOT, 'examples', 'tiny.yaml'), '--out', out, '--models-dir', modelsDir, '--device', 'cpu']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/8 outputs: 8 done/);
+    expect((await listFiles(out)).filter((f) => f.endsWith('.png'))).toHaveLength(8);
+  });
+});
+
 describe('batch: errors', () => {
   const cases: [string, string, RegExp][] = [
     ['missing prompt', 'scenes:\n  - {name: a, depth: depth0.npy, prompt: x}\n  - {name: b, depth: depth0.npy}\n', /scenes\[1\]\.prompt \(line 3\): required/],
