@@ -9,7 +9,7 @@ class _Defaults:
     """Preference values used when the add-on's preferences are not registered (the batch
     script and tests import the modules without enabling the add-on)."""
 
-    server_url = "ws://127.0.0.1:7860/v1/ws"
+    server_url = "ws://127.0.0.1:7788/v1/ws"
     token = ""
     start_local_service = False
     service_command = "depthcast"

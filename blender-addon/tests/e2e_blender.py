@@ -46,6 +46,8 @@ def parse_args():
     p.add_argument("--size", type=int, default=64, help="render width and height")
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--service-command", default="", help="how to run the CLI, to test 'start a local service'")
+    p.add_argument("--service-models-dir", default="")
     return p.parse_args(argv_after_dashes())
 
 
@@ -414,6 +416,30 @@ def step_batch(blend, out, args):
     check("batch script fails non-zero when the service is unreachable", proc.returncode != 0, proc.returncode)
 
 
+def step_local_service(client, args):
+    """Preferences > "start a local service": spawns `depthcast serve` on a free port, connects,
+    and stops it again."""
+    from depthcast import preferences
+
+    prefs = preferences.get_prefs()
+    prefs.service_command = args.service_command
+    prefs.service_models_dir = args.service_models_dir
+    prefs.service_model = args.model
+    prefs.start_local_service = True  # its update callback restarts the connection
+    client.ensure_started()
+    svc = client.local_service()
+    check("local service spawned", svc is not None and svc.running, svc and svc.argv)
+    t0 = time.perf_counter()
+    ok = pump(client, lambda: client.connection_status()[0] == "connected", 90)
+    REPORT["timings"]["local_service_ready_s"] = round(time.perf_counter() - t0, 3)
+    check("connected to the local service", ok and svc.url in client.connection_status()[1],
+          (client.connection_status(), svc.log_tail(800) if svc else ""))
+    proc = svc.proc
+    prefs.start_local_service = False
+    client.stop(stop_service=True)
+    check("local service stopped", proc.poll() is not None, proc.poll())
+
+
 def step_unregister(client):
     addon_utils.disable("depthcast", default_set=True)
     check("unregistered: scene property gone", not hasattr(bpy.types.Scene, "depthcast"))
@@ -451,6 +477,10 @@ def main():
         step_gpu_pass(scene, args.size)
         bpy.ops.wm.save_mainfile()
         step_batch(blend, args.out, args)
+        if args.service_command:
+            step_local_service(client, args)
+        else:
+            REPORT["skipped"].append("local service: no --service-command")
         step_unregister(client)
     except Exception:
         check("no exception", False, traceback.format_exc())
