@@ -111,6 +111,103 @@ def build_scene(size):
 
 
 # ------------------------------------------------------------------ steps
+class _MockLayout:
+    """Stands in for UILayout (no window under -b): every prop() must name a real property and
+    every operator() a registered operator, so a typo in ui.py fails here."""
+
+    problems = []
+    calls = 0
+
+    def __getattr__(self, name):
+        def any_call(*args, **kwargs):
+            _MockLayout.calls += 1
+            return _MockLayout()
+        return any_call
+
+    def __setattr__(self, name, value):
+        pass
+
+    def prop(self, data, name, **kwargs):
+        _MockLayout.calls += 1
+        if name.startswith('["'):
+            if name[2:-2] not in data:
+                _MockLayout.problems.append("custom property %s missing on %r" % (name, data))
+        elif not hasattr(data, name) or name not in data.bl_rna.properties:
+            _MockLayout.problems.append("no property %r on %s" % (name, type(data).__name__))
+        return _MockLayout()
+
+    def operator(self, idname, **kwargs):
+        _MockLayout.calls += 1
+        mod, _, op = idname.partition(".")
+        try:
+            getattr(getattr(bpy.ops, mod), op).get_rna_type()
+        except (KeyError, AttributeError):
+            _MockLayout.problems.append("no operator %s" % idname)
+        return _MockLayout()
+
+    def template_list(self, listtype, list_id, data, propname, active_data, active_propname, **kwargs):
+        _MockLayout.calls += 1
+        if not hasattr(bpy.types, listtype):
+            _MockLayout.problems.append("no UIList %s" % listtype)
+        for obj, prop in ((data, propname), (active_data, active_propname)):
+            if not hasattr(obj, prop):
+                _MockLayout.problems.append("no property %r for template_list" % prop)
+
+
+def step_draw_panels(scene):
+    """Runs every panel's and the preferences' draw() against a checking mock layout, with and
+    without a result, errors and per-object prompts."""
+    from depthcast import preferences, ui
+
+    class Ctx:
+        pass
+
+    ctx = Ctx()
+    ctx.scene = scene
+    ctx.active_object = scene.objects.get("Box")
+    ctx.preferences = bpy.context.preferences
+    ctx.window_manager = bpy.context.window_manager
+    s = scene.depthcast
+    for variant in range(3):
+        s.error = "a long error message " * 5 if variant == 1 else ""
+        s.near_far = ("CAMERA", "MANUAL", "SCENE")[variant]
+        s.use_steps = s.use_guidance = variant == 2
+        for cls in ui.classes:
+            if not issubclass(cls, bpy.types.Panel):
+                continue
+            try:
+                cls.draw(_PanelProxy(_MockLayout()), ctx)
+                if hasattr(cls, "draw_header"):
+                    cls.draw_header(_PanelProxy(_MockLayout()), ctx)
+            except Exception:
+                _MockLayout.problems.append("%s.draw: %s" % (cls.__name__, traceback.format_exc(limit=3)))
+        # the object list rows, with and without a prompt
+        ul = _PanelProxy(None)
+        for obj in scene.objects:
+            try:
+                ui.DEPTHCAST_UL_objects.draw_item(ul, ctx, _MockLayout(), scene, obj, 0, s, "active_object_index")
+            except Exception:
+                _MockLayout.problems.append("UL draw_item: %s" % traceback.format_exc(limit=3))
+    s.error = ""
+    s.near_far = "CAMERA"
+    s.use_steps = s.use_guidance = False
+    try:
+        preferences.DepthcastPreferences.draw(_PanelProxy(_MockLayout(), preferences.get_prefs()), ctx)
+    except Exception:
+        _MockLayout.problems.append("preferences draw: %s" % traceback.format_exc(limit=3))
+    check("panels, object list and preferences draw (checked mock layout)", not _MockLayout.problems and
+          _MockLayout.calls > 50, _MockLayout.problems or _MockLayout.calls)
+
+
+class _PanelProxy:
+    def __init__(self, layout, target=None):
+        self.layout = layout
+        self._target = target
+
+    def __getattr__(self, name):
+        return getattr(self._target, name)
+
+
 def step_capture(scene, size):
     from depthcast import capture
 
@@ -470,6 +567,7 @@ def main():
         scene, cube, top, side = build_scene(args.size)
         step_capture(scene, args.size)
         step_connect(client, args)
+        step_draw_panels(scene)
         step_generate(client, scene, args)
         blend = step_save(client, args.out)
         step_animation(client, scene, args.out, args)
