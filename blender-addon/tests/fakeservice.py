@@ -1,7 +1,6 @@
 """A fake depthcast service speaking protocol 1 over tests/wsserver.py, for session tests."""
 import json
 import struct
-import threading
 import time
 import zlib
 
