@@ -8,7 +8,7 @@ import os from 'node:os';
 import type { Device } from '../runtime/ort.ts';
 import { listBundledBackends } from '../runtime/ort.ts';
 import { VERSION } from '../version.ts';
-import { benchCodecs, benchPipeline, buildSdSizeModels, type PipelineFigures } from './pipeline-bench.ts';
+import { benchCodecs, benchPipeline, benchRegions, buildSdSizeModels, type PipelineFigures } from './pipeline-bench.ts';
 import { benchWebSocket, type WsFigures } from './ws-bench.ts';
 
 export interface BenchOptions {
@@ -41,6 +41,8 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
     log(`  bare session.run loop over the same calls: ${f.bare.perImage} ms per image → pipeline/bare ratio ${f.bare.ratio}`);
     log(goal('pipeline overhead per step', f.perStep.overhead, 0.5, 'ms'));
   }
+  const regions = await benchRegions(dirs.depth2img, opts.device, steps, Math.max(2, repeats - 2));
+  log(`\nregional prompting (depth2img, CFG): ${regions.map((r) => `${r.regions} regions → UNet batch ${r.unetBatch}, ${r.unetMsPerStep} ms/step, ${r.totalMs} ms/image`).join('; ')}`);
   const codecs = await benchCodecs(repeats);
   log(`\nper-frame work at 512×512 (ms): ${Object.entries(codecs).map(([k, v]) => `${k} ${v}`).join(', ')}`);
 
@@ -69,6 +71,7 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
     device: opts.device,
     backends: listBundledBackends(),
     pipelines,
+    regions,
     codecs,
     websocket: ws,
   };

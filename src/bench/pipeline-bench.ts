@@ -144,3 +144,39 @@ export async function benchCodecs(repeats: number): Promise<Record<string, numbe
     jpeg512: await time(() => encodeJpeg(rgb, SD.width, SD.height)),
   };
 }
+
+export interface RegionFigures {
+  regions: number;
+  unetBatch: number;
+  unetMsPerStep: number;
+  totalMs: number;
+}
+
+/** Regional prompting cost: one extra UNet batch entry per distinct region prompt. */
+export async function benchRegions(dir: string, device: Device, steps: number, repeats: number): Promise<RegionFigures[]> {
+  const model = await loadModel(dir, { device });
+  const nearness = toNearness({ data: benchDepth(), width: SD.width, height: SD.height, kind: 'zdepth', near: 1, far: 100 }, 'auto').nearness;
+  const out: RegionFigures[] = [];
+  for (const count of [0, 2, 4]) {
+    const regions = Array.from({ length: count }, (_, r) => {
+      const mask = new Float32Array(SD.width * SD.height);
+      const x0 = Math.floor((r * SD.width) / count);
+      const x1 = Math.floor(((r + 1) * SD.width) / count);
+      for (let y = 0; y < SD.height; y++) mask.fill(1, y * SD.width + x0, y * SD.width + x1);
+      return { prompt: `object ${r}`, mask, weight: 1 };
+    });
+    const runs: Record<string, number>[] = [];
+    for (let i = 0; i <= repeats; i++) {
+      const t = (await generate(model, { ...inputFor(model, steps, nearness), regions })).timings;
+      if (i > 0) runs.push(t);
+    }
+    out.push({
+      regions: count,
+      unetBatch: 2 + count,
+      unetMsPerStep: round(median(runs.map((r) => (r.unet! + (r.controlnet ?? 0)) / steps))),
+      totalMs: round(median(runs.map((r) => r.total!))),
+    });
+  }
+  await model.release();
+  return out;
+}

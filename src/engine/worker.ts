@@ -37,7 +37,9 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
   const { seq } = msg;
   try {
     const model = await modelFor(msg.model.name, msg.model.dir);
+    const prepareStart = performance.now();
     const prepared = await prepareJob(model, msg.header, msg.depth, msg.init, msg.layout);
+    const prepareMs = performance.now() - prepareStart;
     const abort = new AbortController();
     prepared.input.signal = abort.signal;
     // Previews are encoded off the step's critical path (sharp runs on the libuv pool while the
@@ -61,7 +63,7 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
       parameters: JSON.stringify(prepared.params),
       Software: 'depthcast',
     }, msg.header.mode === 'live' ? 1 : 6);
-    const timings = { ...output.timings, png: performance.now() - t0 };
+    const timings = { ...output.timings, prepare: prepareMs, png: performance.now() - t0 };
     post(
       {
         type: 'result', seq, png, width: output.image.width, height: output.image.height, seed: output.seed,

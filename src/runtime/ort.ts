@@ -105,6 +105,9 @@ export class ModelSession {
       executionProviders: [EP_OF_DEVICE[device]],
       graphOptimizationLevel: 'all',
       logSeverityLevel: 3,
+      // Spinning intra-op threads keep both cores busy between ops; the JS around each step
+      // (scheduler, previews, PNG, the server) then waits for a core. DEPTHCAST_ORT_SPIN=1 restores it.
+      extra: { session: { intra_op: { allow_spinning: process.env.DEPTHCAST_ORT_SPIN === '1' ? '1' : '0' } } },
     });
     return new ModelSession(name, path, device, session, specsOf(session.inputMetadata), specsOf(session.outputMetadata));
   }
