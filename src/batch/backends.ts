@@ -12,6 +12,7 @@ import { decodeBinaryMessage, encodeBinaryMessage } from '../protocol/frame.ts';
 import { type FrameHeader, PROTOCOL_VERSION, ResultHeader, ServerHelloMessage } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
 import { VERSION } from '../version.ts';
+import type { EngineResult } from '../engine/types.ts';
 
 export interface BackendJob {
   jobId: string;
@@ -21,15 +22,8 @@ export interface BackendJob {
   layout?: Uint8Array;
 }
 
-export interface BackendResult {
-  png: Uint8Array;
-  width: number;
-  height: number;
-  seed: number;
-  params: Record<string, unknown>;
-  model: { name: string; hash: string };
-  timings: Record<string, number>;
-}
+/** What either backend returns: the engine's result without its job id. */
+export type BackendResult = Omit<EngineResult, 'jobId'>;
 
 export interface Backend {
   readonly kind: 'in-process' | 'service';

@@ -11,7 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import sharp from 'sharp';
 import { decodeDepthPixels, type DepthStats, toNearness } from '../depth/convert.ts';
-import { readDepthFile } from '../depth/read.ts';
+import { finitePositiveRange, readDepthFile } from '../depth/read.ts';
 import { DepthcastError } from '../errors.ts';
 import { FrameHeader, PROTOCOL_VERSION, describeZodError } from '../protocol/schemas.ts';
 import { readNpy } from '../util/npy.ts';
@@ -104,18 +104,6 @@ class Memo<T> {
     }
     return p;
   }
-}
-
-function finitePositiveRange(data: Float32Array | Uint16Array): { min: number; max: number } {
-  let min = Infinity;
-  let max = -Infinity;
-  for (const v of data) {
-    if (Number.isFinite(v) && v > 0) {
-      if (v < min) min = v;
-      if (v > max) max = v;
-    }
-  }
-  return { min, max };
 }
 
 function detectImageFormat(bytes: Uint8Array, file: string): 'png' | 'jpeg' {

@@ -17,6 +17,7 @@ import type { Backend } from './backends.ts';
 import { type BatchInputs, type OutputRequest, sha256 } from './inputs.ts';
 import type { BatchOutput } from './manifest.ts';
 import type { BatchReporter } from './progress.ts';
+import { pidAlive } from '../util/process.ts';
 
 export const LOCK_FILE = '.depthcast-batch.lock';
 export const REPORT_FILE = 'batch-report.json';
@@ -121,15 +122,6 @@ async function writeAtomic(file: string, data: Uint8Array | string, partials: Se
   }
   await rename(tmp, file);
   partials.delete(tmp);
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** Takes `<out>/.depthcast-batch.lock`; a lock whose process is gone (a killed run) is taken over. */

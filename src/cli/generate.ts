@@ -2,7 +2,7 @@
 import { existsSync } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
-import { readDepthFile } from '../depth/read.ts';
+import { finitePositiveRange, readDepthFile } from '../depth/read.ts';
 import { Engine } from '../engine/engine.ts';
 import { DepthcastError } from '../errors.ts';
 import { FrameHeader, describeZodError } from '../protocol/schemas.ts';
@@ -30,23 +30,11 @@ export interface GenerateOptions {
   out: string;
 }
 
-function finiteRange(data: Float32Array | Uint16Array): { min: number; max: number } {
-  let min = Infinity;
-  let max = -Infinity;
-  for (const v of data) {
-    if (Number.isFinite(v) && v > 0) {
-      if (v < min) min = v;
-      if (v > max) max = v;
-    }
-  }
-  return { min, max };
-}
-
 export async function generateCommand(opts: GenerateOptions): Promise<void> {
   const modelDir = resolve(opts.model);
   if (!existsSync(modelDir)) throw new DepthcastError('MODEL_NOT_FOUND', `model folder ${modelDir} does not exist`);
   const depth = await readDepthFile(opts.depth);
-  const range = depth.dtype === 'f32' ? finiteRange(depth.data) : { min: 1, max: 2 };
+  const range = depth.dtype === 'f32' ? finitePositiveRange(depth.data) : { min: 1, max: 2 };
   const near = opts.near ?? (opts.depthKind === 'zdepth' && depth.dtype === 'f32' ? range.min : 1);
   const far = opts.far ?? (opts.depthKind === 'zdepth' && depth.dtype === 'f32' ? range.max * (1 + 1e-6) : 2);
   const init = opts.init ? new Uint8Array(await readFile(opts.init)) : undefined;

@@ -60,3 +60,17 @@ export async function readDepthFile(path: string): Promise<DepthFile> {
   }
   throw new DepthcastError('BAD_DEPTH', `${path}: unsupported depth file type "${ext}" (use .npy, .png or .exr)`);
 }
+
+/** Smallest and largest finite positive value: default near/far for a depth file that does not say. */
+export function finitePositiveRange(data: Float32Array | Uint16Array): { min: number; max: number } {
+  let min = Infinity;
+  let max = -Infinity;
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    if (v > 0 && v < Infinity) {
+      if (v < min) min = v;
+      if (v > max) max = v;
+    }
+  }
+  return { min, max };
+}

@@ -24,6 +24,7 @@ import { COMPONENTS, OPTIONAL_FILES, REQUIRED_COMPONENTS, REQUIRED_FILES, contro
 import { MANIFEST_FILE, readManifest, walk, type Manifest, type SourceRecord } from './manifest.ts';
 import { readExternalRefs, resolveRefPath } from './onnx-external.ts';
 import { checkModelName, checkRelPath, checkRepoId, depthcastHome, downloadKey, downloadsRoot, modelDir, modelsRoot, safeJoin } from './paths.ts';
+import { pidAlive } from '../util/process.ts';
 
 export interface SourceSpec {
   /** `owner/name` on the hub. */
@@ -151,15 +152,6 @@ async function exists(p: string): Promise<boolean> {
 // Locking: one pull per repo revision at a time (the partial files are shared).
 
 const heldLocks = new Set<string>();
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /**
  * In this process a synchronous set; across processes a lock file holding the owner's pid,
