@@ -34,6 +34,7 @@ export class ServiceModels {
     const loaded = this.engine.loaded;
     return entries.map((e) => {
       const info: ModelInfo = { name: e.name, family: e.family, loaded: loaded?.name === e.name };
+      if (e.tiny) info.tiny = true;
       if (loaded?.name === e.name && (loaded.dtype === 'fp32' || loaded.dtype === 'fp16')) info.dtype = loaded.dtype;
       if (e.name === defaultName) info.default = true;
       return info;

@@ -178,6 +178,7 @@ describe.skipIf(!haveChromium)('preview page in headless Chromium', () => {
     await page.goto(`${server.url}/`);
     await page.waitForFunction(() => window.__depthcast?.state === 'ready', null, { timeout: 30_000 });
     await waitText(page, '#model-info', MODEL);
+    await waitText(page, '#model-info', 'images are abstract');
     // A small frame keeps the tiny model quick on two cores; this change itself sends a frame.
     await page.selectOption('#size', '256');
     await page.fill('#steps', '8');

@@ -61,6 +61,14 @@ def known_models():
     return list(_models)
 
 
+def model_is_tiny(name):
+    """Whether the named model (or the service default when blank) is a tiny random-weight test model."""
+    for m in _models:
+        if (m.get("name") == name) if name else m.get("default"):
+            return bool(m.get("tiny"))
+    return False
+
+
 def local_service():
     return _service
 

@@ -79,6 +79,8 @@ class DEPTHCAST_PT_model(DepthcastPanel, bpy.types.Panel):
         layout.use_property_decorate = False
         s = context.scene.depthcast
         layout.prop(s, "model", icon="FILE_3D")
+        if client.model_is_tiny(s.model):
+            layout.label(text="Tiny test model: random weights, abstract images", icon="INFO")
         layout.prop(s, "scheduler")
         row = layout.row(heading="Steps")
         row.prop(s, "use_steps", text="")

@@ -182,13 +182,15 @@ export class Ui {
     this.steps.max = String(limits.maxSteps);
     this.modelInfo.dataset.device = device;
     this.applyModel();
-    if (models.length === 0) this.showError('NO_MODELS', 'the service has no models: run `depthcast pull` or start it with --models-dir');
+    if (models.length === 0) this.showError('NO_MODELS', 'the service has no models: run `depthcast models pull <id>` (or `depthcast models create-tiny <models-dir>/tiny` for an offline demo) and reload');
   }
 
   private applyModel(): void {
     const m = this.selectedModel;
     const device = this.modelInfo.dataset.device ?? '';
-    this.modelInfo.textContent = m ? `model: ${m.name} · ${m.family}${m.dtype ? ` · ${m.dtype}` : ''} · ${device}` : '';
+    this.modelInfo.textContent = m
+      ? `model: ${m.name} · ${m.family}${m.dtype ? ` · ${m.dtype}` : ''} · ${device}${m.tiny ? ' · tiny test model: random weights, its images are abstract' : ''}`
+      : '';
     this.cnScale.disabled = m?.family !== 'controlnet';
   }
 

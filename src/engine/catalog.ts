@@ -11,13 +11,15 @@ export interface CatalogEntry {
   name: string;
   dir: string;
   family: 'depth2img' | 'controlnet';
+  /** Built by `models create-tiny`: random weights, abstract images. */
+  tiny: boolean;
 }
 
 function entryFor(name: string, dir: string): CatalogEntry | undefined {
   try {
-    const index = JSON.parse(readFileSync(join(dir, 'model_index.json'), 'utf8')) as { _class_name?: string };
+    const index = JSON.parse(readFileSync(join(dir, 'model_index.json'), 'utf8')) as { _class_name?: string; depthcast_tiny?: boolean };
     const family = familyOf(index._class_name ?? '', existsSync(join(dir, SESSION_FILES.controlnet)));
-    return family ? { name, dir, family } : undefined;
+    return family ? { name, dir, family, tiny: index.depthcast_tiny === true } : undefined;
   } catch {
     return undefined;
   }

@@ -143,6 +143,8 @@ export const ModelInfo = z.object({
   dtype: z.enum(['fp32', 'fp16']).optional(),
   loaded: z.boolean(),
   default: z.boolean().optional(),
+  /** A tiny random-weight test model (`models create-tiny`): its images are abstract, not pictures. */
+  tiny: z.boolean().optional(),
 });
 export type ModelInfo = z.infer<typeof ModelInfo>;
 
