@@ -19,10 +19,11 @@ import { median, round } from './stats.ts';
 
 export const SD = { width: 512, height: 512, latent: 64, hidden: 768 } as const;
 
-export async function buildSdSizeModels(): Promise<Record<'controlnet' | 'depth2img', string>> {
+export async function buildSdSizeModels(): Promise<Record<'controlnet' | 'controlnetFp16' | 'depth2img', string>> {
   const root = mkdtempSync(join(tmpdir(), 'depthcast-bench-'));
-  const out = { controlnet: join(root, 'sd-controlnet'), depth2img: join(root, 'sd-depth2img') };
+  const out = { controlnet: join(root, 'sd-controlnet'), controlnetFp16: join(root, 'sd-controlnet-fp16'), depth2img: join(root, 'sd-depth2img') };
   await createTinyModel(out.controlnet, { family: 'controlnet', hiddenSize: SD.hidden });
+  await createTinyModel(out.controlnetFp16, { family: 'controlnet', hiddenSize: SD.hidden, dtype: 'fp16' });
   await createTinyModel(out.depth2img, { family: 'depth2img', hiddenSize: SD.hidden });
   return out;
 }
@@ -55,6 +56,7 @@ function inputFor(model: LoadedModel, steps: number, nearness: Float32Array): Ge
 
 export interface PipelineFigures {
   family: string;
+  dtype: string;
   steps: number;
   /** Median per-stage milliseconds per image (unet/controlnet/scheduler also per step). */
   stages: Record<string, number>;
@@ -108,6 +110,7 @@ export async function benchPipeline(dir: string, device: Device, steps: number, 
   await model.release();
   return {
     family: model.family,
+    dtype: model.dtype,
     steps,
     stages,
     perStep: { unet: round(med('unet') / steps), controlnet: round(med('controlnet') / steps), scheduler: round(med('scheduler') / steps), overhead: round(perImageOverhead / steps) },

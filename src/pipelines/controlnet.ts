@@ -40,20 +40,26 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
       const cnFeeds: Record<string, Feed> = {
         sample: { data: scaled, dims: [n, c, h, w] },
         timestep: { data: t, dims: [n] },
-        encoder_hidden_states: { data: embeddings, dims: [n, L, D] },
-        controlnet_cond: { data: controlBatch, dims: [n, 3, input.height, input.width] },
+        encoder_hidden_states: { data: embeddings, dims: [n, L, D], stable: true },
+        controlnet_cond: { data: controlBatch, dims: [n, 3, input.height, input.width], stable: true },
       };
       if (model.controlnetTakesScale) cnFeeds.conditioning_scale = { data: scale, dims: [] };
       const residuals = await timer.time('controlnet', () => controlnet.run(cnFeeds, model.residualMap.map(([out]) => out)));
       const unetFeeds: Record<string, Feed> = {
         sample: { data: scaled, dims: [n, c, h, w] },
         timestep: { data: t, dims: [n] },
-        encoder_hidden_states: { data: embeddings, dims: [n, L, D] },
+        encoder_hidden_states: { data: embeddings, dims: [n, L, D], stable: true },
       };
       for (const [out, inp] of model.residualMap) {
         const r = residuals[out]!;
-        if (!model.controlnetTakesScale && scale !== 1) for (let i = 0; i < r.data.length; i++) r.data[i]! *= scale;
-        unetFeeds[inp] = { data: r.data, dims: r.dims };
+        if (!model.controlnetTakesScale && scale !== 1) {
+          const scaledResidual = r.data;
+          for (let i = 0; i < scaledResidual.length; i++) scaledResidual[i] = scaledResidual[i]! * scale;
+          unetFeeds[inp] = { data: scaledResidual, dims: r.dims };
+        } else {
+          // fp16 residuals go from the ControlNet into the UNet as they are, with no round trip through float32.
+          unetFeeds[inp] = { data: r.half ?? r.data, dims: r.dims };
+        }
       }
       const out = await timer.time('unet', () => model.sessions.unet.run(unetFeeds, ['out_sample']));
       return out.out_sample!.data;

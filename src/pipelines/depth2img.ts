@@ -63,7 +63,7 @@ export async function runDepth2Img(model: LoadedModel, input: GenerateInput): Pr
         model.sessions.unet.run({
           sample: { data: sampleBuf!, dims: [batch, c + 1, h, w] },
           timestep: { data: t, dims: [batch] },
-          encoder_hidden_states: { data: concatEmbeddings(plan.embeddings), dims: [batch, model.tokenizer.modelMaxLength, plan.embeddings[0]!.length / model.tokenizer.modelMaxLength] },
+          encoder_hidden_states: { data: concatEmbeddings(plan.embeddings), dims: [batch, model.tokenizer.modelMaxLength, plan.embeddings[0]!.length / model.tokenizer.modelMaxLength], stable: true },
         }, ['out_sample']),
       );
       return out.out_sample!.data;

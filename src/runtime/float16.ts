@@ -39,8 +39,23 @@ export function fromHalf(h: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
+/** Bulk float32 → half over the raw bits: the same rounding as toHalf, without a scratch round trip per value. */
 export function float32ToFloat16(src: Float32Array, out = new Uint16Array(src.length)): Uint16Array {
-  for (let i = 0; i < src.length; i++) out[i] = toHalf(src[i]!);
+  const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
+  for (let i = 0; i < bits.length; i++) {
+    const x = bits[i]!;
+    const exp = (x >>> 23) & 0xff;
+    // Fast path: results that are normal halves (float exponents 113..142).
+    if (exp > 112 && exp < 143) {
+      const mant = x & 0x7fffff;
+      let h = ((x >>> 16) & 0x8000) | ((exp - 112) << 10) | (mant >>> 13);
+      const rest = mant & 0x1fff;
+      if (rest > 0x1000 || (rest === 0x1000 && h & 1)) h++;
+      out[i] = h;
+    } else {
+      out[i] = toHalf(src[i]!);
+    }
+  }
   return out;
 }
 

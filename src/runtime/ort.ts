@@ -21,15 +21,32 @@ export interface TensorSpec {
   shape: readonly (number | string)[];
 }
 
-/** What callers feed: float data as Float32Array, ints as Int32Array/BigInt64Array, or a plain number (scalar/broadcast). */
+/**
+ * What callers feed: float data as Float32Array (or as raw IEEE halves in a Uint16Array, passed
+ * straight to a float16 input), ints as Int32Array/BigInt64Array, or a number (scalar/broadcast).
+ */
 export interface Feed {
-  data: Float32Array | Int32Array | BigInt64Array | number;
+  data: Float32Array | Uint16Array | Int32Array | BigInt64Array | number;
   dims: readonly number[];
+  /** The contents stay the same across runs (embeddings, control image): fp16 conversions are cached. */
+  stable?: boolean;
 }
 
-export interface OutputTensor {
-  data: Float32Array;
-  dims: number[];
+/** A float output: `data` as float32 (converted on first use for fp16 models), `half` when the model gave halves. */
+export class OutputTensor {
+  private f32?: Float32Array;
+  constructor(
+    readonly dims: number[],
+    f32: Float32Array | undefined,
+    readonly half?: Uint16Array,
+  ) {
+    this.f32 = f32;
+  }
+
+  get data(): Float32Array {
+    this.f32 ??= float16ToFloat32(this.half!);
+    return this.f32;
+  }
 }
 
 const EP_OF_DEVICE: Record<Exclude<Device, 'auto'>, string> = {
@@ -80,6 +97,7 @@ function specsOf(meta: readonly ort.InferenceSession.ValueMetadata[]): TensorSpe
 }
 
 function describeFeeds(feeds: Record<string, Feed>): string {
+  // Names the array type so a failing fp16 run shows whether halves or floats went in.
   return Object.entries(feeds)
     .map(([name, f]) => `${name}[${f.dims.join('x')}]:${typeof f.data === 'number' ? 'scalar' : f.data.constructor.name}`)
     .join(', ');
@@ -116,6 +134,9 @@ export class ModelSession {
     return this.inputs.find((i) => i.name === name);
   }
 
+  /** Half-precision copies of stable feeds, so an fp16 model converts its embeddings once per generation. */
+  private readonly halves = new WeakMap<Float32Array, Uint16Array>();
+
   private toTensor(spec: TensorSpec, feed: Feed): ort.Tensor {
     const dims = [...feed.dims];
     const n = sizeOf(dims);
@@ -123,11 +144,19 @@ export class ModelSession {
     switch (spec.type) {
       case 'float32':
       case 'float16': {
+        if (spec.type === 'float16' && data instanceof Uint16Array) return new ort.Tensor('float16', data, dims);
         let f32: Float32Array;
         if (typeof data === 'number') f32 = new Float32Array(n).fill(data);
         else if (data instanceof Float32Array) f32 = data;
+        else if (data instanceof Uint16Array) f32 = float16ToFloat32(data);
         else f32 = Float32Array.from(data as ArrayLike<number>, Number);
-        return spec.type === 'float32' ? new ort.Tensor('float32', f32, dims) : new ort.Tensor('float16', float32ToFloat16(f32), dims);
+        if (spec.type === 'float32') return new ort.Tensor('float32', f32, dims);
+        let half = feed.stable ? this.halves.get(f32) : undefined;
+        if (!half) {
+          half = float32ToFloat16(f32);
+          if (feed.stable) this.halves.set(f32, half);
+        }
+        return new ort.Tensor('float16', half, dims);
       }
       case 'int64': {
         // Timesteps: truncation toward zero of the float32 value, as numpy's astype(int64).
@@ -174,9 +203,9 @@ export class ModelSession {
     for (const [name, value] of Object.entries(results)) {
       const tensor = value as ort.Tensor;
       const dims = [...tensor.dims];
-      if (tensor.type === 'float16') out[name] = { data: float16ToFloat32(tensor.data as Uint16Array), dims };
-      else if (tensor.type === 'float32') out[name] = { data: tensor.data as Float32Array, dims };
-      else out[name] = { data: Float32Array.from(tensor.data as ArrayLike<number>, Number), dims };
+      if (tensor.type === 'float16') out[name] = new OutputTensor(dims, undefined, tensor.data as Uint16Array);
+      else if (tensor.type === 'float32') out[name] = new OutputTensor(dims, tensor.data as Float32Array);
+      else out[name] = new OutputTensor(dims, Float32Array.from(tensor.data as ArrayLike<number>, Number));
     }
     return out;
   }
