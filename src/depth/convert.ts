@@ -42,7 +42,11 @@ export function toNearness(frame: DepthFrame, range: DepthRange): { nearness: Fl
   }
   if (!(near > 0) || !(far > near)) throw new DepthcastError('BAD_DEPTH', `depth near/far must satisfy 0 < near < far (got ${near}, ${far})`);
   const n = data.length;
-  const isBackground = new Uint8Array(n);
+  // Background: zdepth at or beyond far (inf included); disparity 0; normalized <= 0; any +inf.
+  // Written as one threshold test per kind so both passes stay tight loops over the frame.
+  const zdepth = kind === 'zdepth';
+  const bgAtOrBelow = kind === 'normalized' ? 0 : -1;
+  const isBackground = (v: number) => (zdepth ? v >= far : v === Infinity || v <= bgAtOrBelow || (kind === 'disparity' && v === 0));
   let min = Infinity;
   let max = -Infinity;
   let sum = 0;
@@ -51,10 +55,9 @@ export function toNearness(frame: DepthFrame, range: DepthRange): { nearness: Fl
   let negative = 0;
   for (let i = 0; i < n; i++) {
     const v = data[i]!;
-    if (Number.isNaN(v)) { nan++; continue; }
+    if (v !== v) { nan++; continue; }
     if (v < 0) { negative++; continue; }
-    const bg = kind === 'zdepth' ? v >= far : kind === 'disparity' ? v === 0 : v <= 0;
-    if (bg || !Number.isFinite(v)) { isBackground[i] = 1; continue; }
+    if (isBackground(v)) continue;
     if (v < min) min = v;
     if (v > max) max = v;
     sum += v;
@@ -65,32 +68,32 @@ export function toNearness(frame: DepthFrame, range: DepthRange): { nearness: Fl
   if (fg === 0) throw new DepthcastError('BAD_DEPTH', `depth has no foreground: every pixel is background (>= far = ${far} or infinite); move the camera or raise far`);
 
   const nearness = new Float32Array(n);
-  if (kind === 'zdepth') {
+  const bgCount = n - fg;
+  if (zdepth) {
     // auto stretches the foreground to the frame, but where there is background (sky) the far
     // end stays at `far`, so the farthest object keeps a value above the background's 0.
-    const hasBackground = fg < n;
     const zNear = range === 'auto' ? Math.max(min, near) : near;
-    const zFar = range === 'auto' && !hasBackground ? Math.min(Math.max(max, zNear * (1 + 1e-6)), far) : far;
+    const zFar = range === 'auto' && bgCount === 0 ? Math.min(Math.max(max, zNear * (1 + 1e-6)), far) : far;
     // Inverse depth: what MiDaS-style depth models (and thus depth2img and the depth ControlNet) were trained on.
-    const invNear = 1 / zNear;
     const invFar = 1 / zFar;
-    const span = invNear - invFar;
+    const scale = 1 / (1 / zNear - invFar);
     for (let i = 0; i < n; i++) {
-      if (isBackground[i]) continue;
-      const z = Math.min(Math.max(data[i]!, zNear), zFar);
-      nearness[i] = (1 / z - invFar) / span;
+      const v = data[i]!;
+      if (v >= far) continue;
+      const z = v < zNear ? zNear : v > zFar ? zFar : v;
+      nearness[i] = (1 / z - invFar) * scale;
     }
   } else {
     const lo = range === 'auto' || kind === 'disparity' ? min : 0;
     const hi = range === 'auto' || kind === 'disparity' ? max : 1;
-    const span = hi > lo ? hi - lo : 1;
+    const inv = 1 / (hi > lo ? hi - lo : 1);
     for (let i = 0; i < n; i++) {
-      if (isBackground[i]) continue;
-      nearness[i] = Math.min(Math.max((data[i]! - lo) / span, 0), 1);
+      const v = data[i]!;
+      if (isBackground(v)) continue;
+      const t = (v - lo) * inv;
+      nearness[i] = t < 0 ? 0 : t > 1 ? 1 : t;
     }
   }
-  let bgCount = 0;
-  for (let i = 0; i < n; i++) bgCount += isBackground[i]!;
   return { nearness, stats: { min, max, mean: sum / fg, background: bgCount / n } };
 }
 
@@ -101,14 +104,20 @@ export function depthForDepth2img(nearness: Float32Array, width: number, height:
 
 /** ControlNet conditioning: RGB in [0,1], near = white, at the output size. */
 export function controlImageFromNearness(nearness: Float32Array, width: number, height: number, outW: number, outH: number): PlanarImage {
-  const plane = resizeBicubic(nearness, 1, height, width, outH, outW);
-  const data = new Float32Array(3 * outW * outH);
-  for (let i = 0; i < plane.length; i++) {
-    const v = Math.min(Math.max(plane[i]!, 0), 1);
-    data[i] = v;
-    data[plane.length + i] = v;
-    data[2 * plane.length + i] = v;
+  const size = outW * outH;
+  const data = new Float32Array(3 * size);
+  if (width === outW && height === outH) {
+    // Nearness is already in [0,1]: three plane copies, no resampling or clamping.
+    data.set(nearness, 0);
+  } else {
+    const plane = resizeBicubic(nearness, 1, height, width, outH, outW);
+    for (let i = 0; i < size; i++) {
+      const v = plane[i]!;
+      data[i] = v < 0 ? 0 : v > 1 ? 1 : v;
+    }
   }
+  data.copyWithin(size, 0, size);
+  data.copyWithin(2 * size, 0, size);
   return { data, width: outW, height: outH, channels: 3 };
 }
 

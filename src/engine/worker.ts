@@ -62,7 +62,7 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     const png = await encodePng(toRgb8(output.image), output.image.width, output.image.height, {
       parameters: JSON.stringify(prepared.params),
       Software: 'depthcast',
-    }, msg.header.mode === 'live' ? 1 : 6);
+    }, msg.header.mode === 'live' ? 0 : 6);
     const timings = { ...output.timings, prepare: prepareMs, png: performance.now() - t0 };
     post(
       {

@@ -40,11 +40,12 @@ export function readPngText(png: Uint8Array): Record<string, string> {
 }
 
 /**
- * zlib level 1 encodes a 512×512 frame in ~4 ms instead of ~12 ms at level 6, for files about
- * twice the size: the right trade for live frames on loopback; batches keep level 6.
+ * Live frames use level 0 (stored, ~2 ms at 512×512 whatever the content, 770 KiB): zlib at
+ * level 1 takes 4-10 ms and level 6 up to 12 ms, which is latency a user watches on a local
+ * link. Batches and saved files keep level 6.
  */
 export async function encodePng(rgb: Uint8Array, width: number, height: number, text?: Record<string, string>, compressionLevel = 6): Promise<Uint8Array> {
-  const png = await sharp(rgb, { raw: { width, height, channels: 3 } }).png({ compressionLevel }).toBuffer();
+  const png = await sharp(rgb, { raw: { width, height, channels: 3 } }).png({ compressionLevel, adaptiveFiltering: compressionLevel > 0 }).toBuffer();
   return text ? addPngText(png, text) : new Uint8Array(png);
 }
 
