@@ -110,7 +110,7 @@ export async function benchWebSocket(modelsDir: string, model: string, device: D
     for (let i = 0; i < n; i++) {
       const id = `lat-${i}`;
       const z = movingDepth(i);
-      const bytes = frame(id, 'lat', 'batch', z, steps);
+      const bytes = frame(id, 'lat', 'live', z, steps);
       const t0 = performance.now();
       client.send(bytes);
       sends.push(performance.now() - t0);
