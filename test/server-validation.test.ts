@@ -143,6 +143,11 @@ describe('malformed messages each get their own error, and the socket stays open
     const objects = Array.from({ length: 9 }, (_, i) => ({ id: i + 1, label: `o${i}`, prompt: `thing ${i}` }));
     const many = encodeBinaryMessage({ ...h, jobId: 'lay9', layout: { width: 64, height: 64, byteLength: full.byteLength, objects } }, depthBytes(depth), new Uint8Array(full.buffer));
     expect(await errorFor(many, 'lay9')).toMatchObject({ code: 'LIMIT_EXCEEDED' });
+    // An id in the map that layout.objects does not list.
+    const stray = new Uint16Array(64 * 64);
+    stray.fill(7, 0, 100);
+    const unknown = encodeBinaryMessage({ ...h, jobId: 'lay7', layout: { width: 64, height: 64, byteLength: stray.byteLength, objects: [{ id: 1, label: 'cube', prompt: 'a red cube' }] } }, depthBytes(depth), new Uint8Array(stray.buffer));
+    expect(await errorFor(unknown, 'lay7')).toMatchObject({ code: 'BAD_LAYOUT', message: expect.stringMatching(/object id 7/) });
   });
 
   it('models are named from the registry, never by path', async () => {
