@@ -104,6 +104,12 @@ export class SeededNoise implements NoiseSource {
 
   next(length: number): Float32Array {
     const out = new Float32Array(length);
+    this.fill(out);
+    return out;
+  }
+
+  fill(out: Float32Array): void {
+    const length = out.length;
     const { kn, wn } = ZIG;
     // The fast path inlines xoshiro128** on local state; the rare slow path goes through normal().
     let s0 = this.s0;
@@ -138,7 +144,6 @@ export class SeededNoise implements NoiseSource {
     this.s1 = s1 >>> 0;
     this.s2 = s2 >>> 0;
     this.s3 = s3 >>> 0;
-    return out;
   }
 }
 

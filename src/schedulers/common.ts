@@ -433,8 +433,13 @@ export function applyClipping(x0: Float32Array | Float64Array, clipping: SampleC
 // Noise and misc checks
 
 /** One standard-normal draw of `length` values for a step that needs noise; fails loudly without a source. */
-export function drawNoise(noise: NoiseSource | undefined, length: number, who: string): Float32Array {
+/** Draws one step's noise; into `scratch` when the source can fill, so a step allocates nothing for it. */
+export function drawNoise(noise: NoiseSource | undefined, length: number, who: string, scratch?: Float32Array): Float32Array {
   if (!noise) throw new DepthcastError('OUT_OF_NOISE', `${who} draws noise on this step but no noise source was given`);
+  if (scratch && scratch.length === length && noise.fill) {
+    noise.fill(scratch);
+    return scratch;
+  }
   const drawn = noise.next(length);
   if (drawn.length !== length) {
     throw new DepthcastError('OUT_OF_NOISE', `${who} asked the noise source for ${length} values and got ${drawn.length}`);

@@ -55,7 +55,7 @@ export class EulerAncestralDiscreteScheduler extends EulerFamily {
     const down = Math.sqrt(next * next - up * up);
     const [cx, cm] = this.x0Coefficients(this.prediction, sigma);
     const slope = (down - sigma) / sigma;
-    const fresh = drawNoise(noise, sample.length, this.className);
+    const fresh = drawNoise(noise, sample.length, this.className, this.noiseScratch(sample.length));
     const out = new Float32Array(sample.length);
     for (let i = 0; i < out.length; i++) {
       const x = sample[i]!;

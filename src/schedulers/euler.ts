@@ -109,13 +109,25 @@ export abstract class EulerFamily extends IndexedScheduler {
     checkStepCount(this.className, n, this.numTrain);
   }
 
+  /** Reused by scaleModelInput: a fresh 64 KiB typed array per step costs more than the multiply. */
+  private scaled?: Float32Array;
+
   scaleModelInput(sample: Float32Array, t: number): Float32Array {
     const sigma = this.sigmas[this.currentIndex(t)]!;
     const scale = 1 / Math.sqrt(sigma * sigma + 1);
-    const out = new Float32Array(sample.length);
+    if (this.scaled?.length !== sample.length) this.scaled = new Float32Array(sample.length);
+    const out = this.scaled;
     for (let i = 0; i < out.length; i++) out[i] = sample[i]! * scale;
     return out;
   }
+
+  /** Scratch for step noise, consumed within the step that draws it. */
+  protected noiseScratch(length: number): Float32Array {
+    if (this.noiseBuffer?.length !== length) this.noiseBuffer = new Float32Array(length);
+    return this.noiseBuffer;
+  }
+
+  private noiseBuffer?: Float32Array;
 
   addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
     sameLength(this.className, original, noise, 'sample and noise');

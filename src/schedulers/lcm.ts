@@ -56,6 +56,9 @@ export const LCM_DEFAULTS = {
 const SIGMA_DATA = 0.5;
 
 export class LCMScheduler extends IndexedScheduler {
+  /** Scratch for step noise, consumed within the step that draws it. */
+  private noiseBuffer?: Float32Array;
+
   readonly className = 'LCMScheduler';
   readonly initNoiseSigma = 1;
   private readonly numTrain: number;
@@ -118,7 +121,8 @@ export class LCMScheduler extends IndexedScheduler {
     if (last) {
       for (let i = 0; i < out.length; i++) out[i] = cOut * x0[i]! + cSkip * sample[i]!;
     } else {
-      const fresh = drawNoise(noise, sample.length, this.className);
+      this.noiseBuffer = this.noiseBuffer?.length === sample.length ? this.noiseBuffer : new Float32Array(sample.length);
+      const fresh = drawNoise(noise, sample.length, this.className, this.noiseBuffer);
       const keep = Math.sqrt(abarPrev);
       const add = Math.sqrt(1 - abarPrev);
       for (let i = 0; i < out.length; i++) {

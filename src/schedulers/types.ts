@@ -7,6 +7,8 @@
 export interface NoiseSource {
   /** Returns `length` standard-normal values. Throws OUT_OF_NOISE when a finite source is exhausted. */
   next(length: number): Float32Array;
+  /** Optional: writes the next `out.length` values into `out` (the same sequence as `next`), sparing an allocation. */
+  fill?(out: Float32Array): void;
 }
 
 /** A diffusers `scheduler_config.json`, as parsed JSON. Non-finite numbers may arrive as strings ("-Infinity"). */
@@ -24,7 +26,10 @@ export interface Scheduler {
   setTimesteps(numInferenceSteps: number): void;
   /** Img2img: the loop starts at this index of `timesteps` (diffusers' set_begin_index). */
   setBeginIndex(index: number): void;
-  /** Returns the model input for `sample` at timestep `t`; may return `sample` itself when it is unchanged. */
+  /**
+   * Returns the model input for `sample` at timestep `t`; may return `sample` itself when it is
+   * unchanged, or a buffer the scheduler reuses on its next call: copy it to keep it.
+   */
   scaleModelInput(sample: Float32Array, t: number): Float32Array;
   /** One denoising step; returns the previous sample (a new array). Draws from `noise` only if this step needs it. */
   step(modelOutput: Float32Array, t: number, sample: Float32Array, noise?: NoiseSource): Float32Array;
