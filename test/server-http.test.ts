@@ -52,7 +52,7 @@ describe('GET', () => {
 
   it('/v1/models lists the registry', async () => {
     const { models: list } = await (await fetch(`${server.url}/v1/models`)).json();
-    expect(list).toEqual([{ name: 'tiny', family: 'depth2img', loaded: false, default: true }]);
+    expect(list).toEqual([{ name: 'tiny', family: 'depth2img', loaded: false, default: true, tiny: true }]);
   });
 
   it('/ says how to build the page until it exists, then serves it', async () => {
