@@ -111,3 +111,26 @@ describe('fp16 and fp32 tiny models agree', () => {
     await m16.release();
   });
 });
+
+describe('pipeline output options', () => {
+  it('rgb8 written with the decode clamp equals toRgb8 of the image, byte for byte', async () => {
+    const { toRgb8 } = await import('../src/pipelines/steps.ts');
+    const model = await loadModel(await tinyModelDir({ family: 'depth2img' }), { device: 'cpu' });
+    const out = await generate(model, baseInput(model, { rgb8: true }));
+    expect(out.rgb8).toBeDefined();
+    expect(Buffer.from(out.rgb8!).equals(Buffer.from(toRgb8(out.image)))).toBe(true);
+    const plain = await generate(model, baseInput(model));
+    expect(Buffer.from(plain.image.data.buffer).equals(Buffer.from(out.image.data.buffer))).toBe(true);
+    await model.release();
+  });
+
+  it('inputsValidated skips only the NaN scans; shapes are still checked', async () => {
+    const model = await loadModel(await tinyModelDir({ family: 'controlnet' }), { device: 'cpu' });
+    const bad = { data: new Float32Array(3 * 64 * 64).fill(NaN), width: 64, height: 64, channels: 3 };
+    const withNaN = { ...baseInput(model), controlImage: bad };
+    await expect(generate(model, withNaN)).rejects.toMatchObject({ code: 'BAD_IMAGE' });
+    const wrongSize = { ...baseInput(model, { inputsValidated: true }), controlImage: { data: new Float32Array(3 * 32 * 32), width: 32, height: 32, channels: 3 } };
+    await expect(generate(model, wrongSize)).rejects.toMatchObject({ code: 'BAD_IMAGE' });
+    await model.release();
+  });
+});

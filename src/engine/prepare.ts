@@ -83,6 +83,9 @@ export async function prepareJob(model: LoadedModel, header: FrameHeader, depthB
     schedulerConfig: schedulerName ? schedulerConfigFor(schedulerName, model.schedulerConfig) : undefined,
     previewEvery: params.previewEvery,
     regionFeather: params.regions?.feather,
+    // Conditioning built below from depth that toNearness validated; images decoded by sharp.
+    inputsValidated: true,
+    rgb8: true,
   };
   if (model.family === 'depth2img') {
     input.depth = depthForDepth2img(nearness, depth.width, depth.height);

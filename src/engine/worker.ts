@@ -59,7 +59,7 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     const output = await generate(model, prepared.input);
     await previews;
     const t0 = performance.now();
-    const png = await encodePng(toRgb8(output.image), output.image.width, output.image.height, {
+    const png = await encodePng(output.rgb8 ?? toRgb8(output.image), output.image.width, output.image.height, {
       parameters: JSON.stringify(prepared.params),
       Software: 'depthcast',
     }, msg.header.mode === 'live' ? 0 : 6);

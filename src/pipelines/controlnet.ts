@@ -66,5 +66,5 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
     },
   });
   // 6. Decode.
-  return finish(model, final, timesteps, seed, h, w, timer, started);
+  return finish(model, final, timesteps, seed, h, w, timer, started, input.rgb8);
 }

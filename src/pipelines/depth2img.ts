@@ -70,7 +70,7 @@ export async function runDepth2Img(model: LoadedModel, input: GenerateInput): Pr
     },
   });
   // 6. Decode.
-  return finish(model, final, timesteps, seed, h, w, timer, started);
+  return finish(model, final, timesteps, seed, h, w, timer, started, input.rgb8);
 }
 
 const embeddingCache = new WeakMap<Float32Array[], Float32Array>();

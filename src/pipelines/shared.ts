@@ -18,12 +18,12 @@ function allFinite(data: Float32Array): boolean {
   return true;
 }
 
-function checkImage(name: string, image: PlanarImage | undefined, width: number, height: number): void {
+function checkImage(name: string, image: PlanarImage | undefined, width: number, height: number, scan: boolean): void {
   if (!image) return;
   if (image.channels !== 3 || image.width !== width || image.height !== height || image.data.length !== 3 * width * height) {
     throw new DepthcastError('BAD_IMAGE', `${name} must be 3×${height}×${width} (the output size), got ${image.channels}×${image.height}×${image.width} with ${image.data.length} values`);
   }
-  if (!allFinite(image.data)) throw new DepthcastError('BAD_IMAGE', `${name} has NaN or infinite values`);
+  if (scan && !allFinite(image.data)) throw new DepthcastError('BAD_IMAGE', `${name} has NaN or infinite values`);
 }
 
 /** 1. Check inputs: sizes, ranges and the conditioning this model family needs. */
@@ -37,14 +37,15 @@ export function checkInputs(model: LoadedModel, input: GenerateInput): { h: numb
   if (input.strength !== undefined && !(input.strength > 0 && input.strength <= 1)) {
     throw new DepthcastError('BAD_REQUEST', `strength must be in (0, 1], got ${input.strength}`);
   }
-  checkImage('init image', input.initImage, input.width, input.height);
-  checkImage('control image', input.controlImage, input.width, input.height);
+  const scan = !input.inputsValidated;
+  checkImage('init image', input.initImage, input.width, input.height, scan);
+  checkImage('control image', input.controlImage, input.width, input.height, scan);
   if (input.depth) {
     const d = input.depth;
     if (d.channels !== 1 || d.data.length !== d.width * d.height || d.width < 1 || d.height < 1) {
       throw new DepthcastError('BAD_DEPTH', `depth map must be 1×H×W with H·W values, got ${d.channels}×${d.height}×${d.width} with ${d.data.length} values`);
     }
-    if (!allFinite(d.data)) throw new DepthcastError('BAD_DEPTH', 'depth map has NaN or infinite values');
+    if (scan && !allFinite(d.data)) throw new DepthcastError('BAD_DEPTH', 'depth map has NaN or infinite values');
   }
   return { h: input.height / f, w: input.width / f };
 }
@@ -106,9 +107,10 @@ export async function finish(
   w: number,
   timer: StageTimer,
   started: number,
+  wantRgb8 = false,
 ): Promise<GenerateOutput> {
-  const image = await decodeLatents(model, latents, h, w, timer);
+  const { image, rgb8 } = await decodeLatents(model, latents, h, w, timer, wantRgb8);
   timer.timings.total = performance.now() - started;
   timer.timings.sessionRun = timer.sessionMs;
-  return { image, latents, timesteps, seed, timings: timer.timings };
+  return { image, rgb8, latents, timesteps, seed, timings: timer.timings };
 }

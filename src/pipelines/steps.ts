@@ -84,8 +84,15 @@ export async function encodeImage(model: LoadedModel, image: PlanarImage, timer:
   return scaled;
 }
 
-/** 6. Decode: clamp(vae_decoder(latents / sf) / 2 + 0.5, 0, 1). */
-export async function decodeLatents(model: LoadedModel, latents: Float32Array, h: number, w: number, timer: StageTimer): Promise<PlanarImage> {
+/** 6. Decode: clamp(vae_decoder(latents / sf) / 2 + 0.5, 0, 1), and RGB8 in the same pass when asked. */
+export async function decodeLatents(
+  model: LoadedModel,
+  latents: Float32Array,
+  h: number,
+  w: number,
+  timer: StageTimer,
+  wantRgb8 = false,
+): Promise<{ image: PlanarImage; rgb8?: Uint8Array }> {
   const sf = Math.fround(model.vaeScalingFactor);
   const input = new Float32Array(latents.length);
   for (let i = 0; i < latents.length; i++) input[i] = latents[i]! / sf;
@@ -93,12 +100,27 @@ export async function decodeLatents(model: LoadedModel, latents: Float32Array, h
     model.sessions.vaeDecoder.run({ latent_sample: { data: input, dims: [1, model.latentChannels, h, w] } }, ['sample']),
   );
   const { data, dims } = out.sample!;
+  const image: PlanarImage = { data, width: dims[3]!, height: dims[2]!, channels: 3 };
   // In place: the output buffer is ours, and a 512×512 copy costs more than the loop.
-  for (let i = 0; i < data.length; i++) {
-    const v = data[i]! / 2 + 0.5;
-    data[i] = v < 0 ? 0 : v > 1 ? 1 : v;
+  if (!wantRgb8) {
+    for (let i = 0; i < data.length; i++) {
+      const v = data[i]! / 2 + 0.5;
+      data[i] = v < 0 ? 0 : v > 1 ? 1 : v;
+    }
+    return { image };
   }
-  return { data, width: dims[3]!, height: dims[2]!, channels: 3 };
+  const plane = image.width * image.height;
+  const rgb8 = new Uint8Array(plane * 3);
+  for (let c = 0; c < 3; c++) {
+    for (let i = c * plane, o = c, end = i + plane; i < end; i++, o += 3) {
+      const v = data[i]! / 2 + 0.5;
+      // Round through float32 first, so the bytes equal toRgb8 of the stored image.
+      const f = Math.fround(v < 0 ? 0 : v > 1 ? 1 : v);
+      data[i] = f;
+      rgb8[o] = (f * 255 + 0.5) | 0;
+    }
+  }
+  return { image, rgb8 };
 }
 
 /**

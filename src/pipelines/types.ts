@@ -60,6 +60,13 @@ export interface GenerateInput {
   regions?: RegionPrompt[];
   /** Feather width of region masks in latent pixels. */
   regionFeather?: number;
+  /**
+   * The caller built depth/control/init images itself from validated data (the engine does):
+   * skips the full-resolution NaN scans of checkInputs, which cost milliseconds at 512×512.
+   */
+  inputsValidated?: boolean;
+  /** Also return the image as interleaved RGB8, written in the same pass as the decoder clamp. */
+  rgb8?: boolean;
   /** Build a preview every N steps (0 = never). */
   previewEvery?: number;
   onStep?: (event: StepEvent) => void | Promise<void>;
@@ -71,6 +78,8 @@ export interface GenerateInput {
 export interface GenerateOutput {
   /** [3,H,W] in [0,1]. */
   image: PlanarImage;
+  /** Interleaved RGB8 of `image` (rounded half up), when `rgb8` was asked for. */
+  rgb8?: Uint8Array;
   latents: Float32Array;
   timesteps: number[];
   seed: number;
