@@ -32,8 +32,9 @@ NEAR_FAR_ITEMS = [
 ]
 
 DEPTH_RANGE_ITEMS = [
-    ("fixed", "Fixed", "The service maps near..far to the model's range as sent"),
-    ("auto", "Auto", "The service stretches the depth in view over the model's range"),
+    ("auto", "Auto", "The service stretches the depth in view over the model's range (as the models were trained)"),
+    ("fixed", "Fixed", "The service maps near..far as sent, so brightness stays steady while the camera moves; "
+     "set near/far to the range the subject occupies (Manual)"),
 ]
 
 LIVE_SOURCE_ITEMS = [
@@ -83,7 +84,7 @@ class DepthcastSettings(bpy.types.PropertyGroup):
     near_far: EnumProperty(name="Near/far", items=NEAR_FAR_ITEMS, default="CAMERA")
     near: FloatProperty(name="Near", default=0.1, min=1e-4, unit="LENGTH")
     far: FloatProperty(name="Far", default=100.0, min=1e-3, unit="LENGTH")
-    depth_range: EnumProperty(name="Depth range", items=DEPTH_RANGE_ITEMS, default="fixed")
+    depth_range: EnumProperty(name="Depth range", items=DEPTH_RANGE_ITEMS, default="auto")
 
     # ---- layout ----
     use_layout: BoolProperty(name="Send layout", default=True,
