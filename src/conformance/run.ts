@@ -37,6 +37,8 @@ export interface CaseOutcome {
   name: string;
   passed: boolean;
   maxAbs: number;
+  /** How many timesteps the denoising loop ran. */
+  timestepsRun: number;
   note?: string;
 }
 
@@ -107,7 +109,7 @@ export async function runCase(caseDir: string, models: Map<string, LoadedModel>)
     notes.push(`timesteps [${ts.map((t) => +t.toFixed(3)).join(', ')}] differ from expected [${spec.expected.timesteps.join(', ')}]`);
   }
   if (noise.remaining > 0) notes.push(`${noise.remaining} noise arrays unused`);
-  return { name: spec.name, passed: sameShape && maxAbs <= spec.tolerance.image_max_abs, maxAbs, note: notes.join('; ') || undefined };
+  return { name: spec.name, passed: sameShape && maxAbs <= spec.tolerance.image_max_abs, maxAbs, timestepsRun: ts.length, note: notes.join('; ') || undefined };
 }
 
 export async function runTokenizerVectors(dir: string, tokenizerDir: string): Promise<{ passed: number; total: number; failures: string[] }> {
