@@ -312,9 +312,13 @@ export class Scheduler {
     if (job.state !== 'running') return;
     this.settle(job);
     this.stats.failed++;
+    // The operator's log keeps the folder; clients (maybe remote, with a token) get the model's name.
     this.opts.log?.(`job ${job.id} failed: ${error.code}: ${error.message}`);
-    this.opts.store.finish(job.record, 'failed', { error });
-    job.sink.failed(error);
+    const told = error.message.includes(job.model.dir)
+      ? new DepthcastError(error.code, error.message.split(job.model.dir).join(`<model ${job.model.name}>`))
+      : error;
+    this.opts.store.finish(job.record, 'failed', { error: told });
+    job.sink.failed(told);
     this.forgetIdle(job.stream);
   }
 

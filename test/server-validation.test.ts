@@ -162,6 +162,9 @@ describe('malformed messages each get their own error, and the socket stays open
     const e = await client.terminal('broken');
     expect(e.type).toBe('error');
     expect(['BAD_MODEL', 'INFERENCE_FAILED']).toContain(e.msg.code);
+    // The client is told the model's name, not where it lives on the service's disk.
+    expect(e.msg.message).toContain('<model broken>');
+    expect(e.msg.message).not.toMatch(/\/tmp\/|depthcast-/);
     client.send(frameBytes({ jobId: 'healthy' }));
     expect((await client.terminal('healthy')).type).toBe('result');
   });
