@@ -225,9 +225,15 @@ def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layo
     timings = {}
     out_dir = tempfile.mkdtemp(prefix="depthcast-capture-")
     saved_index = {}
+    saved_frame = None
     tmp = None
     capturing = True
     try:
+        if frame is not None and int(frame) != scene.frame_current:
+            # The copy below shares the objects, and their animation follows the original
+            # scene's frame, not the copy's: without this every frame renders the same pose.
+            saved_frame = scene.frame_current
+            scene.frame_set(int(frame))
         candidates = layout_candidates(scene, src_layer) if with_layout else []
         if len(candidates) > 32767:
             candidates = candidates[:32767]
@@ -314,5 +320,7 @@ def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layo
                 obj.pass_index = value
         if tmp is not None:
             bpy.data.scenes.remove(tmp)
+        if saved_frame is not None:
+            scene.frame_set(saved_frame)
         shutil.rmtree(out_dir, ignore_errors=True)
         capturing = False

@@ -240,6 +240,22 @@ def step_capture(scene, size):
         index.frombytes(cap.layout[0])
         check("index map marks the cube pixel", index[cy * size + size // 2] == box["id"],
               index[cy * size + size // 2])
+    # Animation: a capture at another frame shows that frame's pose (the capture's scene copy
+    # shares the objects, whose animation follows the original scene's frame).
+    box_obj = scene.objects["Box"]
+    home = tuple(box_obj.location)
+    box_obj.keyframe_insert("location", frame=1)
+    box_obj.location = (home[0] + 6.0, home[1], home[2])
+    box_obj.keyframe_insert("location", frame=2)
+    scene.frame_set(1)
+    try:
+        at1 = capture.capture_camera(scene, frame=1, with_layout=False).depth.at(size // 2, cy)
+        at2 = capture.capture_camera(scene, frame=2, with_layout=False).depth.at(size // 2, cy)
+        check("capture follows the frame's animation", close(at1, 8.0, 0.01) and close(at2, 10.0, 0.01), (at1, at2))
+        check("capture restores the scene's frame", scene.frame_current == 1, scene.frame_current)
+    finally:
+        box_obj.animation_data_clear()
+        box_obj.location = home
     check("pass_index restored", all(o.pass_index == 0 for o in scene.objects))
     check("no leftover capture scene", [s.name for s in bpy.data.scenes] == [scene.name],
           [s.name for s in bpy.data.scenes])
