@@ -31,10 +31,13 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
   const dirs = await buildSdSizeModels();
 
   const pipelines: PipelineFigures[] = [];
-  for (const dir of [dirs.controlnet, dirs.controlnetFp16, dirs.depth2img]) {
-    const f = await benchPipeline(dir, opts.device, steps, repeats);
+  const runs: [string, 'euler-a' | 'dpmpp-2m'][] = [
+    [dirs.controlnet, 'euler-a'], [dirs.controlnetFp16, 'euler-a'], [dirs.depth2img, 'euler-a'], [dirs.depth2img, 'dpmpp-2m'],
+  ];
+  for (const [dir, scheduler] of runs) {
+    const f = await benchPipeline(dir, opts.device, steps, repeats, scheduler);
     pipelines.push(f);
-    log(`${f.family} ${f.dtype}, ${f.steps} steps, CFG batch 2, euler-a (median of ${repeats}):`);
+    log(`${f.family} ${f.dtype}, ${f.steps} steps, CFG batch 2, ${f.scheduler} (median of ${repeats}):`);
     log(`  per image: total ${f.perImage.total} ms, inside session.run ${f.perImage.sessionRun} ms, overhead ${f.perImage.overhead} ms`);
     log(`  per step: unet ${f.perStep.unet} ms, controlnet ${f.perStep.controlnet} ms, scheduler+guidance ${f.perStep.scheduler} ms, overhead ${f.perStep.overhead} ms`);
     log(`  stages (ms per image): ${Object.entries(f.stages).map(([k, v]) => `${k} ${v}`).join(', ')}`);

@@ -12,6 +12,7 @@ import { type LoadedModel, loadModel } from '../models/load.ts';
 import { generate } from '../pipelines/index.ts';
 import { latentPreview, toRgb8 } from '../pipelines/steps.ts';
 import type { GenerateInput } from '../pipelines/types.ts';
+import type { SchedulerName } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
 import { schedulerConfigFor } from '../schedulers/index.ts';
 import { createTinyModel } from '../tiny/build-tiny.ts';
@@ -40,10 +41,10 @@ export function benchDepth(width = SD.width, height = SD.height): Float32Array {
   return z;
 }
 
-function inputFor(model: LoadedModel, steps: number, nearness: Float32Array): GenerateInput {
+function inputFor(model: LoadedModel, steps: number, nearness: Float32Array, scheduler: SchedulerName = 'euler-a'): GenerateInput {
   const input: GenerateInput = {
     prompt: 'a timber house in a pine forest', negativePrompt: 'blurry', width: SD.width, height: SD.height,
-    steps, guidanceScale: 7.5, seed: 1, schedulerConfig: schedulerConfigFor('euler-a', model.schedulerConfig), previewEvery: 1,
+    steps, guidanceScale: 7.5, seed: 1, schedulerConfig: schedulerConfigFor(scheduler, model.schedulerConfig), previewEvery: 1,
   };
   if (model.family === 'depth2img') {
     input.depth = { data: nearness, width: SD.width, height: SD.height, channels: 1 };
@@ -57,6 +58,7 @@ function inputFor(model: LoadedModel, steps: number, nearness: Float32Array): Ge
 export interface PipelineFigures {
   family: string;
   dtype: string;
+  scheduler: SchedulerName;
   steps: number;
   /** Median per-stage milliseconds per image (unet/controlnet/scheduler also per step). */
   stages: Record<string, number>;
@@ -65,12 +67,12 @@ export interface PipelineFigures {
   bare: { perImage: number; ratio: number };
 }
 
-export async function benchPipeline(dir: string, device: Device, steps: number, repeats: number): Promise<PipelineFigures> {
+export async function benchPipeline(dir: string, device: Device, steps: number, repeats: number, scheduler: SchedulerName = 'euler-a'): Promise<PipelineFigures> {
   const model = await loadModel(dir, { device });
   const nearness = toNearness({ data: benchDepth(), width: SD.width, height: SD.height, kind: 'zdepth', near: 1, far: 100 }, 'fixed').nearness;
-  await generate(model, inputFor(model, steps, nearness)); // warm-up: JIT, allocator, text cache
+  await generate(model, inputFor(model, steps, nearness, scheduler)); // warm-up: JIT, allocator, text cache
   const runs: Record<string, number>[] = [];
-  for (let i = 0; i < repeats; i++) runs.push((await generate(model, inputFor(model, steps, nearness))).timings);
+  for (let i = 0; i < repeats; i++) runs.push((await generate(model, inputFor(model, steps, nearness, scheduler))).timings);
   const med = (k: string) => median(runs.map((r) => r[k] ?? 0));
   const stages: Record<string, number> = {};
   for (const k of new Set(runs.flatMap((r) => Object.keys(r)))) stages[k] = round(med(k));
@@ -111,6 +113,7 @@ export async function benchPipeline(dir: string, device: Device, steps: number, 
   return {
     family: model.family,
     dtype: model.dtype,
+    scheduler,
     steps,
     stages,
     perStep: { unet: round(med('unet') / steps), controlnet: round(med('controlnet') / steps), scheduler: round(med('scheduler') / steps), overhead: round(perImageOverhead / steps) },

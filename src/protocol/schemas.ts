@@ -12,6 +12,7 @@ export const StreamName = z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'stream: 1
 
 export const SCHEDULER_NAMES = ['ddim', 'pndm', 'euler', 'euler-a', 'dpmpp-2m', 'dpmpp-2m-karras', 'lcm'] as const;
 export const SchedulerName = z.enum(SCHEDULER_NAMES);
+export type SchedulerName = z.infer<typeof SchedulerName>;
 
 export const DEVICE_NAMES = ['auto', 'cpu', 'cuda', 'dml', 'webgpu', 'coreml'] as const;
 export const DeviceName = z.enum(DEVICE_NAMES);
