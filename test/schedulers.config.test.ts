@@ -13,6 +13,7 @@ import {
   type NoiseSource,
   type SchedulerConfig,
 } from '../src/schedulers/index.ts';
+import { SD_SCHEDULER_CONFIG } from './support/sd-scheduler.ts';
 
 function failure(fn: () => unknown): DepthcastError {
   try {
@@ -171,20 +172,7 @@ describe('config values', () => {
 });
 
 describe('presets', () => {
-  const SD = {
-    _class_name: 'PNDMScheduler',
-    _diffusers_version: '0.27.2',
-    beta_end: 0.012,
-    beta_schedule: 'scaled_linear',
-    beta_start: 0.00085,
-    clip_sample: false,
-    num_train_timesteps: 1000,
-    prediction_type: 'epsilon',
-    set_alpha_to_one: false,
-    skip_prk_steps: true,
-    steps_offset: 1,
-    trained_betas: null,
-  };
+  const SD = SD_SCHEDULER_CONFIG;
 
   it('cover every wire name and build', () => {
     expect(Object.keys(SCHEDULER_PRESETS).sort()).toEqual([...SCHEDULER_NAMES].sort());

@@ -8,23 +8,10 @@
 import { describe, expect, it } from 'vitest';
 import { DepthcastError } from '../src/errors.ts';
 import { SCHEDULER_NAMES } from '../src/protocol/schemas.ts';
+import { SD_SCHEDULER_CONFIG } from './support/sd-scheduler.ts';
 import { createScheduler, schedulerConfigFor, type NoiseSource, type Scheduler, type SchedulerConfig } from '../src/schedulers/index.ts';
 
-/** The SD 1.x scheduler_config.json that both conformance models ship. */
-const SD_DEFAULT = {
-  _class_name: 'PNDMScheduler',
-  _diffusers_version: '0.27.2',
-  beta_end: 0.012,
-  beta_schedule: 'scaled_linear',
-  beta_start: 0.00085,
-  clip_sample: false,
-  num_train_timesteps: 1000,
-  prediction_type: 'epsilon',
-  set_alpha_to_one: false,
-  skip_prk_steps: true,
-  steps_offset: 1,
-  trained_betas: null,
-};
+const SD_DEFAULT = SD_SCHEDULER_CONFIG;
 
 // ---- independent float64 reference for the SD noise schedule
 const T = 1000;
