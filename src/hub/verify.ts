@@ -5,7 +5,7 @@
  *  2. the layout's required files are present (BAD_MODEL);
  *  3. sizes and sha256 against depthcast-manifest.json written at install time (HASH_MISMATCH);
  *  4. every ONNX file's external-data locations stay inside the folder and exist (UNSAFE_PATH / BAD_MODEL);
- *  5. the ONNX inputs/outputs fit the layout, via checkModelFolder() of src/models/check.ts.
+ *  5. the ONNX inputs/outputs fit the layout, via checkModelFolder() of src/models/load.ts.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -39,7 +39,7 @@ export interface VerifyOptions {
   env?: NodeJS.ProcessEnv;
   /** Re-hash files against the manifest (default true; the slow part for multi-GB models). */
   hashes?: boolean;
-  /** Run the ONNX I/O check of src/models/check.ts (default true). */
+  /** Run the ONNX I/O check of src/models/load.ts (default true). */
   io?: boolean;
   onProgress?: (e: { type: 'hash'; path: string; index: number; total: number }) => void;
 }
@@ -48,14 +48,9 @@ type CheckFn = (dir: string) => Promise<{ ok: boolean; problems: string[] }>;
 
 /** Loads checkModelFolder lazily: it pulls in onnxruntime, which list/pull/remove don't need. */
 async function loadIoCheck(): Promise<CheckFn | string> {
-  const url = new URL('../models/check.ts', import.meta.url).href;
   try {
-    const mod = (await import(url)) as { checkModelFolder?: unknown };
-    if (typeof mod.checkModelFolder !== 'function') return 'src/models/check.ts does not export checkModelFolder(dir)';
-    return mod.checkModelFolder as CheckFn;
+    return (await import('../models/load.ts')).checkModelFolder;
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') return 'the ONNX I/O check (src/models/check.ts) is not part of this build';
     return `the ONNX I/O check could not be loaded: ${(err as Error).message}`;
   }
 }
