@@ -5,10 +5,9 @@
 import { DepthcastError } from '../errors.ts';
 import type { LoadedModel } from '../models/load.ts';
 import type { Feed } from '../runtime/ort.ts';
-import { concatEmbeddings } from './depth2img.ts';
 import { denoise } from './denoise.ts';
 import { checkInputs, encodeConditioning, finish, prepareLatents, prepareScheduler } from './shared.ts';
-import { StageTimer } from './steps.ts';
+import { concatEmbeddings, StageTimer } from './steps.ts';
 import type { GenerateInput, GenerateOutput } from './types.ts';
 
 export async function runControlnet(model: LoadedModel, input: GenerateInput): Promise<GenerateOutput> {

@@ -7,7 +7,7 @@ import { DepthcastError } from '../errors.ts';
 import type { LoadedModel } from '../models/load.ts';
 import { denoise } from './denoise.ts';
 import { checkInputs, encodeConditioning, prepareLatents, prepareScheduler, finish } from './shared.ts';
-import { StageTimer } from './steps.ts';
+import { concatEmbeddings, StageTimer } from './steps.ts';
 import type { GenerateInput, GenerateOutput, PlanarImage } from './types.ts';
 
 /** 3. Prepare depth: bicubic to latent size, then to [-1, 1] (per-map min/max, or fixed from [0,1]). */
@@ -48,6 +48,8 @@ export async function runDepth2Img(model: LoadedModel, input: GenerateInput): Pr
   // 5. Denoise, with depth as channel C of every batch entry.
   const c = model.latentChannels;
   const plane = h * w;
+  const L = model.tokenizer.modelMaxLength;
+  const embeddings = concatEmbeddings(plan.embeddings);
   let sampleBuf: Float32Array | undefined;
   const final = await denoise({
     model, scheduler, timesteps, latents, plan, h, w, noise, timer, input,
@@ -63,7 +65,7 @@ export async function runDepth2Img(model: LoadedModel, input: GenerateInput): Pr
         model.sessions.unet.run({
           sample: { data: sampleBuf!, dims: [batch, c + 1, h, w] },
           timestep: { data: t, dims: [batch] },
-          encoder_hidden_states: { data: concatEmbeddings(plan.embeddings), dims: [batch, model.tokenizer.modelMaxLength, plan.embeddings[0]!.length / model.tokenizer.modelMaxLength], stable: true },
+          encoder_hidden_states: { data: embeddings, dims: [batch, L, plan.embeddings[0]!.length / L], stable: true },
         }, ['out_sample']),
       );
       return out.out_sample!.data;
@@ -71,21 +73,4 @@ export async function runDepth2Img(model: LoadedModel, input: GenerateInput): Pr
   });
   // 6. Decode.
   return finish(model, final, timesteps, seed, h, w, timer, started, input.rgb8);
-}
-
-const embeddingCache = new WeakMap<Float32Array[], Float32Array>();
-
-/** The batch's encoder_hidden_states, built once per generation (the plan's list never changes). */
-export function concatEmbeddings(list: Float32Array[]): Float32Array {
-  let out = embeddingCache.get(list);
-  if (!out) {
-    out = new Float32Array(list.reduce((n, e) => n + e.length, 0));
-    let offset = 0;
-    for (const e of list) {
-      out.set(e, offset);
-      offset += e.length;
-    }
-    embeddingCache.set(list, out);
-  }
-  return out;
 }

@@ -70,6 +70,17 @@ export function prepareTimesteps(scheduler: Scheduler, steps: number, strength?:
   return run;
 }
 
+/** The UNet batch's encoder_hidden_states: the plan's embeddings end to end. */
+export function concatEmbeddings(list: Float32Array[]): Float32Array {
+  const out = new Float32Array(list.reduce((n, e) => n + e.length, 0));
+  let offset = 0;
+  for (const e of list) {
+    out.set(e, offset);
+    offset += e.length;
+  }
+  return out;
+}
+
 /** Img2img: sf · vae_encoder(2x − 1). */
 export async function encodeImage(model: LoadedModel, image: PlanarImage, timer: StageTimer): Promise<Float32Array> {
   const x = new Float32Array(image.data.length);
