@@ -297,10 +297,7 @@ class Session:
                     # Retrying a refused token only spams the service: wait for the user to fix it.
                     self._set_state(DISCONNECTED, self.last_error)
                     return
-                delay = self.backoff.next_delay()
-                self._set_state(RECONNECTING, self.last_error, retryIn=round(delay, 1), attempt=self.backoff.attempt)
-                self._wake.clear()
-                self._wake.wait(delay)
+                self._back_off()
                 continue
             with self._ws_lock:
                 self._ws = ws
@@ -322,10 +319,14 @@ class Session:
             if not self.reconnect:
                 self._set_state(DISCONNECTED, self.last_error)
                 return
-            delay = self.backoff.next_delay()
-            self._set_state(RECONNECTING, self.last_error, retryIn=round(delay, 1), attempt=self.backoff.attempt)
-            self._wake.clear()
-            self._wake.wait(delay)
+            self._back_off()
+
+    def _back_off(self):
+        """Says when the next attempt comes, then waits for it (or for a wake-up: stop, send)."""
+        delay = self.backoff.next_delay()
+        self._set_state(RECONNECTING, self.last_error, retryIn=round(delay, 1), attempt=self.backoff.attempt)
+        self._wake.clear()
+        self._wake.wait(delay)
 
     def _receive(self, ws):
         last_ping = time.monotonic()
