@@ -76,17 +76,9 @@ function errnoText(err: unknown): string {
   return e.code === 'ENOENT' ? 'no such file' : e.code ?? e.message;
 }
 
-interface LoadedDepth {
+/** A depth file read for a job: what DepthInfo reports, before statistics, plus its bytes. */
+interface LoadedDepth extends Omit<DepthInfo, 'stats'> {
   bytes: Uint8Array;
-  width: number;
-  height: number;
-  dtype: 'f32' | 'u16';
-  kind: 'zdepth' | 'disparity' | 'normalized';
-  near: number;
-  far: number;
-  file: string;
-  camera?: string;
-  frame?: number;
 }
 
 /** Small bounded memo: the newest `limit` entries stay. */

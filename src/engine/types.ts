@@ -2,16 +2,6 @@
  * The engine is the main-thread handle on the inference worker thread: the only place
  * sessions run, so the event loop of the server stays free. Server, CLI, batch and bench use it.
  */
-import type { FrameHeader, ModelInfo } from '../protocol/schemas.ts';
-
-/** A job as the engine receives it: a validated frame header plus its raw payload parts. */
-export interface EngineJob {
-  jobId: string;
-  header: FrameHeader;
-  depth: Uint8Array;
-  init?: Uint8Array;
-  layout?: Uint8Array;
-}
 
 export interface EngineProgress {
   jobId: string;
