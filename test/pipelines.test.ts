@@ -45,9 +45,9 @@ for (const family of families) {
           const a = await generate(model, baseInput(model, { schedulerConfig }));
           const b = await generate(model, baseInput(model, { schedulerConfig }));
           const c = await generate(model, baseInput(model, { schedulerConfig, seed: 43 }));
-          checkImage(a.image);
-          expect(Buffer.from(a.image.data.buffer).equals(Buffer.from(b.image.data.buffer))).toBe(true);
-          expect(Buffer.from(a.image.data.buffer).equals(Buffer.from(c.image.data.buffer))).toBe(false);
+          checkImage(a.image!);
+          expect(Buffer.from(a.image!.data.buffer).equals(Buffer.from(b.image!.data.buffer))).toBe(true);
+          expect(Buffer.from(a.image!.data.buffer).equals(Buffer.from(c.image!.data.buffer))).toBe(false);
           expect(a.timesteps.length).toBeGreaterThanOrEqual(3);
         });
       }
@@ -59,17 +59,17 @@ for (const family of families) {
         const b = await generate(model, baseInput(model, { steps: 10, strength: 0.5, initImage: dark }));
         // The tiny models default to PNDM (PLMS): 10 steps give 11 timesteps; strength 0.5 drops the first 5.
         expect(a.timesteps.length).toBe(6);
-        checkImage(a.image);
-        expect(Buffer.from(a.image.data.buffer).equals(Buffer.from(b.image.data.buffer))).toBe(false);
+        checkImage(a.image!);
+        expect(Buffer.from(a.image!.data.buffer).equals(Buffer.from(b.image!.data.buffer))).toBe(false);
       });
 
       it('guidance off uses no negative prompt; on, the negative prompt matters', async () => {
         const off1 = await generate(model, baseInput(model, { guidanceScale: 1, negativePrompt: 'blurry' }));
         const off2 = await generate(model, baseInput(model, { guidanceScale: 1, negativePrompt: 'sharp' }));
-        expect(Buffer.from(off1.image.data.buffer).equals(Buffer.from(off2.image.data.buffer))).toBe(true);
+        expect(Buffer.from(off1.image!.data.buffer).equals(Buffer.from(off2.image!.data.buffer))).toBe(true);
         const on1 = await generate(model, baseInput(model, { negativePrompt: 'blurry' }));
         const on2 = await generate(model, baseInput(model, { negativePrompt: 'sharp' }));
-        expect(Buffer.from(on1.image.data.buffer).equals(Buffer.from(on2.image.data.buffer))).toBe(false);
+        expect(Buffer.from(on1.image!.data.buffer).equals(Buffer.from(on2.image!.data.buffer))).toBe(false);
       });
 
       it('calls back every step with a preview and can be cancelled between steps', async () => {
@@ -105,7 +105,7 @@ describe('fp16 and fp32 tiny models agree', () => {
     const a = await generate(m32, baseInput(m32));
     const b = await generate(m16, baseInput(m16));
     let max = 0;
-    for (let i = 0; i < a.image.data.length; i++) max = Math.max(max, Math.abs(a.image.data[i]! - b.image.data[i]!));
+    for (let i = 0; i < a.image!.data.length; i++) max = Math.max(max, Math.abs(a.image!.data[i]! - b.image!.data[i]!));
     expect(max).toBeLessThan(0.05);
     await m32.release();
     await m16.release();
@@ -113,14 +113,38 @@ describe('fp16 and fp32 tiny models agree', () => {
 });
 
 describe('pipeline output options', () => {
-  it('rgb8 written with the decode clamp equals toRgb8 of the image, byte for byte', async () => {
+  it('an fp16 ControlNet fed from reused scratch buffers sees each generation\'s own control image', async () => {
+    const { Scratch } = await import('../src/util/scratch.ts');
+    const model = await loadModel(await tinyModelDir({ family: 'controlnet', dtype: 'fp16' }), { device: 'cpu' });
+    const flipped = (input: GenerateInput): GenerateInput => {
+      const data = input.controlImage!.data.map((v) => 1 - v);
+      return { ...input, controlImage: { ...input.controlImage!, data } };
+    };
+    const fresh = Buffer.from((await generate(model, flipped(baseInput(model, { output: 'rgb8' })))).rgb8!);
+    const scratch = new Scratch();
+    await generate(model, baseInput(model, { output: 'rgb8', scratch }));
+    const reused = await generate(model, flipped(baseInput(model, { output: 'rgb8', scratch })));
+    expect(Buffer.from(reused.rgb8!).equals(fresh)).toBe(true);
+    await model.release();
+  });
+
+  it("output 'rgb8' gives the bytes toRgb8 gives for the planar image, without the float image", async () => {
     const { toRgb8 } = await import('../src/pipelines/steps.ts');
+    const { Scratch } = await import('../src/util/scratch.ts');
     const model = await loadModel(await tinyModelDir({ family: 'depth2img' }), { device: 'cpu' });
-    const out = await generate(model, baseInput(model, { rgb8: true }));
-    expect(out.rgb8).toBeDefined();
-    expect(Buffer.from(out.rgb8!).equals(Buffer.from(toRgb8(out.image)))).toBe(true);
     const plain = await generate(model, baseInput(model));
-    expect(Buffer.from(plain.image.data.buffer).equals(Buffer.from(out.image.data.buffer))).toBe(true);
+    const expected = Buffer.from(toRgb8(plain.image!));
+    const out = await generate(model, baseInput(model, { output: 'rgb8' }));
+    expect(out.image).toBeUndefined();
+    expect([out.width, out.height]).toEqual([plain.image!.width, plain.image!.height]);
+    expect(Buffer.from(out.rgb8!).equals(expected)).toBe(true);
+    // Through reused scratch buffers, twice: the second run must not see the first one's leftovers.
+    const scratch = new Scratch();
+    const other = await generate(model, baseInput(model, { output: 'rgb8', scratch, seed: 99 }));
+    const otherBytes = Buffer.from(other.rgb8!);
+    const again = await generate(model, baseInput(model, { output: 'rgb8', scratch }));
+    expect(Buffer.from(again.rgb8!).equals(expected)).toBe(true);
+    expect(otherBytes.equals(expected)).toBe(false);
     await model.release();
   });
 

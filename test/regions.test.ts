@@ -87,16 +87,16 @@ describe('regional prompting on the tiny depth2img model', () => {
     const two = await generate(model, input({ regions }));
     const house = await generate(model, input({ prompt: 'a red brick house' }));
     const trees = await generate(model, input({ prompt: 'pine trees' }));
-    expect(same(two.image.data, house.image.data)).toBe(false);
-    expect(same(two.image.data, trees.image.data)).toBe(false);
+    expect(same(two.image!.data, house.image!.data)).toBe(false);
+    expect(same(two.image!.data, trees.image!.data)).toBe(false);
   });
 
   it('no regions, or a region whose prompt is the global prompt, gives exactly the plain output', async () => {
     const plain = await generate(model, input());
     const none = await generate(model, input({ regions: [] }));
     const sameAsGlobal = await generate(model, input({ regions: [{ prompt: 'a quiet street', mask: halfMask('left'), weight: 1 }] }));
-    expect(same(plain.image.data, none.image.data)).toBe(true);
-    expect(same(plain.image.data, sameAsGlobal.image.data)).toBe(true);
+    expect(same(plain.image!.data, none.image!.data)).toBe(true);
+    expect(same(plain.image!.data, sameAsGlobal.image!.data)).toBe(true);
   });
 
   it('refuses masks of the wrong size and too many regions', async () => {

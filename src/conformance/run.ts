@@ -91,19 +91,20 @@ export async function runCase(caseDir: string, models: Map<string, LoadedModel>)
     else input.controlImage = image;
   }
   const output = spec.pipeline === 'depth2img' ? await runDepth2Img(model, input) : await runControlnet(model, input);
+  const image = output.image!;
   const expected = await npy(caseDir, spec.expected.image);
   let maxAbs = 0;
-  const sameShape = expected.data.length === output.image.data.length;
+  const sameShape = expected.data.length === image.data.length;
   if (sameShape) {
     for (let i = 0; i < expected.data.length; i++) {
-      const d = Math.abs(output.image.data[i]! - expected.data[i]!);
+      const d = Math.abs(image.data[i]! - expected.data[i]!);
       if (!(d <= maxAbs)) maxAbs = Number.isNaN(d) ? Infinity : d;
     }
   } else {
     maxAbs = Infinity;
   }
   const notes: string[] = [];
-  if (!sameShape) notes.push(`shape ${output.image.height}x${output.image.width}, expected ${expected.shape.join('x')}`);
+  if (!sameShape) notes.push(`shape ${image.height}x${image.width}, expected ${expected.shape.join('x')}`);
   const ts = output.timesteps;
   if (ts.length !== spec.expected.timesteps.length || ts.some((t, i) => Math.abs(t - spec.expected.timesteps[i]!) > 1e-3)) {
     notes.push(`timesteps [${ts.map((t) => +t.toFixed(3)).join(', ')}] differ from expected [${spec.expected.timesteps.join(', ')}]`);

@@ -9,6 +9,7 @@ import { denoise } from './denoise.ts';
 import { checkInputs, encodeConditioning, finish, prepareLatents, prepareScheduler } from './shared.ts';
 import { concatEmbeddings, StageTimer } from './steps.ts';
 import type { GenerateInput, GenerateOutput } from './types.ts';
+import { float32For } from '../util/scratch.ts';
 
 export async function runControlnet(model: LoadedModel, input: GenerateInput): Promise<GenerateOutput> {
   const timer = new StageTimer();
@@ -26,7 +27,7 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
   const batch = plan.embeddings.length;
   const embeddings = concatEmbeddings(plan.embeddings);
   // 3. Prepare the control image, repeated for the batch.
-  const controlBatch = new Float32Array(batch * control.data.length);
+  const controlBatch = float32For(input.scratch, 'controlBatch', batch * control.data.length);
   for (let b = 0; b < batch; b++) controlBatch.set(control.data, b * control.data.length);
   // 4. Timesteps and initial latents (img2img when there is an init image).
   const { scheduler, timesteps } = prepareScheduler(model, input);
@@ -39,15 +40,15 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
       const cnFeeds: Record<string, Feed> = {
         sample: { data: scaled, dims: [n, c, h, w] },
         timestep: { data: t, dims: [n] },
-        encoder_hidden_states: { data: embeddings, dims: [n, L, D], stable: true },
-        controlnet_cond: { data: controlBatch, dims: [n, 3, input.height, input.width], stable: true },
+        encoder_hidden_states: { data: embeddings, dims: [n, L, D], stableFor: timer },
+        controlnet_cond: { data: controlBatch, dims: [n, 3, input.height, input.width], stableFor: timer },
       };
       if (model.controlnetTakesScale) cnFeeds.conditioning_scale = { data: scale, dims: [] };
       const residuals = await timer.time('controlnet', () => controlnet.run(cnFeeds, model.residualMap.map(([out]) => out)));
       const unetFeeds: Record<string, Feed> = {
         sample: { data: scaled, dims: [n, c, h, w] },
         timestep: { data: t, dims: [n] },
-        encoder_hidden_states: { data: embeddings, dims: [n, L, D], stable: true },
+        encoder_hidden_states: { data: embeddings, dims: [n, L, D], stableFor: timer },
       };
       for (const [out, inp] of model.residualMap) {
         const r = residuals[out]!;
@@ -65,5 +66,5 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
     },
   });
   // 6. Decode.
-  return finish(model, final, timesteps, seed, h, w, timer, started, input.rgb8);
+  return finish(model, final, timesteps, seed, h, w, timer, started, input);
 }

@@ -65,12 +65,12 @@ export async function runDepth2Img(model: LoadedModel, input: GenerateInput): Pr
         model.sessions.unet.run({
           sample: { data: sampleBuf!, dims: [batch, c + 1, h, w] },
           timestep: { data: t, dims: [batch] },
-          encoder_hidden_states: { data: embeddings, dims: [batch, L, plan.embeddings[0]!.length / L], stable: true },
+          encoder_hidden_states: { data: embeddings, dims: [batch, L, plan.embeddings[0]!.length / L], stableFor: timer },
         }, ['out_sample']),
       );
       return out.out_sample!.data;
     },
   });
   // 6. Decode.
-  return finish(model, final, timesteps, seed, h, w, timer, started, input.rgb8);
+  return finish(model, final, timesteps, seed, h, w, timer, started, input);
 }

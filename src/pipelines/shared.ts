@@ -107,10 +107,10 @@ export async function finish(
   w: number,
   timer: StageTimer,
   started: number,
-  wantRgb8 = false,
+  input: GenerateInput,
 ): Promise<GenerateOutput> {
-  const { image, rgb8 } = await decodeLatents(model, latents, h, w, timer, wantRgb8);
+  const decoded = await decodeLatents(model, latents, h, w, timer, input.output, input.scratch);
   timer.timings.total = performance.now() - started;
   timer.timings.sessionRun = timer.sessionMs;
-  return { image, rgb8, latents, timesteps, seed, timings: timer.timings };
+  return { ...decoded, latents, timesteps, seed, timings: timer.timings };
 }

@@ -3,6 +3,7 @@
  * (src/depth/convert.ts turns linear Z from Blender/three.js into it).
  */
 import type { NoiseSource, SchedulerConfig } from '../schedulers/types.ts';
+import type { Scratch } from '../util/scratch.ts';
 
 /** Planar float image, channel-major [C,H,W]. */
 export interface PlanarImage {
@@ -65,8 +66,16 @@ export interface GenerateInput {
    * skips the full-resolution NaN scans of checkInputs, which cost milliseconds at 512×512.
    */
   inputsValidated?: boolean;
-  /** Also return the image as interleaved RGB8, written in the same pass as the decoder clamp. */
-  rgb8?: boolean;
+  /**
+   * 'planar' (default): `image`, [3,H,W] floats in [0,1]. 'rgb8': only `rgb8`, interleaved bytes
+   * written straight from the decoder output (what PNG and viewports need), without the float image.
+   */
+  output?: 'planar' | 'rgb8';
+  /**
+   * Buffers reused across generations (src/util/scratch.ts), from a caller that runs one
+   * generation at a time (the engine); `rgb8` then lives in it until the next generation.
+   */
+  scratch?: Scratch;
   /** Build a preview every N steps (0 = never). */
   previewEvery?: number;
   onStep?: (event: StepEvent) => void | Promise<void>;
@@ -76,9 +85,11 @@ export interface GenerateInput {
 }
 
 export interface GenerateOutput {
-  /** [3,H,W] in [0,1]. */
-  image: PlanarImage;
-  /** Interleaved RGB8 of `image` (rounded half up), when `rgb8` was asked for. */
+  width: number;
+  height: number;
+  /** [3,H,W] in [0,1], for output 'planar'. */
+  image?: PlanarImage;
+  /** Interleaved RGB8, the bytes toRgb8 gives for `image` (rounded half up), for output 'rgb8'. */
   rgb8?: Uint8Array;
   latents: Float32Array;
   timesteps: number[];

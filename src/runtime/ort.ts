@@ -28,8 +28,12 @@ export interface TensorSpec {
 export interface Feed {
   data: Float32Array | Uint16Array | Int32Array | BigInt64Array | number;
   dims: readonly number[];
-  /** The contents stay the same across runs (embeddings, control image): fp16 conversions are cached. */
-  stable?: boolean;
+  /**
+   * The contents stay the same for as long as this key object lives and is passed (one
+   * generation's embeddings or control image: pass that generation's key), so an fp16 model
+   * converts them once. A key, not a flag: buffers are reused across generations with new contents.
+   */
+  stableFor?: object;
 }
 
 /** A float output: `data` as float32 (converted on first use for fp16 models), `half` when the model gave halves. */
@@ -135,7 +139,7 @@ export class ModelSession {
   }
 
   /** Half-precision copies of stable feeds, so an fp16 model converts its embeddings once per generation. */
-  private readonly halves = new WeakMap<Float32Array, Uint16Array>();
+  private readonly halves = new WeakMap<Float32Array, { key: object; half: Uint16Array }>();
 
   private toTensor(spec: TensorSpec, feed: Feed): ort.Tensor {
     const dims = [...feed.dims];
@@ -151,10 +155,11 @@ export class ModelSession {
         else if (data instanceof Uint16Array) f32 = float16ToFloat32(data);
         else f32 = Float32Array.from(data as ArrayLike<number>, Number);
         if (spec.type === 'float32') return new ort.Tensor('float32', f32, dims);
-        let half = feed.stable ? this.halves.get(f32) : undefined;
+        const cached = feed.stableFor ? this.halves.get(f32) : undefined;
+        let half = cached && cached.key === feed.stableFor ? cached.half : undefined;
         if (!half) {
           half = float32ToFloat16(f32);
-          if (feed.stable) this.halves.set(f32, half);
+          if (feed.stableFor) this.halves.set(f32, { key: feed.stableFor, half });
         }
         return new ort.Tensor('float16', half, dims);
       }

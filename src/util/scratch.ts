@@ -1,0 +1,48 @@
+/**
+ * Full-resolution working buffers kept from one generation to the next. A fresh 3 MiB typed
+ * array costs ~1-2 ms here before its first use (the kernel faults in and zeroes every page),
+ * more than the loop that fills it, so the engine, which runs one job at a time, hands its
+ * pipelines a Scratch and they reuse buffers by role. Contents are whatever the last job left:
+ * every user overwrites what it reads, and nothing may keep a buffer after its job ends.
+ */
+export class Scratch {
+  private readonly float32s = new Map<string, Float32Array>();
+  private readonly bytes = new Map<string, Uint8Array>();
+
+  /** A Float32Array view of `length` values for `role`, reused while the capacity suffices. */
+  float32(role: string, length: number): Float32Array {
+    let buffer = this.float32s.get(role);
+    if (!buffer || buffer.length < length) {
+      buffer = new Float32Array(length);
+      this.float32s.set(role, buffer);
+    }
+    return buffer.length === length ? buffer : buffer.subarray(0, length);
+  }
+
+  /** A Uint8Array view of `length` bytes for `role`. */
+  uint8(role: string, length: number): Uint8Array {
+    let buffer = this.bytes.get(role);
+    if (!buffer || buffer.length < length) {
+      buffer = new Uint8Array(length);
+      this.bytes.set(role, buffer);
+    }
+    return buffer.length === length ? buffer : buffer.subarray(0, length);
+  }
+
+  /** Bytes held, for the bench and health figures. */
+  get byteLength(): number {
+    let n = 0;
+    for (const b of this.float32s.values()) n += b.byteLength;
+    for (const b of this.bytes.values()) n += b.byteLength;
+    return n;
+  }
+}
+
+/** Where a buffer for `role` comes from: the scratch when the caller gave one, else a fresh array. */
+export function float32For(scratch: Scratch | undefined, role: string, length: number): Float32Array {
+  return scratch ? scratch.float32(role, length) : new Float32Array(length);
+}
+
+export function uint8For(scratch: Scratch | undefined, role: string, length: number): Uint8Array {
+  return scratch ? scratch.uint8(role, length) : new Uint8Array(length);
+}
