@@ -6,6 +6,7 @@
  * at most SIMILARITY_GRID² cells) that the similarity skip compares.
  */
 import { DepthcastError } from '../src/errors.ts';
+import type { ForegroundStats } from '../src/depth/convert.ts';
 import { fromHalf } from '../src/runtime/float16.ts';
 
 export interface DepthLayout {
@@ -27,6 +28,8 @@ export interface ScannedDepth {
   part: DepthLayout;
   /** The payload bytes: a view of the received message. */
   bytes: Uint8Array;
+  /** Totals of the foreground values, for the engine's conversion (ForegroundStats in src/depth/convert.ts). */
+  foreground: ForegroundStats;
   /** Block-mean nearness (near = 1, background = 0), row-major gridWidth × gridHeight; live frames only. */
   nearness?: Float32Array;
   gridWidth: number;
@@ -59,10 +62,12 @@ function decodeRow(bytes: Uint8Array, part: DepthLayout, y: number, out: Float32
     const table = halves();
     for (let i = 0; i < width; i++) out[i] = table[raw16[i]!]!;
   } else if (part.kind === 'zdepth') {
-    const scale = (part.far - part.near) / 65535;
+    // The same expression as decodeDepthPixels, so the foreground statistics handed to the
+    // engine are those of the very values it converts.
+    const span = part.far - part.near;
     for (let i = 0; i < width; i++) {
       const h = raw16[i]!;
-      out[i] = h === 65535 ? Infinity : part.near + h * scale;
+      out[i] = h === 65535 ? Infinity : part.near + (h / 65535) * span;
     }
   } else {
     for (let i = 0; i < width; i++) out[i] = raw16[i]! / 65535;
@@ -81,13 +86,66 @@ function blocks(size: number, cells: number): { index: Int32Array; count: Int32A
   return { index, count };
 }
 
+/** Running totals of a scan, kept in a typed array so the per-row loop can live in its own function. */
+const NAN = 0;
+const NEGATIVE = 1;
+const FOREGROUND = 2;
+const MIN = 3;
+const MAX = 4;
+const SUM = 5;
+
+/**
+ * One row: counts NaN / negative / foreground, and adds each foreground pixel's nearness to its
+ * grid cell. A function of its own with plain parameters: V8 keeps its locals in registers
+ * (captured or context variables in the per-pixel loop made the scan several times slower).
+ */
+function scanRow(
+  row: Float32Array, zdepth: boolean, clampOne: boolean, near: number, far: number, invFar: number, invSpan: number,
+  grid: Float32Array | undefined, gridBase: number, cellOf: Int32Array | undefined, totals: Float64Array,
+): void {
+  let nan = 0;
+  let negative = 0;
+  let foreground = 0;
+  let min = totals[MIN]!;
+  let max = totals[MAX]!;
+  let sum = 0;
+  for (let x = 0; x < row.length; x++) {
+    const v = row[x]!;
+    if (!(v >= 0)) {
+      if (v !== v) nan++;
+      else negative++;
+      continue;
+    }
+    let n: number;
+    if (zdepth) {
+      if (!(v < far)) continue; // at or beyond far, or +inf: background
+      n = (1 / (v < near ? near : v) - invFar) * invSpan;
+    } else {
+      if (v === 0 || v === Infinity) continue;
+      n = clampOne && v > 1 ? 1 : v;
+    }
+    if (v < min) min = v;
+    if (v > max) max = v;
+    sum += v;
+    foreground++;
+    if (grid) grid[gridBase + cellOf![x]!]! += n;
+  }
+  totals[NAN]! += nan;
+  totals[NEGATIVE]! += negative;
+  totals[FOREGROUND]! += foreground;
+  totals[MIN] = min;
+  totals[MAX] = max;
+  totals[SUM]! += sum;
+}
+
 /** Throws BAD_DEPTH for NaN, negative or all-background depth (byte counts are checked before this). */
 export function scanDepth(bytes: Uint8Array, part: DepthLayout, withNearness: boolean): ScannedDepth {
   const { width, height, near, far } = part;
   const zdepth = part.kind === 'zdepth';
-  const row = new Float32Array(width);
+  // Aligned f32 is read in place; other layouts are decoded one row at a time into scratch.
+  const direct = part.dtype === 'f32' && bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, width * height) : undefined;
+  const row = new Float32Array(direct ? 0 : width);
   const raw16 = new Uint16Array(part.dtype === 'f32' ? 0 : width);
-  const clampOne = part.kind === 'normalized';
   const gridWidth = Math.min(width, SIMILARITY_GRID);
   const gridHeight = Math.min(height, SIMILARITY_GRID);
   const grid = withNearness ? new Float32Array(gridWidth * gridHeight) : undefined;
@@ -95,39 +153,29 @@ export function scanDepth(bytes: Uint8Array, part: DepthLayout, withNearness: bo
   const rows = grid ? blocks(height, gridHeight) : undefined;
   const invFar = 1 / far;
   const invSpan = 1 / (1 / near - invFar);
-  let nan = 0;
-  let negative = 0;
-  let foreground = 0;
-  let maxFinite = 0;
+  const totals = new Float64Array([0, 0, 0, Infinity, -Infinity, 0]);
   for (let y = 0; y < height; y++) {
-    decodeRow(bytes, part, y, row, raw16);
-    const base = rows ? rows.index[y]! * gridWidth : 0;
-    for (let x = 0; x < width; x++) {
-      const v = row[x]!;
-      if (v !== v) { nan++; continue; }
-      if (v < 0) { negative++; continue; }
-      let n: number;
-      if (zdepth) {
-        if (!(v < far)) continue; // at or beyond far, or +inf: background
-        n = (1 / (v < near ? near : v) - invFar) * invSpan;
-      } else {
-        if (v === 0 || v === Infinity) continue;
-        if (v > maxFinite) maxFinite = v;
-        n = clampOne && v > 1 ? 1 : v;
-      }
-      foreground++;
-      if (grid) grid[base + cols!.index[x]!]! += n;
+    let values: Float32Array;
+    if (direct) {
+      values = direct.subarray(y * width, (y + 1) * width);
+    } else {
+      decodeRow(bytes, part, y, row, raw16);
+      values = row;
     }
+    scanRow(values, zdepth, part.kind === 'normalized', near, far, invFar, invSpan, grid, rows ? rows.index[y]! * gridWidth : 0, cols?.index, totals);
   }
+  const nan = totals[NAN]!;
+  const negative = totals[NEGATIVE]!;
   if (nan) throw new DepthcastError('BAD_DEPTH', `depth has ${nan} NaN values; write background as +inf or a value >= far`);
   if (negative) throw new DepthcastError('BAD_DEPTH', `depth has ${negative} negative values; ${part.kind} depth must be >= 0`);
-  if (!foreground) {
+  if (!totals[FOREGROUND]) {
     throw new DepthcastError('BAD_DEPTH', `depth has no foreground: every pixel is background (${zdepth ? `>= far = ${far} or infinite` : 'zero or infinite'})`);
   }
-  const scanned: ScannedDepth = { part, bytes, gridWidth, gridHeight };
+  const foreground = { min: totals[MIN]!, max: totals[MAX]!, sum: totals[SUM]!, count: totals[FOREGROUND]! };
+  const scanned: ScannedDepth = { part, bytes, foreground, gridWidth, gridHeight };
   if (grid) {
     // Block means; disparity is scaled by its largest value so that it lands in [0, 1].
-    const scale = part.kind === 'disparity' ? 1 / maxFinite : 1;
+    const scale = part.kind === 'disparity' ? 1 / foreground.max : 1;
     for (let gy = 0; gy < gridHeight; gy++) {
       for (let gx = 0; gx < gridWidth; gx++) grid[gy * gridWidth + gx]! *= scale / (rows!.count[gy]! * cols!.count[gx]!);
     }

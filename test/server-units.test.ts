@@ -1,6 +1,7 @@
 /** Server pieces without a server: the depth scan and nearness grid, and job-record retention. */
 import { describe, expect, it } from 'vitest';
 import { DepthcastError } from '../src/errors.ts';
+import { decodeDepthPixels, toNearness } from '../src/depth/convert.ts';
 import { toHalf } from '../src/runtime/float16.ts';
 import { type DepthLayout, nearnessDifference, scanDepth, SIMILARITY_GRID } from '../server/depth-scan.ts';
 import { SIMILARITY_MAX_CELL } from '../server/similarity.ts';
@@ -27,6 +28,29 @@ describe('scanDepth', () => {
     // Near = 1, sky = 0: the bottom row is the closest floor, the top row is sky.
     expect(f32[63 * 64]).toBeGreaterThan(0.4);
     expect(f32[0]).toBe(0);
+  });
+
+  it("hands the engine the foreground statistics toNearness would compute, for every dtype and kind", () => {
+    const z = sceneDepth();
+    const cases: Array<[DepthLayout, ArrayBufferView]> = [
+      [Z, z],
+      [{ ...Z, dtype: 'f16' }, Uint16Array.from(z, (v) => toHalf(v))],
+      [{ ...Z, dtype: 'u16' }, Uint16Array.from(z, (v) => (v >= 10 ? 65535 : Math.round(((v - 1) / 9) * 65535)))],
+      [{ ...Z, kind: 'disparity' }, Float32Array.from(z, (v) => (Number.isFinite(v) ? 1 / v : 0))],
+      [{ ...Z, kind: 'normalized', dtype: 'u16' }, Uint16Array.from(z, (v) => (Number.isFinite(v) ? Math.round(65535 / v) : 0))],
+    ];
+    for (const [part, data] of cases) {
+      const bytes = bytesAt(2, data);
+      const { foreground } = scanDepth(bytes, part, true);
+      const frame = { data: decodeDepthPixels(bytes, part.dtype, part.kind, part.near, part.far, part.width * part.height), width: part.width, height: part.height, kind: part.kind, near: part.near, far: part.far };
+      for (const range of ['auto', 'fixed'] as const) {
+        const own = toNearness(frame, range);
+        const handed = toNearness(frame, range, undefined, foreground);
+        expect(Buffer.from(handed.nearness.buffer).equals(Buffer.from(own.nearness.buffer)), `${part.dtype} ${part.kind} ${range}`).toBe(true);
+        expect([handed.stats.min, handed.stats.max, handed.stats.background]).toEqual([own.stats.min, own.stats.max, own.stats.background]);
+        expect(handed.stats.mean).toBeCloseTo(own.stats.mean, 6);
+      }
+    }
   });
 
   it('maps disparity and normalized depth into [0, 1]', () => {

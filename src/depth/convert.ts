@@ -26,6 +26,18 @@ export interface DepthFrame {
   far: number;
 }
 
+/**
+ * Foreground totals of a frame's decoded values (background excluded, as toNearness defines it).
+ * The service's intake scan computes them on its way through the frame; handing them to
+ * toNearness spares the engine a second full-resolution pass.
+ */
+export interface ForegroundStats {
+  min: number;
+  max: number;
+  sum: number;
+  count: number;
+}
+
 export interface DepthStats {
   min: number;
   max: number;
@@ -34,8 +46,70 @@ export interface DepthStats {
   background: number;
 }
 
-/** Validates a frame and returns nearness in [0,1] (near = 1, background = 0) plus statistics of the foreground. */
-export function toNearness(frame: DepthFrame, range: DepthRange): { nearness: Float32Array; stats: DepthStats } {
+/** acc = [min, max, sum, foreground, invalid]; zdepth foreground is 0 <= v < far, invalid is NaN or negative. */
+function zdepthStats(data: Float32Array, far: number, acc: Float64Array): void {
+  let min = Infinity;
+  let max = -Infinity;
+  let sum = 0;
+  let fg = 0;
+  let invalid = 0;
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    if (v >= 0 && v < far) {
+      if (v < min) min = v;
+      if (v > max) max = v;
+      sum += v;
+      fg++;
+    } else if (!(v >= 0)) {
+      invalid++;
+    }
+  }
+  acc.set([min, max, sum, fg, invalid]);
+}
+
+/** Disparity and normalized depth: background is +inf, or <= bgAtOrBelow, or 0 for disparity. */
+function isOtherBackground(v: number, bgAtOrBelow: number, disparity: boolean): boolean {
+  return v === Infinity || v <= bgAtOrBelow || (disparity && v === 0);
+}
+
+function otherStats(data: Float32Array, bgAtOrBelow: number, disparity: boolean, acc: Float64Array): void {
+  let min = Infinity;
+  let max = -Infinity;
+  let sum = 0;
+  let fg = 0;
+  let invalid = 0;
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    if (!(v >= 0)) {
+      invalid++;
+      continue;
+    }
+    if (isOtherBackground(v, bgAtOrBelow, disparity)) continue;
+    if (v < min) min = v;
+    if (v > max) max = v;
+    sum += v;
+    fg++;
+  }
+  acc.set([min, max, sum, fg, invalid]);
+}
+
+/** Inverse depth between zNear and zFar, 0 for background (z >= far). */
+function zdepthToNearness(data: Float32Array, out: Float32Array, far: number, zNear: number, zFar: number, invFar: number, scale: number): void {
+  // Written without an early `continue`: this form measured ~1.5× faster in V8.
+  for (let i = 0; i < data.length; i++) {
+    const v = data[i]!;
+    const z = Math.min(Math.max(v, zNear), zFar);
+    out[i] = v >= far ? 0 : (1 / z - invFar) * scale;
+  }
+}
+
+/**
+ * Validates a frame and returns nearness in [0,1] (near = 1, background = 0) plus statistics of
+ * the foreground; written into `out` (width×height values, every one overwritten) when given.
+ * With `known` (from a scan of these same values that also refused NaN and negatives) the
+ * statistics pass is skipped.
+ */
+export function toNearness(frame: DepthFrame, range: DepthRange, out?: Float32Array, known?: ForegroundStats): { nearness: Float32Array; stats: DepthStats } {
   const { data, width, height, kind, near, far } = frame;
   if (!(width > 0 && height > 0) || data.length !== width * height) {
     throw new DepthcastError('BAD_DEPTH', `depth has ${data.length} values, expected width×height = ${width}×${height} = ${width * height}`);
@@ -44,30 +118,28 @@ export function toNearness(frame: DepthFrame, range: DepthRange): { nearness: Fl
   const n = data.length;
   // Background: zdepth at or beyond far (inf included); disparity 0; normalized <= 0; any +inf.
   // Written as one threshold test per kind so both passes stay tight loops over the frame.
+  // No closures over these locals: a captured variable lives in a heap context, and loading it
+  // on every pixel made these loops 3-4× slower (2-3.5 ms instead of ~0.5 at 512×512).
   const zdepth = kind === 'zdepth';
   const bgAtOrBelow = kind === 'normalized' ? 0 : -1;
-  const isBackground = (v: number) => (zdepth ? v >= far : v === Infinity || v <= bgAtOrBelow || (kind === 'disparity' && v === 0));
-  let min = Infinity;
-  let max = -Infinity;
-  let sum = 0;
-  let fg = 0;
+  const acc = new Float64Array(5);
+  if (known) acc.set([known.min, known.max, known.sum, known.count, 0]);
+  else if (zdepth) zdepthStats(data, far, acc);
+  else otherStats(data, bgAtOrBelow, kind === 'disparity', acc);
+  const min = acc[0]!;
+  const max = acc[1]!;
+  const sum = acc[2]!;
+  const fg = acc[3]!;
+  const invalid = acc[4]!;
   let nan = 0;
   let negative = 0;
-  for (let i = 0; i < n; i++) {
-    const v = data[i]!;
-    if (v !== v) { nan++; continue; }
-    if (v < 0) { negative++; continue; }
-    if (isBackground(v)) continue;
-    if (v < min) min = v;
-    if (v > max) max = v;
-    sum += v;
-    fg++;
-  }
+  if (invalid) for (let i = 0; i < n; i++) { const v = data[i]!; if (v !== v) nan++; else if (v < 0) negative++; }
   if (nan) throw new DepthcastError('BAD_DEPTH', `depth has ${nan} NaN values; write background as +inf or a value >= far`);
   if (negative) throw new DepthcastError('BAD_DEPTH', `depth has ${negative} negative values; ${kind} depth must be >= 0`);
   if (fg === 0) throw new DepthcastError('BAD_DEPTH', `depth has no foreground: every pixel is background (>= far = ${far} or infinite); move the camera or raise far`);
 
-  const nearness = new Float32Array(n);
+  if (out && out.length !== n) throw new RangeError(`toNearness: out has ${out.length} values, expected ${n}`);
+  const nearness = out ?? new Float32Array(n);
   const bgCount = n - fg;
   if (zdepth) {
     // auto stretches the foreground to the frame, but where there is background (sky) the far
@@ -77,19 +149,18 @@ export function toNearness(frame: DepthFrame, range: DepthRange): { nearness: Fl
     // Inverse depth: what MiDaS-style depth models (and thus depth2img and the depth ControlNet) were trained on.
     const invFar = 1 / zFar;
     const scale = 1 / (1 / zNear - invFar);
-    for (let i = 0; i < n; i++) {
-      const v = data[i]!;
-      if (v >= far) continue;
-      const z = v < zNear ? zNear : v > zFar ? zFar : v;
-      nearness[i] = (1 / z - invFar) * scale;
-    }
+    zdepthToNearness(data, nearness, far, zNear, zFar, invFar, scale);
   } else {
     const lo = range === 'auto' || kind === 'disparity' ? min : 0;
     const hi = range === 'auto' || kind === 'disparity' ? max : 1;
     const inv = 1 / (hi > lo ? hi - lo : 1);
+    const disparity = kind === 'disparity';
     for (let i = 0; i < n; i++) {
       const v = data[i]!;
-      if (isBackground(v)) continue;
+      if (isOtherBackground(v, bgAtOrBelow, disparity)) {
+        nearness[i] = 0;
+        continue;
+      }
       const t = (v - lo) * inv;
       nearness[i] = t < 0 ? 0 : t > 1 ? 1 : t;
     }
@@ -102,13 +173,18 @@ export function depthForDepth2img(nearness: Float32Array, width: number, height:
   return { data: nearness, width, height, channels: 1 };
 }
 
-/** ControlNet conditioning: RGB in [0,1], near = white, at the output size. */
-export function controlImageFromNearness(nearness: Float32Array, width: number, height: number, outW: number, outH: number): PlanarImage {
+/**
+ * ControlNet conditioning: RGB in [0,1], near = white, at the output size, written into `out`
+ * (3·outW·outH values) when given. When the sizes match and `nearness` already is the first
+ * plane of `out` (toNearness wrote it there), only the two other planes are copied.
+ */
+export function controlImageFromNearness(nearness: Float32Array, width: number, height: number, outW: number, outH: number, out?: Float32Array): PlanarImage {
   const size = outW * outH;
-  const data = new Float32Array(3 * size);
+  if (out && out.length !== 3 * size) throw new RangeError(`controlImageFromNearness: out has ${out.length} values, expected ${3 * size}`);
+  const data = out ?? new Float32Array(3 * size);
   if (width === outW && height === outH) {
     // Nearness is already in [0,1]: three plane copies, no resampling or clamping.
-    data.set(nearness, 0);
+    if (nearness.buffer !== data.buffer || nearness.byteOffset !== data.byteOffset) data.set(nearness, 0);
   } else {
     const plane = resizeBicubic(nearness, 1, height, width, outH, outW);
     for (let i = 0; i < size; i++) {
@@ -128,7 +204,8 @@ export function decodeDepthPixels(bytes: Uint8Array, dtype: 'f32' | 'f16' | 'u16
     throw new DepthcastError('BAD_FRAME', `depth payload has ${bytes.byteLength} bytes, expected ${count} pixels × ${bytesPer} bytes (${dtype}) = ${count * bytesPer}`);
   }
   const aligned = bytes.byteOffset % bytesPer === 0 ? bytes : bytes.slice();
-  if (dtype === 'f32') return new Float32Array(aligned.buffer, aligned.byteOffset, count).slice();
+  // f32 is read in place (a view of the caller's bytes); nothing downstream writes to it.
+  if (dtype === 'f32') return new Float32Array(aligned.buffer, aligned.byteOffset, count);
   const u16 = new Uint16Array(aligned.buffer, aligned.byteOffset, count);
   if (dtype === 'f16') return float16ToFloat32(u16);
   // u16: 0..65535 spans near..far for zdepth (65535 = background); [0,1] otherwise.

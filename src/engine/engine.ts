@@ -5,6 +5,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { DepthcastError, isErrorCode } from '../errors.ts';
+import type { ForegroundStats } from '../depth/convert.ts';
 import type { FrameHeader } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts';
@@ -17,6 +18,8 @@ export interface EngineJobInput {
   depth: Uint8Array;
   init?: Uint8Array;
   layout?: Uint8Array;
+  /** Foreground totals of the depth from the service's intake scan; the worker then skips its own pass. */
+  depthForeground?: ForegroundStats;
 }
 
 export interface EngineHooks {
@@ -112,7 +115,7 @@ export class Engine {
     this.running = job;
     this.worker ??= this.spawn();
     const { input } = job;
-    const msg: ToWorker = { type: 'run', seq: job.seq, jobId: input.jobId, model: input.model, header: input.header, depth: input.depth, init: input.init, layout: input.layout };
+    const msg: ToWorker = { type: 'run', seq: job.seq, jobId: input.jobId, model: input.model, header: input.header, depth: input.depth, init: input.init, layout: input.layout, depthForeground: input.depthForeground };
     this.worker.postMessage(msg);
   }
 

@@ -2,7 +2,7 @@
  * Turns a validated frame (header + raw parts) into pipeline input for a loaded model:
  * depth contract → model conditioning, init image, layout → region prompts, defaults.
  */
-import { controlImageFromNearness, decodeDepthPixels, type DepthStats, depthForDepth2img, toNearness } from '../depth/convert.ts';
+import { controlImageFromNearness, decodeDepthPixels, type DepthStats, depthForDepth2img, type ForegroundStats, toNearness } from '../depth/convert.ts';
 import { DepthcastError } from '../errors.ts';
 import { decodeToPlanar } from '../image/codec.ts';
 import type { LoadedModel } from '../models/load.ts';
@@ -11,6 +11,7 @@ import { MAX_REGIONS } from '../pipelines/regions.ts';
 import type { GenerateInput, RegionPrompt } from '../pipelines/types.ts';
 import type { FrameHeader } from '../protocol/schemas.ts';
 import { schedulerConfigFor } from '../schedulers/index.ts';
+import { float32For, type Scratch } from '../util/scratch.ts';
 
 /** Defaults when a frame leaves a parameter out; few-step schedulers get few-step settings. */
 export function defaultsFor(scheduler: string | undefined): { steps: number; guidance: number } {
@@ -60,14 +61,34 @@ function layoutRegions(header: FrameHeader, bytes: Uint8Array | undefined, outW:
   return regions;
 }
 
-export async function prepareJob(model: LoadedModel, header: FrameHeader, depthBytes: Uint8Array, initBytes?: Uint8Array, layoutBytes?: Uint8Array): Promise<PreparedJob> {
+/**
+ * `scratch` (the engine's, reused across jobs) holds the full-resolution conditioning; without
+ * it fresh arrays are used. With matching sizes, nearness is written straight into the control
+ * image's first plane.
+ */
+export interface JobParts {
+  depth: Uint8Array;
+  init?: Uint8Array;
+  layout?: Uint8Array;
+  /** From the service's intake scan of these depth bytes (which also validated them). */
+  depthForeground?: ForegroundStats;
+}
+
+export async function prepareJob(model: LoadedModel, header: FrameHeader, parts: JobParts, scratch?: Scratch): Promise<PreparedJob> {
+  const { depth: depthBytes, init: initBytes, layout: layoutBytes } = parts;
   const { depth, params } = header;
   const f = model.vaeScaleFactor;
   const width = params.width ?? Math.floor(depth.width / f) * f;
   const height = params.height ?? Math.floor(depth.height / f) * f;
   if (width < f || height < f) throw new DepthcastError('BAD_REQUEST', `output size ${width}×${height} is too small; it must be at least ${f}×${f}`);
   const pixels = decodeDepthPixels(depthBytes, depth.dtype, depth.kind, depth.near, depth.far, depth.width * depth.height);
-  const { nearness, stats } = toNearness({ data: pixels, width: depth.width, height: depth.height, kind: depth.kind, near: depth.near, far: depth.far }, params.depthRange);
+  const depthPixels = depth.width * depth.height;
+  const controlData = model.family === 'controlnet' ? float32For(scratch, 'controlImage', 3 * width * height) : undefined;
+  const nearnessOut = controlData && depthPixels === width * height && depth.width === width
+    ? controlData.subarray(0, depthPixels)
+    : float32For(scratch, 'nearness', depthPixels);
+  const frame = { data: pixels, width: depth.width, height: depth.height, kind: depth.kind, near: depth.near, far: depth.far };
+  const { nearness, stats } = toNearness(frame, params.depthRange, nearnessOut, parts.depthForeground);
   const schedulerName = params.scheduler;
   const defaults = defaultsFor(schedulerName);
   const seed = params.seed ?? randomSeed();
@@ -85,13 +106,14 @@ export async function prepareJob(model: LoadedModel, header: FrameHeader, depthB
     regionFeather: params.regions?.feather,
     // Conditioning built below from depth that toNearness validated; images decoded by sharp.
     inputsValidated: true,
-    rgb8: true,
+    output: 'rgb8',
+    scratch,
   };
   if (model.family === 'depth2img') {
     input.depth = depthForDepth2img(nearness, depth.width, depth.height);
     input.depthNormalization = params.depthRange === 'fixed' ? 'fixed' : 'minmax';
   } else {
-    input.controlImage = controlImageFromNearness(nearness, depth.width, depth.height, width, height);
+    input.controlImage = controlImageFromNearness(nearness, depth.width, depth.height, width, height, controlData);
   }
   if (header.init && initBytes) {
     const raw = header.init.format === 'rgba8' ? { width: header.init.width ?? 0, height: header.init.height ?? 0 } : undefined;

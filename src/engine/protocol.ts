@@ -1,4 +1,5 @@
 /** Messages between the engine (main thread) and its inference worker thread. */
+import type { ForegroundStats } from '../depth/convert.ts';
 import type { FrameHeader } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
 
@@ -9,7 +10,7 @@ export interface WorkerInit {
 }
 
 export type ToWorker =
-  | { type: 'run'; seq: number; jobId: string; model: { name: string; dir: string }; header: FrameHeader; depth: Uint8Array; init?: Uint8Array; layout?: Uint8Array }
+  | { type: 'run'; seq: number; jobId: string; model: { name: string; dir: string }; header: FrameHeader; depth: Uint8Array; init?: Uint8Array; layout?: Uint8Array; depthForeground?: ForegroundStats }
   | { type: 'unload' };
 
 export type FromWorker =

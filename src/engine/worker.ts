@@ -7,7 +7,8 @@ import { toDepthcastError } from '../errors.ts';
 import { encodeJpeg, encodePng } from '../image/codec.ts';
 import { type LoadedModel, loadModel } from '../models/load.ts';
 import { generate } from '../pipelines/index.ts';
-import { toRgb8 } from '../pipelines/steps.ts';
+import { writeRgbPng } from '../image/png.ts';
+import { Scratch } from '../util/scratch.ts';
 import { prepareJob } from './prepare.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts';
 
@@ -15,6 +16,8 @@ const init = workerData as WorkerInit;
 const cancelled = new Int32Array(init.cancel);
 const port = parentPort!;
 let current: LoadedModel | undefined;
+/** Full-resolution buffers reused from job to job; jobs run one at a time. */
+const scratch = new Scratch();
 
 function post(message: FromWorker, transfer: ArrayBuffer[] = []): void {
   port.postMessage(message, transfer);
@@ -38,7 +41,7 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
   try {
     const model = await modelFor(msg.model.name, msg.model.dir);
     const prepareStart = performance.now();
-    const prepared = await prepareJob(model, msg.header, msg.depth, msg.init, msg.layout);
+    const prepared = await prepareJob(model, msg.header, { depth: msg.depth, init: msg.init, layout: msg.layout, depthForeground: msg.depthForeground }, scratch);
     const prepareMs = performance.now() - prepareStart;
     const abort = new AbortController();
     prepared.input.signal = abort.signal;
@@ -57,16 +60,18 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     };
     if (Atomics.load(cancelled, 0) === seq) abort.abort();
     const output = await generate(model, prepared.input);
-    await previews;
     const t0 = performance.now();
-    const png = await encodePng(output.rgb8 ?? toRgb8(output.image), output.image.width, output.image.height, {
-      parameters: JSON.stringify(prepared.params),
-      Software: 'depthcast',
-    }, msg.header.mode === 'live' ? 0 : 6);
-    const timings = { ...output.timings, prepare: prepareMs, png: performance.now() - t0 };
+    const text = { parameters: JSON.stringify(prepared.params), Software: 'depthcast' };
+    const rgb8 = output.rgb8!;
+    // Live: a stored PNG written here while the last preview's JPEG encodes on the libuv pool.
+    // Batch: sharp's adaptive filtering at level 6, where file size matters more than milliseconds.
+    const png = msg.header.mode === 'live' ? writeRgbPng(rgb8, output.width, output.height, text, 0) : await encodePng(rgb8, output.width, output.height, text, 6);
+    const pngMs = performance.now() - t0;
+    await previews;
+    const timings = { ...output.timings, prepare: prepareMs, png: pngMs };
     post(
       {
-        type: 'result', seq, png, width: output.image.width, height: output.image.height, seed: output.seed,
+        type: 'result', seq, png, width: output.width, height: output.height, seed: output.seed,
         params: prepared.params, model: { name: model.name, hash: model.hash }, timings, depthStats: { ...prepared.depthStats },
       },
       [png.buffer as ArrayBuffer],
