@@ -37,8 +37,10 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
   const final = await denoise({
     model, scheduler, timesteps, latents, plan, h, w, noise, timer, input,
     async predict(scaled, n, t) {
+      // Both models take this step's latents: an fp16 pair converts them once.
+      const step = {};
       const cnFeeds: Record<string, Feed> = {
-        sample: { data: scaled, dims: [n, c, h, w] },
+        sample: { data: scaled, dims: [n, c, h, w], stableFor: step },
         timestep: { data: t, dims: [n] },
         encoder_hidden_states: { data: embeddings, dims: [n, L, D], stableFor: timer },
         controlnet_cond: { data: controlBatch, dims: [n, 3, input.height, input.width], stableFor: timer },
@@ -46,7 +48,7 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
       if (model.controlnetTakesScale) cnFeeds.conditioning_scale = { data: scale, dims: [] };
       const residuals = await timer.time('controlnet', () => controlnet.run(cnFeeds, model.residualMap.map(([out]) => out)));
       const unetFeeds: Record<string, Feed> = {
-        sample: { data: scaled, dims: [n, c, h, w] },
+        sample: { data: scaled, dims: [n, c, h, w], stableFor: step },
         timestep: { data: t, dims: [n] },
         encoder_hidden_states: { data: embeddings, dims: [n, L, D], stableFor: timer },
       };
