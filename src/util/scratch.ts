@@ -11,31 +11,22 @@ export class Scratch {
 
   /** A Float32Array view of `length` values for `role`, reused while the capacity suffices. */
   float32(role: string, length: number): Float32Array {
-    let buffer = this.float32s.get(role);
-    if (!buffer || buffer.length < length) {
-      buffer = new Float32Array(length);
-      this.float32s.set(role, buffer);
-    }
-    return buffer.length === length ? buffer : buffer.subarray(0, length);
+    return reuse(this.float32s, role, length, (n) => new Float32Array(n));
   }
 
   /** A Uint8Array view of `length` bytes for `role`. */
   uint8(role: string, length: number): Uint8Array {
-    let buffer = this.bytes.get(role);
-    if (!buffer || buffer.length < length) {
-      buffer = new Uint8Array(length);
-      this.bytes.set(role, buffer);
-    }
-    return buffer.length === length ? buffer : buffer.subarray(0, length);
+    return reuse(this.bytes, role, length, (n) => new Uint8Array(n));
   }
+}
 
-  /** Bytes held, for the bench and health figures. */
-  get byteLength(): number {
-    let n = 0;
-    for (const b of this.float32s.values()) n += b.byteLength;
-    for (const b of this.bytes.values()) n += b.byteLength;
-    return n;
+function reuse<T extends Float32Array | Uint8Array>(held: Map<string, T>, role: string, length: number, create: (length: number) => T): T {
+  let buffer = held.get(role);
+  if (!buffer || buffer.length < length) {
+    buffer = create(length);
+    held.set(role, buffer);
   }
+  return buffer.length === length ? buffer : (buffer.subarray(0, length) as T);
 }
 
 /** Where a buffer for `role` comes from: the scratch when the caller gave one, else a fresh array. */
