@@ -2,7 +2,7 @@
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { readPngText } from '../src/image/codec.ts';
-import { writeRgbPng } from '../src/image/png.ts';
+import { addPngText, writeRgbPng } from '../src/image/png.ts';
 
 function pattern(width: number, height: number): Uint8Array {
   return Uint8Array.from({ length: width * height * 3 }, (_, i) => (i * 37 + (i >> 5)) & 255);
@@ -21,6 +21,15 @@ describe('writeRgbPng', () => {
       expect([png.byteOffset, png.buffer.byteLength]).toEqual([0, png.byteLength]);
     });
   }
+
+  it('addPngText puts tEXt chunks into an encoder\'s PNG that still decodes', async () => {
+    const rgb = pattern(9, 4);
+    const encoded = await sharp(rgb, { raw: { width: 9, height: 4, channels: 3 } }).png().toBuffer();
+    const png = addPngText(encoded, { parameters: '{"seed":2}' });
+    expect(readPngText(png)).toEqual({ parameters: '{"seed":2}' });
+    const { data } = await sharp(png).raw().toBuffer({ resolveWithObject: true });
+    expect(Buffer.from(data).equals(Buffer.from(rgb))).toBe(true);
+  });
 
   it('refuses a byte count that does not match the size', () => {
     expect(() => writeRgbPng(new Uint8Array(10), 2, 2)).toThrow(/expected 12/);

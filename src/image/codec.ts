@@ -1,24 +1,8 @@
 /** Image encode/decode through sharp, plus PNG text chunks for generation parameters. */
-import { crc32 } from 'node:zlib';
 import sharp from 'sharp';
 import { DepthcastError } from '../errors.ts';
 import type { PlanarImage } from '../pipelines/types.ts';
-
-/** Inserts tEXt chunks (keyword → text, Latin-1) right after IHDR, where readers expect metadata. */
-export function addPngText(png: Uint8Array, entries: Record<string, string>): Uint8Array {
-  const ihdrEnd = 8 + 8 + 13 + 4;
-  const chunks: Buffer[] = [];
-  for (const [keyword, text] of Object.entries(entries)) {
-    const data = Buffer.concat([Buffer.from(keyword, 'latin1'), Buffer.from([0]), Buffer.from(text, 'latin1')]);
-    const typeAndData = Buffer.concat([Buffer.from('tEXt', 'latin1'), data]);
-    const chunk = Buffer.alloc(12 + data.length);
-    chunk.writeUInt32BE(data.length, 0);
-    typeAndData.copy(chunk, 4);
-    chunk.writeUInt32BE(crc32(typeAndData) >>> 0, 8 + data.length);
-    chunks.push(chunk);
-  }
-  return Buffer.concat([png.subarray(0, ihdrEnd), ...chunks, png.subarray(ihdrEnd)]);
-}
+import { addPngText } from './png.ts';
 
 /** Reads the tEXt chunks of a PNG. */
 export function readPngText(png: Uint8Array): Record<string, string> {

@@ -9,13 +9,17 @@ import { crc32, deflateSync } from 'node:zlib';
 
 const SIGNATURE = Uint8Array.of(0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a);
 
-/** Chunks written straight into the file buffer: length, type, data, CRC of type + data. */
-function writePng(chunks: Array<[type: string, data: Uint8Array]>): Uint8Array {
-  const size = SIGNATURE.byteLength + chunks.reduce((n, [, data]) => n + 12 + data.byteLength, 0);
-  // Never from Buffer's shared pool: the worker transfers the result's ArrayBuffer.
+type Chunk = [type: string, data: Uint8Array];
+
+/**
+ * `before`, then each chunk (length, type, data, CRC of type + data), then `after`, written
+ * straight into one buffer. Never from Buffer's shared pool: the worker transfers the result.
+ */
+function writeChunks(before: Uint8Array, chunks: Chunk[], after: Uint8Array = new Uint8Array(0)): Uint8Array {
+  const size = before.byteLength + chunks.reduce((n, [, data]) => n + 12 + data.byteLength, 0) + after.byteLength;
   const out = Buffer.allocUnsafeSlow(size);
-  out.set(SIGNATURE, 0);
-  let offset = SIGNATURE.byteLength;
+  out.set(before, 0);
+  let offset = before.byteLength;
   for (const [type, data] of chunks) {
     out.writeUInt32BE(data.byteLength, offset);
     out.write(type, offset + 4, 'latin1');
@@ -24,7 +28,21 @@ function writePng(chunks: Array<[type: string, data: Uint8Array]>): Uint8Array {
     out.writeUInt32BE(crc >>> 0, offset + 8 + data.byteLength);
     offset += 12 + data.byteLength;
   }
+  out.set(after, offset);
   return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+}
+
+/** A tEXt chunk: keyword, a zero byte, the text, both Latin-1. */
+function textChunk([keyword, text]: [string, string]): Chunk {
+  return ['tEXt', Buffer.concat([Buffer.from(keyword, 'latin1'), Buffer.of(0), Buffer.from(text, 'latin1')])];
+}
+
+/** Signature (8 bytes) + IHDR chunk (12 + 13): where readers expect metadata to follow. */
+const IHDR_END = 8 + 12 + 13;
+
+/** Inserts tEXt chunks (keyword → text, Latin-1) into an encoded PNG right after IHDR. */
+export function addPngText(png: Uint8Array, entries: Record<string, string>): Uint8Array {
+  return writeChunks(png.subarray(0, IHDR_END), Object.entries(entries).map(textChunk), png.subarray(IHDR_END));
 }
 
 /** Interleaved RGB8 → PNG with optional tEXt chunks (keyword → Latin-1 text) after IHDR. */
@@ -39,10 +57,7 @@ export function writeRgbPng(rgb: Uint8Array, width: number, height: number, text
   // Each scanline is its filter byte (0 = none) followed by the row's bytes.
   const scanlines = Buffer.alloc((row + 1) * height);
   for (let y = 0; y < height; y++) scanlines.set(rgb.subarray(y * row, (y + 1) * row), y * (row + 1) + 1);
-  const chunks: Array<[string, Uint8Array]> = [['IHDR', ihdr]];
-  for (const [keyword, value] of Object.entries(text)) {
-    chunks.push(['tEXt', Buffer.concat([Buffer.from(keyword, 'latin1'), Buffer.of(0), Buffer.from(value, 'latin1')])]);
-  }
+  const chunks: Chunk[] = [['IHDR', ihdr], ...Object.entries(text).map(textChunk)];
   chunks.push(['IDAT', deflateSync(scanlines, { level })], ['IEND', new Uint8Array(0)]);
-  return writePng(chunks);
+  return writeChunks(SIGNATURE, chunks);
 }
