@@ -158,3 +158,30 @@ describe('pipeline output options', () => {
     await model.release();
   });
 });
+
+describe('decoded image to bytes', () => {
+  // Expected bytes computed with numpy, as the reference's numpy_to_pil does it:
+  // (np.clip(x / 2 + 0.5, 0, 1) * 255).round().astype(np.uint8), all in float32. The first two
+  // values sit where the float32 product rounds onto k + 0.5 (205.49999535 → 205.5 → 206):
+  // rounding the exact product half up gave 205 and 215 there.
+  const decoder = [0.6117647290229797, 0.6901959776878357, -0.003921568859368563, 1, -1, 0, 2, -2, Infinity, -Infinity];
+  const expected = [206, 216, 127, 255, 0, 128, 255, 0, 255, 0];
+
+  it('decoderOutputToRgb8 matches numpy byte for byte, NaN included', async () => {
+    const { decoderOutputToRgb8 } = await import('../src/pipelines/steps.ts');
+    const values = [...decoder, NaN, NaN];
+    const plane = values.length / 3;
+    // Planar input: channel c of pixel i is values[c * plane + i]; output interleaves them.
+    const rgb = decoderOutputToRgb8(Float32Array.from(values), plane);
+    const want = [...expected, 0, 0];
+    for (let c = 0; c < 3; c++) for (let i = 0; i < plane; i++) expect(rgb[i * 3 + c]).toBe(want[c * plane + i]);
+  });
+
+  it('toRgb8 rounds the float32 product half to even, as numpy', async () => {
+    const { toRgb8 } = await import('../src/pipelines/steps.ts');
+    // 0.80588233 · 255 is 205.4999953… exactly but 205.5 in float32; 1/510 becomes 0.5 → 0.
+    const data = Float32Array.from([0.5, 0.8058823347091675, 0.8450980186462402, 0.0019607844296842813, 0, 1]);
+    // Planar R = [0.5, 0.806], G = [0.845, 1/510], B = [0, 1] → pixels (R, G, B) interleaved.
+    expect([...toRgb8({ data, width: 2, height: 1, channels: 3 })]).toEqual([128, 216, 0, 206, 0, 255]);
+  });
+});

@@ -89,7 +89,7 @@ export interface GenerateOutput {
   height: number;
   /** [3,H,W] in [0,1], for output 'planar'. */
   image?: PlanarImage;
-  /** Interleaved RGB8, the bytes toRgb8 gives for `image` (rounded half up), for output 'rgb8'. */
+  /** Interleaved RGB8, the bytes toRgb8 gives for `image` (numpy's float32 `round`), for output 'rgb8'. */
   rgb8?: Uint8Array;
   latents: Float32Array;
   timesteps: number[];
