@@ -8,6 +8,7 @@ import { DepthcastError, isErrorCode } from '../errors.ts';
 import type { ForegroundStats } from '../depth/convert.ts';
 import type { FrameHeader } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
+import { configureInferenceWorkerHeap } from './heap.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts';
 import type { EngineProgress, EngineResult } from './types.ts';
 
@@ -29,6 +30,17 @@ export interface EngineHooks {
 
 export interface EngineResultWithStats extends EngineResult {
   depthStats: Record<string, number>;
+  /** Full (mark-compact) garbage collections in the worker during the job; timings.gc has their pause cost with the rest. */
+  gcMajor: number;
+}
+
+export interface EngineOptions {
+  /**
+   * 'sized' (the default) starts the worker with the larger initial old space of heap.ts;
+   * 'v8-default' leaves V8's sizing, for comparing the two. The setting is a process-wide V8
+   * flag: once a sized worker has started, workers started later are sized too.
+   */
+  workerHeap?: 'sized' | 'v8-default';
 }
 
 export interface LoadedModelInfo {
@@ -59,7 +71,11 @@ export class Engine {
   /** The model the worker holds, once one was loaded. */
   loaded?: LoadedModelInfo;
 
-  constructor(readonly device: Device = 'auto', private readonly log: (line: string) => void = () => {}) {}
+  constructor(
+    readonly device: Device = 'auto',
+    private readonly log: (line: string) => void = () => {},
+    private readonly options: EngineOptions = {},
+  ) {}
 
   get busy(): boolean {
     return this.running !== undefined;
@@ -92,6 +108,7 @@ export class Engine {
 
   private spawn(): Worker {
     const init: WorkerInit = { device: this.device, cancel: this.cancel };
+    if (this.options.workerHeap !== 'v8-default') configureInferenceWorkerHeap();
     const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: init });
     worker.on('message', (msg: FromWorker) => this.onMessage(msg));
     const fail = (reason: string) => {
@@ -140,7 +157,7 @@ export class Engine {
     if (msg.type === 'result') {
       job.resolve({
         jobId: job.input.jobId, png: msg.png, width: msg.width, height: msg.height, seed: msg.seed,
-        params: msg.params, model: msg.model, timings: msg.timings, depthStats: msg.depthStats,
+        params: msg.params, model: msg.model, timings: msg.timings, depthStats: msg.depthStats, gcMajor: msg.gcMajor,
       });
     } else {
       job.reject(new DepthcastError(isErrorCode(msg.code) ? msg.code : 'INFERENCE_FAILED', msg.message));

@@ -16,5 +16,5 @@ export type ToWorker =
 export type FromWorker =
   | { type: 'loaded'; name: string; device: string; family: string; dtype: string; hash: string; fallbacks: string[] }
   | { type: 'progress'; seq: number; step: number; total: number; timestep: number; jpeg?: Uint8Array; width?: number; height?: number }
-  | { type: 'result'; seq: number; png: Uint8Array; width: number; height: number; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number>; depthStats: Record<string, number> }
+  | { type: 'result'; seq: number; png: Uint8Array; width: number; height: number; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number>; depthStats: Record<string, number>; gcMajor: number }
   | { type: 'error'; seq: number; code: string; message: string };

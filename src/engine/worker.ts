@@ -2,6 +2,7 @@
  * The inference worker thread: owns the ONNX sessions and runs one job at a time, so
  * session.run (a blocking native call) never stalls the server's event loop.
  */
+import { GCProfiler } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import { toDepthcastError } from '../errors.ts';
 import { encodeJpeg, encodePng } from '../image/codec.ts';
@@ -36,8 +37,22 @@ async function modelFor(name: string, dir: string): Promise<LoadedModel> {
   return model;
 }
 
+/** Garbage collection during a job: total pause cost and full (mark-compact) collections. */
+function gcSummary(result: ReturnType<GCProfiler['stop']>): { ms: number; major: number } {
+  let cost = 0;
+  let major = 0;
+  for (const event of result.statistics) {
+    cost += event.cost;
+    if (event.gcType === 'MarkSweepCompact') major++;
+  }
+  return { ms: cost / 1000, major };
+}
+
 async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
   const { seq } = msg;
+  // Reported with each result: GC pauses are part of what a frame costs beyond the model.
+  const gc = new GCProfiler();
+  gc.start();
   try {
     const model = await modelFor(msg.model.name, msg.model.dir);
     const prepareStart = performance.now();
@@ -68,15 +83,18 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     const png = msg.header.mode === 'live' ? writeRgbPng(rgb8, output.width, output.height, text, 0) : await encodePng(rgb8, output.width, output.height, text, 6);
     const pngMs = performance.now() - t0;
     await previews;
-    const timings = { ...output.timings, prepare: prepareMs, png: pngMs };
+    const gcStats = gcSummary(gc.stop());
+    const timings = { ...output.timings, prepare: prepareMs, png: pngMs, gc: gcStats.ms };
     post(
       {
         type: 'result', seq, png, width: output.width, height: output.height, seed: output.seed,
         params: prepared.params, model: { name: model.name, hash: model.hash }, timings, depthStats: { ...prepared.depthStats },
+        gcMajor: gcStats.major,
       },
       [png.buffer as ArrayBuffer],
     );
   } catch (err) {
+    gc.stop();
     const e = toDepthcastError(err, 'INFERENCE_FAILED');
     post({ type: 'error', seq, code: e.code, message: e.message });
   }
