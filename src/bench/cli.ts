@@ -8,7 +8,8 @@ import os from 'node:os';
 import type { Device } from '../runtime/ort.ts';
 import { listBundledBackends } from '../runtime/ort.ts';
 import { VERSION } from '../version.ts';
-import { benchCodecs, benchPipeline, benchRegions, buildSdSizeModels, type PipelineFigures } from './pipeline-bench.ts';
+import { inInferenceWorker } from './in-worker.ts';
+import { buildSdSizeModels, type PipelineFigures } from './pipeline-bench.ts';
 import { benchWebSocket, type WsFigures } from './ws-bench.ts';
 
 export interface BenchOptions {
@@ -27,7 +28,8 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
   const repeats = opts.quick ? 3 : 7;
   log(`depthcast ${VERSION} bench — ${new Date().toISOString()} — ${os.cpus()[0]?.model ?? 'cpu'} ×${os.cpus().length}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
   log(`onnxruntime backends bundled: ${listBundledBackends().join(', ')}; device requested: ${opts.device}`);
-  log('models: random-weight models with Stable Diffusion 1.5 I/O shapes (latents 2×4×64×64, text 2×77×768, 512×512 images) and trivial compute, so overhead is what is measured\n');
+  log('models: random-weight models with Stable Diffusion 1.5 I/O shapes (latents 2×4×64×64, text 2×77×768, 512×512 images) and trivial compute, so overhead is what is measured');
+  log('pipelines and codecs run in a worker thread set up as the service\'s inference worker (its heap sizing included)\n');
   const dirs = await buildSdSizeModels();
 
   const pipelines: PipelineFigures[] = [];
@@ -35,7 +37,7 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
     [dirs.controlnet, 'euler-a'], [dirs.controlnetFp16, 'euler-a'], [dirs.depth2img, 'euler-a'], [dirs.depth2img, 'dpmpp-2m'],
   ];
   for (const [dir, scheduler] of runs) {
-    const f = await benchPipeline(dir, opts.device, steps, repeats, scheduler);
+    const f = await inInferenceWorker('benchPipeline', dir, opts.device, steps, repeats, scheduler);
     pipelines.push(f);
     log(`${f.family} ${f.dtype}, ${f.steps} steps, CFG batch 2, ${f.scheduler} (median of ${repeats}):`);
     log(`  per image: total ${f.perImage.total} ms, inside session.run ${f.perImage.sessionRun} ms, overhead ${f.perImage.overhead} ms`);
@@ -44,9 +46,9 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
     log(`  bare session.run loop over the same calls: ${f.bare.perImage} ms per image → pipeline/bare ratio ${f.bare.ratio}`);
     log(goal('pipeline overhead per step', f.perStep.overhead, 0.5, 'ms'));
   }
-  const regions = await benchRegions(dirs.depth2img, opts.device, steps, Math.max(2, repeats - 2));
+  const regions = await inInferenceWorker('benchRegions', dirs.depth2img, opts.device, steps, Math.max(2, repeats - 2));
   log(`\nregional prompting (depth2img, CFG): ${regions.map((r) => `${r.regions} regions → UNet batch ${r.unetBatch}, ${r.unetMsPerStep} ms/step, ${r.totalMs} ms/image`).join('; ')}`);
-  const codecs = await benchCodecs(repeats);
+  const codecs = await inInferenceWorker('benchCodecs', repeats);
   log(`\nper-frame work at 512×512 (ms): ${Object.entries(codecs).map(([k, v]) => `${k} ${v}`).join(', ')}`);
 
   let ws: WsFigures | { error: string };
