@@ -6,15 +6,18 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { inInferenceWorker } from '../src/bench/in-worker.ts';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BenchWorker } from '../src/bench/in-worker.ts';
 import { createTinyModel } from '../src/tiny/build-tiny.ts';
 
 describe('bench tasks in the inference worker', () => {
+  const worker = new BenchWorker();
+  afterAll(() => worker.close());
+
   it('times a pipeline at SD tensor sizes against its bare session loop', async () => {
     const dir = join(mkdtempSync(join(tmpdir(), 'depthcast-bench-test-')), 'sd-depth2img');
     await createTinyModel(dir, { family: 'depth2img', hiddenSize: 768 });
-    const f = await inInferenceWorker('benchPipeline', dir, 'cpu', 2, 1, 'dpmpp-2m');
+    const f = await worker.run('benchPipeline', dir, 'cpu', 2, 1, 'dpmpp-2m');
     expect(f).toMatchObject({ family: 'depth2img', dtype: 'fp32', scheduler: 'dpmpp-2m', steps: 2 });
     expect(f.perImage.sessionRun).toBeGreaterThan(0);
     expect(f.perImage.total).toBeGreaterThanOrEqual(f.perImage.sessionRun);
@@ -23,13 +26,14 @@ describe('bench tasks in the inference worker', () => {
   });
 
   it('times the per-frame codecs', async () => {
-    const codecs = await inInferenceWorker('benchCodecs', 1);
+    const codecs = await worker.run('benchCodecs', 1);
     for (const key of ['depthDecodeAndConvert', 'decodeToRgb8', 'latentPreview', 'previewJpeg', 'pngLive', 'pngBatch', 'jpeg512']) {
       expect(codecs[key], key).toBeGreaterThan(0);
     }
   });
 
-  it('reports a failing task as an error, not a hang', async () => {
-    await expect(inInferenceWorker('benchPipeline', join(tmpdir(), 'no-such-model-dir'), 'cpu', 2, 1, 'dpmpp-2m')).rejects.toThrow(/bench task benchPipeline failed/);
+  it('reports a failing task as an error, not a hang, and keeps serving', async () => {
+    await expect(worker.run('benchPipeline', join(tmpdir(), 'no-such-model-dir'), 'cpu', 2, 1, 'dpmpp-2m')).rejects.toThrow(/bench task benchPipeline failed/);
+    expect((await worker.run('benchCodecs', 1)).pngLive).toBeGreaterThan(0);
   });
 });

@@ -8,8 +8,8 @@ import os from 'node:os';
 import type { Device } from '../runtime/ort.ts';
 import { listBundledBackends } from '../runtime/ort.ts';
 import { VERSION } from '../version.ts';
-import { inInferenceWorker } from './in-worker.ts';
-import { buildSdSizeModels, type PipelineFigures } from './pipeline-bench.ts';
+import { BenchWorker } from './in-worker.ts';
+import { buildSdSizeModels, type PipelineFigures, type RegionFigures } from './pipeline-bench.ts';
 import { benchWebSocket, type WsFigures } from './ws-bench.ts';
 
 export interface BenchOptions {
@@ -31,24 +31,30 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
   log('models: random-weight models with Stable Diffusion 1.5 I/O shapes (latents 2×4×64×64, text 2×77×768, 512×512 images) and trivial compute, so overhead is what is measured');
   log('pipelines and codecs run in a worker thread set up as the service\'s inference worker (its heap sizing included)\n');
   const dirs = await buildSdSizeModels();
-
   const pipelines: PipelineFigures[] = [];
   const runs: [string, 'euler-a' | 'dpmpp-2m'][] = [
     [dirs.controlnet, 'euler-a'], [dirs.controlnetFp16, 'euler-a'], [dirs.depth2img, 'euler-a'], [dirs.depth2img, 'dpmpp-2m'],
   ];
-  for (const [dir, scheduler] of runs) {
-    const f = await inInferenceWorker('benchPipeline', dir, opts.device, steps, repeats, scheduler);
-    pipelines.push(f);
-    log(`${f.family} ${f.dtype}, ${f.steps} steps, CFG batch 2, ${f.scheduler} (median of ${repeats}):`);
-    log(`  per image: total ${f.perImage.total} ms, inside session.run ${f.perImage.sessionRun} ms, overhead ${f.perImage.overhead} ms`);
-    log(`  per step: unet ${f.perStep.unet} ms, controlnet ${f.perStep.controlnet} ms, scheduler+guidance ${f.perStep.scheduler} ms, overhead ${f.perStep.overhead} ms`);
-    log(`  stages (ms per image): ${Object.entries(f.stages).map(([k, v]) => `${k} ${v}`).join(', ')}`);
-    log(`  bare session.run loop over the same calls: ${f.bare.perImage} ms per image → pipeline/bare ratio ${f.bare.ratio}`);
-    log(goal('pipeline overhead per step', f.perStep.overhead, 0.5, 'ms'));
+  const worker = new BenchWorker();
+  let regions: RegionFigures[];
+  let codecs: Record<string, number>;
+  try {
+    for (const [dir, scheduler] of runs) {
+      const f = await worker.run('benchPipeline', dir, opts.device, steps, repeats, scheduler);
+      pipelines.push(f);
+      log(`${f.family} ${f.dtype}, ${f.steps} steps, CFG batch 2, ${f.scheduler} (median of ${repeats}):`);
+      log(`  per image: total ${f.perImage.total} ms, inside session.run ${f.perImage.sessionRun} ms, overhead ${f.perImage.overhead} ms`);
+      log(`  per step: unet ${f.perStep.unet} ms, controlnet ${f.perStep.controlnet} ms, scheduler+guidance ${f.perStep.scheduler} ms, overhead ${f.perStep.overhead} ms`);
+      log(`  stages (ms per image): ${Object.entries(f.stages).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+      log(`  bare session.run loop over the same calls: ${f.bare.perImage} ms per image → pipeline/bare ratio ${f.bare.ratio}`);
+      log(goal('pipeline overhead per step', f.perStep.overhead, 0.5, 'ms'));
+    }
+    regions = await worker.run('benchRegions', dirs.depth2img, opts.device, steps, Math.max(2, repeats - 2));
+    log(`\nregional prompting (depth2img, CFG): ${regions.map((r) => `${r.regions} regions → UNet batch ${r.unetBatch}, ${r.unetMsPerStep} ms/step, ${r.totalMs} ms/image`).join('; ')}`);
+    codecs = await worker.run('benchCodecs', repeats);
+  } finally {
+    await worker.close();
   }
-  const regions = await inInferenceWorker('benchRegions', dirs.depth2img, opts.device, steps, Math.max(2, repeats - 2));
-  log(`\nregional prompting (depth2img, CFG): ${regions.map((r) => `${r.regions} regions → UNet batch ${r.unetBatch}, ${r.unetMsPerStep} ms/step, ${r.totalMs} ms/image`).join('; ')}`);
-  const codecs = await inInferenceWorker('benchCodecs', repeats);
   log(`\nper-frame work at 512×512 (ms): ${Object.entries(codecs).map(([k, v]) => `${k} ${v}`).join(', ')}`);
 
   let ws: WsFigures | { error: string };

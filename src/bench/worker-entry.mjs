@@ -3,5 +3,5 @@
 import { register } from 'tsx/esm/api';
 
 register();
-const { runBenchTask } = await import('./in-worker.ts');
-await runBenchTask();
+const { serveBenchTasks } = await import('./in-worker.ts');
+serveBenchTasks();
