@@ -128,10 +128,10 @@ describe('pipeline output options', () => {
     await model.release();
   });
 
-  it("output 'rgb8' gives the bytes toRgb8 gives for the planar image, without the float image", async () => {
+  it.each(dtypes)("output 'rgb8' gives the bytes toRgb8 gives for the planar image, without the float image (%s)", async (dtype) => {
     const { toRgb8 } = await import('../src/pipelines/steps.ts');
     const { Scratch } = await import('../src/util/scratch.ts');
-    const model = await loadModel(await tinyModelDir({ family: 'depth2img' }), { device: 'cpu' });
+    const model = await loadModel(await tinyModelDir({ family: 'depth2img', dtype }), { device: 'cpu' });
     const plain = await generate(model, baseInput(model));
     const expected = Buffer.from(toRgb8(plain.image!));
     const out = await generate(model, baseInput(model, { output: 'rgb8' }));
@@ -175,6 +175,21 @@ describe('decoded image to bytes', () => {
     const rgb = decoderOutputToRgb8(Float32Array.from(values), plane);
     const want = [...expected, 0, 0];
     for (let c = 0; c < 3; c++) for (let i = 0; i < plane; i++) expect(rgb[i * 3 + c]).toBe(want[c * plane + i]);
+  });
+
+  it('an fp16 decoder output gives the same bytes from its halves as from their float32 values', async () => {
+    const { decoderOutputToRgb8, halfDecoderOutputToRgb8 } = await import('../src/pipelines/steps.ts');
+    const { float16ToFloat32 } = await import('../src/runtime/float16.ts');
+    // Every half value (NaN, infinities, subnormals included), in a different order per plane.
+    const plane = 65536;
+    const half = new Uint16Array(3 * plane);
+    for (let i = 0; i < plane; i++) {
+      half[i] = i;
+      half[plane + i] = (i * 40503) & 0xffff;
+      half[2 * plane + i] = 0xffff - i;
+    }
+    const viaFloat = decoderOutputToRgb8(float16ToFloat32(half), plane);
+    expect(Buffer.from(halfDecoderOutputToRgb8(half, plane)).equals(Buffer.from(viaFloat))).toBe(true);
   });
 
   it('toRgb8 rounds the float32 product half to even, as numpy', async () => {

@@ -6,6 +6,7 @@ import { DepthcastError } from '../errors.ts';
 import type { LoadedModel } from '../models/load.ts';
 import type { Scheduler } from '../schedulers/types.ts';
 import type { PlanarImage } from './types.ts';
+import { float16ToFloat32 } from '../runtime/float16.ts';
 import { type Scratch, uint8For } from '../util/scratch.ts';
 
 /** Most prompts of a live session repeat; keep this many embeddings per model. */
@@ -116,15 +117,19 @@ export async function decodeLatents(
   const out = await timer.time('vaeDecode', () =>
     model.sessions.vaeDecoder.run({ latent_sample: { data: input, dims: [1, model.latentChannels, h, w] } }, ['sample']),
   );
-  const { data, dims } = out.sample!;
+  const sample = out.sample!;
+  const { dims } = sample;
   const width = dims[3]!;
   const height = dims[2]!;
   const t0 = performance.now();
   if (output === 'rgb8') {
-    const rgb8 = decoderOutputToRgb8(data, width * height, uint8For(scratch, 'rgb8', 3 * width * height));
+    const target = uint8For(scratch, 'rgb8', 3 * width * height);
+    // An fp16 decoder's halves go straight to bytes: no float32 image in between.
+    const rgb8 = sample.half ? halfDecoderOutputToRgb8(sample.half, width * height, target) : decoderOutputToRgb8(sample.data, width * height, target);
     timer.add('decodeToRgb8', performance.now() - t0);
     return { width, height, rgb8 };
   }
+  const data = sample.data;
   // In place: the output buffer is ours, and a 512×512 copy costs more than the loop.
   for (let i = 0; i < data.length; i++) {
     const v = data[i]! / 2 + 0.5;
@@ -149,6 +154,35 @@ export function decoderOutputToRgb8(data: Float32Array, plane: number, rgb8: Uin
     out[o] = Math.fround(Math.fround(data[i]! * 0.5 + 0.5) * 255);
     out[o + 1] = Math.fround(Math.fround(data[g + i]! * 0.5 + 0.5) * 255);
     out[o + 2] = Math.fround(Math.fround(data[b + i]! * 0.5 + 0.5) * 255);
+  }
+  return rgb8;
+}
+
+/** The byte decoderOutputToRgb8 gives for each of the 65536 half values, built on first use. */
+let halfToByte: Uint8Array | undefined;
+
+function halfByteTable(): Uint8Array {
+  if (!halfToByte) {
+    const all = new Uint16Array(65536);
+    for (let h = 0; h < 65536; h++) all[h] = h;
+    const values = float16ToFloat32(all);
+    halfToByte = new Uint8Array(65536);
+    // One "pixel" per half value in each of the three planes: byte k of the output is plane 0's.
+    const rgb = decoderOutputToRgb8(Float32Array.from([...values, ...values, ...values]), 65536);
+    for (let h = 0; h < 65536; h++) halfToByte[h] = rgb[h * 3]!;
+  }
+  return halfToByte;
+}
+
+/** decoderOutputToRgb8 for an fp16 decoder's output: the same bytes, by table, from the halves. */
+export function halfDecoderOutputToRgb8(half: Uint16Array, plane: number, rgb8: Uint8Array = new Uint8Array(plane * 3)): Uint8Array {
+  const table = halfByteTable();
+  const g = plane;
+  const b = 2 * plane;
+  for (let i = 0, o = 0; i < plane; i++, o += 3) {
+    rgb8[o] = table[half[i]!]!;
+    rgb8[o + 1] = table[half[g + i]!]!;
+    rgb8[o + 2] = table[half[b + i]!]!;
   }
   return rgb8;
 }
