@@ -26,6 +26,28 @@ describe('float16 conversion', () => {
     const src = Float32Array.from(values);
     const bulk = float32ToFloat16(src);
     for (let i = 0; i < src.length; i++) expect(bulk[i], `value ${src[i]}`).toBe(toHalf(src[i]!));
+    // Every float32 pattern around each rounding boundary of the normal half range: the lowest
+    // and highest 2^12 mantissas of each exponent 112..143, both signs.
+    const edges = new Uint32Array(32 * 2 * 8192);
+    let k = 0;
+    for (let e = 112; e <= 143; e++) {
+      for (const sign of [0, 0x80000000]) {
+        for (let m = 0; m < 4096; m++) edges[k++] = (sign | (e << 23) | m) >>> 0;
+        for (let m = 0x7ff000; m <= 0x7fffff; m++) edges[k++] = (sign | (e << 23) | m) >>> 0;
+      }
+    }
+    const edgeFloats = new Float32Array(edges.buffer);
+    const edgeHalves = float32ToFloat16(edgeFloats);
+    let mismatches = 0;
+    for (let i = 0; i < edgeFloats.length; i++) if (edgeHalves[i] !== toHalf(edgeFloats[i]!)) mismatches++;
+    expect(mismatches).toBe(0);
+    // And every pattern whose dropped 13 bits sit at a tie (0x1000), with either kept lsb.
+    const ties = new Uint32Array(1 << 16);
+    for (let i = 0; i < ties.length; i++) ties[i] = ((0x38800000 + Math.imul(i, 0x2000)) | 0x1000) >>> 0;
+    const tieFloats = new Float32Array(ties.buffer);
+    const tieHalves = float32ToFloat16(tieFloats);
+    for (let i = 0; i < tieFloats.length; i++) if (tieHalves[i] !== toHalf(tieFloats[i]!)) mismatches++;
+    expect(mismatches).toBe(0);
     const back = float16ToFloat32(bulk);
     for (let i = 0; i < src.length; i++) if (Number.isFinite(back[i]!)) expect(back[i]).toBe(fromHalf(bulk[i]!));
   });
