@@ -200,3 +200,20 @@ describe('decoded image to bytes', () => {
     expect([...toRgb8({ data, width: 2, height: 1, channels: 3 })]).toEqual([128, 216, 0, 206, 0, 255]);
   });
 });
+
+describe('ControlNet control batch', () => {
+  it('repeats the control image per batch entry, as halves converted once for an fp16 ControlNet', async () => {
+    const { controlBatchFor } = await import('../src/pipelines/controlnet.ts');
+    const { float32ToFloat16 } = await import('../src/runtime/float16.ts');
+    const { Scratch } = await import('../src/util/scratch.ts');
+    const control = Float32Array.from({ length: 3 * 16 }, (_, i) => (i * 0.37) % 1);
+    const scratch = new Scratch();
+    for (const batch of [1, 2, 4]) {
+      const repeated = new Float32Array(batch * control.length);
+      for (let b = 0; b < batch; b++) repeated.set(control, b * control.length);
+      expect([...controlBatchFor(control, batch, false, scratch)]).toEqual([...repeated]);
+      // Reused scratch: earlier contents must not leak into a later, different batch.
+      expect([...controlBatchFor(control, batch, true, scratch)]).toEqual([...float32ToFloat16(repeated)]);
+    }
+  });
+});

@@ -9,7 +9,25 @@ import { denoise } from './denoise.ts';
 import { checkInputs, encodeConditioning, finish, prepareLatents, prepareScheduler } from './shared.ts';
 import { concatEmbeddings, StageTimer } from './steps.ts';
 import type { GenerateInput, GenerateOutput } from './types.ts';
-import { float32For } from '../util/scratch.ts';
+import { float32ToFloat16 } from '../runtime/float16.ts';
+import { float32For, type Scratch, uint16For } from '../util/scratch.ts';
+
+/**
+ * The control image repeated for each batch entry; as raw halves for an fp16 ControlNet,
+ * converted once and copied (the session would convert the whole batch, every entry the same).
+ */
+export function controlBatchFor(control: Float32Array, batch: number, half: boolean, scratch?: Scratch): Float32Array | Uint16Array {
+  const size = control.length;
+  if (half) {
+    const out = uint16For(scratch, 'controlBatchHalf', batch * size);
+    float32ToFloat16(control, out.subarray(0, size));
+    for (let b = 1; b < batch; b++) out.copyWithin(b * size, 0, size);
+    return out;
+  }
+  const out = float32For(scratch, 'controlBatch', batch * size);
+  for (let b = 0; b < batch; b++) out.set(control, b * size);
+  return out;
+}
 
 export async function runControlnet(model: LoadedModel, input: GenerateInput): Promise<GenerateOutput> {
   const timer = new StageTimer();
@@ -27,8 +45,7 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
   const batch = plan.embeddings.length;
   const embeddings = concatEmbeddings(plan.embeddings);
   // 3. Prepare the control image, repeated for the batch.
-  const controlBatch = float32For(input.scratch, 'controlBatch', batch * control.data.length);
-  for (let b = 0; b < batch; b++) controlBatch.set(control.data, b * control.data.length);
+  const controlBatch = controlBatchFor(control.data, batch, controlnet.input('controlnet_cond')?.type === 'float16', input.scratch);
   // 4. Timesteps and initial latents (img2img when there is an init image).
   const { scheduler, timesteps } = prepareScheduler(model, input);
   const { latents, noise, seed } = await prepareLatents(model, input, scheduler, timesteps, h, w, timer);

@@ -47,7 +47,7 @@ export function fromHalf(h: number): number {
  * rounding branch mispredicted on about half the values: 1.5M values (an fp16 ControlNet's CFG
  * control image at 512×512) took ~11 ms, now ~4.
  */
-export function float32ToFloat16(src: Float32Array, out = new Uint16Array(src.length)): Uint16Array {
+export function float32ToFloat16(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
   const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
   for (let i = 0; i < bits.length; i++) {
     const x = bits[i]!;

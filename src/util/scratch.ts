@@ -8,6 +8,7 @@
 export class Scratch {
   private readonly float32s = new Map<string, Float32Array>();
   private readonly bytes = new Map<string, Uint8Array>();
+  private readonly halves = new Map<string, Uint16Array>();
 
   /** A Float32Array view of `length` values for `role`, reused while the capacity suffices. */
   float32(role: string, length: number): Float32Array {
@@ -18,9 +19,14 @@ export class Scratch {
   uint8(role: string, length: number): Uint8Array {
     return reuse(this.bytes, role, length, (n) => new Uint8Array(n));
   }
+
+  /** A Uint16Array view of `length` values for `role` (raw IEEE halves for fp16 models). */
+  uint16(role: string, length: number): Uint16Array {
+    return reuse(this.halves, role, length, (n) => new Uint16Array(n));
+  }
 }
 
-function reuse<T extends Float32Array | Uint8Array>(held: Map<string, T>, role: string, length: number, create: (length: number) => T): T {
+function reuse<T extends Float32Array | Uint8Array | Uint16Array>(held: Map<string, T>, role: string, length: number, create: (length: number) => T): T {
   let buffer = held.get(role);
   if (!buffer || buffer.length < length) {
     buffer = create(length);
@@ -36,4 +42,8 @@ export function float32For(scratch: Scratch | undefined, role: string, length: n
 
 export function uint8For(scratch: Scratch | undefined, role: string, length: number): Uint8Array {
   return scratch ? scratch.uint8(role, length) : new Uint8Array(length);
+}
+
+export function uint16For(scratch: Scratch | undefined, role: string, length: number): Uint16Array {
+  return scratch ? scratch.uint16(role, length) : new Uint16Array(length);
 }
