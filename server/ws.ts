@@ -8,7 +8,7 @@ import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { DepthcastError, toDepthcastError } from '../src/errors.ts';
-import { decodeBinaryMessage, encodeBinaryMessage } from '../src/protocol/frame.ts';
+import { decodeBinaryMessage, encodeBinaryHeader } from '../src/protocol/frame.ts';
 import { ClientMessage, describeZodError, FrameHeader, JobId, type Limits, PROTOCOL_VERSION, type ServerMessage } from '../src/protocol/schemas.ts';
 import { intakeFrame } from './intake.ts';
 import { hardPayloadCap } from './limits.ts';
@@ -195,16 +195,23 @@ export class WsEndpoint {
           return;
         }
         stats.previewsSent++;
-        ws.send(encodeBinaryMessage(
-          { type: 'preview', jobId, step: p.step, total: p.total, width: p.previewWidth ?? 0, height: p.previewHeight ?? 0, format: 'jpeg' },
-          p.previewJpeg,
-        ));
+        sendBinary(ws, { type: 'preview', jobId, step: p.step, total: p.total, width: p.previewWidth ?? 0, height: p.previewHeight ?? 0, format: 'jpeg' }, p.previewJpeg);
       },
       result: ({ header, png }) => {
-        if (ws.readyState === WebSocket.OPEN) ws.send(encodeBinaryMessage(header, png));
+        if (ws.readyState === WebSocket.OPEN) sendBinary(ws, header, png);
       },
       cancelled: (reason) => this.sendJson(ws, { type: 'cancelled', jobId, reason }),
       failed: (error) => this.sendError(ws, error, jobId),
     };
   }
+}
+
+/**
+ * One binary message as two WebSocket frames, header then payload, so a result's PNG goes out
+ * without being copied behind its header first (a 512×512 live result is ~0.8 MB). The two
+ * sends are back to back on one tick, so no other message can come between the fragments.
+ */
+function sendBinary(ws: WebSocket, header: unknown, payload: Uint8Array): void {
+  ws.send(encodeBinaryHeader(header), { binary: true, fin: false });
+  ws.send(payload, { binary: true, fin: true });
 }

@@ -115,3 +115,16 @@ describe('JobStore', () => {
     expect(store.get('x')).toBeUndefined();
   });
 });
+
+describe('binary message framing', () => {
+  it('a header part followed by the payload is the same message encodeBinaryMessage builds', async () => {
+    const { decodeBinaryMessage, encodeBinaryHeader, encodeBinaryMessage } = await import('../src/protocol/frame.ts');
+    const header = { type: 'result', jobId: 'ü-1', width: 2 };
+    const payload = Uint8Array.from([1, 2, 3, 250]);
+    const joined = Buffer.concat([encodeBinaryHeader(header), payload]);
+    expect(joined.equals(Buffer.from(encodeBinaryMessage(header, payload)))).toBe(true);
+    const decoded = decodeBinaryMessage(joined);
+    expect(decoded.header).toEqual(header);
+    expect([...decoded.payload]).toEqual([...payload]);
+  });
+});

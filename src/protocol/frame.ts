@@ -11,6 +11,15 @@ export const MAX_HEADER_BYTES = 256 * 1024;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
+/** The first part of a binary message: u32 LE header length and the JSON header, without the payload. */
+export function encodeBinaryHeader(header: unknown): Uint8Array {
+  const headerBytes = encoder.encode(JSON.stringify(header));
+  const out = new Uint8Array(4 + headerBytes.length);
+  new DataView(out.buffer).setUint32(0, headerBytes.length, true);
+  out.set(headerBytes, 4);
+  return out;
+}
+
 export function encodeBinaryMessage(header: unknown, ...payload: Uint8Array[]): Uint8Array {
   const headerBytes = encoder.encode(JSON.stringify(header));
   let total = 4 + headerBytes.length;
