@@ -4,10 +4,10 @@
  * preallocated output is copied into a new buffer too). With V8's default initial old-generation
  * limit the worker ran a full mark-compact about every other live frame at 512×512 (11-18 per
  * 30 frames, 1-2 ms of GC per frame; test/worker-heap.test.ts prints the figures). With a larger
- * initial old space the scavenger frees those buffers and full collections become rare (0-1
- * per 30 frames). The size is a trade: 256 MB also removed them, but the worker then held
- * more garbage and RSS grew 27-65 MB over the bench's 20 s flood (the goal is <= 50); at 64 MB
- * it grew 30-41 MB.
+ * initial old space most of them go: the size is a trade between full collections and the
+ * garbage the worker holds. Measured per 30 frames and over the bench's 20 s flood (RSS goal
+ * <= 50 MB): 32 MB changed nothing (10-13); 48 MB left 2-4 (11-16 ms of GC in all, against
+ * 42-49), RSS growth 8-39 MB; 64 MB left 0-1 but RSS grew 14-67 MB; 256 MB left none, 27-65 MB.
  *
  * V8 reads the flag when an isolate is created, so it is set just before a worker starts. It
  * is process-wide and stays set: isolates created later (a replacement worker) get it too,
@@ -15,7 +15,7 @@
  */
 import { setFlagsFromString } from 'node:v8';
 
-export const INFERENCE_WORKER_INITIAL_OLD_SPACE_MB = 64;
+export const INFERENCE_WORKER_INITIAL_OLD_SPACE_MB = 48;
 
 export function configureInferenceWorkerHeap(): void {
   setFlagsFromString(`--initial-old-space-size=${INFERENCE_WORKER_INITIAL_OLD_SPACE_MB}`);
