@@ -52,8 +52,9 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
     regions = await worker.run('benchRegions', dirs.depth2img, opts.device, steps, Math.max(2, repeats - 2));
     log(`\nregional prompting (depth2img, CFG): ${regions.map((r) => `${r.regions} regions → UNet batch ${r.unetBatch}, ${r.unetMsPerStep} ms/step, ${r.totalMs} ms/image`).join('; ')}`);
     codecs = await worker.run('benchCodecs', repeats);
-  } finally {
+  } catch (err) {
     await worker.close();
+    throw err;
   }
   log(`\nper-frame work at 512×512 (ms): ${Object.entries(codecs).map(([k, v]) => `${k} ${v}`).join(', ')}`);
 
@@ -73,6 +74,10 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
   } catch (err) {
     ws = { error: (err as Error).message };
     log(`\nWebSocket figures unavailable: ${(err as Error).message}`);
+  } finally {
+    // Closed only now: a worker torn down just before the flood hands its memory back while
+    // the service grows, which showed as 50-70 MB of "RSS growth" that was not the service's.
+    await worker.close();
   }
 
   const report = {
