@@ -21,13 +21,12 @@ export function encodeBinaryHeader(header: unknown): Uint8Array {
 }
 
 export function encodeBinaryMessage(header: unknown, ...payload: Uint8Array[]): Uint8Array {
-  const headerBytes = encoder.encode(JSON.stringify(header));
-  let total = 4 + headerBytes.length;
+  const head = encodeBinaryHeader(header);
+  let total = head.length;
   for (const p of payload) total += p.byteLength;
   const out = new Uint8Array(total);
-  new DataView(out.buffer).setUint32(0, headerBytes.length, true);
-  out.set(headerBytes, 4);
-  let offset = 4 + headerBytes.length;
+  out.set(head, 0);
+  let offset = head.length;
   for (const p of payload) {
     out.set(p, offset);
     offset += p.byteLength;
