@@ -165,10 +165,11 @@ function halfByteTable(): Uint8Array {
   if (!halfToByte) {
     const all = new Uint16Array(65536);
     for (let h = 0; h < 65536; h++) all[h] = h;
-    const values = float16ToFloat32(all);
+    // Pixel h's red value is half h (green and blue stay 0): its red byte is the entry for h.
+    const planes = new Float32Array(3 * 65536);
+    float16ToFloat32(all, planes.subarray(0, 65536));
+    const rgb = decoderOutputToRgb8(planes, 65536);
     halfToByte = new Uint8Array(65536);
-    // One "pixel" per half value in each of the three planes: byte k of the output is plane 0's.
-    const rgb = decoderOutputToRgb8(Float32Array.from([...values, ...values, ...values]), 65536);
     for (let h = 0; h < 65536; h++) halfToByte[h] = rgb[h * 3]!;
   }
   return halfToByte;
