@@ -1,8 +1,10 @@
 /**
- * Cheap checks on raw depth payloads, read from the received bytes one row at a time (one row
- * of scratch, no payload copy): NaN / negative / all-background depth is refused before
+ * Cheap checks on raw depth payloads: NaN / negative / all-background depth is refused before
  * queueing (BAD_DEPTH), mirroring src/depth/convert.ts, which still does the real conversion in
- * the engine. For live frames the same pass also records a small nearness grid (block means,
+ * the engine. The scan copies the payload once into a buffer of its own, aligned, which it reads
+ * in place and which the engine then moves (transfers) to the inference worker: cheaper than
+ * the structured clone of a view of the received message (two copies) plus the worker's own
+ * realignment copy, since a header of any length leaves f32 samples at any byte offset. For live frames the same pass also records a small nearness grid (block means,
  * at most SIMILARITY_GRID² cells) that the similarity skip compares.
  */
 import { DepthcastError } from '../src/errors.ts';
@@ -26,7 +28,7 @@ export const SIMILARITY_GRID = 256;
 /** A depth payload that passed the scan. */
 export interface ScannedDepth {
   part: DepthLayout;
-  /** The payload bytes: a view of the received message. */
+  /** The payload bytes: the service's own aligned copy, filling its ArrayBuffer (the engine transfers it). */
   bytes: Uint8Array;
   /** Totals of the foreground values, for the engine's conversion (ForegroundStats in src/depth/convert.ts). */
   foreground: ForegroundStats;
@@ -46,18 +48,9 @@ function halves(): Float32Array {
   return halfTable;
 }
 
-/**
- * Decodes one row of samples into `out` as the floats the engine will see (u16 per
- * docs/depth.md: 65535 = zdepth background). The row's bytes are copied into the scratch first
- * (a memcpy; the payload may sit at any byte offset), then read as little-endian typed arrays.
- */
-function decodeRow(bytes: Uint8Array, part: DepthLayout, y: number, out: Float32Array, raw16: Uint16Array): void {
+/** Decodes one row of 16-bit samples (`raw16`, the row's view of the aligned copy) into `out` as the floats the engine will see (docs/depth.md: u16 65535 = zdepth background). */
+function decodeRow(raw16: Uint16Array, part: DepthLayout, out: Float32Array): void {
   const width = part.width;
-  if (part.dtype === 'f32') {
-    new Uint8Array(out.buffer, 0, width * 4).set(bytes.subarray(y * width * 4, (y + 1) * width * 4));
-    return;
-  }
-  new Uint8Array(raw16.buffer, 0, width * 2).set(bytes.subarray(y * width * 2, (y + 1) * width * 2));
   if (part.dtype === 'f16') {
     const table = halves();
     for (let i = 0; i < width; i++) out[i] = table[raw16[i]!]!;
@@ -142,10 +135,11 @@ function scanRow(
 export function scanDepth(bytes: Uint8Array, part: DepthLayout, withNearness: boolean): ScannedDepth {
   const { width, height, near, far } = part;
   const zdepth = part.kind === 'zdepth';
-  // Aligned f32 is read in place; other layouts are decoded one row at a time into scratch.
-  const direct = part.dtype === 'f32' && bytes.byteOffset % 4 === 0 ? new Float32Array(bytes.buffer, bytes.byteOffset, width * height) : undefined;
+  const owned = new Uint8Array(bytes.byteLength);
+  owned.set(bytes);
+  // f32 is read in place; the 16-bit layouts are decoded one row at a time into scratch.
+  const direct = part.dtype === 'f32' ? new Float32Array(owned.buffer, 0, width * height) : undefined;
   const row = new Float32Array(direct ? 0 : width);
-  const raw16 = new Uint16Array(part.dtype === 'f32' ? 0 : width);
   const gridWidth = Math.min(width, SIMILARITY_GRID);
   const gridHeight = Math.min(height, SIMILARITY_GRID);
   const grid = withNearness ? new Float32Array(gridWidth * gridHeight) : undefined;
@@ -159,7 +153,7 @@ export function scanDepth(bytes: Uint8Array, part: DepthLayout, withNearness: bo
     if (direct) {
       values = direct.subarray(y * width, (y + 1) * width);
     } else {
-      decodeRow(bytes, part, y, row, raw16);
+      decodeRow(new Uint16Array(owned.buffer, y * width * 2, width), part, row);
       values = row;
     }
     scanRow(values, zdepth, part.kind === 'normalized', near, far, invFar, invSpan, grid, rows ? rows.index[y]! * gridWidth : 0, cols?.index, totals);
@@ -172,7 +166,7 @@ export function scanDepth(bytes: Uint8Array, part: DepthLayout, withNearness: bo
     throw new DepthcastError('BAD_DEPTH', `depth has no foreground: every pixel is background (${zdepth ? `>= far = ${far} or infinite` : 'zero or infinite'})`);
   }
   const foreground = { min: totals[MIN]!, max: totals[MAX]!, sum: totals[SUM]!, count: totals[FOREGROUND]! };
-  const scanned: ScannedDepth = { part, bytes, foreground, gridWidth, gridHeight };
+  const scanned: ScannedDepth = { part, bytes: owned, foreground, gridWidth, gridHeight };
   if (grid) {
     // Block means; disparity is scaled by its largest value so that it lands in [0, 1].
     const scale = part.kind === 'disparity' ? 1 / foreground.max : 1;

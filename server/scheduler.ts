@@ -267,7 +267,7 @@ export class Scheduler {
     this.stats.started++;
     const { header, depth, init, layout } = job.frame;
     const run = this.engine.run(
-      { jobId: job.id, model: { name: job.model.name, dir: job.model.dir }, header, depth: depth.bytes, init, layout, depthForeground: depth.foreground },
+      { jobId: job.id, model: { name: job.model.name, dir: job.model.dir }, header, depth: depth.bytes, init, layout, depthForeground: depth.foreground, transferDepth: true },
       {
         signal: job.abort.signal,
         onProgress: (p) => {

@@ -30,6 +30,20 @@ describe('scanDepth', () => {
     expect(f32[0]).toBe(0);
   });
 
+  it('keeps an aligned copy of the payload in a buffer of its own, for the engine to move to its worker', () => {
+    const z = sceneDepth();
+    for (const offset of [0, 1, 3]) {
+      const payload = bytesAt(offset, z);
+      const { bytes } = scanDepth(payload, Z, true);
+      expect(bytes.byteOffset).toBe(0);
+      expect(bytes.byteLength).toBe(bytes.buffer.byteLength);
+      expect(Buffer.from(bytes).equals(Buffer.from(payload))).toBe(true);
+      // Moving the copy away must leave the received message alone, and the other way round.
+      payload.fill(0);
+      expect(new Float32Array(bytes.buffer)[63 * 64]).toBe(z[63 * 64]);
+    }
+  });
+
   it("hands the engine the foreground statistics toNearness would compute, for every dtype and kind", () => {
     const z = sceneDepth();
     const cases: Array<[DepthLayout, ArrayBufferView]> = [

@@ -21,6 +21,11 @@ export interface EngineJobInput {
   layout?: Uint8Array;
   /** Foreground totals of the depth from the service's intake scan; the worker then skips its own pass. */
   depthForeground?: ForegroundStats;
+  /**
+   * The caller gives up `depth`, which fills its own ArrayBuffer: it is moved to the worker
+   * (detached here) instead of copied. A view into a larger buffer is copied as before.
+   */
+  transferDepth?: boolean;
 }
 
 export interface EngineHooks {
@@ -133,7 +138,9 @@ export class Engine {
     this.worker ??= this.spawn();
     const { input } = job;
     const msg: ToWorker = { type: 'run', seq: job.seq, jobId: input.jobId, model: input.model, header: input.header, depth: input.depth, init: input.init, layout: input.layout, depthForeground: input.depthForeground };
-    this.worker.postMessage(msg);
+    const { depth } = input;
+    const movable = input.transferDepth && depth.byteOffset === 0 && depth.byteLength === depth.buffer.byteLength && depth.buffer instanceof ArrayBuffer;
+    this.worker.postMessage(msg, movable ? [depth.buffer as ArrayBuffer] : []);
   }
 
   private onMessage(msg: FromWorker): void {
