@@ -206,14 +206,35 @@ describe('ControlNet control batch', () => {
     const { controlBatchFor } = await import('../src/pipelines/controlnet.ts');
     const { float32ToFloat16 } = await import('../src/runtime/float16.ts');
     const { Scratch } = await import('../src/util/scratch.ts');
-    const control = Float32Array.from({ length: 3 * 16 }, (_, i) => (i * 0.37) % 1);
+    const rgb = Float32Array.from({ length: 3 * 16 }, (_, i) => (i * 0.37) % 1);
+    const grey = rgb.slice(0, 16);
+    const greyAsRgb = Float32Array.from({ length: 3 * 16 }, (_, i) => grey[i % 16]!);
     const scratch = new Scratch();
-    for (const batch of [1, 2, 4]) {
-      const repeated = new Float32Array(batch * control.length);
-      for (let b = 0; b < batch; b++) repeated.set(control, b * control.length);
-      expect([...controlBatchFor(control, batch, false, scratch)]).toEqual([...repeated]);
-      // Reused scratch: earlier contents must not leak into a later, different batch.
-      expect([...controlBatchFor(control, batch, true, scratch)]).toEqual([...float32ToFloat16(repeated)]);
+    for (const [image, expected] of [[{ data: rgb, channels: 3 }, rgb], [{ data: grey, channels: 1 }, greyAsRgb]] as const) {
+      const control = { ...image, width: 4, height: 4 };
+      for (const batch of [1, 2, 4]) {
+        const repeated = new Float32Array(batch * expected.length);
+        for (let b = 0; b < batch; b++) repeated.set(expected, b * expected.length);
+        expect([...controlBatchFor(control, batch, false, scratch)]).toEqual([...repeated]);
+        // Reused scratch: earlier contents must not leak into a later, different batch.
+        expect([...controlBatchFor(control, batch, true, scratch)]).toEqual([...float32ToFloat16(repeated)]);
+      }
+    }
+  });
+
+  it('gives the same image for a grey control image as for the same grey spread over RGB', async () => {
+    const model = await loadModel(await tinyModelDir({ family: 'controlnet', dtype: 'fp32' }), { device: 'cpu' });
+    try {
+      const rgb = baseInput(model);
+      const plane = rgb.controlImage!.data.subarray(0, 64 * 64);
+      const grey = { ...rgb, controlImage: { data: plane.slice(), width: 64, height: 64, channels: 1 } };
+      const a = await generate(model, rgb);
+      const b = await generate(model, grey);
+      expect(Buffer.from(b.image!.data.buffer).equals(Buffer.from(a.image!.data.buffer))).toBe(true);
+      // A grey image of the wrong size is still refused.
+      await expect(generate(model, { ...grey, controlImage: { ...grey.controlImage, width: 32 } })).rejects.toMatchObject({ code: 'BAD_IMAGE' });
+    } finally {
+      await model.release();
     }
   });
 });

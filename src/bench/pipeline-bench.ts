@@ -56,7 +56,8 @@ function inputFor(model: LoadedModel, steps: number, nearness: Float32Array, sch
     input.depth = { data: nearness, width: SD.width, height: SD.height, channels: 1 };
     input.depthNormalization = 'fixed';
   } else {
-    input.controlImage = controlImageFromNearness(nearness, SD.width, SD.height, SD.width, SD.height);
+    // Grey, as the engine hands it over (prepare.ts): the pipeline spreads it over R, G and B.
+    input.controlImage = controlImageFromNearness(nearness, SD.width, SD.height, SD.width, SD.height, undefined, 1);
   }
   return input;
 }
@@ -157,9 +158,9 @@ export async function benchCodecs(repeats: number): Promise<Record<string, numbe
   return {
     depthDecodeAndConvert: await time(() => {
       const px = decodeDepthPixels(bytes, 'f32', 'zdepth', 1, 100, plane);
-      const control = scratch.float32('control', 3 * plane);
-      const { nearness } = toNearness({ data: px, width: SD.width, height: SD.height, kind: 'zdepth', near: 1, far: 100 }, 'auto', control.subarray(0, plane));
-      controlImageFromNearness(nearness, SD.width, SD.height, SD.width, SD.height, control);
+      const control = scratch.float32('control', plane);
+      const { nearness } = toNearness({ data: px, width: SD.width, height: SD.height, kind: 'zdepth', near: 1, far: 100 }, 'auto', control);
+      controlImageFromNearness(nearness, SD.width, SD.height, SD.width, SD.height, control, 1);
     }),
     decodeToRgb8: await time(() => decoderOutputToRgb8(decoderOutput, plane, scratch.uint8('rgb8', 3 * plane))),
     latentPreview: await time(() => latentPreview(latents, SD.latent, SD.latent)),

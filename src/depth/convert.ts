@@ -178,14 +178,16 @@ export function depthForDepth2img(nearness: Float32Array, width: number, height:
 }
 
 /**
- * ControlNet conditioning: RGB in [0,1], near = white, at the output size, written into `out`
- * (3·outW·outH values) when given. When the sizes match and `nearness` already is the first
- * plane of `out` (toNearness wrote it there), only the two other planes are copied.
+ * ControlNet conditioning: near = white in [0,1], at the output size, as RGB (3 planes) or as
+ * one grey plane, which the ControlNet pipeline spreads over R, G and B when it builds its batch
+ * (the engine's choice: two fewer full-size copies per frame). Written into `out`
+ * (channels·outW·outH values) when given; when the sizes match and `nearness` already is the
+ * first plane of `out` (toNearness wrote it there), nothing is resampled or copied but the other planes.
  */
-export function controlImageFromNearness(nearness: Float32Array, width: number, height: number, outW: number, outH: number, out?: Float32Array): PlanarImage {
+export function controlImageFromNearness(nearness: Float32Array, width: number, height: number, outW: number, outH: number, out?: Float32Array, channels: 1 | 3 = 3): PlanarImage {
   const size = outW * outH;
-  if (out && out.length !== 3 * size) throw new RangeError(`controlImageFromNearness: out has ${out.length} values, expected ${3 * size}`);
-  const data = out ?? new Float32Array(3 * size);
+  if (out && out.length !== channels * size) throw new RangeError(`controlImageFromNearness: out has ${out.length} values, expected ${channels * size}`);
+  const data = out ?? new Float32Array(channels * size);
   if (width === outW && height === outH) {
     // Nearness is already in [0,1]: three plane copies, no resampling or clamping.
     if (nearness.buffer !== data.buffer || nearness.byteOffset !== data.byteOffset) data.set(nearness, 0);
@@ -196,9 +198,11 @@ export function controlImageFromNearness(nearness: Float32Array, width: number, 
       data[i] = v < 0 ? 0 : v > 1 ? 1 : v;
     }
   }
-  data.copyWithin(size, 0, size);
-  data.copyWithin(2 * size, 0, size);
-  return { data, width: outW, height: outH, channels: 3 };
+  if (channels === 3) {
+    data.copyWithin(size, 0, size);
+    data.copyWithin(2 * size, 0, size);
+  }
+  return { data, width: outW, height: outH, channels };
 }
 
 /** Decodes raw little-endian depth pixels of a wire dtype to float32 values (u16 and f16 documented in docs/depth.md). */

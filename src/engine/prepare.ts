@@ -83,7 +83,7 @@ export async function prepareJob(model: LoadedModel, header: FrameHeader, parts:
   if (width < f || height < f) throw new DepthcastError('BAD_REQUEST', `output size ${width}×${height} is too small; it must be at least ${f}×${f}`);
   const pixels = decodeDepthPixels(depthBytes, depth.dtype, depth.kind, depth.near, depth.far, depth.width * depth.height);
   const depthPixels = depth.width * depth.height;
-  const controlData = model.family === 'controlnet' ? float32For(scratch, 'controlImage', 3 * width * height) : undefined;
+  const controlData = model.family === 'controlnet' ? float32For(scratch, 'controlImage', width * height) : undefined;
   const nearnessOut = controlData && depthPixels === width * height && depth.width === width
     ? controlData.subarray(0, depthPixels)
     : float32For(scratch, 'nearness', depthPixels);
@@ -113,7 +113,7 @@ export async function prepareJob(model: LoadedModel, header: FrameHeader, parts:
     input.depth = depthForDepth2img(nearness, depth.width, depth.height);
     input.depthNormalization = params.depthRange === 'fixed' ? 'fixed' : 'minmax';
   } else {
-    input.controlImage = controlImageFromNearness(nearness, depth.width, depth.height, width, height, controlData);
+    input.controlImage = controlImageFromNearness(nearness, depth.width, depth.height, width, height, controlData, 1);
   }
   if (header.init && initBytes) {
     const raw = header.init.format === 'rgba8' ? { width: header.init.width ?? 0, height: header.init.height ?? 0 } : undefined;

@@ -8,24 +8,32 @@ import type { Feed } from '../runtime/ort.ts';
 import { denoise } from './denoise.ts';
 import { checkInputs, encodeConditioning, finish, prepareLatents, prepareScheduler } from './shared.ts';
 import { concatEmbeddings, StageTimer } from './steps.ts';
-import type { GenerateInput, GenerateOutput } from './types.ts';
+import type { GenerateInput, GenerateOutput, PlanarImage } from './types.ts';
 import { float32ToFloat16 } from '../runtime/float16.ts';
 import { float32For, type Scratch, uint16For } from '../util/scratch.ts';
 
 /**
- * The control image repeated for each batch entry; as raw halves for an fp16 ControlNet,
- * converted once and copied (the session would convert the whole batch, every entry the same).
+ * The control image as the ControlNet's [batch, 3, H, W] input, repeated for each batch entry;
+ * a one-channel (grey) image fills R, G and B. As raw halves for an fp16 ControlNet. Only the
+ * image's own values are converted (once); the rest are copies (the session would convert the
+ * whole batch, every entry the same, and a grey depth map is a third of the work).
  */
-export function controlBatchFor(control: Float32Array, batch: number, half: boolean, scratch?: Scratch): Float32Array | Uint16Array {
-  const size = control.length;
+export function controlBatchFor(control: PlanarImage, batch: number, half: boolean, scratch?: Scratch): Float32Array | Uint16Array {
+  const plane = control.width * control.height;
+  const size = 3 * plane;
+  let out: Float32Array | Uint16Array;
   if (half) {
-    const out = uint16For(scratch, 'controlBatchHalf', batch * size);
-    float32ToFloat16(control, out.subarray(0, size));
-    for (let b = 1; b < batch; b++) out.copyWithin(b * size, 0, size);
-    return out;
+    out = uint16For(scratch, 'controlBatchHalf', batch * size);
+    float32ToFloat16(control.data, out.subarray(0, control.data.length));
+  } else {
+    out = float32For(scratch, 'controlBatch', batch * size);
+    out.set(control.data, 0);
   }
-  const out = float32For(scratch, 'controlBatch', batch * size);
-  for (let b = 0; b < batch; b++) out.set(control, b * size);
+  if (control.channels === 1) {
+    out.copyWithin(plane, 0, plane);
+    out.copyWithin(2 * plane, 0, plane);
+  }
+  for (let b = 1; b < batch; b++) out.copyWithin(b * size, 0, size);
   return out;
 }
 
@@ -45,12 +53,14 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
   const batch = plan.embeddings.length;
   const embeddings = concatEmbeddings(plan.embeddings);
   // 3. Prepare the control image, repeated for the batch.
-  const controlBatch = controlBatchFor(control.data, batch, controlnet.input('controlnet_cond')?.type === 'float16', input.scratch);
+  const controlBatch = controlBatchFor(control, batch, controlnet.input('controlnet_cond')?.type === 'float16', input.scratch);
   // 4. Timesteps and initial latents (img2img when there is an init image).
   const { scheduler, timesteps } = prepareScheduler(model, input);
   const { latents, noise, seed } = await prepareLatents(model, input, scheduler, timesteps, h, w, timer);
   const c = model.latentChannels;
   // 5. Denoise: ControlNet residuals feed the UNet, matched by name.
+  // Where an fp16 UNet's halves are read back each step (fp32 models hand over their own output).
+  const prediction = float32For(input.scratch, 'prediction', plan.embeddings.length * latents.length);
   const final = await denoise({
     model, scheduler, timesteps, latents, plan, h, w, noise, timer, input,
     async predict(scaled, n, t) {
@@ -59,7 +69,7 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
       const cnFeeds: Record<string, Feed> = {
         sample: { data: scaled, dims: [n, c, h, w], stableFor: step },
         timestep: { data: t, dims: [n] },
-        encoder_hidden_states: { data: embeddings, dims: [n, L, D], stableFor: timer },
+        encoder_hidden_states: { data: embeddings, dims: [n, L, D], stableFor: embeddings },
         controlnet_cond: { data: controlBatch, dims: [n, 3, input.height, input.width], stableFor: timer },
       };
       if (model.controlnetTakesScale) cnFeeds.conditioning_scale = { data: scale, dims: [] };
@@ -67,7 +77,7 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
       const unetFeeds: Record<string, Feed> = {
         sample: { data: scaled, dims: [n, c, h, w], stableFor: step },
         timestep: { data: t, dims: [n] },
-        encoder_hidden_states: { data: embeddings, dims: [n, L, D], stableFor: timer },
+        encoder_hidden_states: { data: embeddings, dims: [n, L, D], stableFor: embeddings },
       };
       for (const [out, inp] of model.residualMap) {
         const r = residuals[out]!;
@@ -81,7 +91,7 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
         }
       }
       const out = await timer.time('unet', () => model.sessions.unet.run(unetFeeds, ['out_sample']));
-      return out.out_sample!.data;
+      return out.out_sample!.float32Into(prediction);
     },
   });
   // 6. Decode.

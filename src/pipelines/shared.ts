@@ -18,10 +18,11 @@ function allFinite(data: Float32Array): boolean {
   return true;
 }
 
-function checkImage(name: string, image: PlanarImage | undefined, width: number, height: number, scan: boolean): void {
+function checkImage(name: string, image: PlanarImage | undefined, width: number, height: number, scan: boolean, greyAllowed = false): void {
   if (!image) return;
-  if (image.channels !== 3 || image.width !== width || image.height !== height || image.data.length !== 3 * width * height) {
-    throw new DepthcastError('BAD_IMAGE', `${name} must be 3×${height}×${width} (the output size), got ${image.channels}×${image.height}×${image.width} with ${image.data.length} values`);
+  const channelsOk = image.channels === 3 || (greyAllowed && image.channels === 1);
+  if (!channelsOk || image.width !== width || image.height !== height || image.data.length !== image.channels * width * height) {
+    throw new DepthcastError('BAD_IMAGE', `${name} must be 3×${height}×${width}${greyAllowed ? ` or 1×${height}×${width}` : ''} (the output size), got ${image.channels}×${image.height}×${image.width} with ${image.data.length} values`);
   }
   if (scan && !allFinite(image.data)) throw new DepthcastError('BAD_IMAGE', `${name} has NaN or infinite values`);
 }
@@ -39,7 +40,7 @@ export function checkInputs(model: LoadedModel, input: GenerateInput): { h: numb
   }
   const scan = !input.inputsValidated;
   checkImage('init image', input.initImage, input.width, input.height, scan);
-  checkImage('control image', input.controlImage, input.width, input.height, scan);
+  checkImage('control image', input.controlImage, input.width, input.height, scan, true);
   if (input.depth) {
     const d = input.depth;
     if (d.channels !== 1 || d.data.length !== d.width * d.height || d.width < 1 || d.height < 1) {

@@ -54,7 +54,7 @@ export interface GenerateInput {
   depth?: PlanarImage;
   /** depth2img: 'minmax' (reference: per-map min/max to [-1,1]) or 'fixed' (data already in [0,1]: 2d-1). */
   depthNormalization?: 'minmax' | 'fixed';
-  /** controlnet: [3,H,W] in [0,1], near = white, at output size. */
+  /** controlnet: [3,H,W] in [0,1], near = white, at output size; or [1,H,W] grey, used for R, G and B. */
   controlImage?: PlanarImage;
   /** [3,H,W] in [0,1] at output size. */
   initImage?: PlanarImage;
@@ -79,7 +79,7 @@ export interface GenerateInput {
   /** Build a preview every N steps (0 = never). */
   previewEvery?: number;
   onStep?: (event: StepEvent) => void | Promise<void>;
-  /** Test and debugging hook: each step's batched noise predictions and their guided combination. */
+  /** Test and debugging hook: each step's batched noise predictions and their guided combination (buffers reused by the next step: copy what you keep). */
   onPrediction?: (step: number, batch: Float32Array, guided: Float32Array) => void;
   signal?: AbortSignal;
 }
