@@ -73,15 +73,31 @@ export function prepareTimesteps(scheduler: Scheduler, steps: number, strength?:
   return run;
 }
 
-/** The UNet batch's encoder_hidden_states: the plan's embeddings end to end. */
+/** Joined batches kept per first embedding (the negative prompt's, under CFG), newest last. */
+const joinedBatches = new WeakMap<Float32Array, { parts: Float32Array[]; joined: Float32Array }[]>();
+const JOINED_PER_FIRST = 8;
+
+/**
+ * The UNet batch's encoder_hidden_states: the plan's embeddings end to end. Embeddings come from
+ * the text cache and are never written, so the joined array is kept for as long as its parts
+ * live and reused by every generation with the same prompts (a live stream: each frame). Being
+ * immutable, it is also its own `stableFor` key: an fp16 model converts it once, not per frame.
+ */
 export function concatEmbeddings(list: Float32Array[]): Float32Array {
-  const out = new Float32Array(list.reduce((n, e) => n + e.length, 0));
+  const first = list[0]!;
+  let kept = joinedBatches.get(first);
+  const hit = kept?.find((k) => k.parts.length === list.length && k.parts.every((p, i) => p === list[i]));
+  if (hit) return hit.joined;
+  const joined = new Float32Array(list.reduce((n, e) => n + e.length, 0));
   let offset = 0;
   for (const e of list) {
-    out.set(e, offset);
+    joined.set(e, offset);
     offset += e.length;
   }
-  return out;
+  if (!kept) joinedBatches.set(first, (kept = []));
+  kept.push({ parts: [...list], joined });
+  if (kept.length > JOINED_PER_FIRST) kept.shift();
+  return joined;
 }
 
 /** Img2img: sf · vae_encoder(2x − 1). */

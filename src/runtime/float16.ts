@@ -68,7 +68,7 @@ const HALF_TABLE = (() => {
   return t;
 })();
 
-export function float16ToFloat32(src: Uint16Array, out = new Float32Array(src.length)): Float32Array {
+export function float16ToFloat32(src: Uint16Array, out: Float32Array = new Float32Array(src.length)): Float32Array {
   for (let i = 0; i < src.length; i++) out[i] = HALF_TABLE[src[i]!]!;
   return out;
 }

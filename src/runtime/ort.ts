@@ -51,7 +51,26 @@ export class OutputTensor {
     this.f32 ??= float16ToFloat32(this.half!);
     return this.f32;
   }
+
+  /**
+   * The values as float32 for a caller that reads them before its next run: the model's own
+   * float32 buffer, or halves converted into `reuse` (same length), so a per-step fp16 output
+   * costs no new array.
+   */
+  float32Into(reuse: Float32Array): Float32Array {
+    if (this.f32) return this.f32;
+    if (reuse.length !== this.half!.length) throw new RangeError(`float32Into: ${reuse.length} values for an output of ${this.half!.length}`);
+    return float16ToFloat32(this.half!, reuse);
+  }
 }
+
+/**
+ * Half-precision copies of stable feeds, shared by every session: a ControlNet and its UNet
+ * take the same latents each step and the same embeddings each generation, converted once.
+ * When a buffer comes back with a new key (new contents), its halves are rewritten in place:
+ * runs are awaited one after another, so no run still reads the old ones.
+ */
+const halfCopies = new WeakMap<Float32Array, { key: object; half: Uint16Array }>();
 
 const EP_OF_DEVICE: Record<Exclude<Device, 'auto'>, string> = {
   cpu: 'cpu',
@@ -138,9 +157,6 @@ export class ModelSession {
     return this.inputs.find((i) => i.name === name);
   }
 
-  /** Half-precision copies of stable feeds, so an fp16 model converts its embeddings once per generation. */
-  private readonly halves = new WeakMap<Float32Array, { key: object; half: Uint16Array }>();
-
   private toTensor(spec: TensorSpec, feed: Feed): ort.Tensor {
     const dims = [...feed.dims];
     const n = sizeOf(dims);
@@ -155,12 +171,11 @@ export class ModelSession {
         else if (data instanceof Uint16Array) f32 = float16ToFloat32(data);
         else f32 = Float32Array.from(data as ArrayLike<number>, Number);
         if (spec.type === 'float32') return new ort.Tensor('float32', f32, dims);
-        const cached = feed.stableFor ? this.halves.get(f32) : undefined;
-        let half = cached && cached.key === feed.stableFor ? cached.half : undefined;
-        if (!half) {
-          half = float32ToFloat16(f32);
-          if (feed.stableFor) this.halves.set(f32, { key: feed.stableFor, half });
-        }
+        if (!feed.stableFor) return new ort.Tensor('float16', float32ToFloat16(f32), dims);
+        const cached = halfCopies.get(f32);
+        if (cached?.key === feed.stableFor) return new ort.Tensor('float16', cached.half, dims);
+        const half = float32ToFloat16(f32, cached?.half);
+        halfCopies.set(f32, { key: feed.stableFor, half });
         return new ort.Tensor('float16', half, dims);
       }
       case 'int64': {
