@@ -201,6 +201,24 @@ describe('decoded image to bytes', () => {
   });
 });
 
+describe('fp16 guidance from raw halves', () => {
+  it('gives bit-identical images whether CFG combines the halves directly or their float32 read-back', async () => {
+    for (const family of families) {
+      const model = await loadModel(await tinyModelDir({ family, dtype: 'fp16' }), { device: 'cpu' });
+      try {
+        const direct = await generate(model, baseInput(model));
+        let steps = 0;
+        // A prediction hook needs float32 values, so it takes the read-back path.
+        const readBack = await generate(model, baseInput(model, { onPrediction: () => { steps++; } }));
+        expect(steps).toBe(readBack.timesteps.length);
+        expect(Buffer.from(direct.latents.buffer).equals(Buffer.from(readBack.latents.buffer))).toBe(true);
+      } finally {
+        await model.release();
+      }
+    }
+  });
+});
+
 describe('ControlNet control batch', () => {
   it('repeats the control image per batch entry, as halves converted once for an fp16 ControlNet', async () => {
     const { controlBatchFor } = await import('../src/pipelines/controlnet.ts');

@@ -59,8 +59,6 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
   const { latents, noise, seed } = await prepareLatents(model, input, scheduler, timesteps, h, w, timer);
   const c = model.latentChannels;
   // 5. Denoise: ControlNet residuals feed the UNet, matched by name.
-  // Where an fp16 UNet's halves are read back each step (fp32 models hand over their own output).
-  const prediction = float32For(input.scratch, 'prediction', plan.embeddings.length * latents.length);
   const final = await denoise({
     model, scheduler, timesteps, latents, plan, h, w, noise, timer, input,
     async predict(scaled, n, t) {
@@ -91,7 +89,7 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
         }
       }
       const out = await timer.time('unet', () => model.sessions.unet.run(unetFeeds, ['out_sample']));
-      return out.out_sample!.float32Into(prediction);
+      return out.out_sample!;
     },
   });
   // 6. Decode.

@@ -4,7 +4,9 @@
  */
 import { DepthcastError } from '../errors.ts';
 import type { LoadedModel } from '../models/load.ts';
+import type { OutputTensor } from '../runtime/ort.ts';
 import type { NoiseSource, Scheduler } from '../schedulers/types.ts';
+import { float32For } from '../util/scratch.ts';
 import type { PredictionPlan } from './guidance.ts';
 import { latentPreview, type StageTimer, tinyDecoderPreview } from './steps.ts';
 import type { GenerateInput } from './types.ts';
@@ -20,8 +22,8 @@ export interface DenoiseContext {
   noise: NoiseSource;
   timer: StageTimer;
   input: GenerateInput;
-  /** Runs the model(s) on the batched, scaled latents and returns the batched noise prediction. */
-  predict(scaled: Float32Array, batch: number, t: number): Promise<Float32Array>;
+  /** Runs the model(s) on the batched, scaled latents and returns the UNet's batched noise prediction. */
+  predict(scaled: Float32Array, batch: number, t: number): Promise<OutputTensor>;
 }
 
 export async function denoise(ctx: DenoiseContext): Promise<Float32Array> {
@@ -30,6 +32,8 @@ export async function denoise(ctx: DenoiseContext): Promise<Float32Array> {
   const perImage = ctx.latents.length;
   const scaledBatch = new Float32Array(batch * perImage);
   const guided = new Float32Array(perImage);
+  // Where an fp16 UNet's halves are read back when they cannot be combined as they are.
+  let readBack: Float32Array | undefined;
   let latents = ctx.latents;
   const previewEvery = input.previewEvery ?? 0;
 
@@ -44,8 +48,14 @@ export async function denoise(ctx: DenoiseContext): Promise<Float32Array> {
     const prediction = await ctx.predict(scaledBatch, batch, t);
 
     start = performance.now();
-    plan.combine(prediction, guided);
-    input.onPrediction?.(k, prediction, guided);
+    if (prediction.half && plan.combineHalves && !input.onPrediction) {
+      plan.combineHalves(prediction.half, guided);
+    } else {
+      readBack ??= float32For(input.scratch, 'prediction', batch * perImage);
+      const values = prediction.float32Into(readBack);
+      plan.combine(values, guided);
+      input.onPrediction?.(k, values, guided);
+    }
     latents = scheduler.step(guided, t, latents, ctx.noise);
     timer.add('scheduler', performance.now() - start);
 

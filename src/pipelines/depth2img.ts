@@ -8,7 +8,6 @@ import type { LoadedModel } from '../models/load.ts';
 import { denoise } from './denoise.ts';
 import { checkInputs, encodeConditioning, prepareLatents, prepareScheduler, finish } from './shared.ts';
 import { concatEmbeddings, StageTimer } from './steps.ts';
-import { float32For } from '../util/scratch.ts';
 import type { GenerateInput, GenerateOutput, PlanarImage } from './types.ts';
 
 /** 3. Prepare depth: bicubic to latent size, then to [-1, 1] (per-map min/max, or fixed from [0,1]). */
@@ -52,8 +51,6 @@ export async function runDepth2Img(model: LoadedModel, input: GenerateInput): Pr
   const L = model.tokenizer.modelMaxLength;
   const embeddings = concatEmbeddings(plan.embeddings);
   let sampleBuf: Float32Array | undefined;
-  // Where an fp16 UNet's halves are read back each step (fp32 models hand over their own output).
-  const prediction = float32For(input.scratch, 'prediction', plan.embeddings.length * latents.length);
   const final = await denoise({
     model, scheduler, timesteps, latents, plan, h, w, noise, timer, input,
     async predict(scaled, batch, t) {
@@ -71,7 +68,7 @@ export async function runDepth2Img(model: LoadedModel, input: GenerateInput): Pr
           encoder_hidden_states: { data: embeddings, dims: [batch, L, plan.embeddings[0]!.length / L], stableFor: embeddings },
         }, ['out_sample']),
       );
-      return out.out_sample!.float32Into(prediction);
+      return out.out_sample!;
     },
   });
   // 6. Decode.

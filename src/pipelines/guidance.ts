@@ -3,6 +3,8 @@
  * ([uncond, cond] in one call) and regional prompting (issue 8: one extra batch entry per
  * distinct region prompt, blended by soft latent-size masks, the global prompt covering the rest).
  */
+import { HALF_TABLE } from '../runtime/float16.ts';
+
 export interface LatentRegion {
   embeds: Float32Array;
   /** Weight per latent pixel in [0,1]. */
@@ -14,6 +16,11 @@ export interface PredictionPlan {
   embeddings: Float32Array[];
   /** Writes the guided noise prediction for one image into `out` from the batched predictions. */
   combine(batch: Float32Array, out: Float32Array): void;
+  /**
+   * The same from an fp16 model's raw halves, each read as its exact float32 value: the same
+   * arithmetic, without first writing the whole batch out as float32. Plans with regions have none.
+   */
+  combineHalves?(batch: Uint16Array, out: Float32Array): void;
 }
 
 export function planPrediction(
@@ -40,6 +47,18 @@ export function planPrediction(
         for (let i = 0; i < n; i++) {
           const u = batch[i]!;
           out[i] = u + g * (batch[n + i]! - u);
+        }
+      },
+      combineHalves(batch, out) {
+        const n = out.length;
+        const value = HALF_TABLE;
+        if (!guided) {
+          for (let i = 0; i < n; i++) out[i] = value[batch[i]!]!;
+          return;
+        }
+        for (let i = 0; i < n; i++) {
+          const u = value[batch[i]!]!;
+          out[i] = u + g * (value[batch[n + i]!]! - u);
         }
       },
     };

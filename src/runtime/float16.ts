@@ -62,7 +62,8 @@ export function float32ToFloat16(src: Float32Array, out: Uint16Array = new Uint1
   return out;
 }
 
-const HALF_TABLE = (() => {
+/** The float32 value of each of the 65536 halves. */
+export const HALF_TABLE = (() => {
   const t = new Float32Array(65536);
   for (let i = 0; i < 65536; i++) t[i] = fromHalf(i);
   return t;
