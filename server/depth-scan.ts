@@ -1,11 +1,13 @@
 /**
  * Cheap checks on raw depth payloads: NaN / negative / all-background depth is refused before
  * queueing (BAD_DEPTH), mirroring src/depth/convert.ts, which still does the real conversion in
- * the engine. The scan copies the payload once into a buffer of its own, aligned, which it reads
- * in place and which the engine then moves (transfers) to the inference worker: cheaper than
- * the structured clone of a view of the received message (two copies) plus the worker's own
- * realignment copy, since a header of any length leaves f32 samples at any byte offset. For live frames the same pass also records a small nearness grid (block means,
+ * the engine. For live frames the same pass also records a small nearness grid (block means,
  * at most SIMILARITY_GRID² cells) that the similarity skip compares.
+ *
+ * The scan copies the payload once into a buffer of its own, aligned, reads it in place, and
+ * the engine then moves (transfers) that buffer to the inference worker: cheaper than the
+ * structured clone of a view of the received message (two copies) plus the worker's own
+ * realignment copy, since a header of any length leaves f32 samples at any byte offset.
  */
 import { DepthcastError } from '../src/errors.ts';
 import type { ForegroundStats } from '../src/depth/convert.ts';
