@@ -6,7 +6,7 @@
  * recomputed; the earlier result is sent again with `reusedFrom`.
  */
 import type { ResultHeader } from '../src/protocol/schemas.ts';
-import { nearnessDifference } from './depth-scan.ts';
+import { nearnessWithin } from './depth-scan.ts';
 import type { Frame } from './intake.ts';
 
 /** Mean |Δ nearness| (nearness in [0,1], near = 1) below which a frame counts as unchanged. */
@@ -49,6 +49,5 @@ function sameBytes(a: Uint8Array | undefined, b: Uint8Array | undefined): boolea
 export function isSimilar(last: ComputedFrame, frame: Frame, signature: string, threshold: number): boolean {
   if (threshold <= 0 || last.signature !== signature) return false;
   if (!sameBytes(last.init, frame.init) || !sameBytes(last.layout, frame.layout)) return false;
-  const { mean, max } = nearnessDifference(last.nearness, frame.depth.nearness);
-  return mean < threshold && max < SIMILARITY_MAX_CELL;
+  return nearnessWithin(last.nearness, frame.depth.nearness, threshold, SIMILARITY_MAX_CELL);
 }

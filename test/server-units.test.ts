@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { DepthcastError } from '../src/errors.ts';
 import { decodeDepthPixels, toNearness } from '../src/depth/convert.ts';
 import { toHalf } from '../src/runtime/float16.ts';
-import { type DepthLayout, nearnessDifference, scanDepth, SIMILARITY_GRID } from '../server/depth-scan.ts';
+import { type DepthLayout, nearnessDifference, nearnessWithin, scanDepth, SIMILARITY_GRID } from '../server/depth-scan.ts';
 import { SIMILARITY_MAX_CELL } from '../server/similarity.ts';
 import { JobStore } from '../server/jobs.ts';
 import { sceneDepth } from './support/server-helpers.ts';
@@ -94,6 +94,31 @@ describe('scanDepth', () => {
     expect(jitter.mean).toBeLessThan(0.002);
     expect(jitter.max).toBeLessThan(SIMILARITY_MAX_CELL);
     expect(nearnessDifference(scanned.nearness, undefined).mean).toBe(Infinity);
+  });
+
+  it('decides "within the limits" as the full difference does, stopping early only when the answer is no', () => {
+    let seed = 7;
+    const random = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
+    const base = Float32Array.from({ length: 4096 }, () => random());
+    const cases: Float32Array[] = [
+      base.slice(),
+      base.map((v) => v + 0.001),
+      base.map((v) => v + 0.003),
+      base.map((v, i) => (i === 4000 ? v + 0.06 : v)),
+      base.map((v, i) => (i === 10 ? v + 0.049 : v)),
+      base.map((v, i) => (i < 2048 ? v + 0.0039 : v)),
+      base.map((v, i) => (i < 2048 ? v + 0.0041 : v)),
+    ];
+    const answers = cases.map((c) => {
+      const { mean, max } = nearnessDifference(base, c);
+      const full = mean < 0.002 && max < SIMILARITY_MAX_CELL;
+      expect(nearnessWithin(base, c, 0.002, SIMILARITY_MAX_CELL)).toBe(full);
+      return full;
+    });
+    // The cases cover both answers, each limit deciding a no.
+    expect(answers).toEqual([true, true, false, false, true, true, false]);
+    expect(nearnessWithin(base, undefined, 0.002, SIMILARITY_MAX_CELL)).toBe(false);
+    expect(nearnessWithin(base, base.subarray(1), 0.002, SIMILARITY_MAX_CELL)).toBe(false);
   });
 
   it('refuses NaN, negative and empty depth with counts', () => {
