@@ -189,13 +189,13 @@ export class WsEndpoint {
       accepted: (position) => this.sendJson(ws, { type: 'accepted', jobId, stream, position }),
       progress: (p) => {
         this.sendJson(ws, { type: 'progress', jobId, step: p.step, total: p.total, timestep: p.timestep });
-        if (!p.previewJpeg || ws.readyState !== WebSocket.OPEN) return;
+        if (!p.preview || ws.readyState !== WebSocket.OPEN) return;
         if (ws.bufferedAmount > this.deps.previewDropBytes) {
           stats.previewsDropped++;
           return;
         }
         stats.previewsSent++;
-        sendBinary(ws, { type: 'preview', jobId, step: p.step, total: p.total, width: p.previewWidth ?? 0, height: p.previewHeight ?? 0, format: 'jpeg' }, p.previewJpeg);
+        sendBinary(ws, { type: 'preview', jobId, step: p.step, total: p.total, width: p.previewWidth ?? 0, height: p.previewHeight ?? 0, format: p.previewFormat ?? 'jpeg' }, p.preview);
       },
       result: ({ header, png }) => {
         if (ws.readyState === WebSocket.OPEN) sendBinary(ws, header, png);

@@ -5,6 +5,7 @@
  */
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeJpeg } from '../src/image/codec.ts';
 import { encodeBinaryMessage } from '../src/protocol/frame.ts';
 import { PreviewHeader, ResultHeader, ServerHelloMessage } from '../src/protocol/schemas.ts';
 import { type DepthcastServer, startServer } from '../server/index.ts';
@@ -60,6 +61,30 @@ describe('one frame', () => {
     expect(header.params).toMatchObject({ prompt: FAST_PARAMS.prompt, steps: 3, seed: 7 });
     const png = await sharp(result.payload!).raw().toBuffer({ resolveWithObject: true });
     expect([png.info.width, png.info.height]).toEqual([64, 64]);
+    await client.close();
+  });
+});
+
+describe('raw previews', () => {
+  it('sends previewFormat rgb8 previews as raw RGB rows, the same image its JPEG previews show', async () => {
+    const client = await TestClient.connect(server.url);
+    const previewsOf = async (jobId: string, previewFormat?: 'rgb8') => {
+      client.send(frameBytes({ jobId, mode: 'batch', params: { steps: 3, seed: 7, ...(previewFormat ? { previewFormat } : {}) } }));
+      expect((await client.terminal(jobId)).type).toBe('result');
+      return client.of(jobId).filter((m) => m.type === 'preview').map((m) => ({ header: PreviewHeader.parse(m.msg), bytes: m.payload! }));
+    };
+    const raw = await previewsOf('raw', 'rgb8');
+    const jpeg = await previewsOf('jpeg');
+    expect(raw.length).toBeGreaterThan(0);
+    expect(raw.map((p) => p.header.step)).toEqual(jpeg.map((p) => p.header.step));
+    for (const [i, { header, bytes }] of raw.entries()) {
+      expect(header.format).toBe('rgb8');
+      expect(jpeg[i]!.header.format).toBe('jpeg');
+      expect(bytes.byteLength).toBe(header.width * header.height * 3);
+      // The JPEG path encodes exactly these pixels: encoding the raw bytes gives its bytes.
+      const encoded = await encodeJpeg(bytes, header.width, header.height);
+      expect(Buffer.from(encoded).equals(Buffer.from(jpeg[i]!.bytes))).toBe(true);
+    }
     await client.close();
   });
 });

@@ -156,7 +156,7 @@ export class Engine {
     if (msg.type === 'progress') {
       job.hooks.onProgress?.({
         jobId: job.input.jobId, step: msg.step, total: msg.total, timestep: msg.timestep,
-        previewJpeg: msg.jpeg, previewWidth: msg.width, previewHeight: msg.height,
+        preview: msg.preview, previewFormat: msg.format, previewWidth: msg.width, previewHeight: msg.height,
       });
       return;
     }

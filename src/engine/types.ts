@@ -2,14 +2,16 @@
  * The engine is the main-thread handle on the inference worker thread: the only place
  * sessions run, so the event loop of the server stays free. Server, CLI, batch and bench use it.
  */
+import type { PreviewFormat } from '../protocol/schemas.ts';
 
 export interface EngineProgress {
   jobId: string;
   step: number;
   total: number;
   timestep: number;
-  /** JPEG bytes of the step preview, when one was made for this step. */
-  previewJpeg?: Uint8Array;
+  /** The step preview's bytes (JPEG, or raw RGB8 rows top to bottom), when one was made for this step. */
+  preview?: Uint8Array;
+  previewFormat?: PreviewFormat;
   previewWidth?: number;
   previewHeight?: number;
 }

@@ -60,16 +60,19 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     const prepareMs = performance.now() - prepareStart;
     const abort = new AbortController();
     prepared.input.signal = abort.signal;
-    // Previews are encoded off the step's critical path (sharp runs on the libuv pool while the
-    // next step computes); the chain keeps progress messages in order and ahead of the result.
+    // JPEG previews are encoded off the step's critical path (sharp runs on the libuv pool while
+    // the next step computes); raw RGB8 previews go as they are, with nothing to encode. The
+    // chain keeps progress messages in order and ahead of the result.
+    const format = msg.header.params.previewFormat ?? 'jpeg';
     let previews = Promise.resolve();
     prepared.input.onStep = (event) => {
       const base = { type: 'progress' as const, seq, step: event.step + 1, total: event.total, timestep: event.timestep };
       const preview = event.preview;
-      const jpeg = preview ? encodeJpeg(preview.rgb, preview.width, preview.height) : undefined;
+      const encoded = preview && format === 'jpeg' ? encodeJpeg(preview.rgb, preview.width, preview.height) : preview?.rgb;
       previews = previews.then(async () => {
-        const bytes = await jpeg;
-        post({ ...base, jpeg: bytes, width: preview?.width, height: preview?.height }, bytes ? [bytes.buffer as ArrayBuffer] : []);
+        const bytes = await encoded;
+        const shape = preview ? { format, width: preview.width, height: preview.height } : {};
+        post({ ...base, preview: bytes, ...shape }, bytes ? [bytes.buffer as ArrayBuffer] : []);
       });
       if (Atomics.load(cancelled, 0) === seq) abort.abort();
     };

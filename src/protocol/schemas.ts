@@ -27,6 +27,10 @@ export const RegionOptions = z.object({
   feather: z.number().min(0).max(16).default(2),
 }).strict();
 
+/** How step previews travel: JPEG, or raw RGB8 (width·height·3 bytes), which skips the encoder and the client's decoder. */
+export const PreviewFormat = z.enum(['jpeg', 'rgb8']);
+export type PreviewFormat = z.infer<typeof PreviewFormat>;
+
 export const GenerationParams = z.object({
   /** A model name from the service's registry (GET /v1/models). Never a path. */
   model: z.string().min(1).max(128).optional(),
@@ -45,8 +49,10 @@ export const GenerationParams = z.object({
   controlnetScale: z.number().min(0).max(4).optional(),
   /** auto: per-frame min/max, as the reference does (default). fixed: map near..far, steady across frames. */
   depthRange: DepthRange.default('auto'),
-  /** Send a JPEG preview every N steps (0 = none). */
+  /** Send a preview every N steps (0 = none). */
   previewEvery: z.number().int().min(0).max(1000).default(1),
+  /** jpeg (default), or rgb8: raw interleaved RGB bytes, rows top to bottom, with nothing to encode or decode. */
+  previewFormat: PreviewFormat.default('jpeg'),
   regions: RegionOptions.optional(),
 }).strict();
 export type GenerationParams = z.infer<typeof GenerationParams>;
@@ -202,7 +208,7 @@ export const PreviewHeader = z.object({
   total: z.number().int(),
   width: z.number().int(),
   height: z.number().int(),
-  format: z.literal('jpeg'),
+  format: PreviewFormat,
 });
 
 export const Timings = z.record(z.string(), z.number());
