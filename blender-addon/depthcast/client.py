@@ -243,7 +243,10 @@ def _handle(ev):
     if kind == "preview" and job is not None and job.kind in ("generate", "live"):
         if s is not None and s.job_id == job.job_id:
             try:
-                img = results.set_result_pixels(ev.payload, ".jpg")
+                if ev.data.get("format") == "rgb8":
+                    img = results.set_result_rgb8(ev.payload, int(ev.data.get("width", 0)), int(ev.data.get("height", 0)))
+                else:
+                    img = results.set_result_pixels(ev.payload, ".jpg")
             except (ValueError, RuntimeError) as err:
                 print("depthcast: preview skipped: %s" % err)
                 return

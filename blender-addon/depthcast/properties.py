@@ -151,5 +151,6 @@ def build_params(scene, width, height, with_init=False):
         controlnet_scale=s.controlnet_scale,
         depth_range=s.depth_range,
         preview_every=s.preview_every,
+        preview_format="rgb8",
         compose_from_labels=s.compose_from_labels if s.use_layout else None,
     )

@@ -60,6 +60,17 @@ def result_image(width, height, name=RESULT_IMAGE):
 def set_result_pixels(data, suffix, name=RESULT_IMAGE):
     """Writes an encoded image into the result datablock and returns it."""
     w, h, px = decode_image(data, suffix)
+    return _show_pixels(w, h, px, name)
+
+
+def set_result_rgb8(data, width, height, name=RESULT_IMAGE):
+    """Writes a raw ``rgb8`` preview (rows top-down) into the result datablock and returns it."""
+    from .core.pixels import rgb8_to_pixels
+
+    return _show_pixels(width, height, rgb8_to_pixels(data, width, height), name)
+
+
+def _show_pixels(w, h, px, name):
     img = result_image(w, h, name)
     img.pixels.foreach_set(px)
     img.update()

@@ -311,13 +311,19 @@ def step_generate(client, scene, args):
         s.model = args.model
     previews = []
     original = results.set_result_pixels
+    original_rgb8 = results.set_result_rgb8
 
     def counting(data, suffix, name=results.RESULT_IMAGE):
         if suffix == ".jpg":
-            previews.append(len(data))
+            previews.append(("jpeg", len(data)))
         return original(data, suffix, name)
 
+    def counting_rgb8(data, width, height, name=results.RESULT_IMAGE):
+        previews.append(("rgb8", len(data), width, height))
+        return original_rgb8(data, width, height, name)
+
     results.set_result_pixels = counting
+    results.set_result_rgb8 = counting_rgb8
     try:
         t0 = time.perf_counter()
         res = bpy.ops.depthcast.generate()
@@ -328,6 +334,7 @@ def step_generate(client, scene, args):
             time.perf_counter() - t0, 3)
     finally:
         results.set_result_pixels = original
+        results.set_result_rgb8 = original_rgb8
     check("generation finished", ok and not s.error, "job %s status %r error %r" % (job_id, s.status, s.error))
     img = bpy.data.images.get(results.RESULT_IMAGE)
     check("result image datablock exists", img is not None)
@@ -344,6 +351,9 @@ def step_generate(client, scene, args):
               cam.show_background_images and any(b.image == img for b in cam.background_images))
     check("seed reported back", s.last_seed == 42, s.last_seed)
     check("step previews arrived", len(previews) >= 1, len(previews))
+    # The add-on asks for raw previews: no temp file or image decoder per step.
+    check("previews came as raw rgb8 of their stated size",
+          previews and all(p[0] == "rgb8" and p[1] == p[2] * p[3] * 3 for p in previews), previews[:3])
     check("progress reached 100%", s.progress >= 99.9, s.progress)
     REPORT["previews"] = len(previews)
     return client.last_result()

@@ -15,6 +15,8 @@ CLIENT_NAME = "depthcast-blender"
 
 SCHEDULERS = ("ddim", "pndm", "euler", "euler-a", "dpmpp-2m", "dpmpp-2m-karras", "lcm")
 DEPTH_RANGES = ("fixed", "auto")
+#: rgb8 previews are raw bytes: nothing for the service to encode or for Blender to decode.
+PREVIEW_FORMATS = ("jpeg", "rgb8")
 MODES = ("live", "batch")
 ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_PROMPT_CHARS = 4000
@@ -56,7 +58,7 @@ def _num(field, value, lo=None, hi=None, integer=False, lo_open=False):
 
 def build_params(prompt, negative_prompt="", *, model=None, width=None, height=None, steps=None, guidance=None,
                  strength=None, seed=None, scheduler=None, controlnet_scale=None, depth_range=None,
-                 preview_every=None, compose_from_labels=None, feather=None):
+                 preview_every=None, preview_format=None, compose_from_labels=None, feather=None):
     """``GenerationParams`` as a dict with only the fields given (None = leave to the service)."""
     if not isinstance(prompt, str):
         raise MessageError("params.prompt", "must be text")
@@ -93,6 +95,10 @@ def build_params(prompt, negative_prompt="", *, model=None, width=None, height=N
         params["depthRange"] = depth_range
     if preview_every is not None:
         params["previewEvery"] = _num("params.previewEvery", preview_every, 0, 1000, integer=True)
+    if preview_format is not None:
+        if preview_format not in PREVIEW_FORMATS:
+            raise MessageError("params.previewFormat", "one of %s (got %r)" % (", ".join(PREVIEW_FORMATS), preview_format))
+        params["previewFormat"] = preview_format
     if compose_from_labels is not None or feather is not None:
         regions = {}
         if compose_from_labels is not None:
