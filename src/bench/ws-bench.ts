@@ -71,7 +71,8 @@ function frame(jobId: string, stream: string, mode: 'live' | 'batch', z: Float32
   const header: FrameHeaderInput = {
     type: 'frame', protocol: PROTOCOL_VERSION, jobId, stream, mode,
     depth: { width: SD.width, height: SD.height, dtype: 'f32', kind: 'zdepth', near: 1, far: 100, byteLength: depth.byteLength },
-    params: { prompt: 'a timber house in a pine forest', steps, guidance: 7.5, scheduler: 'euler-a', seed: 1, previewEvery: 1 },
+    // Previews every step, raw, as the Blender add-on asks for them (the page takes JPEG).
+    params: { prompt: 'a timber house in a pine forest', steps, guidance: 7.5, scheduler: 'euler-a', seed: 1, previewEvery: 1, previewFormat: 'rgb8' },
   };
   return encodeBinaryMessage(header, depth);
 }
