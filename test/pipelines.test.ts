@@ -201,6 +201,45 @@ describe('decoded image to bytes', () => {
   });
 });
 
+describe('cancellation points', () => {
+  /** Counts each session's runs; `stopAfter` flips the signal once that session has run that often. */
+  function counted(model: LoadedModel, stopAfter: [name: 'controlnet' | 'unet', runs: number]) {
+    const runs: Record<string, number> = {};
+    for (const name of ['controlnet', 'unet', 'vaeDecoder'] as const) {
+      const session = model.sessions[name];
+      if (!session) continue;
+      const run = session.run.bind(session);
+      runs[name] = 0;
+      session.run = (...args: Parameters<typeof run>) => {
+        runs[name]!++;
+        return run(...args);
+      };
+    }
+    return { runs, signal: { get aborted() { return (runs[stopAfter[0]] ?? 0) >= stopAfter[1]; } } };
+  }
+
+  it('stops between a ControlNet and its UNet, and a frame cancelled in its last step is never decoded', async () => {
+    const model = await loadModel(await tinyModelDir({ family: 'controlnet', dtype: 'fp32' }), { device: 'cpu' });
+    try {
+      const mid = counted(model, ['controlnet', 2]);
+      await expect(generate(model, baseInput(model, { signal: mid.signal }))).rejects.toMatchObject({ code: 'CANCELLED', message: expect.stringMatching(/between the ControlNet and the UNet/) });
+      expect(mid.runs).toMatchObject({ controlnet: 2, unet: 1, vaeDecoder: 0 });
+    } finally {
+      await model.release();
+    }
+    const again = await loadModel(await tinyModelDir({ family: 'controlnet', dtype: 'fp32' }), { device: 'cpu' });
+    try {
+      const input = baseInput(again);
+      const total = (await generate(again, input)).timesteps.length;
+      const last = counted(again, ['unet', total]);
+      await expect(generate(again, { ...input, signal: last.signal })).rejects.toMatchObject({ code: 'CANCELLED', message: expect.stringMatching(/before decoding/) });
+      expect(last.runs).toMatchObject({ unet: total, vaeDecoder: 0 });
+    } finally {
+      await again.release();
+    }
+  });
+});
+
 describe('fp16 guidance from raw halves', () => {
   it('gives bit-identical images whether CFG combines the halves directly or their float32 read-back', async () => {
     for (const family of families) {

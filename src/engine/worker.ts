@@ -58,8 +58,10 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     const prepareStart = performance.now();
     const prepared = await prepareJob(model, msg.header, { depth: msg.depth, init: msg.init, layout: msg.layout, depthForeground: msg.depthForeground }, scratch);
     const prepareMs = performance.now() - prepareStart;
-    const abort = new AbortController();
-    prepared.input.signal = abort.signal;
+    // Read from the shared cancel word whenever the pipeline asks, so a superseded frame stops at
+    // the next check (before a step, between ControlNet and UNet, before decoding), not only
+    // after the step in flight.
+    prepared.input.signal = { get aborted() { return Atomics.load(cancelled, 0) === seq; } };
     // JPEG previews are encoded off the step's critical path (sharp runs on the libuv pool while
     // the next step computes); raw RGB8 previews go as they are, with nothing to encode. The
     // chain keeps progress messages in order and ahead of the result.
@@ -74,9 +76,7 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
         const shape = preview ? { format, width: preview.width, height: preview.height } : {};
         post({ ...base, preview: bytes, ...shape }, bytes ? [bytes.buffer as ArrayBuffer] : []);
       });
-      if (Atomics.load(cancelled, 0) === seq) abort.abort();
     };
-    if (Atomics.load(cancelled, 0) === seq) abort.abort();
     const output = await generate(model, prepared.input);
     const t0 = performance.now();
     const text = { parameters: JSON.stringify(prepared.params), Software: 'depthcast' };

@@ -5,7 +5,7 @@
 import { DepthcastError } from '../errors.ts';
 import type { LoadedModel } from '../models/load.ts';
 import type { Feed } from '../runtime/ort.ts';
-import { denoise } from './denoise.ts';
+import { denoise, throwIfCancelled } from './denoise.ts';
 import { checkInputs, encodeConditioning, finish, prepareLatents, prepareScheduler } from './shared.ts';
 import { concatEmbeddings, StageTimer } from './steps.ts';
 import type { GenerateInput, GenerateOutput, PlanarImage } from './types.ts';
@@ -72,6 +72,8 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
       };
       if (model.controlnetTakesScale) cnFeeds.conditioning_scale = { data: scale, dims: [] };
       const residuals = await timer.time('controlnet', () => controlnet.run(cnFeeds, model.residualMap.map(([out]) => out)));
+      // Half a step sooner for a superseded frame: the UNet is the other half.
+      throwIfCancelled(input, 'between the ControlNet and the UNet');
       const unetFeeds: Record<string, Feed> = {
         sample: { data: scaled, dims: [n, c, h, w], stableFor: step },
         timestep: { data: t, dims: [n] },

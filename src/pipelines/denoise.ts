@@ -38,7 +38,7 @@ export async function denoise(ctx: DenoiseContext): Promise<Float32Array> {
   const previewEvery = input.previewEvery ?? 0;
 
   for (let k = 0; k < timesteps.length; k++) {
-    if (input.signal?.aborted) throw new DepthcastError('CANCELLED', `cancelled before step ${k + 1} of ${timesteps.length}`);
+    throwIfCancelled(input, `before step ${k + 1} of ${timesteps.length}`);
     const t = timesteps[k]!;
     let start = performance.now();
     const scaled = scheduler.scaleModelInput(latents, t);
@@ -72,4 +72,9 @@ export async function denoise(ctx: DenoiseContext): Promise<Float32Array> {
     }
   }
   return latents;
+}
+
+/** Stops a generation whose signal says so, with where it stopped. */
+export function throwIfCancelled(input: GenerateInput, where: string): void {
+  if (input.signal?.aborted) throw new DepthcastError('CANCELLED', `cancelled ${where}`);
 }

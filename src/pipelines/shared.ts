@@ -6,6 +6,7 @@ import type { NoiseSource, Scheduler } from '../schedulers/types.ts';
 import { type LatentRegion, planPrediction, type PredictionPlan } from './guidance.ts';
 import { randomSeed, SeededNoise } from './noise.ts';
 import { prepareRegions } from './regions.ts';
+import { throwIfCancelled } from './denoise.ts';
 import { decodeLatents, encodeImage, encodePrompt, prepareTimesteps, type StageTimer } from './steps.ts';
 import type { GenerateInput, GenerateOutput, PlanarImage } from './types.ts';
 
@@ -110,6 +111,8 @@ export async function finish(
   started: number,
   input: GenerateInput,
 ): Promise<GenerateOutput> {
+  // A frame superseded during its last step needs no image.
+  throwIfCancelled(input, 'before decoding');
   const decoded = await decodeLatents(model, latents, h, w, timer, input.output, input.scratch);
   timer.timings.total = performance.now() - started;
   timer.timings.sessionRun = timer.sessionMs;

@@ -81,7 +81,16 @@ export interface GenerateInput {
   onStep?: (event: StepEvent) => void | Promise<void>;
   /** Test and debugging hook: each step's batched noise predictions and their guided combination (buffers reused by the next step: copy what you keep). */
   onPrediction?: (step: number, batch: Float32Array, guided: Float32Array) => void;
-  signal?: AbortSignal;
+  /**
+   * Checked before every step, between a ControlNet and its UNet, and before decoding: a
+   * superseded live frame stops there. An AbortSignal, or anything with a current `aborted`.
+   */
+  signal?: CancelSignal;
+}
+
+/** What a pipeline reads to know it should stop (an AbortSignal is one). */
+export interface CancelSignal {
+  readonly aborted: boolean;
 }
 
 export interface GenerateOutput {
