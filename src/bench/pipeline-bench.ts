@@ -11,7 +11,7 @@ import { encodeJpeg, encodePng } from '../image/codec.ts';
 import { writeRgbPng } from '../image/png.ts';
 import { type LoadedModel, loadModel } from '../models/load.ts';
 import { generate } from '../pipelines/index.ts';
-import { decoderOutputToRgb8, latentPreview } from '../pipelines/steps.ts';
+import { decoderOutputToRgb8, floatDecoderOutputToRgb8, latentPreview } from '../pipelines/steps.ts';
 import type { GenerateInput } from '../pipelines/types.ts';
 import type { SchedulerName } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
@@ -162,7 +162,9 @@ export async function benchCodecs(repeats: number): Promise<Record<string, numbe
       const { nearness } = toNearness({ data: px, width: SD.width, height: SD.height, kind: 'zdepth', near: 1, far: 100 }, 'auto', control);
       controlImageFromNearness(nearness, SD.width, SD.height, SD.width, SD.height, control, 1);
     }),
-    decodeToRgb8: await time(() => decoderOutputToRgb8(decoderOutput, plane, scratch.uint8('rgb8', 3 * plane))),
+    decodeToRgb8: await time(() => floatDecoderOutputToRgb8(decoderOutput, plane, scratch.uint8('rgb8', 3 * plane))),
+    // The JavaScript reference the WebAssembly form replaced (src/image/rgb8.ts), for comparison.
+    decodeToRgb8Js: await time(() => decoderOutputToRgb8(decoderOutput, plane, scratch.uint8('rgb8', 3 * plane))),
     latentPreview: await time(() => latentPreview(latents, SD.latent, SD.latent)),
     previewJpeg: await time(() => encodeJpeg(latentPreview(latents, SD.latent, SD.latent).rgb, SD.latent, SD.latent)),
     pngLive: await time(() => writeRgbPng(rgb, SD.width, SD.height, {}, 0)),

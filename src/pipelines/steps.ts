@@ -8,6 +8,7 @@ import type { Scheduler } from '../schedulers/types.ts';
 import type { PlanarImage } from './types.ts';
 import { float16ToFloat32 } from '../runtime/float16.ts';
 import { type Scratch, uint8For } from '../util/scratch.ts';
+import { planarToRgb8Simd } from '../image/rgb8.ts';
 
 /** Most prompts of a live session repeat; keep this many embeddings per model. */
 const TEXT_CACHE_ENTRIES = 64;
@@ -141,7 +142,7 @@ export async function decodeLatents(
   if (output === 'rgb8') {
     const target = uint8For(scratch, 'rgb8', 3 * width * height);
     // An fp16 decoder's halves go straight to bytes: no float32 image in between.
-    const rgb8 = sample.half ? halfDecoderOutputToRgb8(sample.half, width * height, target) : decoderOutputToRgb8(sample.data, width * height, target);
+    const rgb8 = sample.half ? halfDecoderOutputToRgb8(sample.half, width * height, target) : floatDecoderOutputToRgb8(sample.data, width * height, target);
     timer.add('decodeToRgb8', performance.now() - t0);
     return { width, height, rgb8 };
   }
@@ -171,6 +172,20 @@ export function decoderOutputToRgb8(data: Float32Array, plane: number, rgb8: Uin
     out[o + 1] = Math.fround(Math.fround(data[g + i]! * 0.5 + 0.5) * 255);
     out[o + 2] = Math.fround(Math.fround(data[b + i]! * 0.5 + 0.5) * 255);
   }
+  return rgb8;
+}
+
+/**
+ * decoderOutputToRgb8, the same bytes: WebAssembly SIMD for all but the last `plane % 16`
+ * pixels (src/image/rgb8.ts), this JavaScript for those, or for all where SIMD is missing.
+ */
+export function floatDecoderOutputToRgb8(data: Float32Array, plane: number, rgb8: Uint8Array = new Uint8Array(plane * 3)): Uint8Array {
+  const done = planarToRgb8Simd(data, plane, rgb8);
+  if (done === plane) return rgb8;
+  const rest = plane - done;
+  const tail = new Float32Array(3 * rest);
+  for (let c = 0; c < 3; c++) tail.set(data.subarray(c * plane + done, (c + 1) * plane), c * rest);
+  decoderOutputToRgb8(tail, rest, rgb8.subarray(3 * done));
   return rgb8;
 }
 
