@@ -52,6 +52,14 @@ describe('RGB8 in WebAssembly SIMD', () => {
     }
   });
 
+  it('leaves an image too large for its fixed memory to JavaScript rather than grow it', () => {
+    const plane = 4_500_000;
+    const data = new Float32Array(3 * plane).fill(0.25);
+    expect(planarToRgb8Simd(data, plane, new Uint8Array(3 * plane))).toBe(0);
+    const rgb = floatDecoderOutputToRgb8(data, plane);
+    expect([rgb[0], rgb[3 * plane - 1]]).toEqual([159, 159]);
+  });
+
   it('reads planes at any offset of a larger buffer', () => {
     const plane = 48;
     const data = hostileValues(plane, 9);

@@ -3,7 +3,12 @@
  * reference does it, 16 pixels per iteration, where the JavaScript form (decoderOutputToRgb8 in
  * pipelines/steps.ts, which stays the reference and the fallback) takes ~2 ms at 512×512 for
  * its per-value Math.fround pairs and clamped stores. The planes are copied into the module's
- * memory and the bytes copied out; the memory grows to the largest image seen and stays.
+ * memory and the bytes copied out.
+ *
+ * The memory is never grown: growing detaches its old ArrayBuffer, and once a thread has
+ * detached any ArrayBuffer, V8 guards its typed-array accesses against detachment from then on
+ * (a tight loop ran ~2× slower in a micro-benchmark; the pipeline's own loops showed nothing
+ * measurable). Images too large for it (over ~4.4 MP) go the JavaScript way instead.
  */
 import { RGB8_WASM_BASE64 } from './rgb8-wasm.ts';
 
@@ -36,7 +41,7 @@ export function planarToRgb8Simd(data: Float32Array, plane: number, rgb8: Uint8A
   const floatBytes = 3 * plane * 4;
   const need = floatBytes + 3 * n;
   const { memory } = module;
-  if (memory.buffer.byteLength < need) memory.grow(Math.ceil((need - memory.buffer.byteLength) / 65536));
+  if (memory.buffer.byteLength < need) return 0;
   const heap = new Uint8Array(memory.buffer);
   // The planes at 0, contiguous as the decoder gave them; the bytes right after.
   heap.set(new Uint8Array(data.buffer, data.byteOffset, floatBytes), 0);

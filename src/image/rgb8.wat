@@ -4,7 +4,9 @@
 ;; (numpy's round), then the byte; NaN gives 0. Assembled by tools/build-wasm.mjs into
 ;; rgb8-wasm.ts, which src/image/rgb8.ts loads.
 (module
-  (memory (export "memory") 1)
+  ;; 64 MiB, never grown: room for 4.4 MP (15 bytes a pixel), and growing would detach the old
+  ;; ArrayBuffer (see rgb8.ts). Pages nobody touches cost no resident memory.
+  (memory (export "memory") 1024)
 
   ;; 4 floats from $at → clamped, scaled, rounded int32 lanes.
   (func $lane (param $at i32) (result v128)
