@@ -73,6 +73,30 @@ describe('fp16 session boundary', () => {
   });
 });
 
+describe('outputs written into a given buffer', () => {
+  it('writes a float32 output where the caller asks and returns that buffer; an fp16 output ignores it', async () => {
+    for (const dtype of ['fp32', 'fp16'] as const) {
+      const file = join(await tinyModelDir({ family: 'depth2img', dtype }), 'vae_decoder', 'model.onnx');
+      const vae = await openSession('vae_decoder', file, 'cpu');
+      try {
+        const latents = { latent_sample: { data: Float32Array.from({ length: 4 * 8 * 8 }, (_, i) => Math.cos(i)), dims: [1, 4, 8, 8] } };
+        const plain = (await vae.run(latents, ['sample'])).sample!;
+        const target = new Float32Array(plain.data.length).fill(-7);
+        const into = (await vae.run(latents, ['sample'], { sample: { data: target, dims: plain.dims } })).sample!;
+        if (dtype === 'fp32') {
+          expect(into.data).toBe(target);
+          expect(target).toEqual(plain.data);
+        } else {
+          expect(into.half).toBeInstanceOf(Uint16Array);
+          expect(target[0]).toBe(-7);
+        }
+      } finally {
+        await vae.release();
+      }
+    }
+  });
+});
+
 describe('batched text embeddings', () => {
   it('joins the same prompts once and keeps a bounded number of batches per first embedding', () => {
     const uncond = new Float32Array([1, 2]);

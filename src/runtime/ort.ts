@@ -157,6 +157,10 @@ export class ModelSession {
     return this.inputs.find((i) => i.name === name);
   }
 
+  output(name: string): TensorSpec | undefined {
+    return this.outputs.find((o) => o.name === name);
+  }
+
   private toTensor(spec: TensorSpec, feed: Feed): ort.Tensor {
     const dims = [...feed.dims];
     const n = sizeOf(dims);
@@ -194,8 +198,13 @@ export class ModelSession {
     }
   }
 
-  /** Runs the session. Every declared input must be fed and no unknown name may be; float outputs come back as Float32Array. */
-  async run(feeds: Record<string, Feed>, outputNames?: string[]): Promise<Record<string, OutputTensor>> {
+  /**
+   * Runs the session. Every declared input must be fed and no unknown name may be; float outputs
+   * come back as Float32Array. A float32 output named in `into` is written into that buffer
+   * (onnxruntime-node copies its result there) and comes back as it: for a caller that wants the
+   * values in a particular memory (a WebAssembly module's), without a copy of its own.
+   */
+  async run(feeds: Record<string, Feed>, outputNames?: string[], into?: Record<string, { data: Float32Array; dims: number[] }>): Promise<Record<string, OutputTensor>> {
     const missing = this.inputs.filter((i) => !(i.name in feeds)).map((i) => i.name);
     const unknown = Object.keys(feeds).filter((k) => !this.input(k));
     if (missing.length || unknown.length) {
@@ -207,8 +216,9 @@ export class ModelSession {
     const tensors: Record<string, ort.Tensor> = {};
     for (const spec of this.inputs) tensors[spec.name] = this.toTensor(spec, feeds[spec.name]!);
     let results: ort.InferenceSession.OnnxValueMapType;
+    const fetches = into && outputNames ? preallocated(outputNames, into, this) : undefined;
     try {
-      results = outputNames ? await this.session.run(tensors, outputNames) : await this.session.run(tensors);
+      results = fetches ? await this.session.run(tensors, fetches) : outputNames ? await this.session.run(tensors, outputNames) : await this.session.run(tensors);
     } catch (err) {
       const message = (err as Error).message ?? String(err);
       const oom = /out of memory|bad_alloc|failed to allocate/i.test(message);
@@ -221,6 +231,11 @@ export class ModelSession {
     }
     const out: Record<string, OutputTensor> = {};
     for (const [name, value] of Object.entries(results)) {
+      const target = fetches?.[name] ? into![name]! : undefined;
+      if (target) {
+        out[name] = new OutputTensor([...target.dims], target.data);
+        continue;
+      }
       const tensor = value as ort.Tensor;
       const dims = [...tensor.dims];
       if (tensor.type === 'float16') out[name] = new OutputTensor(dims, undefined, tensor.data as Uint16Array);
@@ -246,6 +261,16 @@ export class ModelSession {
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+/** Fetches for session.run: the float32 outputs named in `into` as tensors over those buffers, the rest left to ORT (null). */
+function preallocated(outputNames: string[], into: Record<string, { data: Float32Array; dims: number[] }>, session: ModelSession): Record<string, ort.Tensor | null> {
+  const fetches: Record<string, ort.Tensor | null> = {};
+  for (const name of outputNames) {
+    const target = into[name];
+    fetches[name] = target && session.output(name)?.type === 'float32' ? new ort.Tensor('float32', target.data, target.dims) : null;
+  }
+  return fetches;
 }
 
 /**
