@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { DepthcastError } from '../src/errors.ts';
 import { decodeDepthPixels, toNearness } from '../src/depth/convert.ts';
 import { toHalf } from '../src/runtime/float16.ts';
-import { type DepthLayout, nearnessDifference, nearnessWithin, scanDepth, SIMILARITY_GRID } from '../server/depth-scan.ts';
+import { type DepthLayout, depthScanInWasm, nearnessDifference, nearnessWithin, scanDepth, SIMILARITY_GRID } from '../server/depth-scan.ts';
 import { SIMILARITY_MAX_CELL } from '../server/similarity.ts';
 import { JobStore } from '../server/jobs.ts';
 import { sceneDepth } from './support/server-helpers.ts';
@@ -42,6 +42,38 @@ describe('scanDepth', () => {
       payload.fill(0);
       expect(new Float32Array(bytes.buffer)[63 * 64]).toBe(z[63 * 64]);
     }
+  });
+
+  it('scans linear-Z f32 in WebAssembly with the JavaScript reference\'s totals and grid, bit for bit', () => {
+    let seed = 11;
+    const random = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+    const part = { ...Z, width: 300, height: 173, near: 0.5, far: 40 };
+    const z = Float32Array.from({ length: part.width * part.height }, () => random() * 45);
+    // Edges: below near, exactly near and far, infinity, -0, subnormals, huge.
+    const edges = [0.1, 0.5, 40, Infinity, -0, 1e-40, 3e38, 39.999996];
+    for (let i = 0; i < z.length; i += 13) z[i] = edges[(i / 13) % edges.length]!;
+    // Or the comparison below would be JavaScript against itself.
+    expect(depthScanInWasm()).toBe(true);
+    for (const withGrid of [true, false]) {
+      const js = scanDepth(bytesAt(1, z), part, withGrid, true);
+      const wasm = scanDepth(bytesAt(1, z), part, withGrid);
+      expect(wasm.foreground).toEqual(js.foreground);
+      expect(Buffer.from(wasm.nearness?.buffer ?? new ArrayBuffer(0)).equals(Buffer.from(js.nearness?.buffer ?? new ArrayBuffer(0)))).toBe(true);
+    }
+    // The same refusals, with the same counts.
+    const bad = z.slice();
+    bad[5] = NaN;
+    bad[9] = -2;
+    const message = (inJs: boolean) => { try { scanDepth(bytesAt(0, bad), part, true, inJs); return ''; } catch (err) { return (err as Error).message; } };
+    expect(message(false)).toBe(message(true));
+    expect(message(false)).toMatch(/1 NaN/);
+  });
+
+  it('scans a frame too large for the WebAssembly memory in JavaScript', () => {
+    const part = { ...Z, width: 2600, height: 2300 };
+    const z = new Float32Array(part.width * part.height).fill(5);
+    const scanned = scanDepth(bytesAt(0, z), part, true);
+    expect(scanned.foreground).toMatchObject({ min: 5, max: 5, count: part.width * part.height });
   });
 
   it("hands the engine the foreground statistics toNearness would compute, for every dtype and kind", () => {
