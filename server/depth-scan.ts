@@ -12,6 +12,7 @@
 import { DepthcastError } from '../src/errors.ts';
 import type { ForegroundStats } from '../src/depth/convert.ts';
 import { fromHalf } from '../src/runtime/float16.ts';
+import { instantiateWasm } from '../src/util/wasm.ts';
 import { DEPTH_SCAN_WASM_BASE64 } from './depth-scan-wasm.ts';
 
 export interface DepthLayout {
@@ -145,10 +146,7 @@ interface DepthScanModule {
 let depthScanModule: DepthScanModule | null | undefined;
 
 function loadDepthScan(): DepthScanModule | null {
-  if (depthScanModule === undefined) {
-    const bytes = Buffer.from(DEPTH_SCAN_WASM_BASE64, 'base64');
-    depthScanModule = WebAssembly.validate(bytes) ? (new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports as unknown as DepthScanModule) : null;
-  }
+  if (depthScanModule === undefined) depthScanModule = instantiateWasm<DepthScanModule>(DEPTH_SCAN_WASM_BASE64);
   return depthScanModule;
 }
 

@@ -11,6 +11,7 @@
  * (a tight loop ran ~2× slower in a micro-benchmark; the pipeline's own loops showed nothing
  * measurable). Images too large for it (over ~4.4 MP) go the JavaScript way instead.
  */
+import { instantiateWasm } from '../util/wasm.ts';
 import { RGB8_WASM_BASE64 } from './rgb8-wasm.ts';
 
 interface Rgb8Module {
@@ -22,9 +23,7 @@ let loaded: Rgb8Module | null | undefined;
 
 /** The module, or null where WebAssembly SIMD is missing (the caller then uses JavaScript). */
 function rgb8Module(): Rgb8Module | null {
-  if (loaded !== undefined) return loaded;
-  const bytes = Buffer.from(RGB8_WASM_BASE64, 'base64');
-  loaded = WebAssembly.validate(bytes) ? (new WebAssembly.Instance(new WebAssembly.Module(bytes)).exports as unknown as Rgb8Module) : null;
+  if (loaded === undefined) loaded = instantiateWasm<Rgb8Module>(RGB8_WASM_BASE64);
   return loaded;
 }
 
