@@ -89,6 +89,30 @@ describe('depth contract: linear Z → nearness', () => {
   });
 });
 
+describe('linear Z → nearness in WebAssembly', () => {
+  it('writes the JavaScript loop\'s float32 values, background, clamps and edges included', async () => {
+    const { nearnessInWasm, zdepthToNearness, zdepthToNearnessInWasm } = await import('../src/depth/convert.ts');
+    expect(nearnessInWasm()).toBe(true);
+    let seed = 5;
+    const random = () => ((seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0) / 2 ** 32);
+    const data = Float32Array.from({ length: 70_001 }, () => random() * 60);
+    const edges = [0, -0, 0.3, 1, 2, 50, 49.999996, Infinity, 1e-40, 3e38];
+    for (let i = 0; i < data.length; i += 7) data[i] = edges[(i / 7) % edges.length]!;
+    for (const [far, zNear, zFar] of [[50, 1, 50], [50, 2.5, 31], [1000, 0.1, 1000]] as const) {
+      const invFar = 1 / zFar;
+      const scale = 1 / (1 / zNear - invFar);
+      const js = new Float32Array(data.length);
+      const wasm = new Float32Array(data.length).fill(-1);
+      zdepthToNearness(data, js, far, zNear, zFar, invFar, scale);
+      expect(zdepthToNearnessInWasm(data, wasm, far, zNear, zFar, invFar, scale)).toBe(true);
+      expect(Buffer.from(wasm.buffer).equals(Buffer.from(js.buffer))).toBe(true);
+    }
+    // A frame too large for its memory is left to JavaScript.
+    const big = new Float32Array(5_000_000);
+    expect(zdepthToNearnessInWasm(big, new Float32Array(big.length), 50, 1, 50, 0.02, 1)).toBe(false);
+  });
+});
+
 describe('wire dtypes', () => {
   it('decodes f32, f16 and u16 pixels and checks the byte count', () => {
     const values = Float32Array.from([1.5, 2, Infinity]);
