@@ -11,7 +11,7 @@
  */
 import { DepthcastError } from '../src/errors.ts';
 import type { ForegroundStats } from '../src/depth/convert.ts';
-import { fromHalf } from '../src/runtime/float16.ts';
+import { float16ToFloat32 } from '../src/runtime/float16.ts';
 import { instantiateWasm } from '../src/util/wasm.ts';
 import { DEPTH_SCAN_WASM_BASE64 } from './depth-scan-wasm.ts';
 
@@ -42,22 +42,12 @@ export interface ScannedDepth {
   gridHeight: number;
 }
 
-let halfTable: Float32Array | undefined;
-
-function halves(): Float32Array {
-  if (!halfTable) {
-    halfTable = new Float32Array(65536);
-    for (let i = 0; i < 65536; i++) halfTable[i] = fromHalf(i);
-  }
-  return halfTable;
-}
-
 /** Decodes one row of 16-bit samples (`raw16`, the row's view of the aligned copy) into `out` as the floats the engine will see (docs/depth.md: u16 65535 = zdepth background). */
 function decodeRow(raw16: Uint16Array, part: DepthLayout, out: Float32Array): void {
   const width = part.width;
   if (part.dtype === 'f16') {
-    const table = halves();
-    for (let i = 0; i < width; i++) out[i] = table[raw16[i]!]!;
+    // As decodeDepthPixels decodes them, through the same table.
+    float16ToFloat32(raw16, out);
   } else if (part.kind === 'zdepth') {
     // The same expression as decodeDepthPixels, so the foreground statistics handed to the
     // engine are those of the very values it converts.
