@@ -12,7 +12,7 @@
 import { DepthcastError } from '../src/errors.ts';
 import type { ForegroundStats } from '../src/depth/convert.ts';
 import { float16ToFloat32 } from '../src/runtime/float16.ts';
-import { instantiateWasm } from '../src/util/wasm.ts';
+import { lazyWasm } from '../src/util/wasm.ts';
 import { DEPTH_SCAN_WASM_BASE64 } from './depth-scan-wasm.ts';
 
 export interface DepthLayout {
@@ -133,12 +133,7 @@ interface DepthScanModule {
   ): void;
 }
 
-let depthScanModule: DepthScanModule | null | undefined;
-
-function loadDepthScan(): DepthScanModule | null {
-  if (depthScanModule === undefined) depthScanModule = instantiateWasm<DepthScanModule>(DEPTH_SCAN_WASM_BASE64);
-  return depthScanModule;
-}
+const loadDepthScan = lazyWasm<DepthScanModule>(DEPTH_SCAN_WASM_BASE64);
 
 /** Whether linear-Z f32 frames are scanned in WebAssembly here (false: WebAssembly is unavailable). */
 export function depthScanInWasm(): boolean {

@@ -11,7 +11,7 @@
 import { DepthcastError } from '../errors.ts';
 import { float16ToFloat32 } from '../runtime/float16.ts';
 import type { PlanarImage } from '../pipelines/types.ts';
-import { instantiateWasm } from '../util/wasm.ts';
+import { lazyWasm } from '../util/wasm.ts';
 import { NEARNESS_WASM_BASE64 } from './nearness-wasm.ts';
 import { resizeBicubic } from './resize.ts';
 
@@ -104,12 +104,7 @@ interface NearnessModule {
   zdepthToNearness(src: number, dst: number, n: number, far: number, zNear: number, zFar: number, invFar: number, scale: number): void;
 }
 
-let nearnessModule: NearnessModule | null | undefined;
-
-function loadNearness(): NearnessModule | null {
-  if (nearnessModule === undefined) nearnessModule = instantiateWasm<NearnessModule>(NEARNESS_WASM_BASE64);
-  return nearnessModule;
-}
+const loadNearness = lazyWasm<NearnessModule>(NEARNESS_WASM_BASE64);
 
 /**
  * zdepthToNearness in WebAssembly (nearness.wat), the same float32 results, ~2× the speed of

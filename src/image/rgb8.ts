@@ -11,7 +11,7 @@
  * (a tight loop ran ~2× slower in a micro-benchmark; the pipeline's own loops showed nothing
  * measurable). Images too large for it (over ~4.4 MP) go the JavaScript way instead.
  */
-import { instantiateWasm } from '../util/wasm.ts';
+import { lazyWasm } from '../util/wasm.ts';
 import { RGB8_WASM_BASE64 } from './rgb8-wasm.ts';
 
 interface Rgb8Module {
@@ -19,13 +19,8 @@ interface Rgb8Module {
   planarToRgb8(src: number, n: number, size: number, dst: number): void;
 }
 
-let loaded: Rgb8Module | null | undefined;
-
 /** The module, or null where WebAssembly SIMD is missing (the caller then uses JavaScript). */
-function rgb8Module(): Rgb8Module | null {
-  if (loaded === undefined) loaded = instantiateWasm<Rgb8Module>(RGB8_WASM_BASE64);
-  return loaded;
-}
+const rgb8Module = lazyWasm<Rgb8Module>(RGB8_WASM_BASE64);
 
 /** Pixels the SIMD loop takes at a time. */
 const LANES = 16;
