@@ -4,6 +4,7 @@
  * distinct region prompt, blended by soft latent-size masks, the global prompt covering the rest).
  */
 import { HALF_TABLE } from '../runtime/float16.ts';
+import { guide } from '../util/elementwise.ts';
 
 export interface LatentRegion {
   embeds: Float32Array;
@@ -44,10 +45,7 @@ export function planPrediction(
           out.set(batch.subarray(0, n));
           return;
         }
-        for (let i = 0; i < n; i++) {
-          const u = batch[i]!;
-          out[i] = u + g * (batch[n + i]! - u);
-        }
+        guide(out, batch.subarray(0, n), batch.subarray(n, 2 * n), g);
       },
       combineHalves(batch, out) {
         const n = out.length;

@@ -11,6 +11,7 @@
  * for per-step arithmetic, which stays far inside the conformance tolerance.
  */
 import { DepthcastError } from '../errors.ts';
+import { lin2 } from '../util/elementwise.ts';
 import type { NoiseSource, Scheduler } from './types.ts';
 
 export const f32 = Math.fround;
@@ -382,6 +383,7 @@ export function predictionCoefficients(type: PredictionType, which: 'x0' | 'eps'
 
 /** out[i] = cx·x[i] + cm·m[i] */
 export function combine(out: Float32Array | Float64Array, x: ArrayLike<number>, cx: number, m: ArrayLike<number>, cm: number): void {
+  if (out instanceof Float32Array && x instanceof Float32Array && m instanceof Float32Array) return lin2(out, x, cx, m, cm);
   for (let i = 0; i < out.length; i++) out[i] = cx * x[i]! + cm * m[i]!;
 }
 

@@ -20,6 +20,7 @@
  * Refuses: algorithm_type dpmsolver / sde-dpmsolver / sde-dpmsolver++ (deprecated or noise-drawing
  * variants) and variance_type learned / learned_range. Never draws noise.
  */
+import { lin2, secondOrder } from '../util/elementwise.ts';
 import {
   combine,
   f32,
@@ -243,7 +244,7 @@ export class DPMSolverMultistepScheduler extends IndexedScheduler {
     const keep = to.sigma / from.sigma;
     const gain = -to.alpha * (Math.exp(-h) - 1);
     const out = new Float32Array(sample.length);
-    for (let i = 0; i < out.length; i++) out[i] = keep * sample[i]! + gain * x0[i]!;
+    lin2(out, sample, keep, x0, gain);
     return out;
   }
 
@@ -261,9 +262,7 @@ export class DPMSolverMultistepScheduler extends IndexedScheduler {
     // D1 = (m0 − m1)/r0; midpoint weighs it by −½α_t(e^{−h}−1), heun by α_t((e^{−h}−1)/h + 1).
     const d1Gain = (this.heun ? to.alpha * (expm1 / h + 1) : -0.5 * to.alpha * expm1) / r0;
     const out = new Float32Array(sample.length);
-    for (let i = 0; i < out.length; i++) {
-      out[i] = keep * sample[i]! + d0Gain * m0[i]! + d1Gain * (m0[i]! - m1[i]!);
-    }
+    secondOrder(out, sample, m0, m1, keep, d0Gain, d1Gain);
     return out;
   }
 

@@ -9,6 +9,7 @@
  */
 import { drawNoise, sameLength, type SchedulerSettings } from './common.ts';
 import { EulerFamily, eulerGrid } from './euler.ts';
+import { ancestral } from '../util/elementwise.ts';
 import type { NoiseSource } from './types.ts';
 
 export const EULER_ANCESTRAL_DEFAULTS = {
@@ -57,11 +58,7 @@ export class EulerAncestralDiscreteScheduler extends EulerFamily {
     const slope = (down - sigma) / sigma;
     const fresh = drawNoise(noise, sample.length, this.className, this.noiseScratch(sample.length));
     const out = new Float32Array(sample.length);
-    for (let i = 0; i < out.length; i++) {
-      const x = sample[i]!;
-      const x0 = cx * x + cm * modelOutput[i]!;
-      out[i] = x + (x - x0) * slope + fresh[i]! * up;
-    }
+    ancestral(out, sample, modelOutput, fresh, cx, cm, slope, up);
     this.advance();
     return out;
   }

@@ -10,6 +10,7 @@
  * 0.25·ln σ as the timestep). 0.27.2 has no final_sigmas_type for this class. Never draws noise
  * (the reference draws a tensor every step but ignores it when s_churn = 0).
  */
+import { euler as eulerStep, scale as scaleValues } from '../util/elementwise.ts';
 import {
   f32,
   interpTable,
@@ -116,9 +117,8 @@ export abstract class EulerFamily extends IndexedScheduler {
     const sigma = this.sigmas[this.currentIndex(t)]!;
     const scale = 1 / Math.sqrt(sigma * sigma + 1);
     if (this.scaled?.length !== sample.length) this.scaled = new Float32Array(sample.length);
-    const out = this.scaled;
-    for (let i = 0; i < out.length; i++) out[i] = sample[i]! * scale;
-    return out;
+    scaleValues(this.scaled, sample, scale);
+    return this.scaled;
   }
 
   /** Scratch for step noise, consumed within the step that draws it. */
@@ -199,11 +199,7 @@ export class EulerDiscreteScheduler extends EulerFamily {
     // x_next = x + (x − x0)/σ · (σ_next − σ)
     const slope = (next - sigma) / sigma;
     const out = new Float32Array(sample.length);
-    for (let i = 0; i < out.length; i++) {
-      const x = sample[i]!;
-      const x0 = cx * x + cm * modelOutput[i]!;
-      out[i] = x + (x - x0) * slope;
-    }
+    eulerStep(out, sample, modelOutput, cx, cm, slope);
     this.advance();
     return out;
   }

@@ -12,6 +12,7 @@
  * Honours beta options, rescale_betas_zero_snr, original_inference_steps, timestep_scaling,
  * prediction_type epsilon/sample/v_prediction, clip_sample(+range), thresholding, set_alpha_to_one.
  */
+import { lcmNoisy, lin2 } from '../util/elementwise.ts';
 import {
   alphaBarAddNoise,
   applyClipping,
@@ -119,16 +120,13 @@ export class LCMScheduler extends IndexedScheduler {
 
     const out = new Float32Array(sample.length);
     if (last) {
-      for (let i = 0; i < out.length; i++) out[i] = cOut * x0[i]! + cSkip * sample[i]!;
+      lin2(out, x0, cOut, sample, cSkip);
     } else {
       this.noiseBuffer = this.noiseBuffer?.length === sample.length ? this.noiseBuffer : new Float32Array(sample.length);
       const fresh = drawNoise(noise, sample.length, this.className, this.noiseBuffer);
       const keep = Math.sqrt(abarPrev);
       const add = Math.sqrt(1 - abarPrev);
-      for (let i = 0; i < out.length; i++) {
-        const denoised = cOut * x0[i]! + cSkip * sample[i]!;
-        out[i] = keep * denoised + add * fresh[i]!;
-      }
+      lcmNoisy(out, x0, sample, fresh, cOut, cSkip, keep, add);
     }
     this.advance();
     return out;
