@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { float16ToFloat32, float32ToFloat16, fromHalf, toHalf } from '../src/runtime/float16.ts';
+import { float16ToFloat32, float16ToFloat32Js, float32ToFloat16, float32ToFloat16Js, fromHalf, HALF_TABLE, toHalf } from '../src/runtime/float16.ts';
 
 describe('float16 conversion', () => {
   it('rounds to nearest even like numpy astype(float16)', () => {
@@ -50,5 +50,46 @@ describe('float16 conversion', () => {
     expect(mismatches).toBe(0);
     const back = float16ToFloat32(bulk);
     for (let i = 0; i < src.length; i++) if (Number.isFinite(back[i]!)) expect(back[i]).toBe(fromHalf(bulk[i]!));
+  });
+
+  // float32ToFloat16 and float16ToFloat32 run in WebAssembly SIMD (float16.wat); the JavaScript
+  // forms are the reference they must match.
+  it('SIMD float → half gives the scalar bits for every exponent, subnormal results densely', () => {
+    const bits: number[] = [];
+    let x = 777;
+    const next = () => (x = (Math.imul(x, 1664525) + 1013904223) >>> 0);
+    for (let e = 0; e < 256; e++) {
+      // Where results are half subnormals or round to zero, every 61st mantissa; elsewhere 600 random ones.
+      const dense = e >= 100 && e < 113;
+      for (const sign of [0, 0x80000000]) {
+        if (dense) for (let m = 0; m < 1 << 23; m += 61) bits.push((sign | (e << 23) | m) >>> 0);
+        else for (let k = 0; k < 600; k++) bits.push((sign | (e << 23) | (next() & 0x7fffff)) >>> 0);
+      }
+    }
+    // An odd length past one chunk (131072 values), so chunking and the 4-value tail both run.
+    const src = new Float32Array(Uint32Array.from(bits).buffer);
+    expect(src.length % 4).not.toBe(0);
+    expect(src.length).toBeGreaterThan(131072);
+    const got = float32ToFloat16(src);
+    const want = float32ToFloat16Js(src);
+    let mismatches = 0;
+    for (let i = 0; i < src.length; i++) if (got[i] !== want[i] || got[i] !== toHalf(src[i]!)) mismatches++;
+    expect(mismatches).toBe(0);
+  });
+
+  it('SIMD half → float gives HALF_TABLE\'s value for all 65536 halves', () => {
+    const all = Uint16Array.from({ length: 65536 + 3 }, (_, i) => i & 0xffff);
+    const got = float16ToFloat32(all);
+    const want = float16ToFloat32Js(all);
+    const gotBits = new Uint32Array(got.buffer);
+    const wantBits = new Uint32Array(want.buffer);
+    let mismatches = 0;
+    for (let i = 0; i < all.length; i++) {
+      if (Number.isNaN(want[i])) { if (!Number.isNaN(got[i])) mismatches++; } else if (gotBits[i] !== wantBits[i]) mismatches++;
+    }
+    expect(mismatches).toBe(0);
+    expect(got[0x3c00]).toBe(1);
+    expect(Object.is(got[0x8000], -0)).toBe(true);
+    expect(got[0x0001]).toBe(HALF_TABLE[1]);
   });
 });

@@ -32,7 +32,7 @@ export async function denoise(ctx: DenoiseContext): Promise<Float32Array> {
   const perImage = ctx.latents.length;
   const scaledBatch = new Float32Array(batch * perImage);
   const guided = new Float32Array(perImage);
-  // Where an fp16 UNet's halves are read back when they cannot be combined as they are.
+  // Where an fp16 UNet's halves are read back as float32 (an fp32 UNet's output is used as it is).
   let readBack: Float32Array | undefined;
   let latents = ctx.latents;
   const previewEvery = input.previewEvery ?? 0;
@@ -48,14 +48,10 @@ export async function denoise(ctx: DenoiseContext): Promise<Float32Array> {
     const prediction = await ctx.predict(scaledBatch, batch, t);
 
     start = performance.now();
-    if (prediction.half && plan.combineHalves && !input.onPrediction) {
-      plan.combineHalves(prediction.half, guided);
-    } else {
-      readBack ??= float32For(input.scratch, 'prediction', batch * perImage);
-      const values = prediction.float32Into(readBack);
-      plan.combine(values, guided);
-      input.onPrediction?.(k, values, guided);
-    }
+    readBack ??= float32For(input.scratch, 'prediction', batch * perImage);
+    const values = prediction.float32Into(readBack);
+    plan.combine(values, guided);
+    input.onPrediction?.(k, values, guided);
     latents = scheduler.step(guided, t, latents, ctx.noise);
     timer.add('scheduler', performance.now() - start);
 

@@ -3,7 +3,6 @@
  * ([uncond, cond] in one call) and regional prompting (issue 8: one extra batch entry per
  * distinct region prompt, blended by soft latent-size masks, the global prompt covering the rest).
  */
-import { HALF_TABLE } from '../runtime/float16.ts';
 import { guide } from '../util/elementwise.ts';
 
 export interface LatentRegion {
@@ -17,11 +16,6 @@ export interface PredictionPlan {
   embeddings: Float32Array[];
   /** Writes the guided noise prediction for one image into `out` from the batched predictions. */
   combine(batch: Float32Array, out: Float32Array): void;
-  /**
-   * The same from an fp16 model's raw halves, each read as its exact float32 value: the same
-   * arithmetic, without first writing the whole batch out as float32. Plans with regions have none.
-   */
-  combineHalves?(batch: Uint16Array, out: Float32Array): void;
 }
 
 export function planPrediction(
@@ -46,18 +40,6 @@ export function planPrediction(
           return;
         }
         guide(out, batch.subarray(0, n), batch.subarray(n, 2 * n), g);
-      },
-      combineHalves(batch, out) {
-        const n = out.length;
-        const value = HALF_TABLE;
-        if (!guided) {
-          for (let i = 0; i < n; i++) out[i] = value[batch[i]!]!;
-          return;
-        }
-        for (let i = 0; i < n; i++) {
-          const u = value[batch[i]!]!;
-          out[i] = u + g * (value[batch[n + i]!]! - u);
-        }
       },
     };
   }
