@@ -108,7 +108,11 @@ function toHeader(jobId: string, input: GenerateInput): FrameHeader {
   };
   if (parts.init) header.init = { format: sniffImage(parts.init), byteLength: parts.init.byteLength };
   if (input.layout && parts.layout) header.layout = { ...input.layout, byteLength: parts.layout.byteLength };
-  return parseWith(FrameHeaderSchema, header);
+  const parsed = parseWith(FrameHeaderSchema, header);
+  if (parsed.params.resultFormat !== 'png') {
+    throw new DepthcastError('BAD_REQUEST', `params.resultFormat "${parsed.params.resultFormat}" is for WebSocket frames; /v1/generate answers with PNG (leave resultFormat out)`);
+  }
+  return parsed;
 }
 
 function sendError(res: Response, err: unknown): void {
@@ -226,7 +230,7 @@ export function createApp(deps: HttpDeps): express.Express {
   return app;
 }
 
-function respond(res: Response, { header, png }: JobResult, wantsPng: boolean): void {
+function respond(res: Response, { header, image: png }: JobResult, wantsPng: boolean): void {
   if (res.writableEnded || res.destroyed) return;
   if (wantsPng) {
     res.status(200).set({ 'Content-Type': 'image/png', 'X-Job-Id': header.jobId, 'X-Seed': String(header.seed), 'Finish-Reason': header.finishReason }).end(Buffer.from(png.buffer, png.byteOffset, png.byteLength));

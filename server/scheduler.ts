@@ -10,19 +10,20 @@ import { DepthcastError, toDepthcastError } from '../src/errors.ts';
 import type { Engine } from '../src/engine/engine.ts';
 import type { CatalogEntry } from '../src/engine/catalog.ts';
 import type { EngineProgress } from '../src/engine/types.ts';
-import type { ResultHeader } from '../src/protocol/schemas.ts';
+import type { ResultFormat, ResultHeader } from '../src/protocol/schemas.ts';
 import type { Frame } from './intake.ts';
 import { type JobRecord, JobStore } from './jobs.ts';
 import { type ComputedFrame, frameSignature, isSimilar } from './similarity.ts';
 
-/** Live streams whose last result is kept for the similarity skip (each holds a PNG and a ≤256² grid). */
+/** Live streams whose last result is kept for the similarity skip (each holds an image and a ≤256² grid). */
 const MAX_REMEMBERED = 256;
 
 export type CancelReason = 'client' | 'superseded' | 'disconnect' | 'shutdown';
 
 export interface JobResult {
   header: ResultHeader;
-  png: Uint8Array;
+  /** The image in header.format. */
+  image: Uint8Array;
 }
 
 /** Where a job's messages go; called in protocol order, exactly one terminal call. */
@@ -240,7 +241,7 @@ export class Scheduler {
     job.record.result = resultSummary(header);
     this.opts.store.finish(job.record, 'succeeded');
     job.sink.accepted(0);
-    job.sink.result({ header, png: last.result.png });
+    job.sink.result({ header, image: last.result.image });
   }
 
   /** Round robin: the head job of the least recently served stream with work. */
@@ -278,7 +279,7 @@ export class Scheduler {
       },
     );
     const done = run.then(
-      (r) => this.succeed(job, { png: r.png, width: r.width, height: r.height, seed: r.seed, params: r.params, model: r.model, timings: r.timings }),
+      (r) => this.succeed(job, { image: r.image, format: r.format, width: r.width, height: r.height, seed: r.seed, params: r.params, model: r.model, timings: r.timings }),
       (err) => this.fail(job, toDepthcastError(err, 'INFERENCE_FAILED')),
     ).finally(() => {
       this.gpu = undefined;
@@ -287,24 +288,24 @@ export class Scheduler {
     this.gpu = { job, done };
   }
 
-  private succeed(job: Job, r: { png: Uint8Array; width: number; height: number; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number> }): void {
+  private succeed(job: Job, r: { image: Uint8Array; format: ResultFormat; width: number; height: number; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number> }): void {
     if (job.state !== 'running') return;
     this.settle(job);
     this.stats.succeeded++;
     const now = performance.now();
     const header: ResultHeader = {
-      type: 'result', jobId: job.id, stream: job.stream.name, format: 'png', width: r.width, height: r.height,
+      type: 'result', jobId: job.id, stream: job.stream.name, format: r.format, width: r.width, height: r.height,
       seed: r.seed, finishReason: 'SUCCESS', params: r.params, model: r.model,
       timings: { ...r.timings, queued: job.startedAt! - job.frame.receivedAt, endToEnd: now - job.frame.receivedAt },
     };
     const { frame } = job;
     if (job.mode === 'live' && frame.depth.nearness && this.streams.get(job.stream.key) === job.stream) {
-      job.stream.last = { jobId: job.id, signature: job.signature, nearness: frame.depth.nearness, init: frame.init, layout: frame.layout, result: { header, png: r.png } };
+      job.stream.last = { jobId: job.id, signature: job.signature, nearness: frame.depth.nearness, init: frame.init, layout: frame.layout, result: { header, image: r.image } };
       this.remember(job.stream);
     }
     job.record.result = resultSummary(header);
     this.opts.store.finish(job.record, 'succeeded');
-    job.sink.result({ header, png: r.png });
+    job.sink.result({ header, image: r.image });
     this.forgetIdle(job.stream);
   }
 

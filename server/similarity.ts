@@ -25,7 +25,7 @@ export interface ComputedFrame {
   nearness: Float32Array;
   init?: Uint8Array;
   layout?: Uint8Array;
-  result: { header: ResultHeader; png: Uint8Array };
+  result: { header: ResultHeader; image: Uint8Array };
 }
 
 /** Everything but the depth values and the job's identity that decides the image. */

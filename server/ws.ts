@@ -197,8 +197,8 @@ export class WsEndpoint {
         stats.previewsSent++;
         sendBinary(ws, { type: 'preview', jobId, step: p.step, total: p.total, width: p.previewWidth ?? 0, height: p.previewHeight ?? 0, format: p.previewFormat ?? 'jpeg' }, p.preview);
       },
-      result: ({ header, png }) => {
-        if (ws.readyState === WebSocket.OPEN) sendBinary(ws, header, png);
+      result: ({ header, image }) => {
+        if (ws.readyState === WebSocket.OPEN) sendBinary(ws, header, image);
       },
       cancelled: (reason) => this.sendJson(ws, { type: 'cancelled', jobId, reason }),
       failed: (error) => this.sendError(ws, error, jobId),

@@ -40,7 +40,7 @@ describe('engine depth hand-off', () => {
     // Detached: the worker owns those bytes now, and nothing was copied on the way.
     expect(given.byteLength).toBe(0);
     expect(given.buffer.byteLength).toBe(0);
-    expect(Buffer.from(moved.png).equals(Buffer.from(copied.png))).toBe(true);
+    expect(Buffer.from(moved.image).equals(Buffer.from(copied.image))).toBe(true);
   });
 
   it('copies a view into a larger buffer even when told it may move it', async () => {

@@ -134,6 +134,8 @@ describe('POST /v1/generate', () => {
   it('maps each error to its status', async () => {
     await expectError(await post('{"depth": '), 400, 'BAD_REQUEST');
     expect(await expectError(await post(request({ params: { steps: 'many' } })), 400, 'BAD_REQUEST')).toMatch(/params\.steps/);
+    // Raw results are for WebSocket viewers; HTTP answers with PNG and says so.
+    expect(await expectError(await post(request({ params: { resultFormat: 'rgb8' } })), 400, 'BAD_REQUEST')).toMatch(/resultFormat/);
     expect(await expectError(await post(request({ depth: { width: 32 } })), 400, 'BAD_FRAME')).toMatch(/byteLength/);
     const nan = sceneDepth();
     nan[7] = NaN;

@@ -89,6 +89,45 @@ describe('raw previews', () => {
   });
 });
 
+describe('raw results', () => {
+  it('sends a resultFormat rgb8 result as the raw RGB rows of the PNG the same frame gives', async () => {
+    const client = await TestClient.connect(server.url);
+    const resultOf = async (jobId: string, mode: 'live' | 'batch', resultFormat?: 'rgb8') => {
+      client.send(frameBytes({ jobId, mode, stream: jobId, params: { steps: 3, seed: 7, ...(resultFormat ? { resultFormat } : {}) } }));
+      const m = await client.terminal(jobId);
+      expect(m.type, JSON.stringify(m.msg)).toBe('result');
+      return { header: ResultHeader.parse(m.msg), bytes: m.payload! };
+    };
+    for (const mode of ['live', 'batch'] as const) {
+      const raw = await resultOf(`raw-${mode}`, mode, 'rgb8');
+      const png = await resultOf(`png-${mode}`, mode);
+      expect([raw.header.format, png.header.format]).toEqual(['rgb8', 'png']);
+      expect([raw.header.width, raw.header.height]).toEqual([64, 64]);
+      expect(raw.bytes.byteLength).toBe(64 * 64 * 3);
+      const decoded = await sharp(png.bytes).raw().toBuffer();
+      expect(Buffer.from(raw.bytes).equals(decoded), `${mode}: the same pixels`).toBe(true);
+    }
+    await client.close();
+  });
+
+  it('does not answer a PNG frame with a remembered raw result (the similarity skip compares formats)', async () => {
+    const client = await TestClient.connect(server.url);
+    client.send(frameBytes({ jobId: 'first', mode: 'live', stream: 'same', params: { steps: 3, seed: 7, resultFormat: 'rgb8' } }));
+    expect((await client.terminal('first')).type).toBe('result');
+    client.send(frameBytes({ jobId: 'again', mode: 'live', stream: 'same', params: { steps: 3, seed: 7, resultFormat: 'rgb8' } }));
+    const again = ResultHeader.parse((await client.terminal('again')).msg);
+    expect(again.reusedFrom).toBe('first');
+    expect(again.format).toBe('rgb8');
+    client.send(frameBytes({ jobId: 'as-png', mode: 'live', stream: 'same', params: { steps: 3, seed: 7 } }));
+    const m = await client.terminal('as-png');
+    const asPng = ResultHeader.parse(m.msg);
+    expect(asPng.reusedFrom).toBeUndefined();
+    expect(asPng.format).toBe('png');
+    expect((await sharp(m.payload!).metadata()).format).toBe('png');
+    await client.close();
+  });
+});
+
 describe('init image and layout', () => {
   it('travel in the same binary frame after the depth, and shape the result', async () => {
     const client = await TestClient.connect(server.url);

@@ -5,7 +5,7 @@
  */
 import WebSocket from 'ws';
 import { ModelCatalog } from '../engine/catalog.ts';
-import { Engine } from '../engine/engine.ts';
+import { Engine, resultPng } from '../engine/engine.ts';
 import { DepthcastError, isErrorCode, toDepthcastError } from '../errors.ts';
 import { depthcastHome, modelsRoot } from '../hub/paths.ts';
 import { decodeBinaryMessage, encodeBinaryMessage } from '../protocol/frame.ts';
@@ -23,7 +23,8 @@ export interface BackendJob {
 }
 
 /** What either backend returns: the engine's result without its job id. */
-export type BackendResult = Omit<EngineResult, 'jobId'>;
+/** What a batch writes: always a PNG. */
+export type BackendResult = Omit<EngineResult, 'jobId' | 'image' | 'format'> & { png: Uint8Array };
 
 export interface Backend {
   readonly kind: 'in-process' | 'service';
@@ -76,7 +77,7 @@ export class InProcessBackend implements Backend {
     } finally {
       signal?.removeEventListener('abort', forward);
     }
-    return { png: r.png, width: r.width, height: r.height, seed: r.seed, params: r.params, model: r.model, timings: r.timings };
+    return { png: resultPng(r), width: r.width, height: r.height, seed: r.seed, params: r.params, model: r.model, timings: r.timings };
   }
 
   describe(): Record<string, unknown> {
@@ -240,6 +241,10 @@ export class ServiceBackend implements Backend {
     const job = this.pending.get(h.jobId);
     if (!job) return;
     this.pending.delete(h.jobId);
+    if (h.format !== 'png') {
+      job.reject(new DepthcastError('INTERNAL', `the service answered job ${h.jobId} with ${h.format}, not the PNG a batch writes`));
+      return;
+    }
     job.resolve({ png: decoded.payload.slice(), width: h.width, height: h.height, seed: h.seed, params: h.params, model: h.model, timings: h.timings });
   }
 

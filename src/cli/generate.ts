@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { finitePositiveRange, readDepthFile } from '../depth/read.ts';
-import { Engine } from '../engine/engine.ts';
+import { Engine, resultPng } from '../engine/engine.ts';
 import { DepthcastError } from '../errors.ts';
 import { FrameHeader, describeZodError } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
@@ -60,7 +60,7 @@ export async function generateCommand(opts: GenerateOptions): Promise<void> {
       { onProgress: (p) => process.stderr.write(`step ${p.step}/${p.total} (t=${+p.timestep.toFixed(2)})\n`) },
     );
     const out = resolve(opts.out);
-    await writeFile(`${out}.partial`, result.png);
+    await writeFile(`${out}.partial`, resultPng(result));
     await rename(`${out}.partial`, out);
     const t = result.timings;
     process.stderr.write(`wrote ${out} (${result.width}×${result.height}, seed ${result.seed}, ${t.total?.toFixed(0)} ms, model ${result.model.name} ${result.model.hash} on ${engine.loaded?.device})\n`);

@@ -12,6 +12,12 @@ import { configureInferenceWorkerHeap } from './heap.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts';
 import type { EngineProgress, EngineResult } from './types.ts';
 
+/** A result's PNG, for callers that write files: they never ask for another format. */
+export function resultPng(r: EngineResult): Uint8Array {
+  if (r.format !== 'png') throw new DepthcastError('INTERNAL', `job ${r.jobId} gave ${r.format} where a PNG was needed`);
+  return r.image;
+}
+
 export interface EngineJobInput {
   jobId: string;
   model: { name: string; dir: string };
@@ -163,7 +169,7 @@ export class Engine {
     this.running = undefined;
     if (msg.type === 'result') {
       job.resolve({
-        jobId: job.input.jobId, png: msg.png, width: msg.width, height: msg.height, seed: msg.seed,
+        jobId: job.input.jobId, image: msg.image, format: msg.format, width: msg.width, height: msg.height, seed: msg.seed,
         params: msg.params, model: msg.model, timings: msg.timings, depthStats: msg.depthStats, gcMajor: msg.gcMajor,
       });
     } else {

@@ -2,7 +2,7 @@
  * The engine is the main-thread handle on the inference worker thread: the only place
  * sessions run, so the event loop of the server stays free. Server, CLI, batch and bench use it.
  */
-import type { PreviewFormat } from '../protocol/schemas.ts';
+import type { PreviewFormat, ResultFormat } from '../protocol/schemas.ts';
 
 export interface EngineProgress {
   jobId: string;
@@ -18,7 +18,9 @@ export interface EngineProgress {
 
 export interface EngineResult {
   jobId: string;
-  png: Uint8Array;
+  /** The image in `format`: PNG bytes, or raw interleaved RGB8. */
+  image: Uint8Array;
+  format: ResultFormat;
   width: number;
   height: number;
   seed: number;

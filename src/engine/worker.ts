@@ -65,36 +65,43 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     // JPEG previews are encoded off the step's critical path (sharp runs on the libuv pool while
     // the next step computes); raw RGB8 previews go as they are, with nothing to encode. The
     // chain keeps progress messages in order and ahead of the result.
-    const format = msg.header.params.previewFormat ?? 'jpeg';
+    const previewFormat = msg.header.params.previewFormat ?? 'jpeg';
     let previews = Promise.resolve();
     prepared.input.onStep = (event) => {
       const base = { type: 'progress' as const, seq, step: event.step + 1, total: event.total, timestep: event.timestep };
       const preview = event.preview;
-      const encoded = preview && format === 'jpeg' ? encodeJpeg(preview.rgb, preview.width, preview.height) : preview?.rgb;
+      const encoded = preview && previewFormat === 'jpeg' ? encodeJpeg(preview.rgb, preview.width, preview.height) : preview?.rgb;
       previews = previews.then(async () => {
         const bytes = await encoded;
-        const shape = preview ? { format, width: preview.width, height: preview.height } : {};
+        const shape = preview ? { format: previewFormat, width: preview.width, height: preview.height } : {};
         post({ ...base, preview: bytes, ...shape }, bytes ? [bytes.buffer as ArrayBuffer] : []);
       });
     };
     const output = await generate(model, prepared.input);
     const t0 = performance.now();
-    const text = { parameters: JSON.stringify(prepared.params), Software: 'depthcast' };
     const rgb8 = output.rgb8!;
-    // Live: a stored PNG written here while the last preview's JPEG encodes on the libuv pool.
-    // Batch: sharp's adaptive filtering at level 6, where file size matters more than milliseconds.
-    const png = msg.header.mode === 'live' ? writeRgbPng(rgb8, output.width, output.height, text, 0) : await encodePng(rgb8, output.width, output.height, text, 6);
-    const pngMs = performance.now() - t0;
+    const format = msg.header.params.resultFormat ?? 'png';
+    let image: Uint8Array;
+    if (format === 'rgb8') {
+      // Copied out of the scratch buffer the next generation writes into.
+      image = rgb8.slice();
+    } else {
+      const text = { parameters: JSON.stringify(prepared.params), Software: 'depthcast' };
+      // Live: a stored PNG written here while the last preview's JPEG encodes on the libuv pool.
+      // Batch: sharp's adaptive filtering at level 6, where file size matters more than milliseconds.
+      image = msg.header.mode === 'live' ? writeRgbPng(rgb8, output.width, output.height, text, 0) : await encodePng(rgb8, output.width, output.height, text, 6);
+    }
+    const encodeMs = performance.now() - t0;
     await previews;
     const gcStats = gcSummary(gc.stop());
-    const timings = { ...output.timings, prepare: prepareMs, png: pngMs, gc: gcStats.ms };
+    const timings = { ...output.timings, prepare: prepareMs, [format === 'png' ? 'png' : 'resultCopy']: encodeMs, gc: gcStats.ms };
     post(
       {
-        type: 'result', seq, png, width: output.width, height: output.height, seed: output.seed,
+        type: 'result', seq, image, format, width: output.width, height: output.height, seed: output.seed,
         params: prepared.params, model: { name: model.name, hash: model.hash }, timings, depthStats: { ...prepared.depthStats },
         gcMajor: gcStats.major,
       },
-      [png.buffer as ArrayBuffer],
+      [image.buffer as ArrayBuffer],
     );
   } catch (err) {
     gc.stop();

@@ -31,6 +31,14 @@ export const RegionOptions = z.object({
 export const PreviewFormat = z.enum(['jpeg', 'rgb8']);
 export type PreviewFormat = z.infer<typeof PreviewFormat>;
 
+/**
+ * How the finished image travels: png, with the parameters in its text chunks (what is saved), or
+ * raw RGB8 (width·height·3 bytes, rows top to bottom) for live viewers, which skips the PNG writer
+ * and the client's decoder.
+ */
+export const ResultFormat = z.enum(['png', 'rgb8']);
+export type ResultFormat = z.infer<typeof ResultFormat>;
+
 export const GenerationParams = z.object({
   /** A model name from the service's registry (GET /v1/models). Never a path. */
   model: z.string().min(1).max(128).optional(),
@@ -53,6 +61,8 @@ export const GenerationParams = z.object({
   previewEvery: z.number().int().min(0).max(1000).default(1),
   /** jpeg (default), or rgb8: raw interleaved RGB bytes, rows top to bottom, with nothing to encode or decode. */
   previewFormat: PreviewFormat.default('jpeg'),
+  /** png (default), or rgb8: raw interleaved RGB bytes, rows top to bottom. WebSocket only: HTTP and batch runs always give PNG. */
+  resultFormat: ResultFormat.default('png'),
   regions: RegionOptions.optional(),
 }).strict();
 export type GenerationParams = z.infer<typeof GenerationParams>;
@@ -217,7 +227,7 @@ export const ResultHeader = z.object({
   type: z.literal('result'),
   jobId: JobId,
   stream: StreamName,
-  format: z.literal('png'),
+  format: ResultFormat,
   width: z.number().int(),
   height: z.number().int(),
   seed: z.number().int(),
