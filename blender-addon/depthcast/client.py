@@ -5,6 +5,7 @@ in a ``queue.Queue``. :func:`process_events` drains that queue on the main threa
 ``bpy.app.timers`` function (or directly, in background mode where timers do not run), and is
 the only place that touches bpy data for results. Nothing here waits on the network.
 """
+import json
 import os
 import queue
 import tempfile
@@ -14,7 +15,7 @@ import time
 import bpy
 
 from . import results
-from .core import messages, service
+from .core import messages, pixels, service
 from .core.session import (CONNECTED, CONNECTING, DISCONNECTED, RECONNECTING, STOPPED, Backoff, Session,
                            is_loopback_url, normalize_url)
 
@@ -284,16 +285,21 @@ def _handle(ev):
 
 
 def _on_result(ev, job, scene):
-    header, png = ev.data, ev.payload
+    header, payload = ev.data, ev.payload
+    # Live results may come raw (rgb8): shown without a decoder, made a PNG only if saved.
+    raw = header.get("format") == "rgb8"
     frame_header = job.frame_header if job is not None else None
-    info = {"header": header, "png": png, "frame_header": frame_header,
+    info = {"header": header, "png": None if raw else payload, "rgb8": payload if raw else None, "frame_header": frame_header,
             "scene": scene.name if scene is not None else None,
             "camera": job.meta.get("camera") if job is not None else None,
             "frame": job.meta.get("frame") if job is not None else None}
     if job is None or job.kind != "animation":
         _last["result"] = info
         try:
-            img = results.set_result_pixels(png, ".png")
+            if raw:
+                img = results.set_result_rgb8(payload, int(header.get("width", 0)), int(header.get("height", 0)))
+            else:
+                img = results.set_result_pixels(payload, ".png")
         except (ValueError, RuntimeError) as err:
             img = None
             if scene is not None:
@@ -321,7 +327,7 @@ def _on_result(ev, job, scene):
                     s.error = "could not save the result: %s" % err
         set_status_bar(None)
     if job is not None:
-        _finish(job, "result", header, png)
+        _finish(job, "result", header, payload)
 
 
 def _finish(job, outcome, data, payload=None):
@@ -334,7 +340,8 @@ def _finish(job, outcome, data, payload=None):
 
 
 def save_last_result(folder=None):
-    """Saves the last result (PNG as received + JSON sidecar). Returns the PNG path."""
+    """Saves the last result (PNG as received, or written from a raw live result, + JSON sidecar).
+    Returns the PNG path."""
     info = _last["result"]
     if info is None:
         raise RuntimeError("no result to save yet")
@@ -346,7 +353,11 @@ def save_last_result(folder=None):
                       results.safe_name(header.get("jobId", "result")))
     sidecar = messages.sidecar_json(header, info["frame_header"], scene=info["scene"], camera=info["camera"],
                                     frame=info["frame"], blend=bpy.data.filepath or None)
-    return results.write_result(folder, base, info["png"], sidecar)
+    png = info["png"]
+    if png is None:
+        text = {"parameters": json.dumps(header.get("params") or {}, separators=(",", ":")), "Software": "depthcast"}
+        png = pixels.rgb8_to_png(info["rgb8"], int(header.get("width", 0)), int(header.get("height", 0)), text)
+    return results.write_result(folder, base, png, sidecar)
 
 
 # ---------------------------------------------------------------- UI helpers

@@ -133,9 +133,9 @@ def settings(context_or_scene):
     return scene.depthcast
 
 
-def build_params(scene, width, height, with_init=False):
-    """``GenerationParams`` (as a dict) from the scene's settings."""
-    from .core import messages
+def build_params(scene, width, height, with_init=False, live=False):
+    """``GenerationParams`` (as a dict) from the scene's settings; ``live`` for live frames."""
+    from .core import messages, pixels
 
     s = scene.depthcast
     model = s.model.strip() or None
@@ -152,5 +152,8 @@ def build_params(scene, width, height, with_init=False):
         depth_range=s.depth_range,
         preview_every=s.preview_every,
         preview_format="rgb8",
+        # Live results raw where numpy makes them cheap to show; without it (Debian's blender)
+        # plain Python takes ~80 ms at 512x512, more than loading a PNG, so those stay PNG.
+        result_format="rgb8" if live and pixels.numpy is not None else None,
         compose_from_labels=s.compose_from_labels if s.use_layout else None,
     )

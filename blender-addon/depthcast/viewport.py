@@ -355,7 +355,7 @@ def _send_camera_frame(scene):
     s = scene.depthcast
     cap = capture.capture_camera(scene, with_layout=s.use_layout, near_far=s.near_far, manual_near=s.near,
                                  manual_far=s.far)
-    params = properties.build_params(scene, cap.width, cap.height)
+    params = properties.build_params(scene, cap.width, cap.height, live=True)
     header, payloads = messages.build_frame(messages.new_job_id("live"), cap.depth, params, stream=client.LIVE_STREAM,
                                             mode="live", layout=cap.layout)
     job = client.submit(scene, header, payloads, "live", meta={"camera": cap.camera, "frame": cap.frame})
@@ -398,7 +398,7 @@ def _draw_callback():
         ids = layout_ids(scene, ctx.view_layer) if s.use_layout else None
         gp = gpu_depth_pass(ctx.evaluated_depsgraph_get(), rv3d.view_matrix, rv3d.window_matrix, w, h, ids=ids,
                             cache=_live.cache)
-        params = properties.build_params(scene, w, h)
+        params = properties.build_params(scene, w, h, live=True)
     except Exception as err:  # GPU errors must not break drawing
         _outgoing.append(err)
         return

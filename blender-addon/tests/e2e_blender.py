@@ -392,8 +392,27 @@ def step_animation(client, scene, out, args):
 
 
 def step_live(client, scene, cube, args):
-    from depthcast import viewport
+    from depthcast import results, viewport
+    from depthcast.core import messages
 
+    s = scene.depthcast
+    # Live frames ask for raw rgb8 results where numpy makes them cheap to show; Debian's blender
+    # has no numpy, so they are asked for here to run that path in real Blender.
+    original_build = messages.build_params
+
+    def raw_results(*a, **kw):
+        if kw.get("result_format") is None:
+            kw["result_format"] = "rgb8"
+        return original_build(*a, **kw)
+
+    messages.build_params = raw_results
+    try:
+        _live_steps(client, scene, cube, args, viewport, results)
+    finally:
+        messages.build_params = original_build
+
+
+def _live_steps(client, scene, cube, args, viewport, results):
     s = scene.depthcast
     s.live_source = "CAMERA"
     s.live_debounce = 0.05
@@ -416,6 +435,24 @@ def step_live(client, scene, cube, args):
     check("live: first frame sent on start", ok, st.frames_sent)
     ok = tick_until(lambda: not s.job_id, args.timeout)
     check("live: result arrived", ok and not s.error, (s.status, s.error))
+    info = client.last_result()
+    header = info["header"] if info else {}
+    w, h = int(header.get("width", 0)), int(header.get("height", 0))
+    check("live: the result came raw (rgb8), as asked", header.get("format") == "rgb8" and info["rgb8"] is not None and
+          len(info["rgb8"]) == 3 * w * h > 0, (header.get("format"), w, h))
+    img = bpy.data.images.get(results.RESULT_IMAGE)
+    check("live: the raw result is shown at its size", img is not None and tuple(img.size) == (w, h),
+          tuple(img.size) if img else None)
+    path = client.save_last_result()
+    check("live: a raw result saves as a PNG", open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n", path)
+    saved = bpy.data.images.load(path)
+    try:
+        shown = list(img.pixels)
+        loaded = list(saved.pixels)
+        same = tuple(saved.size) == (w, h) and len(shown) == len(loaded) and max(abs(a - b) for a, b in zip(shown, loaded)) < 1e-6
+        check("live: the saved PNG holds the pixels shown", same, tuple(saved.size))
+    finally:
+        bpy.data.images.remove(saved)
     # Our own capture and result writes must not retrigger live mode.
     bpy.context.view_layer.update()
     tick_until(lambda: False, 0.3)

@@ -15,17 +15,17 @@ class MessagesTest(unittest.TestCase):
     def test_params(self):
         p = M.build_params("a house", "blurry", model="tiny", width=512, height=384, steps=20, guidance=7.5,
                            strength=0.6, seed=42, scheduler="euler-a", controlnet_scale=1.0, depth_range="fixed",
-                           preview_every=2, preview_format="rgb8", compose_from_labels=True, feather=2)
+                           preview_every=2, preview_format="rgb8", result_format="rgb8", compose_from_labels=True, feather=2)
         self.assertEqual(p, {"prompt": "a house", "negativePrompt": "blurry", "model": "tiny", "width": 512,
                              "height": 384, "steps": 20, "guidance": 7.5, "strength": 0.6, "seed": 42,
                              "scheduler": "euler-a", "controlnetScale": 1.0, "depthRange": "fixed",
-                             "previewEvery": 2, "previewFormat": "rgb8", "regions": {"composeFromLabels": True, "feather": 2.0}})
+                             "previewEvery": 2, "previewFormat": "rgb8", "resultFormat": "rgb8", "regions": {"composeFromLabels": True, "feather": 2.0}})
         self.assertEqual(M.build_params("x"), {"prompt": "x", "negativePrompt": ""})
 
     def test_param_errors_name_the_field(self):
         cases = [dict(steps=0), dict(steps=2.5), dict(guidance=51), dict(strength=0), dict(seed=-1),
                  dict(seed=2 ** 32), dict(scheduler="bogus"), dict(controlnet_scale=5), dict(depth_range="x"),
-                 dict(preview_every=-1), dict(preview_format="png"), dict(width=0), dict(steps=True)]
+                 dict(preview_every=-1), dict(preview_format="png"), dict(result_format="jpeg"), dict(width=0), dict(steps=True)]
         for kwargs in cases:
             with self.assertRaises(M.MessageError, msg=str(kwargs)) as cm:
                 M.build_params("x", **kwargs)

@@ -17,6 +17,8 @@ SCHEDULERS = ("ddim", "pndm", "euler", "euler-a", "dpmpp-2m", "dpmpp-2m-karras",
 DEPTH_RANGES = ("fixed", "auto")
 #: rgb8 previews are raw bytes: nothing for the service to encode or for Blender to decode.
 PREVIEW_FORMATS = ("jpeg", "rgb8")
+#: Live results can come raw too (rgb8); "png" (the default) is what gets saved.
+RESULT_FORMATS = ("png", "rgb8")
 MODES = ("live", "batch")
 ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_PROMPT_CHARS = 4000
@@ -58,7 +60,7 @@ def _num(field, value, lo=None, hi=None, integer=False, lo_open=False):
 
 def build_params(prompt, negative_prompt="", *, model=None, width=None, height=None, steps=None, guidance=None,
                  strength=None, seed=None, scheduler=None, controlnet_scale=None, depth_range=None,
-                 preview_every=None, preview_format=None, compose_from_labels=None, feather=None):
+                 preview_every=None, preview_format=None, result_format=None, compose_from_labels=None, feather=None):
     """``GenerationParams`` as a dict with only the fields given (None = leave to the service)."""
     if not isinstance(prompt, str):
         raise MessageError("params.prompt", "must be text")
@@ -99,6 +101,10 @@ def build_params(prompt, negative_prompt="", *, model=None, width=None, height=N
         if preview_format not in PREVIEW_FORMATS:
             raise MessageError("params.previewFormat", "one of %s (got %r)" % (", ".join(PREVIEW_FORMATS), preview_format))
         params["previewFormat"] = preview_format
+    if result_format is not None:
+        if result_format not in RESULT_FORMATS:
+            raise MessageError("params.resultFormat", "one of %s (got %r)" % (", ".join(RESULT_FORMATS), result_format))
+        params["resultFormat"] = result_format
     if compose_from_labels is not None or feather is not None:
         regions = {}
         if compose_from_labels is not None:

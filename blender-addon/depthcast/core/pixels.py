@@ -1,12 +1,14 @@
 """Result and preview pixels between the wire and Blender.
 
-Raw ``rgb8`` previews arrive as interleaved R, G, B bytes, rows top-down; Blender's
+Raw ``rgb8`` previews (and live results) arrive as interleaved R, G, B bytes, rows top-down; Blender's
 ``Image.pixels`` wants flat RGBA floats in [0, 1], rows bottom-up. Converting them here costs no
 temp file and no image decoder on Blender's main thread. numpy, which Blender's own builds ship,
 makes it a few vectorised copies; without it (Debian's blender has none) a 64x64 latent-size
 preview still takes about a millisecond in plain Python.
 """
 import array
+import struct
+import zlib
 
 try:
     import numpy
@@ -39,3 +41,27 @@ def rgb8_to_pixels(data, width, height, use_numpy=True):
         for c in range(3):
             px[dst + c:dst + row_out:4] = src[c::3]
     return px
+
+
+def _chunk(kind, data):
+    body = kind + data
+    return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+
+
+def rgb8_to_png(data, width, height, text=None, level=6):
+    """``width*height*3`` RGB bytes, rows top-down, as PNG file bytes with ``text`` (keyword ->
+    text) in tEXt chunks after IHDR, as the service writes them. Live results arrive raw; this
+    is what "Save result" writes for them, so a live image is never lost for want of a PNG."""
+    n = width * height
+    if width <= 0 or height <= 0 or len(data) != 3 * n:
+        raise ValueError("rgb8 image of %d bytes does not match %dx%d (expected %d)" % (len(data), width, height, 3 * n))
+    row = 3 * width
+    data = bytes(data)
+    # Filter type 0 (none) on every scanline.
+    scanlines = b"".join(b"\x00" + data[y * row:(y + 1) * row] for y in range(height))
+    parts = [b"\x89PNG\r\n\x1a\n", _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))]
+    for keyword, value in (text or {}).items():
+        parts.append(_chunk(b"tEXt", keyword.encode("latin-1") + b"\x00" + value.encode("latin-1", "replace")))
+    parts.append(_chunk(b"IDAT", zlib.compress(scanlines, level)))
+    parts.append(_chunk(b"IEND", b""))
+    return b"".join(parts)
