@@ -61,8 +61,9 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
   let ws: WsFigures | { error: string };
   try {
     ws = await benchWebSocket(dirname(dirs.controlnet), 'sd-controlnet', opts.device, !!opts.quick);
-    log(`\nWebSocket on loopback, 512×512 f32 depth frames, 4-step controlnet generations, a raw rgb8 preview every step (as the Blender add-on asks):`);
+    log(`\nWebSocket on loopback, 512×512 f32 depth frames, 4-step controlnet generations, a raw rgb8 preview every step and a raw rgb8 result (as the Blender add-on asks):`);
     log(`  frame → result: median ${ws.latency.totalMedian} ms, of which model (session.run) ${ws.latency.modelMedian} ms; non-model median ${ws.latency.nonModelMedian} ms, p90 ${ws.latency.nonModelP90} ms; ws.send ${ws.latency.sendMedian} ms`);
+    log(`  with PNG results instead (as the preview page takes them): non-model median ${ws.latencyPng.nonModelMedian} ms, p90 ${ws.latencyPng.nonModelP90} ms over ${ws.latencyPng.frames} frames`);
     log(goal('non-model latency per frame', ws.latency.nonModelMedian, 15, 'ms'));
     log(`  event-loop delay while generating: p50 ${ws.eventLoop.p50} ms, p99 ${ws.eventLoop.p99} ms, max ${ws.eventLoop.max} ms`);
     log(goal('event-loop delay p99', ws.eventLoop.p99, 20, 'ms'));

@@ -5,7 +5,7 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import { decodeBinaryMessage, encodeBinaryMessage } from '../protocol/frame.ts';
-import { PROTOCOL_VERSION, type FrameHeaderInput } from '../protocol/schemas.ts';
+import { PROTOCOL_VERSION, type FrameHeaderInput, type ResultFormat } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
 import { benchDepth, SD } from './pipeline-bench.ts';
 import { median, percentile, round } from './stats.ts';
@@ -66,13 +66,14 @@ class BenchClient {
   }
 }
 
-function frame(jobId: string, stream: string, mode: 'live' | 'batch', z: Float32Array, steps: number): Uint8Array {
+function frame(jobId: string, stream: string, mode: 'live' | 'batch', z: Float32Array, steps: number, resultFormat: ResultFormat = 'rgb8'): Uint8Array {
   const depth = new Uint8Array(z.buffer, z.byteOffset, z.byteLength);
   const header: FrameHeaderInput = {
     type: 'frame', protocol: PROTOCOL_VERSION, jobId, stream, mode,
     depth: { width: SD.width, height: SD.height, dtype: 'f32', kind: 'zdepth', near: 1, far: 100, byteLength: depth.byteLength },
-    // Previews every step, raw, as the Blender add-on asks for them (the page takes JPEG).
-    params: { prompt: 'a timber house in a pine forest', steps, guidance: 7.5, scheduler: 'euler-a', seed: 1, previewEvery: 1, previewFormat: 'rgb8' },
+    // Previews every step and live results, raw, as the Blender add-on asks for them (the page
+    // takes JPEG previews and PNG results).
+    params: { prompt: 'a timber house in a pine forest', steps, guidance: 7.5, scheduler: 'euler-a', seed: 1, previewEvery: 1, previewFormat: 'rgb8', resultFormat },
   };
   return encodeBinaryMessage(header, depth);
 }
@@ -89,10 +90,43 @@ function movingDepth(i: number): Float32Array {
 const LATENCY_WARM_UP = 8;
 const LATENCY_FRAMES = 40;
 
+interface LatencyFigures { frames: number; totalMedian: number; modelMedian: number; nonModelMedian: number; nonModelP90: number; sendMedian: number }
+
 export interface WsFigures {
-  latency: { frames: number; totalMedian: number; modelMedian: number; nonModelMedian: number; nonModelP90: number; sendMedian: number };
+  /** Live frames with raw rgb8 results, as the Blender add-on asks for them. */
+  latency: LatencyFigures;
+  /** The same with PNG results, as the preview page and HTTP clients take them. */
+  latencyPng: LatencyFigures;
   eventLoop: { p50: number; p99: number; max: number };
   flood: { seconds: number; fps: number; sent: number; computed: number; reused: number; cancelled: number; maxQueued: number; lastFrameLatency: number; generationMs: number; stepMs: number; rssGrowthMb: number; lastFrameGotResult: boolean };
+}
+
+/** Live frames one at a time, each timed from send to its result; model time is the result's sessionRun. */
+async function measureLatency(client: BenchClient, n: number, steps: number, resultFormat: ResultFormat): Promise<LatencyFigures> {
+  const totals: number[] = [];
+  const models: number[] = [];
+  const sends: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const id = `lat-${resultFormat}-${i}`;
+    const bytes = frame(id, 'lat', 'live', movingDepth(i), steps, resultFormat);
+    const t0 = performance.now();
+    client.send(bytes);
+    sends.push(performance.now() - t0);
+    const r = await client.waitFor(id);
+    if (!r) throw new Error(`latency frame ${id} got no result: ${client.errors.at(-1) ?? 'cancelled'}`);
+    if (r.header.format !== resultFormat) throw new Error(`latency frame ${id} came as ${r.header.format}, not ${resultFormat}`);
+    totals.push(r.receivedAt - t0);
+    models.push(r.header.timings.sessionRun ?? 0);
+  }
+  const nonModel = totals.map((t, i) => t - models[i]!).sort((a, b) => a - b);
+  return {
+    frames: n,
+    totalMedian: round(median(totals)),
+    modelMedian: round(median(models)),
+    nonModelMedian: round(percentile(nonModel, 50)),
+    nonModelP90: round(percentile(nonModel, 90)),
+    sendMedian: round(median(sends)),
+  };
 }
 
 export async function benchWebSocket(modelsDir: string, model: string, device: Device, quick: boolean): Promise<WsFigures> {
@@ -114,25 +148,10 @@ export async function benchWebSocket(modelsDir: string, model: string, device: D
     // End-to-end latency, one frame at a time, with the event loop watched throughout.
     const loop = monitorEventLoopDelay({ resolution: 1 });
     loop.enable();
-    const totals: number[] = [];
-    const models: number[] = [];
-    const sends: number[] = [];
-    const n = quick ? 5 : LATENCY_FRAMES;
-    for (let i = 0; i < n; i++) {
-      const id = `lat-${i}`;
-      const z = movingDepth(i);
-      const bytes = frame(id, 'lat', 'live', z, steps);
-      const t0 = performance.now();
-      client.send(bytes);
-      sends.push(performance.now() - t0);
-      const r = await client.waitFor(id);
-      if (!r) throw new Error(`latency frame ${id} got no result: ${client.errors.at(-1) ?? 'cancelled'}`);
-      totals.push(r.receivedAt - t0);
-      models.push(r.header.timings.sessionRun ?? 0);
-    }
+    const latency = await measureLatency(client, quick ? 5 : LATENCY_FRAMES, steps, 'rgb8');
     loop.disable();
-    const nonModel = totals.map((t, i) => t - models[i]!).sort((a, b) => a - b);
-    const generationMs = median(totals);
+    const latencyPng = await measureLatency(client, quick ? 5 : LATENCY_FRAMES / 2, steps, 'png');
+    const generationMs = latency.totalMedian;
 
     // Live flood: 60 frames/s on one stream; newest wins.
     const seconds = quick ? 4 : 20;
@@ -170,14 +189,8 @@ export async function benchWebSocket(modelsDir: string, model: string, device: D
     const floodResults = [...client.results.values()].filter((r) => r.jobId.startsWith('flood-'));
     client.ws.close();
     return {
-      latency: {
-        frames: n,
-        totalMedian: round(generationMs),
-        modelMedian: round(median(models)),
-        nonModelMedian: round(percentile(nonModel, 50)),
-        nonModelP90: round(percentile(nonModel, 90)),
-        sendMedian: round(median(sends)),
-      },
+      latency,
+      latencyPng,
       eventLoop: { p50: round(loop.percentile(50) / 1e6), p99: round(loop.percentile(99) / 1e6), max: round(loop.max / 1e6) },
       flood: {
         seconds, fps, sent,
