@@ -86,9 +86,10 @@ function movingDepth(i: number): Float32Array {
   return z;
 }
 
-/** Live frames sent before the latency is measured, and frames measured (one at a time). */
+/** Live frames sent before the latency is measured, frames measured with rgb8 results (one at a time; half as many with PNG), and frames during which the event loop is watched. */
 const LATENCY_WARM_UP = 8;
 const LATENCY_FRAMES = 40;
+const EVENT_LOOP_FRAMES = 20;
 
 interface LatencyFigures { frames: number; totalMedian: number; modelMedian: number; nonModelMedian: number; nonModelP90: number; sendMedian: number }
 
@@ -101,32 +102,52 @@ export interface WsFigures {
   flood: { seconds: number; fps: number; sent: number; computed: number; reused: number; cancelled: number; maxQueued: number; lastFrameLatency: number; generationMs: number; stepMs: number; rssGrowthMb: number; lastFrameGotResult: boolean };
 }
 
-/** Live frames one at a time, each timed from send to its result; model time is the result's sessionRun. */
-async function measureLatency(client: BenchClient, n: number, steps: number, resultFormat: ResultFormat): Promise<LatencyFigures> {
-  const totals: number[] = [];
-  const models: number[] = [];
-  const sends: number[] = [];
+/**
+ * Live frames one at a time, each timed from send to its result; model time is the result's
+ * sessionRun. The formats take turns frame by frame (rgb8, rgb8, png, ...), so both see the same
+ * phase of the machine and the same warmth of the code.
+ */
+async function measureLatency(client: BenchClient, n: number, steps: number): Promise<Record<ResultFormat, LatencyFigures>> {
+  const runs = { rgb8: { totals: [] as number[], models: [] as number[], sends: [] as number[] }, png: { totals: [] as number[], models: [] as number[], sends: [] as number[] } };
   for (let i = 0; i < n; i++) {
-    const id = `lat-${resultFormat}-${i}`;
+    const resultFormat: ResultFormat = i % 3 === 2 ? 'png' : 'rgb8';
+    const run = runs[resultFormat];
+    const id = `lat-${i}`;
     const bytes = frame(id, 'lat', 'live', movingDepth(i), steps, resultFormat);
     const t0 = performance.now();
     client.send(bytes);
-    sends.push(performance.now() - t0);
+    run.sends.push(performance.now() - t0);
     const r = await client.waitFor(id);
     if (!r) throw new Error(`latency frame ${id} got no result: ${client.errors.at(-1) ?? 'cancelled'}`);
     if (r.header.format !== resultFormat) throw new Error(`latency frame ${id} came as ${r.header.format}, not ${resultFormat}`);
-    totals.push(r.receivedAt - t0);
-    models.push(r.header.timings.sessionRun ?? 0);
+    run.totals.push(r.receivedAt - t0);
+    run.models.push(r.header.timings.sessionRun ?? 0);
   }
-  const nonModel = totals.map((t, i) => t - models[i]!).sort((a, b) => a - b);
-  return {
-    frames: n,
-    totalMedian: round(median(totals)),
-    modelMedian: round(median(models)),
-    nonModelMedian: round(percentile(nonModel, 50)),
-    nonModelP90: round(percentile(nonModel, 90)),
-    sendMedian: round(median(sends)),
+  const figures = ({ totals, models, sends }: typeof runs.rgb8): LatencyFigures => {
+    const nonModel = totals.map((t, i) => t - models[i]!).sort((a, b) => a - b);
+    return {
+      frames: totals.length,
+      totalMedian: round(median(totals)),
+      modelMedian: round(median(models)),
+      nonModelMedian: round(percentile(nonModel, 50)),
+      nonModelP90: round(percentile(nonModel, 90)),
+      sendMedian: round(median(sends)),
+    };
   };
+  return { rgb8: figures(runs.rgb8), png: figures(runs.png) };
+}
+
+/** Live frames one after another with monitorEventLoopDelay on, apart from the latency frames: its 1 ms timer wakes the event loop. */
+async function measureEventLoop(client: BenchClient, n: number, steps: number): Promise<WsFigures['eventLoop']> {
+  const loop = monitorEventLoopDelay({ resolution: 1 });
+  loop.enable();
+  for (let i = 0; i < n; i++) {
+    const id = `loop-${i}`;
+    client.send(frame(id, 'lat', 'live', movingDepth(500 + i), steps));
+    if (!(await client.waitFor(id))) throw new Error(`event-loop frame ${id} got no result: ${client.errors.at(-1) ?? 'cancelled'}`);
+  }
+  loop.disable();
+  return { p50: round(loop.percentile(50) / 1e6), p99: round(loop.percentile(99) / 1e6), max: round(loop.max / 1e6) };
 }
 
 export async function benchWebSocket(modelsDir: string, model: string, device: Device, quick: boolean): Promise<WsFigures> {
@@ -145,13 +166,10 @@ export async function benchWebSocket(modelsDir: string, model: string, device: D
       await client.waitFor((client.send(frame(id, 'lat', 'live', movingDepth(100 + i), steps)), id));
     }
 
-    // End-to-end latency, one frame at a time, with the event loop watched throughout.
-    const loop = monitorEventLoopDelay({ resolution: 1 });
-    loop.enable();
-    const latency = await measureLatency(client, quick ? 5 : LATENCY_FRAMES, steps, 'rgb8');
-    loop.disable();
-    const latencyPng = await measureLatency(client, quick ? 5 : LATENCY_FRAMES / 2, steps, 'png');
-    const generationMs = latency.totalMedian;
+    // End-to-end latency, one frame at a time; then the event loop watched while frames generate.
+    const latencies = await measureLatency(client, quick ? 6 : LATENCY_FRAMES + LATENCY_FRAMES / 2, steps);
+    const eventLoop = await measureEventLoop(client, quick ? 5 : EVENT_LOOP_FRAMES, steps);
+    const generationMs = latencies.rgb8.totalMedian;
 
     // Live flood: 60 frames/s on one stream; newest wins.
     const seconds = quick ? 4 : 20;
@@ -189,9 +207,9 @@ export async function benchWebSocket(modelsDir: string, model: string, device: D
     const floodResults = [...client.results.values()].filter((r) => r.jobId.startsWith('flood-'));
     client.ws.close();
     return {
-      latency,
-      latencyPng,
-      eventLoop: { p50: round(loop.percentile(50) / 1e6), p99: round(loop.percentile(99) / 1e6), max: round(loop.max / 1e6) },
+      latency: latencies.rgb8,
+      latencyPng: latencies.png,
+      eventLoop,
       flood: {
         seconds, fps, sent,
         computed: floodResults.filter((r) => !r.header.reusedFrom).length,
