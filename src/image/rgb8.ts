@@ -9,7 +9,7 @@
  * The memory is never grown: growing detaches its old ArrayBuffer, and once a thread has
  * detached any ArrayBuffer, V8 guards its typed-array accesses against detachment from then on
  * (a tight loop ran ~2× slower in a micro-benchmark; the pipeline's own loops showed nothing
- * measurable). Images too large for it (over ~4.4 MP) go the JavaScript way instead.
+ * measurable). Images too large for it (over ~3.7 MP) go the JavaScript way instead.
  */
 import { lazyWasm } from '../util/wasm.ts';
 import { RGB8_WASM_BASE64 } from './rgb8-wasm.ts';
@@ -25,9 +25,9 @@ const rgb8Module = lazyWasm<Rgb8Module>(RGB8_WASM_BASE64);
 /** Pixels the SIMD loop takes at a time. */
 const LANES = 16;
 
-/** Bytes of module memory a conversion of `plane` pixels uses: the float planes, then the bytes. */
+/** Bytes of module memory a conversion of `plane` pixels uses: the float planes, the bytes, then the byte planes it interleaves. */
 function bytesFor(plane: number): number {
-  return 3 * plane * 4 + 3 * (plane - (plane % LANES));
+  return 3 * plane * 4 + 2 * 3 * (plane - (plane % LANES));
 }
 
 /**
