@@ -90,6 +90,23 @@ const float16Module = lazyWasm<Float16Module>(FLOAT16_WASM_BASE64);
 const CHUNK = 131072;
 const SECOND = 4 * CHUNK;
 
+type Values = Float32Array | Uint16Array;
+
+/**
+ * Converts `src` into `out` through the module's memory, a chunk at a time: each chunk is
+ * copied into `input` (at 0), `convert(n)` writes n values into `output` (at SECOND), and those
+ * are copied out.
+ */
+function throughModule<T extends Values>(src: Values, out: T, input: Values, output: Values, convert: (n: number) => void): T {
+  for (let at = 0; at < src.length; at += CHUNK) {
+    const n = Math.min(CHUNK, src.length - at);
+    input.set(src.subarray(at, at + n));
+    convert(n);
+    out.set(output.subarray(0, n), at);
+  }
+  return out;
+}
+
 /**
  * float32 → half, the bits of float32ToFloat16Js, in WebAssembly SIMD (float16.wat) where it
  * is available: at fp16 model boundaries (the latents every step, the control image every
@@ -98,28 +115,14 @@ const SECOND = 4 * CHUNK;
 export function float32ToFloat16(src: Float32Array, out: Uint16Array = new Uint16Array(src.length)): Uint16Array {
   const module = float16Module();
   if (!module) return float32ToFloat16Js(src, out);
-  const floats = new Float32Array(module.memory.buffer, 0, CHUNK);
-  const halves = new Uint16Array(module.memory.buffer, SECOND, CHUNK);
-  for (let at = 0; at < src.length; at += CHUNK) {
-    const n = Math.min(CHUNK, src.length - at);
-    floats.set(src.subarray(at, at + n));
-    module.toHalf(0, SECOND, n);
-    out.set(halves.subarray(0, n), at);
-  }
-  return out;
+  const { buffer } = module.memory;
+  return throughModule(src, out, new Float32Array(buffer, 0, CHUNK), new Uint16Array(buffer, SECOND, CHUNK), (n) => module.toHalf(0, SECOND, n));
 }
 
 /** half → float32, the values of HALF_TABLE, in WebAssembly SIMD where it is available. */
 export function float16ToFloat32(src: Uint16Array, out: Float32Array = new Float32Array(src.length)): Float32Array {
   const module = float16Module();
   if (!module) return float16ToFloat32Js(src, out);
-  const halves = new Uint16Array(module.memory.buffer, 0, CHUNK);
-  const floats = new Float32Array(module.memory.buffer, SECOND, CHUNK);
-  for (let at = 0; at < src.length; at += CHUNK) {
-    const n = Math.min(CHUNK, src.length - at);
-    halves.set(src.subarray(at, at + n));
-    module.toFloat(0, SECOND, n);
-    out.set(floats.subarray(0, n), at);
-  }
-  return out;
+  const { buffer } = module.memory;
+  return throughModule(src, out, new Uint16Array(buffer, 0, CHUNK), new Float32Array(buffer, SECOND, CHUNK), (n) => module.toFloat(0, SECOND, n));
 }

@@ -20,7 +20,7 @@
  * Refuses: algorithm_type dpmsolver / sde-dpmsolver / sde-dpmsolver++ (deprecated or noise-drawing
  * variants) and variance_type learned / learned_range. Never draws noise.
  */
-import { lin2, secondOrder } from '../util/elementwise.ts';
+import { secondOrder } from '../util/elementwise.ts';
 import {
   combine,
   f32,
@@ -244,7 +244,7 @@ export class DPMSolverMultistepScheduler extends IndexedScheduler {
     const keep = to.sigma / from.sigma;
     const gain = -to.alpha * (Math.exp(-h) - 1);
     const out = new Float32Array(sample.length);
-    lin2(out, sample, keep, x0, gain);
+    combine(out, sample, keep, x0, gain);
     return out;
   }
 

@@ -12,7 +12,7 @@
  * Honours beta options, rescale_betas_zero_snr, original_inference_steps, timestep_scaling,
  * prediction_type epsilon/sample/v_prediction, clip_sample(+range), thresholding, set_alpha_to_one.
  */
-import { lcmNoisy, lin2 } from '../util/elementwise.ts';
+import { lcmNoisy } from '../util/elementwise.ts';
 import {
   alphaBarAddNoise,
   applyClipping,
@@ -120,7 +120,7 @@ export class LCMScheduler extends IndexedScheduler {
 
     const out = new Float32Array(sample.length);
     if (last) {
-      lin2(out, x0, cOut, sample, cSkip);
+      combine(out, x0, cOut, sample, cSkip);
     } else {
       this.noiseBuffer = this.noiseBuffer?.length === sample.length ? this.noiseBuffer : new Float32Array(sample.length);
       const fresh = drawNoise(noise, sample.length, this.className, this.noiseBuffer);
