@@ -1,90 +1,16 @@
 /**
  * Figures over a real WebSocket on loopback against an in-process service: end-to-end frame
- * latency minus model time, event-loop delay while the worker generates, and a live flood.
+ * latency minus model time, event-loop delay while the worker generates, and a live flood whose
+ * client is a child process, so only the service's own work is on its event loop and in its RSS.
  */
+import { fork } from 'node:child_process';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import WebSocket from 'ws';
-import { decodeBinaryMessage, encodeBinaryMessage } from '../protocol/frame.ts';
-import { PROTOCOL_VERSION, type FrameHeaderInput, type ResultFormat } from '../protocol/schemas.ts';
+import type { ResultFormat } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
-import { benchDepth, SD } from './pipeline-bench.ts';
+import type { FloodCounts, FloodRequest } from './flood-client.ts';
+import { benchDepth } from './pipeline-bench.ts';
 import { median, percentile, round } from './stats.ts';
-
-interface Result {
-  jobId: string;
-  receivedAt: number;
-  header: Record<string, unknown> & { timings: Record<string, number>; reusedFrom?: string };
-}
-
-class BenchClient {
-  readonly results = new Map<string, Result>();
-  readonly cancelled = new Set<string>();
-  readonly errors: string[] = [];
-  private waiters = new Map<string, (r: Result | undefined) => void>();
-  constructor(readonly ws: WebSocket) {
-    ws.on('message', (data: Buffer, isBinary: boolean) => {
-      if (isBinary) {
-        const { header } = decodeBinaryMessage(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-        const h = header as Result['header'] & { type: string; jobId: string };
-        if (h.type === 'result') {
-          const r = { jobId: h.jobId, receivedAt: performance.now(), header: h };
-          this.results.set(h.jobId, r);
-          this.waiters.get(h.jobId)?.(r);
-        }
-        return;
-      }
-      const msg = JSON.parse(data.toString()) as { type: string; jobId?: string; code?: string; message?: string };
-      if (msg.type === 'cancelled' && msg.jobId) {
-        this.cancelled.add(msg.jobId);
-        this.waiters.get(msg.jobId)?.(undefined);
-      } else if (msg.type === 'error') {
-        this.errors.push(`${msg.code}: ${msg.message}`);
-        if (msg.jobId) this.waiters.get(msg.jobId)?.(undefined);
-      }
-    });
-  }
-
-  static async connect(url: string): Promise<BenchClient> {
-    const ws = new WebSocket(url);
-    await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
-    });
-    return new BenchClient(ws);
-  }
-
-  waitFor(jobId: string): Promise<Result | undefined> {
-    const done = this.results.get(jobId);
-    if (done) return Promise.resolve(done);
-    return new Promise((resolve) => this.waiters.set(jobId, resolve));
-  }
-
-  send(frame: Uint8Array): number {
-    const t = performance.now();
-    this.ws.send(frame);
-    return t;
-  }
-}
-
-function frame(jobId: string, stream: string, mode: 'live' | 'batch', z: Float32Array, steps: number, resultFormat: ResultFormat = 'rgb8'): Uint8Array {
-  const depth = new Uint8Array(z.buffer, z.byteOffset, z.byteLength);
-  const header: FrameHeaderInput = {
-    type: 'frame', protocol: PROTOCOL_VERSION, jobId, stream, mode,
-    depth: { width: SD.width, height: SD.height, dtype: 'f32', kind: 'zdepth', near: 1, far: 100, byteLength: depth.byteLength },
-    // Previews every step and live results, raw, as the Blender add-on asks for them (the page
-    // takes JPEG previews and PNG results).
-    params: { prompt: 'a timber house in a pine forest', steps, guidance: 7.5, scheduler: 'euler-a', seed: 1, previewEvery: 1, previewFormat: 'rgb8', resultFormat },
-  };
-  return encodeBinaryMessage(header, depth);
-}
-
-/** The box moves a little each frame, so live frames really differ (no similarity skip). */
-function movingDepth(i: number): Float32Array {
-  const z = benchDepth();
-  const shift = (i % 40) * 2;
-  for (let y = 100; y < 140; y++) for (let x = shift; x < shift + 40; x++) z[y * SD.width + x] = 2.5;
-  return z;
-}
+import { BenchClient, frame, movingDepth } from './ws-client.ts';
 
 /** Live frames sent before the latency is measured, frames measured with rgb8 results (one at a time; half as many with PNG), and frames during which the event loop is watched. */
 const LATENCY_WARM_UP = 8;
@@ -150,6 +76,21 @@ async function measureEventLoop(client: BenchClient, n: number, steps: number): 
   return { p50: round(loop.percentile(50) / 1e6), p99: round(loop.percentile(99) / 1e6), max: round(loop.max / 1e6) };
 }
 
+/** Runs the flood's client in a child process (flood-entry.mjs) and gives its counts. */
+function floodFromChildProcess(url: string, seconds: number, fps: number, steps: number): Promise<FloodCounts> {
+  const child = fork(new URL('./flood-entry.mjs', import.meta.url), { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' });
+  const request: FloodRequest = { url, seconds, fps, steps };
+  return new Promise((resolve, reject) => {
+    child.on('message', (msg: { ready?: boolean; ok?: boolean; counts?: FloodCounts; message?: string }) => {
+      if (msg.ready) child.send(request);
+      else if (msg.ok) resolve(msg.counts!);
+      else reject(new Error(`flood client: ${msg.message}`));
+    });
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`flood client exited with code ${code} before answering`)));
+  });
+}
+
 export async function benchWebSocket(modelsDir: string, model: string, device: Device, quick: boolean): Promise<WsFigures> {
   const { startServer } = await import('../../server/index.ts');
   const server = await startServer({ host: '127.0.0.1', port: 0, modelsDir, model, device, log: () => {} });
@@ -185,42 +126,25 @@ export async function benchWebSocket(modelsDir: string, model: string, device: D
         /* the poll is best-effort */
       }
     }, 50);
-    let sent = 0;
-    let lastId = '';
-    let lastSentAt = 0;
-    const start = performance.now();
-    await new Promise<void>((resolve) => {
-      const timer = setInterval(() => {
-        if (performance.now() - start >= seconds * 1000) {
-          clearInterval(timer);
-          resolve();
-          return;
-        }
-        lastId = `flood-${sent}`;
-        lastSentAt = client.send(frame(lastId, 'flood', 'live', movingDepth(sent + 1000), steps));
-        sent++;
-      }, 1000 / fps);
-    });
-    const last = await client.waitFor(lastId);
+    const flood = await floodFromChildProcess(url, seconds, fps, steps);
     clearInterval(poll);
     const rssGrowthMb = (process.memoryUsage().rss - rssBefore) / 2 ** 20;
-    const floodResults = [...client.results.values()].filter((r) => r.jobId.startsWith('flood-'));
     client.ws.close();
     return {
       latency: latencies.rgb8,
       latencyPng: latencies.png,
       eventLoop,
       flood: {
-        seconds, fps, sent,
-        computed: floodResults.filter((r) => !r.header.reusedFrom).length,
-        reused: floodResults.filter((r) => r.header.reusedFrom).length,
-        cancelled: [...client.cancelled].filter((id) => id.startsWith('flood-')).length,
+        seconds, fps, sent: flood.sent,
+        computed: flood.computed,
+        reused: flood.reused,
+        cancelled: flood.cancelled,
         maxQueued,
-        lastFrameLatency: round(last ? last.receivedAt - lastSentAt : NaN),
+        lastFrameLatency: round(flood.lastFrameLatency),
         generationMs: round(generationMs),
         stepMs: round(generationMs / steps),
         rssGrowthMb: round(rssGrowthMb, 1),
-        lastFrameGotResult: !!last,
+        lastFrameGotResult: flood.lastFrameGotResult,
       },
     };
   } finally {
