@@ -23,95 +23,85 @@ interface ElementwiseModule {
 const elementwiseModule = lazyWasm<ElementwiseModule>(ELEMENTWISE_WASM_BASE64);
 let heap: Float32Array | undefined;
 
-/**
- * Copies `inputs` into consecutive slots of the module's memory and gives their byte offsets,
- * then the output slot's; undefined where the module is missing or they do not fit. A slot holds
- * n rounded up to a multiple of 4 values, so the kernels' spare odd value stays inside it.
- */
-function slots(module: ElementwiseModule, n: number, inputs: Float32Array[]): number[] | undefined {
-  const slotValues = (n + 3) & ~3;
-  if ((inputs.length + 1) * slotValues * 4 > module.memory.buffer.byteLength) return undefined;
-  heap ??= new Float32Array(module.memory.buffer);
-  const offsets = [];
-  for (let k = 0; k < inputs.length; k++) {
-    heap.set(inputs[k]!.length === n ? inputs[k]! : inputs[k]!.subarray(0, n), k * slotValues);
-    offsets.push(k * slotValues * 4);
-  }
-  offsets.push(inputs.length * slotValues * 4);
-  return offsets;
+/** Values a slot holds for n: rounded up to a multiple of 4, so the kernels' spare odd value stays inside it. */
+const slotValues = (n: number) => (n + 3) & ~3;
+
+function fits(module: ElementwiseModule, n: number, inputs: number): boolean {
+  return (inputs + 1) * slotValues(n) * 4 <= module.memory.buffer.byteLength;
 }
 
 /** Whether a pass over n values with `inputs` input arrays runs in WebAssembly here. */
 export function elementwiseInWasm(n: number, inputs: number): boolean {
   const module = elementwiseModule();
-  return module !== null && (inputs + 1) * ((n + 3) & ~3) * 4 <= module.memory.buffer.byteLength;
+  return module !== null && fits(module, n, inputs);
 }
 
-function readOut(out: Float32Array, offset: number): void {
-  out.set(heap!.subarray(offset / 4, offset / 4 + out.length));
+/**
+ * One pass: `inputs` copied into consecutive slots of the module's memory, `kernel` called with
+ * the module and the slots' byte offsets (the inputs', then the output's), and the output slot
+ * copied into `out`; `inJavaScript` instead where the module is missing or they do not fit.
+ */
+function pass(out: Float32Array, inputs: Float32Array[], kernel: (module: ElementwiseModule, at: number[]) => void, inJavaScript: () => void): void {
+  const module = elementwiseModule();
+  const n = out.length;
+  if (!module || !fits(module, n, inputs.length)) return inJavaScript();
+  heap ??= new Float32Array(module.memory.buffer);
+  const slot = slotValues(n);
+  const at = inputs.map((input, k) => {
+    heap!.set(input.length === n ? input : input.subarray(0, n), k * slot);
+    return k * slot * 4;
+  });
+  const output = inputs.length * slot;
+  at.push(output * 4);
+  kernel(module, at);
+  out.set(heap.subarray(output, output + n));
 }
 
 /** out = cx·x + cm·m */
 export function lin2(out: Float32Array, x: Float32Array, cx: number, m: Float32Array, cm: number): void {
-  const module = elementwiseModule();
-  const at = module && slots(module, out.length, [x, m]);
-  if (!at) return elementwiseJs.lin2(out, x, cx, m, cm);
-  module.lin2(at[0]!, at[1]!, at[2]!, out.length, cx, cm);
-  readOut(out, at[2]!);
+  pass(out, [x, m], (w, [px, pm, po]) => w.lin2(px!, pm!, po!, out.length, cx, cm), () => elementwiseJs.lin2(out, x, cx, m, cm));
 }
 
 /** out = x·s */
 export function scale(out: Float32Array, x: Float32Array, s: number): void {
-  const module = elementwiseModule();
-  const at = module && slots(module, out.length, [x]);
-  if (!at) return elementwiseJs.scale(out, x, s);
-  module.scale(at[0]!, at[1]!, out.length, s);
-  readOut(out, at[1]!);
+  pass(out, [x], (w, [px, po]) => w.scale(px!, po!, out.length, s), () => elementwiseJs.scale(out, x, s));
 }
 
 /** Classifier-free guidance: out = u + g·(c − u) */
 export function guide(out: Float32Array, u: Float32Array, c: Float32Array, g: number): void {
-  const module = elementwiseModule();
-  const at = module && slots(module, out.length, [u, c]);
-  if (!at) return elementwiseJs.guide(out, u, c, g);
-  module.guide(at[0]!, at[1]!, at[2]!, out.length, g);
-  readOut(out, at[2]!);
+  pass(out, [u, c], (w, [pu, pc, po]) => w.guide(pu!, pc!, po!, out.length, g), () => elementwiseJs.guide(out, u, c, g));
 }
 
 /** Euler: out = x + (x − x0)·slope with x0 = cx·x + cm·m in double. */
 export function euler(out: Float32Array, x: Float32Array, m: Float32Array, cx: number, cm: number, slope: number): void {
-  const module = elementwiseModule();
-  const at = module && slots(module, out.length, [x, m]);
-  if (!at) return elementwiseJs.euler(out, x, m, cx, cm, slope);
-  module.euler(at[0]!, at[1]!, at[2]!, out.length, cx, cm, slope);
-  readOut(out, at[2]!);
+  pass(out, [x, m], (w, [px, pm, po]) => w.euler(px!, pm!, po!, out.length, cx, cm, slope), () => elementwiseJs.euler(out, x, m, cx, cm, slope));
 }
 
 /** Euler ancestral: out = x + (x − x0)·slope + fresh·up with x0 = cx·x + cm·m in double. */
 export function ancestral(out: Float32Array, x: Float32Array, m: Float32Array, fresh: Float32Array, cx: number, cm: number, slope: number, up: number): void {
-  const module = elementwiseModule();
-  const at = module && slots(module, out.length, [x, m, fresh]);
-  if (!at) return elementwiseJs.ancestral(out, x, m, fresh, cx, cm, slope, up);
-  module.ancestral(at[0]!, at[1]!, at[2]!, at[3]!, out.length, cx, cm, slope, up);
-  readOut(out, at[3]!);
+  pass(
+    out, [x, m, fresh],
+    (w, [px, pm, pf, po]) => w.ancestral(px!, pm!, pf!, po!, out.length, cx, cm, slope, up),
+    () => elementwiseJs.ancestral(out, x, m, fresh, cx, cm, slope, up),
+  );
 }
 
 /** DPM-Solver++ second order: out = keep·x + d0·m0 + d1·(m0 − m1) */
 export function secondOrder(out: Float32Array, x: Float32Array, m0: Float32Array, m1: Float32Array, keep: number, d0: number, d1: number): void {
-  const module = elementwiseModule();
-  const at = module && slots(module, out.length, [x, m0, m1]);
-  if (!at) return elementwiseJs.secondOrder(out, x, m0, m1, keep, d0, d1);
-  module.secondOrder(at[0]!, at[1]!, at[2]!, at[3]!, out.length, keep, d0, d1);
-  readOut(out, at[3]!);
+  pass(
+    out, [x, m0, m1],
+    (w, [px, p0, p1, po]) => w.secondOrder(px!, p0!, p1!, po!, out.length, keep, d0, d1),
+    () => elementwiseJs.secondOrder(out, x, m0, m1, keep, d0, d1),
+  );
 }
 
 /** LCM between steps: out = keep·d + add·fresh with d = cOut·x0 + cSkip·x in double. */
 export function lcmNoisy(out: Float32Array, x0: Float32Array, x: Float32Array, fresh: Float32Array, cOut: number, cSkip: number, keep: number, add: number): void {
-  const module = elementwiseModule();
-  const at = module && slots(module, out.length, [x0, x, fresh]);
-  if (!at) return elementwiseJs.lcmNoisy(out, x0, x, fresh, cOut, cSkip, keep, add);
-  module.lcmNoisy(at[0]!, at[1]!, at[2]!, at[3]!, out.length, cOut, cSkip, keep, add);
-  readOut(out, at[3]!);
+  pass(
+    out, [x0, x, fresh],
+    (w, [p0, px, pf, po]) => w.lcmNoisy(p0!, px!, pf!, po!, out.length, cOut, cSkip, keep, add),
+    () => elementwiseJs.lcmNoisy(out, x0, x, fresh, cOut, cSkip, keep, add),
+  );
 }
 
 /** The JavaScript reference of each pass: what the WebAssembly must reproduce bit for bit. */
