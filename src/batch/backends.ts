@@ -22,8 +22,7 @@ export interface BackendJob {
   layout?: Uint8Array;
 }
 
-/** What either backend returns: the engine's result without its job id. */
-/** What a batch writes: always a PNG. */
+/** What either backend returns: the engine's result without its job id, its image always a PNG (what a batch writes). */
 export type BackendResult = Omit<EngineResult, 'jobId' | 'image' | 'format'> & { png: Uint8Array };
 
 export interface Backend {

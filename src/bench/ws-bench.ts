@@ -34,7 +34,8 @@ export interface WsFigures {
  * phase of the machine and the same warmth of the code.
  */
 async function measureLatency(client: BenchClient, n: number, steps: number): Promise<Record<ResultFormat, LatencyFigures>> {
-  const runs = { rgb8: { totals: [] as number[], models: [] as number[], sends: [] as number[] }, png: { totals: [] as number[], models: [] as number[], sends: [] as number[] } };
+  const samples = () => ({ totals: [] as number[], models: [] as number[], sends: [] as number[] });
+  const runs = { rgb8: samples(), png: samples() };
   for (let i = 0; i < n; i++) {
     const resultFormat: ResultFormat = i % 3 === 2 ? 'png' : 'rgb8';
     const run = runs[resultFormat];
@@ -49,7 +50,7 @@ async function measureLatency(client: BenchClient, n: number, steps: number): Pr
     run.totals.push(r.receivedAt - t0);
     run.models.push(r.header.timings.sessionRun ?? 0);
   }
-  const figures = ({ totals, models, sends }: typeof runs.rgb8): LatencyFigures => {
+  const figures = ({ totals, models, sends }: ReturnType<typeof samples>): LatencyFigures => {
     const nonModel = totals.map((t, i) => t - models[i]!).sort((a, b) => a - b);
     return {
       frames: totals.length,
@@ -126,8 +127,12 @@ export async function benchWebSocket(modelsDir: string, model: string, device: D
         /* the poll is best-effort */
       }
     }, 50);
-    const flood = await floodFromChildProcess(url, seconds, fps, steps);
-    clearInterval(poll);
+    let flood: FloodCounts;
+    try {
+      flood = await floodFromChildProcess(url, seconds, fps, steps);
+    } finally {
+      clearInterval(poll);
+    }
     const rssGrowthMb = (process.memoryUsage().rss - rssBefore) / 2 ** 20;
     client.ws.close();
     return {
@@ -135,16 +140,12 @@ export async function benchWebSocket(modelsDir: string, model: string, device: D
       latencyPng: latencies.png,
       eventLoop,
       flood: {
-        seconds, fps, sent: flood.sent,
-        computed: flood.computed,
-        reused: flood.reused,
-        cancelled: flood.cancelled,
+        seconds, fps, ...flood,
         maxQueued,
         lastFrameLatency: round(flood.lastFrameLatency),
         generationMs: round(generationMs),
         stepMs: round(generationMs / steps),
         rssGrowthMb: round(rssGrowthMb, 1),
-        lastFrameGotResult: flood.lastFrameGotResult,
       },
     };
   } finally {
