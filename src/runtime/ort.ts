@@ -141,8 +141,10 @@ export class ModelSession {
     readonly outputs: TensorSpec[],
   ) {}
 
-  static async create(name: string, path: string, device: Exclude<Device, 'auto'>): Promise<ModelSession> {
+  /** `saveOptimizedTo`: where ORT writes the graph it optimised (for checks of what it folded). */
+  static async create(name: string, path: string, device: Exclude<Device, 'auto'>, saveOptimizedTo?: string): Promise<ModelSession> {
     const session = await ort.InferenceSession.create(path, {
+      ...(saveOptimizedTo ? { optimizedModelFilePath: saveOptimizedTo } : {}),
       executionProviders: [EP_OF_DEVICE[device]],
       graphOptimizationLevel: 'all',
       logSeverityLevel: 3,
