@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { BenchWorker } from '../src/bench/in-worker.ts';
+import { benchSdUnet } from '../src/bench/sd-unet-bench.ts';
 import { createTinyModel } from '../src/tiny/build-tiny.ts';
 
 describe('bench tasks in the inference worker', () => {
@@ -35,5 +36,25 @@ describe('bench tasks in the inference worker', () => {
   it('reports a failing task as an error, not a hang, and keeps serving', async () => {
     await expect(worker.run('benchPipeline', join(tmpdir(), 'no-such-model-dir'), 'cpu', 2, 1, 'dpmpp-2m')).rejects.toThrow(/bench task benchPipeline failed/);
     expect((await worker.run('benchCodecs', 1)).pngLive).toBeGreaterThan(0);
+  });
+});
+
+describe('bench --sd-unet', () => {
+  it('times a real-architecture UNet (here a narrow twin, 16×16 latents) and names the device and the published references', async () => {
+    const f = await benchSdUnet('sd2-depth', 'fp32', 'cpu', 2, 16, 10);
+    expect(f).toMatchObject({ architecture: 'sd2-depth-unet', dtype: 'fp32', device: 'cpu', sample: [2, 5, 16, 16] });
+    expect(f.runsMs).toHaveLength(2);
+    expect(f.perStepMs).toBeGreaterThan(0);
+    expect(f.references.join(' ')).toMatch(/RTX 4090.*H100/);
+  }, 60_000);
+
+  it('builds and runs the fp16 form (halves in and out, as on a GPU)', async () => {
+    const f = await benchSdUnet('sd15', 'fp16', 'cpu', 1, 16, 10);
+    expect(f).toMatchObject({ architecture: 'sd15-unet', dtype: 'fp16', sample: [2, 4, 16, 16] });
+    expect(f.perStepMs).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('refuses an unknown architecture by name', async () => {
+    await expect(benchSdUnet('sdxl', 'fp32', 'cpu', 1)).rejects.toThrow(/unknown UNet architecture "sdxl"; choose sd15 or sd2-depth/);
   });
 });

@@ -10,12 +10,29 @@ import { listBundledBackends } from '../runtime/ort.ts';
 import { VERSION } from '../version.ts';
 import { BenchWorker } from './in-worker.ts';
 import { buildSdSizeModels, type PipelineFigures, type RegionFigures } from './pipeline-bench.ts';
+import { benchSdUnet } from './sd-unet-bench.ts';
 import { benchWebSocket, type WsFigures } from './ws-bench.ts';
 
 export interface BenchOptions {
   json?: boolean;
   quick?: boolean;
   device: Device;
+  /** Time only a real-architecture UNet (sd15 | sd2-depth) instead of the regular figures. */
+  sdUnet?: string;
+  unetDtype?: 'fp32' | 'fp16';
+  unetRuns?: number;
+}
+
+async function sdUnetCommand(opts: BenchOptions, log: (line: string) => void): Promise<void> {
+  const dtype = opts.unetDtype ?? 'fp32';
+  log(`depthcast ${VERSION} bench --sd-unet ${opts.sdUnet} — ${new Date().toISOString()} — ${os.cpus()[0]?.model ?? 'cpu'} ×${os.cpus().length}, node ${process.version}; device requested: ${opts.device}, ${dtype}`);
+  const f = await benchSdUnet(opts.sdUnet!, dtype, opts.device, opts.unetRuns ?? 3);
+  log(`${f.architecture} (${(f.params / 1e6).toFixed(1)} M parameters, constant weights folded at load; file ${(f.modelBytes / 1024).toFixed(0)} KB) on ${f.device}, ${f.dtype}, sample ${f.sample.join('×')}, text 2×77:`);
+  log(`  session created in ${f.createMs} ms; first run ${f.firstRunMs} ms; then ${f.runsMs.join(', ')} ms`);
+  log(`  UNet per denoising step (CFG batch 2, 512²): ${f.perStepMs} ms (median); process RSS ${f.rssGiB} GiB`);
+  for (const r of f.references) log(`  published, for reference: ${r}`);
+  if (opts.json) console.log(JSON.stringify({ version: VERSION, date: new Date().toISOString(), sdUnet: f }, null, 2));
+  else log(`\n${JSON.stringify({ sdUnet: f })}`);
 }
 
 function goal(label: string, value: number, limit: number, unit: string): string {
@@ -24,6 +41,7 @@ function goal(label: string, value: number, limit: number, unit: string): string
 
 export async function benchCommand(opts: BenchOptions): Promise<void> {
   const log = opts.json ? () => {} : (line: string) => console.log(line);
+  if (opts.sdUnet) return sdUnetCommand(opts, log);
   const steps = opts.quick ? 8 : 20;
   const repeats = opts.quick ? 3 : 7;
   log(`depthcast ${VERSION} bench — ${new Date().toISOString()} — ${os.cpus()[0]?.model ?? 'cpu'} ×${os.cpus().length}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);

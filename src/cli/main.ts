@@ -156,6 +156,9 @@ export function buildProgram(): Command {
     .option('--json', 'print JSON only')
     .option('--quick', 'shorter runs (smoke test)')
     .addOption(new Option('--device <device>', 'execution provider').choices([...DEVICE_NAMES]).default('cpu'))
+    .addOption(new Option('--sd-unet <architecture>', "time only a UNet of Stable Diffusion's real architecture and size, per step (GBs of memory; seconds per step on a CPU)").choices(['sd15', 'sd2-depth']))
+    .addOption(new Option('--unet-dtype <dtype>', 'with --sd-unet: compute type').choices(['fp32', 'fp16']).default('fp32'))
+    .option('--unet-runs <n>', 'with --sd-unet: timed runs after a first one', intArg('unet-runs'), 3)
     .action(async (opts) => {
       const { benchCommand } = await import('../bench/cli.ts');
       await benchCommand(opts);
