@@ -166,8 +166,7 @@ class UnetGraph {
   timeEmbedding(timestep: string, baseChannels: number): string {
     const half = baseChannels / 2;
     const freqs = Array.from({ length: half }, (_, i) => Math.exp((-Math.log(10000) * i) / half));
-    let t = this.g.op('Cast', [timestep], { to: attr.int(1) });
-    t = this.g.op('Mul', [this.g.op('Unsqueeze', [t, this.shape('t.axes', [1])]), this.g.float('t.freqs', [1, half], freqs)]);
+    const t = this.g.op('Mul', [this.g.op('Unsqueeze', [timestep, this.shape('t.axes', [1])]), this.g.float('t.freqs', [1, half], freqs)]);
     let emb = this.g.op('Concat', [this.g.op('Cos', [t]), this.g.op('Sin', [t])], { axis: attr.int(1) });
     if (this.half) emb = this.g.op('Cast', [emb], { to: attr.int(10) });
     return this.linear(this.silu(this.linear(emb, baseChannels, 1280)), 1280, 1280);
@@ -189,10 +188,8 @@ export function buildSdUnet(arch: UnetArchitecture, dtype: 'fp32' | 'fp16' = 'fp
   const net = new UnetGraph(dtype);
   const { g } = net;
   const ch = arch.blockOutChannels.map((c) => c / widthScale);
-  const temb = (() => {
-    g.input('timestep', 'float32', ['batch']);
-    return net.timeEmbedding('timestep', ch[0]!);
-  })();
+  g.input('timestep', 'float32', ['batch']);
+  const temb = net.timeEmbedding('timestep', ch[0]!);
   const spatial: Dim[] = ['batch', arch.inChannels, 'height', 'width'];
   g.input('sample', net.type, spatial);
   g.input('encoder_hidden_states', net.type, ['batch', TEXT_LENGTH, arch.crossAttentionDim]);
