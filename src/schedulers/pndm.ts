@@ -48,9 +48,14 @@ export class PNDMScheduler implements Scheduler {
   private readonly stepsOffset: number;
   private numInferenceSteps = 0;
   private stepTimesteps: number[] = [];
-  /** Up to the last four model outputs (ε or v), oldest first. */
+  /**
+   * Up to the last four model outputs (ε or v), oldest first: copies in buffers this scheduler
+   * owns, since `step`'s arguments are only borrowed (the pipeline reuses one guidance buffer).
+   */
   private history: Float32Array[] = [];
-  /** The sample the first step started from; the second step restarts from it. */
+  /** Spare owned buffers, recycled as history entries age out. */
+  private spare: Float32Array[] = [];
+  /** A copy of the sample the first step started from; the second step restarts from it. */
   private firstSample: Float32Array | null = null;
   private counter = 0;
 
@@ -77,9 +82,18 @@ export class PNDMScheduler implements Scheduler {
     const grid = spacedTimesteps(this.spacing, this.numTrain, numInferenceSteps, this.stepsOffset, true);
     // Descending grid with its second entry repeated (the reference's plms_timesteps); a one-step grid has nothing to repeat.
     this.stepTimesteps = grid.length >= 2 ? [grid[0]!, grid[1]!, ...grid.slice(1)] : grid;
+    this.spare.push(...this.history);
     this.history = [];
     this.firstSample = null;
     this.counter = 0;
+  }
+
+  /** An owned copy of `source`, reusing a retired buffer of the same length when there is one. */
+  private keep(source: Float32Array): Float32Array {
+    let owned = this.spare.pop();
+    if (!owned || owned.length !== source.length) owned = new Float32Array(source.length);
+    owned.set(source);
+    return owned;
   }
 
   /** PLMS keys off the timestep and its own call counter; img2img simply starts the counter at the first timestep run. */
@@ -102,8 +116,8 @@ export class PNDMScheduler implements Scheduler {
       from = t + ratio;
       to = t;
     } else {
-      this.history = this.history.slice(-3);
-      this.history.push(modelOutput);
+      while (this.history.length > 3) this.spare.push(this.history.shift()!);
+      this.history.push(this.keep(modelOutput));
     }
 
     let start = sample;
@@ -112,7 +126,7 @@ export class PNDMScheduler implements Scheduler {
     const n = sample.length;
     if (this.counter === 0 && h.length === 1) {
       combined = modelOutput;
-      this.firstSample = sample;
+      this.firstSample = new Float32Array(sample);
     } else if (this.counter === 1 && h.length === 1) {
       const prev = h[0]!;
       combined = new Float32Array(n);
