@@ -36,6 +36,10 @@ export function familyOf(className: string, hasControlnet: boolean): ModelFamily
 
 /** Optional `depthcast.json` in a model folder: explicit names where a published export differs. */
 export interface DepthcastModelConfig {
+  /** For exports without vae_decoder/config.json (written at install from the registry entry). */
+  vae?: {
+    scaling_factor?: number;
+  };
   controlnet?: {
     /** ControlNet output name → UNet input name. */
     outputs?: Record<string, string>;

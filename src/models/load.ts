@@ -46,6 +46,12 @@ export interface LoadedModel {
   residualMap: [string, string][];
   /** Whether the ControlNet applies conditioning_scale itself (else the pipeline multiplies). */
   controlnetTakesScale: boolean;
+  /**
+   * Set when the UNet takes `timestep_cond` (LCM distilled with a guidance embedding): its width.
+   * The pipeline then feeds diffusers' guidance-scale embedding of w = guidance − 1 and runs no
+   * classifier-free guidance, as diffusers does when unet.config.time_cond_proj_dim is set.
+   */
+  guidanceEmbeddingDim?: number;
   /** Prompt embeddings cache (prompt → last_hidden_state [77,D]). */
   textCache: Map<string, Float32Array>;
   release(): Promise<void>;
@@ -53,6 +59,8 @@ export interface LoadedModel {
 
 export interface LoadOptions {
   device?: Device;
+  /** The VAE scaling factor for a folder whose VAE config does not give one (a flag's value). */
+  vaeScalingFactor?: number;
   /** Hears about devices `auto` skipped. */
   onFallback?: (device: string, reason: string) => void;
 }
@@ -78,7 +86,7 @@ interface FolderConfig {
 }
 
 /** Reads configs and checks files; collects problems instead of stopping at the first. */
-async function readFolderConfig(dir: string, problems: string[]): Promise<FolderConfig | undefined> {
+async function readFolderConfig(dir: string, problems: string[], options: LoadOptions): Promise<FolderConfig | undefined> {
   if (!existsSync(dir)) {
     problems.push(`model folder ${dir} does not exist`);
     return undefined;
@@ -105,18 +113,23 @@ async function readFolderConfig(dir: string, problems: string[]): Promise<Folder
       if (vaeConfig) break;
     }
   }
-  const scaling = vaeConfig?.scaling_factor;
+  let depthcastConfig: DepthcastModelConfig = {};
+  if (existsSync(join(dir, 'depthcast.json'))) {
+    depthcastConfig = ((await readJson(join(dir, 'depthcast.json'), problems, 'depthcast.json')) ?? {}) as DepthcastModelConfig;
+  }
+  // The VAE config's value, else depthcast.json's (written at install from the registry), else the caller's flag.
+  const scaling = [vaeConfig?.scaling_factor, depthcastConfig.vae?.scaling_factor, options.vaeScalingFactor].find((v) => v !== undefined);
   if (typeof scaling !== 'number' || !(scaling > 0)) {
-    problems.push('vae_decoder/config.json must give the VAE "scaling_factor" (0.18215 for SD 1.5/2.x); depthcast never guesses it');
+    problems.push(
+      scaling === undefined
+        ? 'no VAE "scaling_factor": vae_decoder/config.json must give it, or depthcast.json {"vae": {"scaling_factor": ...}}, or --vae-scaling-factor (0.18215 for SD 1.5/2.x); depthcast never guesses it'
+        : `VAE "scaling_factor" must be a positive number, got ${JSON.stringify(scaling)}`,
+    );
   }
   const blocks = vaeConfig?.block_out_channels;
   const vaeScaleFactor = Array.isArray(blocks) && blocks.length > 0 ? 2 ** (blocks.length - 1) : 8;
   const latentChannels = typeof vaeConfig?.latent_channels === 'number' ? vaeConfig.latent_channels : 4;
 
-  let depthcastConfig: DepthcastModelConfig = {};
-  if (existsSync(join(dir, 'depthcast.json'))) {
-    depthcastConfig = ((await readJson(join(dir, 'depthcast.json'), problems, 'depthcast.json')) ?? {}) as DepthcastModelConfig;
-  }
   if (!family || !sched || typeof scaling !== 'number') return undefined;
   return {
     family,
@@ -129,6 +142,27 @@ async function readFolderConfig(dir: string, problems: string[]): Promise<Folder
 }
 
 const FLOAT = ['float32', 'float16'];
+/** One-value inputs (conditioning_scale) may be any float width; published exports use all three. */
+const ANY_FLOAT = ['float32', 'float16', 'float64'];
+
+/** The width of a `timestep_cond` [B, dim] input, or a problem when it cannot be fed. */
+function guidanceEmbeddingDim(problems: string[], s: ModelSession): number | undefined {
+  const spec = expectInput(problems, s, 'timestep_cond', FLOAT, 2);
+  const dim = spec?.shape[1];
+  if (spec && !(typeof dim === 'number' && dim > 0)) {
+    problems.push(`${s.name}: input "timestep_cond" has no fixed width (shape [${spec.shape.join(', ')}]); depthcast needs it to build the guidance embedding`);
+    return undefined;
+  }
+  return dim as number | undefined;
+}
+
+/** A one-value float input: any float width, shape [] or one element. */
+function expectScalar(problems: string[], s: ModelSession, name: string): void {
+  const spec = expectInput(problems, s, name, ANY_FLOAT);
+  if (spec && (spec.shape.length > 1 || (spec.shape.length === 1 && typeof spec.shape[0] === 'number' && spec.shape[0] > 1))) {
+    problems.push(`${s.name}: input "${name}" has shape [${spec.shape.join(', ')}], expected a scalar ([] or [1])`);
+  }
+}
 
 function expectInput(problems: string[], s: ModelSession, name: string, types: string[], rank?: number): TensorSpec | undefined {
   const spec = s.input(name);
@@ -175,7 +209,25 @@ function checkSessions(family: ModelFamily, latentChannels: number, s: Partial<M
     expectInput(problems, s.controlnet, 'timestep', ['int64', 'float32', 'float16']);
     expectInput(problems, s.controlnet, 'encoder_hidden_states', FLOAT, 3);
     expectInput(problems, s.controlnet, 'controlnet_cond', FLOAT, 4);
+    if (s.controlnet.input('conditioning_scale')) expectScalar(problems, s.controlnet, 'conditioning_scale');
   }
+  // Every other input must be one depthcast knows how to feed: refuse at load, not mid-run.
+  const known = new Set(['input_ids', 'sample', 'timestep', 'encoder_hidden_states', 'latent_sample', 'controlnet_cond', 'conditioning_scale', 'timestep_cond']);
+  for (const session of [s.textEncoder, s.unet, s.vaeEncoder, s.vaeDecoder, s.tinyDecoder]) {
+    for (const input of session?.inputs ?? []) {
+      if (!known.has(input.name) && !/resid|down_block|mid_block/i.test(input.name)) problems.push(`${session!.name}: input "${input.name}" is not one depthcast knows how to feed`);
+    }
+  }
+}
+
+/** The `timestep_cond` width the UNet (and a ControlNet) declare; they must agree. */
+function readGuidanceEmbedding(s: Partial<ModelSessions>, problems: string[]): number | undefined {
+  const dims = [s.unet, s.controlnet].filter((x) => x?.input('timestep_cond')).map((x) => guidanceEmbeddingDim(problems, x!));
+  if (dims.length === 2 && dims[0] !== dims[1]) problems.push(`unet and controlnet take timestep_cond of different widths (${dims[0]} vs ${dims[1]})`);
+  if (dims.length === 1 && s.controlnet && !s.unet?.input('timestep_cond')) {
+    problems.push('the controlnet takes timestep_cond but the unet does not: a guidance-embedding ControlNet needs a guidance-embedding UNet');
+  }
+  return dims[0];
 }
 
 /** A fingerprint of the folder: the install manifest's hash when there is one, else sizes and heads of every ONNX file. */
@@ -219,7 +271,7 @@ export async function checkModelFolder(dir: string): Promise<{ ok: boolean; prob
 export async function loadModel(dirInput: string, options: LoadOptions = {}): Promise<LoadedModel> {
   const dir = resolve(dirInput);
   const problems: string[] = [];
-  const config = await readFolderConfig(dir, problems);
+  const config = await readFolderConfig(dir, problems, options);
   const fail = () =>
     new DepthcastError('BAD_MODEL', `model folder ${dir} is not usable:\n  - ${problems.join('\n  - ')}`, { problems: [...problems] });
   if (!config || problems.length) throw fail();
@@ -269,6 +321,7 @@ export async function loadModel(dirInput: string, options: LoadOptions = {}): Pr
     tinyDecoder: opened.vae_decoder_tiny,
   };
   checkSessions(config.family, config.latentChannels, sessions, problems);
+  const guidanceEmbedding = readGuidanceEmbedding(sessions, problems);
 
   let residualMap: [string, string][] = [];
   if (sessions.controlnet && sessions.unet) {
@@ -302,6 +355,7 @@ export async function loadModel(dirInput: string, options: LoadOptions = {}): Pr
     sessions: all,
     residualMap,
     controlnetTakesScale: !!all.controlnet?.input('conditioning_scale'),
+    ...(guidanceEmbedding ? { guidanceEmbeddingDim: guidanceEmbedding } : {}),
     textCache: new Map(),
     async release() {
       await Promise.all(Object.values(opened).map((s) => s.release()));

@@ -7,6 +7,7 @@ import type { LoadedModel } from '../models/load.ts';
 import type { Feed } from '../runtime/ort.ts';
 import { denoise, throwIfCancelled } from './denoise.ts';
 import { checkInputs, encodeConditioning, finish, prepareLatents, prepareScheduler } from './shared.ts';
+import { guidanceScaleEmbedding, timestepCondFeed } from './guidance.ts';
 import { concatEmbeddings, StageTimer } from './steps.ts';
 import type { GenerateInput, GenerateOutput, PlanarImage } from './types.ts';
 import { float32ToFloat16 } from '../runtime/float16.ts';
@@ -58,6 +59,9 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
   const { scheduler, timesteps } = prepareScheduler(model, input);
   const { latents, noise, seed } = await prepareLatents(model, input, scheduler, timesteps, h, w, timer);
   const c = model.latentChannels;
+  const dim = model.guidanceEmbeddingDim;
+  const timestepCond = dim ? timestepCondFeed(guidanceScaleEmbedding(input.guidanceScale - 1, dim), batch) : undefined;
+  const condFeed: Record<string, Feed> = timestepCond ? { timestep_cond: { ...timestepCond, stableFor: timestepCond } } : {};
   // 5. Denoise: ControlNet residuals feed the UNet, matched by name.
   const final = await denoise({
     model, scheduler, timesteps, latents, plan, h, w, noise, timer, input,
@@ -71,6 +75,7 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
         controlnet_cond: { data: controlBatch, dims: [n, 3, input.height, input.width], stableFor: timer },
       };
       if (model.controlnetTakesScale) cnFeeds.conditioning_scale = { data: scale, dims: [] };
+      if (controlnet.input('timestep_cond')) Object.assign(cnFeeds, condFeed);
       const residuals = await timer.time('controlnet', () => controlnet.run(cnFeeds, model.residualMap.map(([out]) => out)));
       // Half a step sooner for a superseded frame: the UNet is the other half.
       throwIfCancelled(input, 'between the ControlNet and the UNet');
@@ -78,6 +83,7 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
         sample: { data: scaled, dims: [n, c, h, w], stableFor: step },
         timestep: { data: t, dims: [n] },
         encoder_hidden_states: { data: embeddings, dims: [n, L, D], stableFor: embeddings },
+        ...condFeed,
       };
       for (const [out, inp] of model.residualMap) {
         const r = residuals[out]!;

@@ -7,6 +7,7 @@ import { DepthcastError } from '../errors.ts';
 import type { LoadedModel } from '../models/load.ts';
 import { denoise } from './denoise.ts';
 import { checkInputs, encodeConditioning, prepareLatents, prepareScheduler, finish } from './shared.ts';
+import { guidanceScaleEmbedding, timestepCondFeed } from './guidance.ts';
 import { concatEmbeddings, StageTimer } from './steps.ts';
 import type { GenerateInput, GenerateOutput, PlanarImage } from './types.ts';
 
@@ -51,6 +52,8 @@ export async function runDepth2Img(model: LoadedModel, input: GenerateInput): Pr
   const L = model.tokenizer.modelMaxLength;
   const embeddings = concatEmbeddings(plan.embeddings);
   let sampleBuf: Float32Array | undefined;
+  const dim = model.guidanceEmbeddingDim;
+  const timestepCond = dim ? timestepCondFeed(guidanceScaleEmbedding(input.guidanceScale - 1, dim), plan.embeddings.length) : undefined;
   const final = await denoise({
     model, scheduler, timesteps, latents, plan, h, w, noise, timer, input,
     async predict(scaled, batch, t) {
@@ -66,6 +69,7 @@ export async function runDepth2Img(model: LoadedModel, input: GenerateInput): Pr
           sample: { data: sampleBuf!, dims: [batch, c + 1, h, w] },
           timestep: { data: t, dims: [batch] },
           encoder_hidden_states: { data: embeddings, dims: [batch, L, plan.embeddings[0]!.length / L], stableFor: embeddings },
+          ...(timestepCond ? { timestep_cond: { ...timestepCond, stableFor: timestepCond } } : {}),
         }, ['out_sample']),
       );
       return out.out_sample!;

@@ -79,3 +79,29 @@ export function planPrediction(
     },
   };
 }
+
+/**
+ * diffusers' get_guidance_scale_embedding (LCM): the guidance weight w as sinusoidal features,
+ * [sin(1000·w·f_i) ‖ cos(1000·w·f_i)] with f_i = exp(−i·ln(10000)/(dim/2 − 1)), zero-padded to
+ * an odd `dim`; computed in float32 as the reference does. The pipelines pass w = guidance − 1.
+ */
+export function guidanceScaleEmbedding(w: number, dim: number): Float32Array {
+  const half = Math.floor(dim / 2);
+  const out = new Float32Array(dim);
+  const step = Math.fround(Math.log(10000) / (half - 1));
+  const scaled = Math.fround(Math.fround(w) * 1000);
+  for (let i = 0; i < half; i++) {
+    const f = Math.fround(Math.exp(Math.fround(i * -step)));
+    const arg = Math.fround(scaled * f);
+    out[i] = Math.sin(arg);
+    out[half + i] = Math.cos(arg);
+  }
+  return out;
+}
+
+/** The `timestep_cond` feed for a batch of `n`: the embedding repeated per batch entry. */
+export function timestepCondFeed(embedding: Float32Array, n: number): { data: Float32Array; dims: number[] } {
+  const data = new Float32Array(n * embedding.length);
+  for (let b = 0; b < n; b++) data.set(embedding, b * embedding.length);
+  return { data, dims: [n, embedding.length] };
+}

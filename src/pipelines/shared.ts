@@ -55,7 +55,8 @@ export function checkInputs(model: LoadedModel, input: GenerateInput): { h: numb
 /** 2. Encode prompt: conditional, unconditional when guidance is on, and region prompts. */
 export async function encodeConditioning(model: LoadedModel, input: GenerateInput, timer: StageTimer, h: number, w: number): Promise<PredictionPlan> {
   const cond = await encodePrompt(model, input.prompt, timer);
-  const guided = input.guidanceScale > 1;
+  // A guidance-embedding UNet (timestep_cond) takes the guidance as an input, not as a second batch entry.
+  const guided = input.guidanceScale > 1 && model.guidanceEmbeddingDim === undefined;
   const uncond = guided ? await encodePrompt(model, input.negativePrompt ?? '', timer) : undefined;
   let regions: LatentRegion[] = [];
   if (input.regions?.length) {

@@ -12,7 +12,7 @@ import { DepthcastError } from '../errors.ts';
 import { float16ToFloat32, float32ToFloat16 } from './float16.ts';
 
 export type Device = 'auto' | 'cpu' | 'cuda' | 'dml' | 'webgpu' | 'coreml';
-export type ElementType = 'float32' | 'float16' | 'int64' | 'int32' | 'other';
+export type ElementType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'other';
 
 export interface TensorSpec {
   name: string;
@@ -108,7 +108,7 @@ export function listBundledBackends(): string[] {
 }
 
 function elementType(type: string): ElementType {
-  return type === 'float32' || type === 'float16' || type === 'int64' || type === 'int32' ? type : 'other';
+  return type === 'float32' || type === 'float16' || type === 'float64' || type === 'int64' || type === 'int32' ? type : 'other';
 }
 
 function specsOf(meta: readonly ort.InferenceSession.ValueMetadata[]): TensorSpec[] {
@@ -128,6 +128,19 @@ function describeFeeds(feeds: Record<string, Feed>): string {
 
 function sizeOf(dims: readonly number[]): number {
   return dims.reduce((a, b) => a * b, 1);
+}
+
+/**
+ * A one-value feed takes the shape the model declares for it: [] for a scalar input, [1] for a
+ * one-element vector (exports differ: conditioning_scale is [] in some, [1] in others). Other
+ * feeds keep their dims.
+ */
+function scalarDims(spec: TensorSpec, feed: Feed): number[] {
+  const dims = [...feed.dims];
+  if (typeof feed.data !== 'number' || sizeOf(dims) !== 1) return dims;
+  if (spec.shape.length === 0) return [];
+  if (spec.shape.length === 1 && (spec.shape[0] === 1 || typeof spec.shape[0] !== 'number' || spec.shape[0] < 0)) return [1];
+  return dims;
 }
 
 export class ModelSession {
@@ -164,10 +177,16 @@ export class ModelSession {
   }
 
   private toTensor(spec: TensorSpec, feed: Feed): ort.Tensor {
-    const dims = [...feed.dims];
+    const dims = scalarDims(spec, feed);
     const n = sizeOf(dims);
     const { data } = feed;
     switch (spec.type) {
+      case 'float64': {
+        // Published ControlNet exports declare conditioning_scale as a double (their code feeds one).
+        if (typeof data === 'number') return new ort.Tensor('float64', new Float64Array(n).fill(data), dims);
+        const f32 = data instanceof Uint16Array ? float16ToFloat32(data) : data;
+        return new ort.Tensor('float64', Float64Array.from(f32 as ArrayLike<number>, Number), dims);
+      }
       case 'float32':
       case 'float16': {
         if (spec.type === 'float16' && data instanceof Uint16Array) return new ort.Tensor('float16', data, dims);

@@ -1,0 +1,120 @@
+/**
+ * Copies of the tiny models with the I/O conventions of published ONNX exports, built with
+ * onnx-proto, each run through `depthcast generate` end to end:
+ *  - a ControlNet whose conditioning_scale is float64 [1] (TensorStack / Axodox exports),
+ *  - a UNet (and ControlNet) with an LCM guidance-embedding input timestep_cond [B,256],
+ *  - OnnxStack's residual names (down_block_N_additional_residual on both sides),
+ *  - a folder without vae_decoder/config.json whose scaling factor comes from depthcast.json.
+ * Each copy computes exactly what the original does, so its image must equal the original's
+ * pixel for pixel (the timestep_cond copy: the original's without classifier-free guidance,
+ * which is what diffusers runs for a UNet with time_cond_proj_dim).
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { decodeToPlanar } from '../src/image/codec.ts';
+import { guidanceScaleEmbedding } from '../src/pipelines/guidance.ts';
+import { CONTROLNET_RESIDUALS } from '../src/tiny/build-tiny.ts';
+import { writeNpy } from '../src/util/npy.ts';
+import { addUnusedInput, copyModel, DTYPE, renameValue, retypeInput } from './support/onnx-edit.ts';
+import { REPO_ROOT, sceneDepth, tinyModelDir } from './support/tiny.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'depthcast-exports-'));
+const depthFile = join(dir, 'scene.npy');
+writeFileSync(depthFile, writeNpy(sceneDepth(), [64, 64]));
+
+function generate(model: string, name: string, ...extra: string[]): { code: number | null; stderr: string; png: string } {
+  const png = join(dir, `${name}.png`);
+  const r = spawnSync(
+    process.execPath,
+    [join(REPO_ROOT, 'bin/depthcast.js'), 'generate', '--model', model, '--depth', depthFile, '--prompt', 'a barn at dusk', '--negative', 'fog', '--steps', '4', '--seed', '5', '--far', '50', '--scheduler', 'ddim', '--out', png, '--device', 'cpu', ...extra],
+    { encoding: 'utf8', timeout: 120_000 },
+  );
+  return { code: r.status, stderr: r.stderr, png };
+}
+
+async function pixels(png: string): Promise<Float32Array> {
+  return (await decodeToPlanar(new Uint8Array(readFileSync(png)), 64, 64)).data;
+}
+
+async function expectSameImage(a: string, b: string): Promise<void> {
+  const [x, y] = [await pixels(a), await pixels(b)];
+  expect(Buffer.from(x.buffer).equals(Buffer.from(y.buffer))).toBe(true);
+}
+
+describe('published export conventions through depthcast generate', () => {
+  it('a ControlNet with a float64 [1] conditioning_scale gives the original image', async () => {
+    const original = await tinyModelDir({ family: 'controlnet' });
+    const copy = copyModel(original, join(dir, 'cn-f64'), {
+      'controlnet/model.onnx': (g) => retypeInput(g, 'conditioning_scale', DTYPE.double, [1]),
+    });
+    const a = generate(original, 'f64-original', '--controlnet-scale', '0.6');
+    const b = generate(copy, 'f64-copy', '--controlnet-scale', '0.6');
+    expect(b.stderr).toContain('wrote');
+    expect([a.code, b.code]).toEqual([0, 0]);
+    await expectSameImage(a.png, b.png);
+  });
+
+  it.each(['fp32', 'fp16'] as const)('UNet and ControlNet with timestep_cond [B,256] (%s) run without CFG, as diffusers does', async (dtype) => {
+    const original = await tinyModelDir({ family: 'controlnet', dtype });
+    const io = dtype === 'fp16' ? DTYPE.float16 : DTYPE.float;
+    const copy = copyModel(original, join(dir, `cn-tcond-${dtype}`), {
+      'unet/model.onnx': (g) => addUnusedInput(g, 'timestep_cond', 256, io, 'out_sample'),
+      'controlnet/model.onnx': (g) => addUnusedInput(g, 'timestep_cond', 256, io, CONTROLNET_RESIDUALS[0].diffusers),
+    });
+    const withEmbedding = generate(copy, `tcond-${dtype}`, '--guidance', '6');
+    expect(withEmbedding.stderr).toContain('wrote');
+    expect(withEmbedding.code).toBe(0);
+    const noCfg = generate(original, `tcond-${dtype}-original`, '--guidance', '1');
+    const cfg = generate(original, `tcond-${dtype}-original-cfg`, '--guidance', '6');
+    await expectSameImage(withEmbedding.png, noCfg.png);
+    const [x, y] = [await pixels(withEmbedding.png), await pixels(cfg.png)];
+    expect(Buffer.from(x.buffer).equals(Buffer.from(y.buffer))).toBe(false);
+  });
+
+  it("OnnxStack's residual names (down_block_N_additional_residual on both sides) give the original image", async () => {
+    const original = await tinyModelDir({ family: 'controlnet' });
+    const onnxStack = (i: number) => (i < 4 ? `down_block_${i}_additional_residual` : 'mid_block_additional_residual');
+    const copy = copyModel(original, join(dir, 'cn-onnxstack'), {
+      'unet/model.onnx': (g) => CONTROLNET_RESIDUALS.forEach((r, i) => renameValue(g, r.unet, onnxStack(i))),
+      'controlnet/model.onnx': (g) => CONTROLNET_RESIDUALS.forEach((r, i) => renameValue(g, r.diffusers, onnxStack(i))),
+    });
+    const a = generate(original, 'onnxstack-original');
+    const b = generate(copy, 'onnxstack-copy');
+    expect(b.stderr).toContain('wrote');
+    expect([a.code, b.code]).toEqual([0, 0]);
+    await expectSameImage(a.png, b.png);
+  });
+
+  it('a folder without VAE configs runs with the scaling factor from depthcast.json, and is refused without it', async () => {
+    const original = await tinyModelDir({ family: 'depth2img' });
+    const copy = copyModel(original, join(dir, 'd2i-novae'), {});
+    const scaling = JSON.parse(readFileSync(join(copy, 'vae_decoder/config.json'), 'utf8')).scaling_factor;
+    rmSync(join(copy, 'vae_decoder/config.json'));
+    rmSync(join(copy, 'vae_encoder/config.json'), { force: true });
+    const refused = generate(copy, 'novae-refused');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/scaling_factor.*depthcast\.json/);
+    writeFileSync(join(copy, 'depthcast.json'), JSON.stringify({ vae: { scaling_factor: scaling } }));
+    const a = generate(original, 'novae-original');
+    const b = generate(copy, 'novae-copy');
+    expect(b.stderr).toContain('wrote');
+    await expectSameImage(a.png, b.png);
+  });
+});
+
+describe("diffusers' get_guidance_scale_embedding", () => {
+  it('matches the formula worked by hand: dim 4, w = 1 gives sin/cos of 1000·[1, 1e-4]', () => {
+    // half = 2, step = ln(10000)/(2 − 1), frequencies exp(−0·step) = 1 and exp(−step) = 1e-4.
+    const e = guidanceScaleEmbedding(1, 4);
+    const want = [Math.sin(1000), Math.sin(0.1), Math.cos(1000), Math.cos(0.1)];
+    e.forEach((v, i) => expect(v).toBeCloseTo(want[i]!, 3));
+  });
+
+  it('pads an odd width with a zero and gives sin 0 / cos 0 for w = 0 (guidance 1)', () => {
+    const e = guidanceScaleEmbedding(0, 7);
+    expect(Array.from(e)).toEqual([0, 0, 0, 1, 1, 1, 0]);
+  });
+});
