@@ -118,3 +118,19 @@ describe("diffusers' get_guidance_scale_embedding", () => {
     expect(Array.from(e)).toEqual([0, 0, 0, 1, 1, 1, 0]);
   });
 });
+
+describe('the registry supplies what an export leaves out', () => {
+  it("a base entry's vae_scaling_factor is written to depthcast.json beside the ControlNet's residual names", async () => {
+    const { parseRegistry, resolveModel } = await import('../src/models/registry.ts');
+    const source = { repo: 'someone/base' };
+    const reg = parseRegistry({
+      version: 1,
+      models: [
+        { name: 'pipe', kind: 'pipeline', title: 't', family: 'sd15', pipeline: 'controlnet', base: 'b', controlnet: 'c', dtype: 'fp16', defaults: { steps: 20, guidance: 7.5, scheduler: 'PNDMScheduler' }, verified: false, note: 'n' },
+        { name: 'b', kind: 'base', title: 't', family: 'sd15', source, dtype: 'fp16', io: { vae_scaling_factor: 0.18215 }, verified: false, note: 'n' },
+        { name: 'c', kind: 'controlnet', title: 't', family: 'sd15', source: { repo: 'someone/cn' }, dtype: 'fp16', io: { controlnet_outputs: { down_0: 'res_0' } }, verified: false, note: 'n' },
+      ],
+    });
+    expect(resolveModel(reg, 'pipe').depthcastJson).toEqual({ vae: { scaling_factor: 0.18215 }, controlnet: { outputs: { down_0: 'res_0' } } });
+  });
+});

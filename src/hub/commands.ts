@@ -293,7 +293,9 @@ export async function pullCommand(o: ModelsPullOptions, out: Out, ctx: CommandCo
       if (o.controlnet) {
         const cn = await controlnetArg(o.controlnet, o);
         controlnet = cn.spec;
-        depthcastJson = cn.depthcastJson;
+        // The base's part (VAE scaling factor) stays; the ControlNet's part (residual names) is this ControlNet's.
+        const { controlnet: _previous, ...baseJson } = depthcastJson ?? {};
+        depthcastJson = cn.depthcastJson || Object.keys(baseJson).length ? { ...baseJson, ...cn.depthcastJson } : undefined;
         if (!o.name) name = `${name}-${cn.entry?.name ?? nameFromRepo(cn.spec.repo)}`;
       }
       result = await pullModel({ ...common, name, source, controlnet, depthcastJson, registry });

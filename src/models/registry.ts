@@ -35,6 +35,8 @@ const Defaults = z.strictObject({
 const Io = z.strictObject({
   dtype: z.enum(['float32', 'float16']).optional(),
   unet_residual_inputs: z.boolean().optional(),
+  /** For exports without vae_decoder/config.json: written to depthcast.json as vae.scaling_factor at install. */
+  vae_scaling_factor: z.number().positive().optional(),
   /** ControlNet output name → unet input name, written to depthcast.json as controlnet.outputs. */
   controlnet_outputs: z.record(z.string().min(1), z.string().min(1)).nullable().optional(),
 });
@@ -144,14 +146,21 @@ export function resolveModel(reg: Registry, name: string, revision?: string): Re
     throw new DepthcastError('BAD_REQUEST', `${name} is a ControlNet alone; pull a pipeline that uses it, or pass it as --controlnet to a base model`);
   }
   if (entry.export) return { entry, export: entry.export };
-  if (entry.source) return { entry, source: withRev(entry.source) };
+  if (entry.source) return { entry, source: withRev(entry.source), depthcastJson: depthcastJsonOf(entry) };
   const base = reg.models.find((m) => m.name === entry.base)!;
   const cn = reg.models.find((m) => m.name === entry.controlnet)!;
-  const outputs = cn.io?.controlnet_outputs;
   return {
     entry,
     source: withRev(base.source!),
     controlnet: cn.source!,
-    depthcastJson: outputs ? { controlnet: { outputs } } : undefined,
+    depthcastJson: depthcastJsonOf(base, cn),
   };
+}
+
+/** What the registry knows that the export's own files do not say: the VAE scaling factor, the residual names. */
+export function depthcastJsonOf(base: RegistryEntry | undefined, controlnet?: RegistryEntry): Record<string, unknown> | undefined {
+  const scaling = base?.io?.vae_scaling_factor;
+  const outputs = controlnet?.io?.controlnet_outputs;
+  if (scaling === undefined && !outputs) return undefined;
+  return { ...(scaling !== undefined ? { vae: { scaling_factor: scaling } } : {}), ...(outputs ? { controlnet: { outputs } } : {}) };
 }
