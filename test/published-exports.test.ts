@@ -134,3 +134,47 @@ describe('the registry supplies what an export leaves out', () => {
     expect(resolveModel(reg, 'pipe').depthcastJson).toEqual({ vae: { scaling_factor: 0.18215 }, controlnet: { outputs: { down_0: 'res_0' } } });
   });
 });
+
+describe('models verify says ok only about what generate runs', () => {
+  it('accepts the tiny models after a dry run on the CPU', async () => {
+    const { verifyModel } = await import('../src/hub/verify.ts');
+    const report = await verifyModel(await tinyModelDir({ family: 'controlnet' }), { device: 'cpu' });
+    expect(report.problems).toEqual([]);
+    expect(report.io.ran).toBe(true);
+  });
+
+  it('names every contrib operator the CPU provider lacks, in every component', async () => {
+    const { verifyModel } = await import('../src/hub/verify.ts');
+    const { editModelOpsets, addContribNodes } = await import('./support/onnx-edit.ts');
+    const original = await tinyModelDir({ family: 'depth2img' });
+    const copy = copyModel(original, join(dir, 'd2i-fused'), {
+      'unet/model.onnx': (g) => addContribNodes(g, ['GroupNorm', 'NhwcConv', 'BiasAdd'], 'sample', 'encoder_hidden_states', 32),
+      'text_encoder/model.onnx': (g) => addContribNodes(g, ['BiasAdd'], 'unused', 'last_hidden_state', 32),
+    });
+    editModelOpsets(join(copy, 'unet/model.onnx'));
+    editModelOpsets(join(copy, 'text_encoder/model.onnx'));
+    const report = await verifyModel(copy, { device: 'cpu' });
+    expect(report.ok).toBe(false);
+    const messages = report.problems.map((p) => p.message).join('\n');
+    expect(messages).toMatch(/unet: uses com\.microsoft BiasAdd, GroupNorm, NhwcConv, which the cpu provider has no kernels for/);
+    expect(messages).toMatch(/text_encoder: uses com\.microsoft BiasAdd,/);
+  });
+
+  it('refuses a UNet input depthcast cannot feed, and a conditioning_scale that is not a scalar', async () => {
+    const { verifyModel } = await import('../src/hub/verify.ts');
+    const original = await tinyModelDir({ family: 'controlnet' });
+    const copy = copyModel(original, join(dir, 'cn-unfeedable'), {
+      'unet/model.onnx': (g) => addUnusedInput(g, 'text_embeds', 8, DTYPE.float, 'out_sample'),
+      'controlnet/model.onnx': (g) => retypeInput(g, 'conditioning_scale', DTYPE.double, [2]),
+    });
+    const report = await verifyModel(copy, { device: 'cpu' });
+    expect(report.ok).toBe(false);
+    const messages = report.problems.map((p) => p.message).join('\n');
+    expect(messages).toMatch(/unet: input "text_embeds" is not one depthcast knows how to feed/);
+    expect(messages).toMatch(/controlnet: input "conditioning_scale" has shape \[2\], expected a scalar/);
+    // And generate refuses the same model before any step, with the same reasons.
+    const r = generate(copy, 'unfeedable');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/text_embeds/);
+  });
+});

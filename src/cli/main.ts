@@ -122,10 +122,11 @@ export function buildProgram(): Command {
     .description('check files, hashes and ONNX I/O of an installed model (or a folder)')
     .argument('<name>', 'model name or folder')
     .option('--no-hashes', 'skip sha256 checks')
-    .option('--no-io', 'skip the ONNX I/O check')
+    .option('--no-io', 'skip the load and dry-run check')
+    .addOption(new Option('--device <device>', 'execution provider of the load and dry-run check').choices([...DEVICE_NAMES]).default('cpu'))
     .option('--json', 'print JSON')
     .action(async (name: string, opts) =>
-      (await import('../hub/commands.ts')).modelsVerify({ name, noHashes: opts.hashes === false, noIo: opts.io === false, json: opts.json }, process.stdout));
+      (await import('../hub/commands.ts')).modelsVerify({ name, noHashes: opts.hashes === false, noIo: opts.io === false, device: opts.device, json: opts.json }, process.stdout));
   models
     .command('remove')
     .description('remove an installed model')

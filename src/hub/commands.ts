@@ -329,14 +329,16 @@ export interface ModelsVerifyOptions {
   noHashes?: boolean;
   /** Skip the ONNX I/O check. */
   noIo?: boolean;
+  /** Where the load + dry run runs (default cpu). */
+  device?: import('../runtime/ort.ts').Device;
   json?: boolean;
 }
 
 export async function modelsVerify(o: ModelsVerifyOptions, out: Out, ctx: CommandContext = {}): Promise<void> {
-  const report = await verifyModel(o.name, { home: homeOf(o, ctx), hashes: !o.noHashes, io: !o.noIo });
+  const report = await verifyModel(o.name, { home: homeOf(o, ctx), hashes: !o.noHashes, io: !o.noIo, device: o.device });
   if (o.json) line(out, JSON.stringify(report, null, 2));
   else {
-    line(out, `${report.dir}: ${report.files} files, ${report.hashed} hashed, ${report.onnx} ONNX checked${report.io.ran ? ', I/O checked' : ''}`);
+    line(out, `${report.dir}: ${report.files} files, ${report.hashed} hashed, ${report.onnx} ONNX checked${report.io.ran ? `, loaded and dry-run on ${o.device ?? 'cpu'}` : ''}`);
     for (const n of report.notes) line(out, `  note: ${n}`);
     for (const p of report.problems) line(out, `  ${p.code}: ${p.message}`);
     line(out, report.ok ? 'ok' : 'FAILED');

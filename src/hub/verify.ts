@@ -5,11 +5,14 @@
  *  2. the layout's required files are present (BAD_MODEL);
  *  3. sizes and sha256 against depthcast-manifest.json written at install time (HASH_MISMATCH);
  *  4. every ONNX file's external-data locations stay inside the folder and exist (UNSAFE_PATH / BAD_MODEL);
- *  5. the ONNX inputs/outputs fit the layout, via checkModelFolder() of src/models/load.ts.
+ *  5. on the requested device, the model loads (every contrib operator the provider lacks is
+ *     named) and one tiny generation runs through every component (src/models/dry-run.ts), so
+ *     verify never says ok about a model that generate refuses.
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DepthcastError, type ErrorCode } from '../errors.ts';
+import type { Device } from '../runtime/ort.ts';
 import { sha256File } from './hub-client.ts';
 import { REQUIRED_COMPONENTS, REQUIRED_FILES, isControlnetIndex } from './layout.ts';
 import { MANIFEST_FILE, readManifest, walk } from './manifest.ts';
@@ -39,17 +42,19 @@ export interface VerifyOptions {
   env?: NodeJS.ProcessEnv;
   /** Re-hash files against the manifest (default true; the slow part for multi-GB models). */
   hashes?: boolean;
-  /** Run the ONNX I/O check of src/models/load.ts (default true). */
+  /** Run the load + dry-run check of src/models/dry-run.ts (default true). */
   io?: boolean;
+  /** Where that check runs (default cpu): verify on the device generate will use. */
+  device?: Device;
   onProgress?: (e: { type: 'hash'; path: string; index: number; total: number }) => void;
 }
 
-type CheckFn = (dir: string) => Promise<{ ok: boolean; problems: string[] }>;
+type CheckFn = (dir: string, device?: Device) => Promise<{ ok: boolean; problems: string[] }>;
 
-/** Loads checkModelFolder lazily: it pulls in onnxruntime, which list/pull/remove don't need. */
+/** Loads dryRunModel lazily: it pulls in onnxruntime, which list/pull/remove don't need. */
 async function loadIoCheck(): Promise<CheckFn | string> {
   try {
-    return (await import('../models/load.ts')).checkModelFolder;
+    return (await import('../models/dry-run.ts')).dryRunModel;
   } catch (err) {
     return `the ONNX I/O check could not be loaded: ${(err as Error).message}`;
   }
@@ -158,7 +163,7 @@ export async function verifyModel(nameOrDir: string, o: VerifyOptions = {}): Pro
       else {
         report.io.ran = true;
         try {
-          const r = await check(dir);
+          const r = await check(dir, o.device ?? 'cpu');
           report.io.ok = r.ok;
           report.io.problems = r.problems;
         } catch (err) {

@@ -11,6 +11,7 @@ import { type Device, type ModelSession, openSession, type TensorSpec } from '..
 import type { SchedulerConfig } from '../schedulers/types.ts';
 import { checkExternalData } from '../hub/onnx-external.ts';
 import { ClipTokenizer } from '../tokenizer/clip.ts';
+import { describeMissingOps, missingContribOps } from './contrib-ops.ts';
 import { mapControlnetResiduals } from './controlnet-map.ts';
 import { type ComponentName, type DepthcastModelConfig, familyOf, type ModelFamily, REQUIRED_FILES, SESSION_FILES } from './layout.ts';
 
@@ -309,7 +310,10 @@ export async function loadModel(dirInput: string, options: LoadOptions = {}): Pr
         await Promise.all(Object.values(opened).map((s) => s.release()));
         throw err;
       }
-      problems.push((err as Error).message);
+      // ORT names only the first operator it has no kernel for; name them all.
+      const path = join(dir, SESSION_FILES[component]);
+      const ops = /implementation for|Kernel not found/i.test((err as Error).message) && device !== 'auto' ? await missingContribOps(path, device).catch(() => []) : [];
+      problems.push(ops.length ? describeMissingOps(component, device, ops) : (err as Error).message);
     }
   }
   const sessions: Partial<ModelSessions> = {

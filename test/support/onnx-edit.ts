@@ -76,3 +76,33 @@ export function addUnusedInput(graph: Graph, name: string, width: number, elemTy
   );
   graph.initializer!.push({ name: zero, dims: [], dataType: DTYPE.float, floatData: [0] });
 }
+
+/**
+ * Adds com.microsoft nodes (as fused GPU exports have) reading `x` [B,C,H,W] and `seq` [B,S,D],
+ * each giving an extra graph output so that no optimiser drops them.
+ */
+export function addContribNodes(graph: Graph, ops: ('BiasAdd' | 'GroupNorm' | 'NhwcConv')[], x: string, seq: string, seqWidth: number): void {
+  const float = (name: string, dims: number[]) => graph.initializer!.push({ name, dims, dataType: DTYPE.float, floatData: new Array(dims.reduce((a, b) => a * b, 1)).fill(0.5) });
+  for (const op of ops) {
+    const out = `extra_${op}`;
+    if (op === 'BiasAdd') {
+      float('extra_bias', [seqWidth]);
+      graph.node!.push({ opType: op, domain: 'com.microsoft', input: [seq, 'extra_bias', seq], output: [out] });
+    } else if (op === 'GroupNorm') {
+      float('extra_gamma', [4]);
+      float('extra_beta', [4]);
+      graph.node!.push({ opType: op, domain: 'com.microsoft', input: [x, 'extra_gamma', 'extra_beta'], output: [out], attribute: [{ name: 'epsilon', type: 1, f: 1e-5 }, { name: 'groups', type: 2, i: 2 }, { name: 'activation', type: 2, i: 0 }] });
+    } else {
+      float('extra_w', [4, 1, 1, 4]);
+      graph.node!.push({ opType: op, domain: 'com.microsoft', input: [x, 'extra_w'], output: [out], attribute: [{ name: 'kernel_shape', type: 7, ints: [1, 1] }] });
+    }
+    graph.output!.push({ name: out, type: { tensorType: { elemType: DTYPE.float } } });
+  }
+}
+
+/** Declares the com.microsoft opset a graph with contrib nodes needs. */
+export function editModelOpsets(path: string): void {
+  const model = onnx.ModelProto.decode(readFileSync(path));
+  if (!model.opsetImport!.some((o) => o.domain === 'com.microsoft')) model.opsetImport!.push({ domain: 'com.microsoft', version: 1 });
+  writeFileSync(path, onnx.ModelProto.encode(model).finish());
+}
