@@ -33,7 +33,8 @@ export class ServiceModels {
     }
     const loaded = this.engine.loaded;
     return entries.map((e) => {
-      const info: ModelInfo = { name: e.name, family: e.family, loaded: loaded?.name === e.name };
+      const { from: _from, ...defaults } = e.defaults;
+      const info: ModelInfo = { name: e.name, family: e.family, loaded: loaded?.name === e.name, defaults };
       if (e.tiny) info.tiny = true;
       if (loaded?.name === e.name && (loaded.dtype === 'fp32' || loaded.dtype === 'fp16')) info.dtype = loaded.dtype;
       if (e.name === defaultName) info.default = true;

@@ -14,7 +14,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { decodeToPlanar } from '../src/image/codec.ts';
+import { decodeToPlanar, readPngText } from '../src/image/codec.ts';
 import { guidanceScaleEmbedding } from '../src/pipelines/guidance.ts';
 import { CONTROLNET_RESIDUALS } from '../src/tiny/build-tiny.ts';
 import { writeNpy } from '../src/util/npy.ts';
@@ -120,7 +120,7 @@ describe("diffusers' get_guidance_scale_embedding", () => {
 });
 
 describe('the registry supplies what an export leaves out', () => {
-  it("a base entry's vae_scaling_factor is written to depthcast.json beside the ControlNet's residual names", async () => {
+  it("the pipeline entry's defaults and the base's vae_scaling_factor go to depthcast.json beside the ControlNet's residual names", async () => {
     const { parseRegistry, resolveModel } = await import('../src/models/registry.ts');
     const source = { repo: 'someone/base' };
     const reg = parseRegistry({
@@ -131,7 +131,11 @@ describe('the registry supplies what an export leaves out', () => {
         { name: 'c', kind: 'controlnet', title: 't', family: 'sd15', source: { repo: 'someone/cn' }, dtype: 'fp16', io: { controlnet_outputs: { down_0: 'res_0' } }, verified: false, note: 'n' },
       ],
     });
-    expect(resolveModel(reg, 'pipe').depthcastJson).toEqual({ vae: { scaling_factor: 0.18215 }, controlnet: { outputs: { down_0: 'res_0' } } });
+    expect(resolveModel(reg, 'pipe').depthcastJson).toEqual({
+      defaults: { steps: 20, guidance: 7.5, scheduler: 'PNDMScheduler' },
+      vae: { scaling_factor: 0.18215 },
+      controlnet: { outputs: { down_0: 'res_0' } },
+    });
   });
 });
 
@@ -176,5 +180,36 @@ describe('models verify says ok only about what generate runs', () => {
     const r = generate(copy, 'unfeedable');
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/text_embeds/);
+  });
+});
+
+describe('defaults that fit the model', () => {
+  const paramsOf = (png: string) => JSON.parse(readPngText(new Uint8Array(readFileSync(png))).parameters!);
+  const run = (model: string, name: string, ...extra: string[]) => {
+    const png = join(dir, `${name}.png`);
+    const r = spawnSync(process.execPath, [join(REPO_ROOT, 'bin/depthcast.js'), 'generate', '--model', model, '--depth', depthFile, '--prompt', 'a barn', '--seed', '3', '--far', '50', '--out', png, '--device', 'cpu', ...extra], { encoding: 'utf8', timeout: 120_000 });
+    expect(r.stderr).toContain('wrote');
+    return paramsOf(png);
+  };
+
+  it('an LCM model with no registry entry runs 4 steps at guidance 1; a registry entry’s defaults win; the user’s values win over both', async () => {
+    const original = await tinyModelDir({ family: 'controlnet' });
+    const lcm = copyModel(original, join(dir, 'cn-lcm'), {});
+    const schedPath = join(lcm, 'scheduler/scheduler_config.json');
+    writeFileSync(schedPath, JSON.stringify({ ...JSON.parse(readFileSync(schedPath, 'utf8')), _class_name: 'LCMScheduler' }));
+    expect(run(lcm, 'lcm-defaults')).toMatchObject({ steps: 4, guidance: 1, scheduler: 'LCMScheduler' });
+    expect(run(lcm, 'lcm-user', '--steps', '2', '--guidance', '1.5')).toMatchObject({ steps: 2, guidance: 1.5 });
+    // Naming another scheduler brings that scheduler's defaults, not LCM's.
+    expect(run(lcm, 'lcm-ddim', '--scheduler', 'ddim')).toMatchObject({ steps: 20, guidance: 7.5, scheduler: 'ddim' });
+
+    const registered = copyModel(original, join(dir, 'cn-registered'), {});
+    writeFileSync(join(registered, 'depthcast.json'), JSON.stringify({ defaults: { steps: 3, guidance: 2.5, scheduler: 'DDIMScheduler' } }));
+    expect(run(registered, 'registered-defaults')).toMatchObject({ steps: 3, guidance: 2.5, scheduler: 'ddim' });
+
+    const { ModelCatalog } = await import('../src/engine/catalog.ts');
+    const { ServiceModels } = await import('../server/models.ts');
+    const listed = new ServiceModels(new ModelCatalog(dir), { loaded: undefined }).list();
+    expect(listed.find((m) => m.name === 'cn-lcm')?.defaults).toEqual({ steps: 4, guidance: 1 });
+    expect(listed.find((m) => m.name === 'cn-registered')?.defaults).toEqual({ steps: 3, guidance: 2.5, scheduler: 'ddim' });
   });
 });

@@ -5,7 +5,8 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { DepthcastError } from '../errors.ts';
-import { familyOf, SESSION_FILES } from '../models/layout.ts';
+import { modelDefaults, type ModelDefaults } from '../models/defaults.ts';
+import { type DepthcastModelConfig, familyOf, SESSION_FILES } from '../models/layout.ts';
 
 export interface CatalogEntry {
   name: string;
@@ -13,13 +14,26 @@ export interface CatalogEntry {
   family: 'depth2img' | 'controlnet';
   /** Built by `models create-tiny`: random weights, abstract images. */
   tiny: boolean;
+  /** What a frame that names no steps/guidance/scheduler runs with. */
+  defaults: ModelDefaults;
+}
+
+function readJsonOr<T>(path: string, fallback: T): T {
+  try {
+    return JSON.parse(readFileSync(path, 'utf8')) as T;
+  } catch {
+    return fallback;
+  }
 }
 
 function entryFor(name: string, dir: string): CatalogEntry | undefined {
   try {
     const index = JSON.parse(readFileSync(join(dir, 'model_index.json'), 'utf8')) as { _class_name?: string; depthcast_tiny?: boolean };
     const family = familyOf(index._class_name ?? '', existsSync(join(dir, SESSION_FILES.controlnet)));
-    return family ? { name, dir, family, tiny: index.depthcast_tiny === true } : undefined;
+    if (!family) return undefined;
+    const config = readJsonOr<DepthcastModelConfig>(join(dir, 'depthcast.json'), {});
+    const scheduler = readJsonOr<{ _class_name?: string }>(join(dir, 'scheduler/scheduler_config.json'), {});
+    return { name, dir, family, tiny: index.depthcast_tiny === true, defaults: modelDefaults(config, scheduler._class_name) };
   } catch {
     return undefined;
   }

@@ -10,13 +10,10 @@ import { randomSeed } from '../pipelines/noise.ts';
 import { MAX_REGIONS } from '../pipelines/regions.ts';
 import type { GenerateInput, RegionPrompt } from '../pipelines/types.ts';
 import type { FrameHeader } from '../protocol/schemas.ts';
+import { resolveDefaults } from '../models/defaults.ts';
 import { schedulerConfigFor } from '../schedulers/index.ts';
 import { float32For, type Scratch } from '../util/scratch.ts';
 
-/** Defaults when a frame leaves a parameter out; few-step schedulers get few-step settings. */
-export function defaultsFor(scheduler: string | undefined): { steps: number; guidance: number } {
-  return scheduler === 'lcm' ? { steps: 4, guidance: 1 } : { steps: 20, guidance: 7.5 };
-}
 
 export interface PreparedJob {
   input: GenerateInput;
@@ -89,8 +86,9 @@ export async function prepareJob(model: LoadedModel, header: FrameHeader, parts:
     : float32For(scratch, 'nearness', depthPixels);
   const frame = { data: pixels, width: depth.width, height: depth.height, kind: depth.kind, near: depth.near, far: depth.far };
   const { nearness, stats } = toNearness(frame, params.depthRange, nearnessOut, parts.depthForeground);
-  const schedulerName = params.scheduler;
-  const defaults = defaultsFor(schedulerName);
+  // What the frame leaves out comes from the model (registry entry, else its scheduler class).
+  const defaults = resolveDefaults(model.defaults, model.schedulerConfig._class_name, params);
+  const schedulerName = defaults.scheduler;
   const seed = params.seed ?? randomSeed();
   const input: GenerateInput = {
     prompt: params.prompt,

@@ -36,6 +36,13 @@ export function familyOf(className: string, hasControlnet: boolean): ModelFamily
 
 /** Optional `depthcast.json` in a model folder: explicit names where a published export differs. */
 export interface DepthcastModelConfig {
+  /** The registry entry's defaults (written at install): used when the user names none. */
+  defaults?: {
+    steps?: number;
+    guidance?: number;
+    /** A wire name (dpmpp-2m) or a diffusers class name (DPMSolverMultistepScheduler). */
+    scheduler?: string;
+  };
   /** For exports without vae_decoder/config.json (written at install from the registry entry). */
   vae?: {
     scaling_factor?: number;

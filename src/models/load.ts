@@ -12,6 +12,7 @@ import type { SchedulerConfig } from '../schedulers/types.ts';
 import { checkExternalData } from '../hub/onnx-external.ts';
 import { ClipTokenizer } from '../tokenizer/clip.ts';
 import { describeMissingOps, missingContribOps } from './contrib-ops.ts';
+import { modelDefaults, type ModelDefaults } from './defaults.ts';
 import { mapControlnetResiduals } from './controlnet-map.ts';
 import { type ComponentName, type DepthcastModelConfig, familyOf, type ModelFamily, REQUIRED_FILES, SESSION_FILES } from './layout.ts';
 
@@ -37,6 +38,8 @@ export interface LoadedModel {
   hash: string;
   tokenizer: ClipTokenizer;
   schedulerConfig: SchedulerConfig;
+  /** Steps / guidance / scheduler when the user names none (src/models/defaults.ts). */
+  defaults: ModelDefaults;
   /** VAE latent scaling (config `scaling_factor`). */
   vaeScalingFactor: number;
   /** Pixels per latent pixel: 2^(len(block_out_channels)-1). */
@@ -353,6 +356,7 @@ export async function loadModel(dirInput: string, options: LoadOptions = {}): Pr
     hash: await fingerprint(dir),
     tokenizer: tokenizer!,
     schedulerConfig: config.schedulerConfig,
+    defaults: modelDefaults(config.depthcastConfig, config.schedulerConfig._class_name),
     vaeScalingFactor: config.vaeScalingFactor,
     vaeScaleFactor: config.vaeScaleFactor,
     latentChannels: config.latentChannels,

@@ -146,21 +146,25 @@ export function resolveModel(reg: Registry, name: string, revision?: string): Re
     throw new DepthcastError('BAD_REQUEST', `${name} is a ControlNet alone; pull a pipeline that uses it, or pass it as --controlnet to a base model`);
   }
   if (entry.export) return { entry, export: entry.export };
-  if (entry.source) return { entry, source: withRev(entry.source), depthcastJson: depthcastJsonOf(entry) };
+  if (entry.source) return { entry, source: withRev(entry.source), depthcastJson: depthcastJsonOf(entry, undefined, entry.defaults) };
   const base = reg.models.find((m) => m.name === entry.base)!;
   const cn = reg.models.find((m) => m.name === entry.controlnet)!;
   return {
     entry,
     source: withRev(base.source!),
     controlnet: cn.source!,
-    depthcastJson: depthcastJsonOf(base, cn),
+    depthcastJson: depthcastJsonOf(base, cn, entry.defaults),
   };
 }
 
-/** What the registry knows that the export's own files do not say: the VAE scaling factor, the residual names. */
-export function depthcastJsonOf(base: RegistryEntry | undefined, controlnet?: RegistryEntry): Record<string, unknown> | undefined {
+/** What the registry knows that the export's own files do not say: defaults, the VAE scaling factor, the residual names. */
+export function depthcastJsonOf(base: RegistryEntry | undefined, controlnet?: RegistryEntry, defaults?: RegistryEntry['defaults']): Record<string, unknown> | undefined {
   const scaling = base?.io?.vae_scaling_factor;
   const outputs = controlnet?.io?.controlnet_outputs;
-  if (scaling === undefined && !outputs) return undefined;
-  return { ...(scaling !== undefined ? { vae: { scaling_factor: scaling } } : {}), ...(outputs ? { controlnet: { outputs } } : {}) };
+  if (scaling === undefined && !outputs && !defaults) return undefined;
+  return {
+    ...(defaults ? { defaults: { steps: defaults.steps, guidance: defaults.guidance, scheduler: defaults.scheduler } } : {}),
+    ...(scaling !== undefined ? { vae: { scaling_factor: scaling } } : {}),
+    ...(outputs ? { controlnet: { outputs } } : {}),
+  };
 }

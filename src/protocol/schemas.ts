@@ -162,6 +162,8 @@ export const ModelInfo = z.object({
   default: z.boolean().optional(),
   /** A tiny random-weight test model (`models create-tiny`): its images are abstract, not pictures. */
   tiny: z.boolean().optional(),
+  /** What a frame that leaves these out runs with (the registry entry's, else the scheduler class's). */
+  defaults: z.object({ steps: z.number().int().positive(), guidance: z.number().nonnegative(), scheduler: SchedulerName.optional() }).optional(),
 });
 export type ModelInfo = z.infer<typeof ModelInfo>;
 
