@@ -213,3 +213,26 @@ describe('defaults that fit the model', () => {
     expect(listed.find((m) => m.name === 'cn-registered')?.defaults).toEqual({ steps: 3, guidance: 2.5, scheduler: 'ddim' });
   });
 });
+
+describe('sizes a fixed-scale export can run', () => {
+  it('a UNet with constant ×2 Resize scales refuses 72×72 before any step, naming the sizes it runs; 80×80 runs', async () => {
+    const original = await tinyModelDir({ family: 'controlnet' });
+    const copy = copyModel(original, join(dir, 'cn-fixed-scales'), {
+      'unet/model.onnx': (g) => {
+        // What torch.onnx makes of F.interpolate(scale_factor=2) traced at one size: constant scales, no sizes.
+        const resize = g.node!.find((n) => n.opType === 'Resize')!;
+        resize.input = [resize.input![0]!, '', 'fixed_scales'];
+        g.initializer!.push({ name: 'fixed_scales', dims: [4], dataType: DTYPE.float, floatData: [1, 1, 2, 2] });
+      },
+    });
+    const refused = generate(copy, 'fixed-72', '--width', '72', '--height', '72');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/BAD_REQUEST/);
+    expect(refused.stderr).toMatch(/multiples of 16 px; 72×72 is not \(nearest: 64×64, 64×80, 80×64, 80×80\)/);
+    expect(refused.stderr).not.toMatch(/step 1\//);
+    const runs = generate(copy, 'fixed-80', '--width', '80', '--height', '80');
+    expect(runs.stderr).toContain('wrote');
+    // The original follows the skip connection's size and runs 72×72.
+    expect(generate(original, 'free-72', '--width', '72', '--height', '72').stderr).toContain('wrote');
+  });
+});

@@ -14,6 +14,7 @@ import { ClipTokenizer } from '../tokenizer/clip.ts';
 import { describeMissingOps, missingContribOps } from './contrib-ops.ts';
 import { modelDefaults, type ModelDefaults } from './defaults.ts';
 import { mapControlnetResiduals } from './controlnet-map.ts';
+import { fixedScaleUpsamplers, latentMultipleOf } from './sizes.ts';
 import { type ComponentName, type DepthcastModelConfig, familyOf, type ModelFamily, REQUIRED_FILES, SESSION_FILES } from './layout.ts';
 
 /** ONNX files up to this size get their external-data locations checked at every load. */
@@ -44,6 +45,12 @@ export interface LoadedModel {
   vaeScalingFactor: number;
   /** Pixels per latent pixel: 2^(len(block_out_channels)-1). */
   vaeScaleFactor: number;
+  /**
+   * Latent sides must be multiples of this (1 = any): a UNet exported with fixed-scale
+   * up-samplers runs only these sizes (src/models/sizes.ts). Checked for UNet files up to
+   * EXTERNAL_CHECK_MAX_BYTES (all external-data exports); larger single-file UNets are not scanned.
+   */
+  latentMultiple: number;
   latentChannels: number;
   sessions: ModelSessions;
   /** ControlNet output → UNet input. */
@@ -297,6 +304,17 @@ export async function loadModel(dirInput: string, options: LoadOptions = {}): Pr
   }
   if (problems.length) throw fail();
 
+  // Fixed-scale up-samplers restrict the sizes; found now so a request is refused before work.
+  let latentMultiple = 1;
+  const unetPath = join(dir, SESSION_FILES.unet);
+  if ((await stat(unetPath)).size <= EXTERNAL_CHECK_MAX_BYTES) {
+    try {
+      latentMultiple = latentMultipleOf(fixedScaleUpsamplers(await readFile(unetPath)));
+    } catch (err) {
+      problems.push(`unet: ${(err as Error).message}`);
+    }
+  }
+
   // Resolve `auto` once, on the first session, so every component runs on the same device.
   let device = options.device ?? 'auto';
   const opened: Partial<Record<ComponentName, ModelSession>> = {};
@@ -359,6 +377,7 @@ export async function loadModel(dirInput: string, options: LoadOptions = {}): Pr
     defaults: modelDefaults(config.depthcastConfig, config.schedulerConfig._class_name),
     vaeScalingFactor: config.vaeScalingFactor,
     vaeScaleFactor: config.vaeScaleFactor,
+    latentMultiple,
     latentChannels: config.latentChannels,
     sessions: all,
     residualMap,

@@ -7,6 +7,7 @@ import { type LatentRegion, planPrediction, type PredictionPlan } from './guidan
 import { randomSeed, SeededNoise } from './noise.ts';
 import { prepareRegions } from './regions.ts';
 import { throwIfCancelled } from './denoise.ts';
+import { nearestSizes } from '../models/sizes.ts';
 import { decodeLatents, encodeImage, encodePrompt, prepareTimesteps, type StageTimer } from './steps.ts';
 import type { GenerateInput, GenerateOutput, PlanarImage } from './types.ts';
 
@@ -33,6 +34,13 @@ export function checkInputs(model: LoadedModel, input: GenerateInput): { h: numb
   const f = model.vaeScaleFactor;
   if (!Number.isInteger(input.width) || !Number.isInteger(input.height) || input.width <= 0 || input.height <= 0 || input.width % f || input.height % f) {
     throw new DepthcastError('BAD_REQUEST', `width and height must be positive multiples of ${f}, got ${input.width}×${input.height}`);
+  }
+  const step = f * (model.latentMultiple ?? 1);
+  if (step > f && (input.width % step || input.height % step)) {
+    throw new DepthcastError(
+      'BAD_REQUEST',
+      `this model's UNet was exported with fixed-scale up-samplers and runs only sizes that are multiples of ${step} px; ${input.width}×${input.height} is not (nearest: ${nearestSizes(input.width, input.height, step)}). Re-export with tools/export_onnx.py to run every multiple of ${f}.`,
+    );
   }
   if (!Number.isInteger(input.steps) || input.steps < 1) throw new DepthcastError('BAD_REQUEST', `steps must be a positive integer, got ${input.steps}`);
   if (!Number.isFinite(input.guidanceScale) || input.guidanceScale < 0) throw new DepthcastError('BAD_REQUEST', `guidance must be >= 0, got ${input.guidanceScale}`);
