@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import importlib.util
 import inspect
 import json
 import os
@@ -274,10 +275,14 @@ def fuse_lcm_lora(diffusers, unet, vae, text_encoder, tokenizer, scheduler, lora
         feature_extractor=None,
         requires_safety_checker=False,
     )
+    # Say what actually went wrong: only a missing peft is "install peft"; a wrong repo id, no
+    # network, or a LoRA for another base model each have their own message.
+    if importlib.util.find_spec("peft") is None:
+        fail("LoRA loading needs the peft package: pip install peft")
     try:
         pipe.load_lora_weights(lora)
     except Exception as e:  # pragma: no cover
-        fail(f"could not load {lora} ({e}); LoRA loading needs the peft package: pip install peft")
+        fail(f"could not load the LoRA {lora}: {type(e).__name__}: {e}")
     pipe.fuse_lora()
     if hasattr(pipe, "unload_lora_weights"):
         pipe.unload_lora_weights()  # keeps the fused weights, drops the adapter layers
@@ -291,8 +296,13 @@ def fuse_lcm_lora(diffusers, unet, vae, text_encoder, tokenizer, scheduler, lora
 def export_model(args) -> None:
     torch, diffusers, transformers, onnx = import_stack()
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        fail("--device cuda: this torch build has no CUDA device (torch.cuda.is_available() is False)")
     if args.fp16 and device.type == "cpu":
-        print("warning: --fp16 on CPU: some half-precision ops may be missing; prefer --device cuda", file=sys.stderr)
+        # CPU torch lacks half-precision kernels the SD components use (e.g. LayerNorm, conv on
+        # Half), so every component would fail mid-export: stop before loading anything.
+        fail("--fp16 needs --device cuda (CPU torch cannot run these models in half precision); "
+             "export in float32 on the CPU, or pass --device cuda on a machine with a GPU")
     dtype = torch.float16 if args.fp16 else torch.float32
     out = Path(os.path.expanduser(args.out)).resolve()
     if out.exists() and any(out.iterdir()) and not args.force:
@@ -316,7 +326,11 @@ def export_model(args) -> None:
         scheduler = cls.from_config(scheduler.config)
 
     TextEncoder, UNet, ControlNet, VaeEncoder, VaeDecoder = make_wrappers(torch)
-    B, h, w = 2, 64, 64  # 512x512 images; every batch/spatial dimension is exported as dynamic
+    # Traced at odd latent sides: diffusers' UNet then gives each up-sampler the size of its skip
+    # connection (forward_upsample_size), which the export keeps as a Resize to a computed size.
+    # Traced at 64x64 the up-samplers become constant x2 scales, and any latent side that is not
+    # a multiple of 8 (72x72 px, 1920x1080 px) fails inside onnxruntime.
+    B, h, w = 2, 63, 65  # 504x520 px; every batch/spatial dimension is exported as dynamic
     D = text_encoder.config.hidden_size
     C = unet.config.in_channels
     if depth and C != 5:
