@@ -70,7 +70,7 @@ export interface LoadedModel {
 
 export interface LoadOptions {
   device?: Device;
-  /** The VAE scaling factor for a folder whose VAE config does not give one (a flag's value). */
+  /** The VAE scaling factor for a folder whose VAE config and depthcast.json do not give one (for library callers). */
   vaeScalingFactor?: number;
   /** Hears about devices `auto` skipped. */
   onFallback?: (device: string, reason: string) => void;
@@ -128,12 +128,12 @@ async function readFolderConfig(dir: string, problems: string[], options: LoadOp
   if (existsSync(join(dir, 'depthcast.json'))) {
     depthcastConfig = ((await readJson(join(dir, 'depthcast.json'), problems, 'depthcast.json')) ?? {}) as DepthcastModelConfig;
   }
-  // The VAE config's value, else depthcast.json's (written at install from the registry), else the caller's flag.
+  // The VAE config's value, else depthcast.json's (written at install from the registry), else the caller's.
   const scaling = [vaeConfig?.scaling_factor, depthcastConfig.vae?.scaling_factor, options.vaeScalingFactor].find((v) => v !== undefined);
   if (typeof scaling !== 'number' || !(scaling > 0)) {
     problems.push(
       scaling === undefined
-        ? 'no VAE "scaling_factor": vae_decoder/config.json must give it, or depthcast.json {"vae": {"scaling_factor": ...}}, or --vae-scaling-factor (0.18215 for SD 1.5/2.x); depthcast never guesses it'
+        ? 'no VAE "scaling_factor": vae_decoder/config.json must give it, or depthcast.json {"vae": {"scaling_factor": ...}} (0.18215 for SD 1.5/2.x; pull writes it from the registry entry); depthcast never guesses it'
         : `VAE "scaling_factor" must be a positive number, got ${JSON.stringify(scaling)}`,
     );
   }
