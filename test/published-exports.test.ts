@@ -74,6 +74,16 @@ describe('published export conventions through depthcast generate', () => {
     expect(Buffer.from(x.buffer).equals(Buffer.from(y.buffer))).toBe(false);
   });
 
+  it('a depth2img UNet with timestep_cond [B,256] runs without CFG too', async () => {
+    const original = await tinyModelDir({ family: 'depth2img' });
+    const copy = copyModel(original, join(dir, 'd2i-tcond'), {
+      'unet/model.onnx': (g) => addUnusedInput(g, 'timestep_cond', 256, DTYPE.float, 'out_sample'),
+    });
+    const withEmbedding = generate(copy, 'd2i-tcond', '--guidance', '6');
+    expect(withEmbedding.stderr).toContain('wrote');
+    await expectSameImage(withEmbedding.png, generate(original, 'd2i-tcond-original', '--guidance', '1').png);
+  });
+
   it("OnnxStack's residual names (down_block_N_additional_residual on both sides) give the original image", async () => {
     const original = await tinyModelDir({ family: 'controlnet' });
     const onnxStack = (i: number) => (i < 4 ? `down_block_${i}_additional_residual` : 'mid_block_additional_residual');
@@ -111,6 +121,37 @@ describe("diffusers' get_guidance_scale_embedding", () => {
     const e = guidanceScaleEmbedding(1, 4);
     const want = [Math.sin(1000), Math.sin(0.1), Math.cos(1000), Math.cos(0.1)];
     e.forEach((v, i) => expect(v).toBeCloseTo(want[i]!, 3));
+  });
+
+  it('is what the UNet is fed as timestep_cond, per batch entry, for w = guidance − 1', async () => {
+    const { loadModel } = await import('../src/models/load.ts');
+    const { generate: run } = await import('../src/pipelines/index.ts');
+    const copy = join(dir, 'd2i-tcond-fed');
+    copyModel(await tinyModelDir({ family: 'depth2img' }), copy, {
+      'unet/model.onnx': (g) => addUnusedInput(g, 'timestep_cond', 256, DTYPE.float, 'out_sample'),
+    });
+    const model = await loadModel(copy, { device: 'cpu' });
+    const fed: { data: Float32Array; dims: readonly number[] }[] = [];
+    const unet = model.sessions.unet;
+    const real = unet.run.bind(unet);
+    unet.run = (feeds, ...rest) => {
+      const f = feeds.timestep_cond!;
+      fed.push({ data: (f.data as Float32Array).slice(), dims: f.dims });
+      return real(feeds, ...rest);
+    };
+    const depth = { data: Float32Array.from({ length: 64 * 64 }, (_, i) => (i % 64) / 64), width: 64, height: 64, channels: 1 };
+    await run(model, { prompt: 'x', width: 64, height: 64, steps: 2, guidanceScale: 6, seed: 1, depth, schedulerConfig: { _class_name: 'DDIMScheduler' } });
+    await model.release();
+    expect(fed.length).toBe(2);
+    expect(fed[0]!.dims).toEqual([1, 256]);
+    // get_guidance_scale_embedding(w = 5, 256): sin/cos of 5000·exp(−i·ln(10000)/127), i < 128.
+    const want = Array.from({ length: 256 }, (_, j) => {
+      const arg = 5000 * Math.exp((-(j % 128) * Math.log(10000)) / 127);
+      return j < 128 ? Math.sin(arg) : Math.cos(arg);
+    });
+    let max = 0;
+    fed[0]!.data.forEach((v, j) => (max = Math.max(max, Math.abs(v - want[j]!))));
+    expect(max).toBeLessThan(2e-3);
   });
 
   it('pads an odd width with a zero and gives sin 0 / cos 0 for w = 0 (guidance 1)', () => {
