@@ -224,7 +224,7 @@ function checkSessions(family: ModelFamily, latentChannels: number, s: Partial<M
   }
   // Every other input must be one depthcast knows how to feed: refuse at load, not mid-run.
   const known = new Set(['input_ids', 'sample', 'timestep', 'encoder_hidden_states', 'latent_sample', 'controlnet_cond', 'conditioning_scale', 'timestep_cond']);
-  for (const session of [s.textEncoder, s.unet, s.vaeEncoder, s.vaeDecoder, s.tinyDecoder]) {
+  for (const session of [s.textEncoder, s.unet, s.controlnet, s.vaeEncoder, s.vaeDecoder, s.tinyDecoder]) {
     for (const input of session?.inputs ?? []) {
       if (!known.has(input.name) && !/resid|down_block|mid_block/i.test(input.name)) problems.push(`${session!.name}: input "${input.name}" is not one depthcast knows how to feed`);
     }
