@@ -99,6 +99,7 @@ export class Ui {
       this.insetFig.hidden = this.insetMode.value === 'off';
     });
     this.model.addEventListener('change', () => this.applyModel());
+    for (const input of [this.steps, this.guidance]) input.addEventListener('input', () => this.edited.add(input));
     this.useInit.addEventListener('change', () => (this.strength.disabled = !this.useInit.checked));
     this.strength.disabled = !this.useInit.checked;
     this.applyDisplay();
@@ -185,8 +186,14 @@ export class Ui {
     if (models.length === 0) this.showError('NO_MODELS', 'the service has no models: run `depthcast models pull <id>` (or `depthcast models create-tiny <models-dir>/tiny` for an offline demo) and reload');
   }
 
+  /** Controls the user has typed into: a model's defaults no longer replace them. */
+  private readonly edited = new Set<HTMLInputElement>();
+
   private applyModel(): void {
     const m = this.selectedModel;
+    // A user who changes nothing gets the model's intended settings (LCM: 4 steps at guidance 1).
+    if (m?.defaults && !this.edited.has(this.steps)) this.steps.value = String(m.defaults.steps);
+    if (m?.defaults && !this.edited.has(this.guidance)) this.guidance.value = String(m.defaults.guidance);
     const device = this.modelInfo.dataset.device ?? '';
     this.modelInfo.textContent = m
       ? `model: ${m.name} · ${m.family}${m.dtype ? ` · ${m.dtype}` : ''} · ${device}${m.tiny ? ' · tiny test model: random weights, its images are abstract' : ''}`
