@@ -72,12 +72,13 @@ export class WsEndpoint {
     socket.on('error', () => {});
     try {
       const url = new URL(req.url ?? '/', 'http://localhost');
-      if (url.pathname !== '/v1/ws') throw new DepthcastError('NOT_FOUND', `no WebSocket endpoint at ${url.pathname}; use /v1/ws`);
-      if (this.deps.isClosing()) throw new DepthcastError('SHUTTING_DOWN', 'the service is shutting down');
+      // Who is asking is checked before where they are going; the path is compared exactly.
       const { security } = this.deps;
       security.checkHost(req.headers.host);
       security.checkOrigin(req.headers.origin);
       security.checkToken(req.headers.authorization, url.searchParams.get('token'));
+      if (url.pathname !== '/v1/ws') throw new DepthcastError('NOT_FOUND', `no WebSocket endpoint at ${url.pathname}; use /v1/ws`);
+      if (this.deps.isClosing()) throw new DepthcastError('SHUTTING_DOWN', 'the service is shutting down');
     } catch (err) {
       rejectUpgrade(socket, toDepthcastError(err));
       return;
