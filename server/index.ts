@@ -88,6 +88,8 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
   const store = new JobStore();
   const scheduler = new Scheduler(engine, {
     maxQueuedJobs: limits.maxQueuedJobs,
+    maxQueuedPerOwner: budgets.maxQueuedPerConnection,
+    maxStreamsPerOwner: budgets.maxStreamsPerConnection,
     similarityThreshold: opts.similarityThreshold ?? DEFAULT_SIMILARITY_THRESHOLD,
     resolveModel: (name) => models.resolve(name),
     store,
@@ -118,6 +120,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
   const ws = new WsEndpoint(server, {
     scheduler, security, limits, hello, isClosing: () => closing,
     heartbeatMs: opts.heartbeatMs ?? 30_000,
+    budgets,
     previewDropBytes: opts.previewDropBytes ?? 1024 * 1024,
     log,
   });
