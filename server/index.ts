@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { Engine } from '../src/engine/engine.ts';
+import { Engine, type EngineOptions } from '../src/engine/engine.ts';
 import { ModelCatalog } from '../src/engine/catalog.ts';
 import { DepthcastError } from '../src/errors.ts';
 import { type Limits, PROTOCOL_VERSION, SCHEDULER_NAMES, type ServerMessage } from '../src/protocol/schemas.ts';
@@ -48,6 +48,8 @@ export interface StartServerOptions {
   shutdownWaitMs?: number;
   /** Folder of the built preview page. Default dist/page. */
   pageDir?: string;
+  /** Engine options; tests use `faults` to make the inference worker fail on purpose. */
+  engine?: EngineOptions;
 }
 
 export interface DepthcastServer {
@@ -83,7 +85,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
   const security = new Security(host, opts.allowedOrigins ?? [], opts.token);
   const catalog = new ModelCatalog(opts.modelsDir, opts.model);
   const device = opts.device ?? 'auto';
-  const engine = new Engine(device, log);
+  const engine = new Engine(device, log, opts.engine);
   const models = new ServiceModels(catalog, engine);
   const store = new JobStore();
   const scheduler = new Scheduler(engine, {

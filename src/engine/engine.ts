@@ -9,7 +9,7 @@ import type { ForegroundStats } from '../depth/convert.ts';
 import type { FrameHeader } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
 import { configureInferenceWorkerHeap } from './heap.ts';
-import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts';
+import type { FromWorker, InferenceFault, ToWorker, WorkerInit } from './protocol.ts';
 import type { EngineProgress, EngineResult } from './types.ts';
 
 /** A result's PNG, for callers that write files: they never ask for another format. */
@@ -52,6 +52,8 @@ export interface EngineOptions {
    * flag: once a sized worker has started, workers started later are sized too.
    */
   workerHeap?: 'sized' | 'v8-default';
+  /** Test-only: make the worker throw or exit at a chosen step of chosen jobs (InferenceFault). */
+  faults?: InferenceFault[];
 }
 
 export interface LoadedModelInfo {
@@ -81,6 +83,8 @@ export class Engine {
   private closed = false;
   /** The model the worker holds, once one was loaded. */
   loaded?: LoadedModelInfo;
+  /** Inference workers started so far (a crashed one is replaced on the next job). */
+  workersStarted = 0;
 
   constructor(
     readonly device: Device = 'auto',
@@ -119,6 +123,8 @@ export class Engine {
 
   private spawn(): Worker {
     const init: WorkerInit = { device: this.device, cancel: this.cancel };
+    if (this.options.faults) init.faults = this.options.faults;
+    this.workersStarted++;
     if (this.options.workerHeap !== 'v8-default') configureInferenceWorkerHeap();
     const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: init });
     worker.on('message', (msg: FromWorker) => this.onMessage(msg));

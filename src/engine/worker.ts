@@ -67,7 +67,9 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     // chain keeps progress messages in order and ahead of the result.
     const previewFormat = msg.header.params.previewFormat ?? 'jpeg';
     let previews = Promise.resolve();
+    const fault = init.faults?.find((f) => f.jobId === msg.jobId);
     prepared.input.onStep = (event) => {
+      if (fault && event.step + 1 === fault.step) injectFault(fault);
       const base = { type: 'progress' as const, seq, step: event.step + 1, total: event.total, timestep: event.timestep };
       const preview = event.preview;
       const encoded = preview && previewFormat === 'jpeg' ? encodeJpeg(preview.rgb, preview.width, preview.height) : preview?.rgb;
@@ -108,6 +110,12 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     const e = toDepthcastError(err, 'INFERENCE_FAILED');
     post({ type: 'error', seq, code: e.code, message: e.message });
   }
+}
+
+/** Test-only (InferenceFault): fail the way a provider error or a crashed worker would. */
+function injectFault(fault: NonNullable<WorkerInit['faults']>[number]): void {
+  if (fault.kind === 'exit') process.exit(70);
+  throw new Error(`injected inference fault at step ${fault.step} of job ${fault.jobId}`);
 }
 
 // Jobs are serialised here too, in case the host ever sends two.
