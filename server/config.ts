@@ -100,6 +100,7 @@ function fromEnv(env: NodeJS.ProcessEnv): ConfigFile {
   }
   const token = get('TOKEN');
   if (token) out.token = token;
+  else if (env.DEPTHCAST_TOKEN !== undefined) throw new DepthcastError('BAD_REQUEST', 'DEPTHCAST_TOKEN is set but empty; an empty token would mean no authentication. Set a secret, or unset it');
   const origins = get('ALLOWED_ORIGINS');
   if (origins) out.allowedOrigins = origins.split(',').map((o) => o.trim()).filter(Boolean);
   return out;
@@ -120,7 +121,11 @@ function fromFlags(flags: ServeFlags): ConfigFile {
     if (!d.success) throw new DepthcastError('UNSUPPORTED_DEVICE', `--device must be one of ${DeviceName.options.join(', ')}`);
     out.device = d.data;
   }
-  if (flags.token !== undefined) out.token = flags.token;
+  if (flags.token !== undefined) {
+    // An empty token must not quietly mean "no authentication".
+    if (!flags.token.trim()) throw new DepthcastError('BAD_REQUEST', '--token must not be empty; pass a secret, or leave --token out to run without one on loopback');
+    out.token = flags.token;
+  }
   if (flags.allowOrigin?.length) out.allowedOrigins = flags.allowOrigin;
   return out;
 }

@@ -18,6 +18,17 @@ export function resultPng(r: EngineResult): Uint8Array {
   return r.image;
 }
 
+/**
+ * ONNX Runtime's messages name its own source files (`/onnxruntime_src/.../model.cc:180
+ * onnxruntime::Model::Model(...)`); clients get the message without them.
+ */
+export function withoutSourcePaths(message: string): string {
+  return message
+    .replace(/(?:(?<![A-Za-z])[A-Za-z]:)?[\\/][^\s'"]*\.(?:cc|cpp|cxx|c|h|hpp):\d+\s*(?:[\w:~<>]+\([^)]*\)\s*)?/g, ' ')
+    .replace(/\s{2,}/g, ' ')
+    .trim();
+}
+
 export interface EngineJobInput {
   jobId: string;
   model: { name: string; dir: string };
@@ -179,7 +190,7 @@ export class Engine {
         params: msg.params, model: msg.model, timings: msg.timings, depthStats: msg.depthStats, gcMajor: msg.gcMajor,
       });
     } else {
-      job.reject(new DepthcastError(isErrorCode(msg.code) ? msg.code : 'INFERENCE_FAILED', msg.message));
+      job.reject(new DepthcastError(isErrorCode(msg.code) ? msg.code : 'INFERENCE_FAILED', withoutSourcePaths(msg.message)));
     }
     this.pump();
   }
