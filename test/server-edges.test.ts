@@ -3,7 +3,10 @@
  * 127.0.0.1 refusing its own page, a constant depth map refused only after `accepted`, and
  * onnxruntime's source paths in error messages.
  */
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTinyModel } from '../src/tiny/build-tiny.ts';
 import { withoutSourcePaths } from '../src/engine/engine.ts';
 import { loadServeConfig } from '../server/config.ts';
 import { type DepthcastServer, startServer } from '../server/index.ts';
@@ -14,6 +17,10 @@ let server: DepthcastServer;
 
 beforeAll(async () => {
   models = await tinyModelsDir();
+  // A model whose own scheduler config names a class no one has.
+  await createTinyModel(join(models.dir, 'broken-scheduler'), { family: 'depth2img' });
+  const configPath = join(models.dir, 'broken-scheduler', 'scheduler', 'scheduler_config.json');
+  await writeFile(configPath, JSON.stringify({ ...JSON.parse(await readFile(configPath, 'utf8')), _class_name: 'NoSuchScheduler' }));
   server = await startServer({ host: '127.0.0.2', port: 0, modelsDir: models.dir, device: 'cpu', log: () => {} });
 });
 
@@ -40,13 +47,25 @@ describe('edges', () => {
   it('a constant depth map is BAD_DEPTH at intake, before accepted; with depthRange fixed it runs', async () => {
     const client = await TestClient.connect(server.url);
     const flat = new Float32Array(64 * 64).fill(3);
-    client.send(frameBytes({ jobId: 'flat', depth: flat }));
+    client.send(frameBytes({ jobId: 'flat', depth: flat, params: { model: 'tiny' } }));
     const t = await client.terminal('flat');
     expect([t.type, t.msg.code]).toEqual(['error', 'BAD_DEPTH']);
     expect(client.of('flat').map((m) => m.type)).toEqual(['error']);
     expect(server.stats().submitted).toBe(0);
-    client.send(frameBytes({ jobId: 'flat-fixed', depth: flat, params: { depthRange: 'fixed' } }));
+    client.send(frameBytes({ jobId: 'flat-fixed', depth: flat, params: { depthRange: 'fixed', model: 'tiny' } }));
     expect((await client.terminal('flat-fixed')).type).toBe('result');
+    await client.close();
+  });
+
+  it('a model whose own scheduler config is broken is BAD_MODEL, not UNSUPPORTED_SCHEDULER; other models still run', async () => {
+    const client = await TestClient.connect(server.url);
+    client.send(frameBytes({ jobId: 'broken', params: { model: 'broken-scheduler' } }));
+    const t = await client.terminal('broken');
+    expect([t.type, t.msg.code]).toEqual(['error', 'BAD_MODEL']);
+    expect(t.msg.message).toMatch(/scheduler_config\.json/);
+    expect(t.msg.message).not.toContain(models.dir);
+    client.send(frameBytes({ jobId: 'fine', params: { model: 'tiny' } }));
+    expect((await client.terminal('fine')).type).toBe('result');
     await client.close();
   });
 

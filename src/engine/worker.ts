@@ -7,7 +7,9 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { toDepthcastError } from '../errors.ts';
 import { encodeJpeg, encodePng } from '../image/codec.ts';
 import { type LoadedModel, loadModel } from '../models/load.ts';
+import { DepthcastError } from '../errors.ts';
 import { generate } from '../pipelines/index.ts';
+import { createScheduler } from '../schedulers/index.ts';
 import { writeRgbPng } from '../image/png.ts';
 import { Scratch } from '../util/scratch.ts';
 import { prepareJob } from './prepare.ts';
@@ -32,9 +34,23 @@ async function modelFor(name: string, dir: string): Promise<LoadedModel> {
   const fallbacks: string[] = [];
   const model = await loadModel(dir, { device: init.device, onFallback: (d, reason) => fallbacks.push(`${d}: ${reason}`) });
   model.name = name;
+  checkSchedulerConfig(model);
   current = model;
   post({ type: 'loaded', name, device: model.device, family: model.family, dtype: model.dtype, hash: model.hash, fallbacks });
   return model;
+}
+
+/**
+ * The model's own scheduler config must build: if it does not, the model folder is broken
+ * (BAD_MODEL), which is not the client's UNSUPPORTED_SCHEDULER choice.
+ */
+function checkSchedulerConfig(model: LoadedModel): void {
+  try {
+    createScheduler(model.schedulerConfig);
+  } catch (err) {
+    void model.release();
+    throw new DepthcastError('BAD_MODEL', `model ${model.name}: scheduler/scheduler_config.json cannot be used: ${(err as Error).message}`);
+  }
 }
 
 /** Garbage collection during a job: total pause cost and full (mark-compact) collections. */
