@@ -55,7 +55,11 @@ export interface Budgets {
   outputStallMs: number;
   /** How long one incoming WebSocket message may take to arrive, from its first byte (4008 past it). */
   messageAssemblyMs: number;
-  /** Bytes of incoming WebSocket messages being assembled across all connections; the connection that would exceed it is closed (1013). */
+  /**
+   * Bytes of incoming WebSocket messages, all connections together: being assembled (the
+   * connection that would pass it is closed, 1013) or held by queued and running jobs (a frame
+   * that would pass it gets BUSY).
+   */
   maxIncomingBytes: number;
   /** WebSocket connections at once; past it the upgrade gets 429 BUSY. */
   maxConnections: number;

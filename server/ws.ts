@@ -82,6 +82,8 @@ export class WsEndpoint {
   private readonly conns = new Map<WebSocket, Conn>();
   /** Bytes of incoming messages being assembled, all connections together. */
   private incoming = 0;
+  /** Bytes of received frames whose jobs are queued or running (their parts are views of the message). */
+  private held = 0;
   private readonly heartbeat: NodeJS.Timeout;
   private nextOwner = 0;
 
@@ -298,7 +300,13 @@ export class WsEndpoint {
       const parsed = FrameHeader.safeParse(h);
       if (!parsed.success) throw new DepthcastError('BAD_REQUEST', `bad frame header: ${describeZodError(parsed.error)}`);
       const frame = intakeFrame(parsed.data, payload, this.deps.limits, receivedAt);
-      this.deps.scheduler.submit(owner, frame, this.sink(ws, parsed.data.jobId, parsed.data.stream));
+      const release = this.hold(data.byteLength);
+      try {
+        this.deps.scheduler.submit(owner, frame, this.sink(ws, parsed.data.jobId, parsed.data.stream, release));
+      } catch (err) {
+        release();
+        throw err;
+      }
     } catch (err) {
       this.sendError(ws, err, jobId);
     }
@@ -335,7 +343,24 @@ export class WsEndpoint {
     }
   }
 
-  private sink(ws: WebSocket, jobId: string, stream: string): JobSink {
+  /**
+   * Frames waiting for or in the engine share maxIncomingBytes with messages being assembled: a
+   * frame that would pass it gets BUSY. Returns the release, called once at the job's end.
+   */
+  private hold(bytes: number): () => void {
+    const { maxIncomingBytes } = this.deps.budgets;
+    if (this.incoming + this.held + bytes > maxIncomingBytes) {
+      throw new DepthcastError('BUSY', `frames waiting and arriving hold ${this.incoming + this.held} bytes; this ${bytes}-byte frame would pass maxIncomingBytes ${maxIncomingBytes}; retry later`, { maxIncomingBytes });
+    }
+    this.held += bytes;
+    let released = false;
+    return () => {
+      if (!released) this.held -= bytes;
+      released = true;
+    };
+  }
+
+  private sink(ws: WebSocket, jobId: string, stream: string, release: () => void): JobSink {
     const { stats } = this;
     return {
       accepted: (position) => this.sendJson(ws, { type: 'accepted', jobId, stream, position }),
@@ -349,9 +374,18 @@ export class WsEndpoint {
         stats.previewsSent++;
         this.sendBinary(ws, { type: 'preview', jobId, step: p.step, total: p.total, width: p.previewWidth ?? 0, height: p.previewHeight ?? 0, format: p.previewFormat ?? 'jpeg' }, p.preview);
       },
-      result: ({ header, image }) => this.sendBinary(ws, header, image),
-      cancelled: (reason) => this.sendJson(ws, { type: 'cancelled', jobId, reason }),
-      failed: (error) => this.sendError(ws, error, jobId),
+      result: ({ header, image }) => {
+        release();
+        this.sendBinary(ws, header, image);
+      },
+      cancelled: (reason) => {
+        release();
+        this.sendJson(ws, { type: 'cancelled', jobId, reason });
+      },
+      failed: (error) => {
+        release();
+        this.sendError(ws, error, jobId);
+      },
     };
   }
 }

@@ -147,6 +147,29 @@ describe('incoming messages', () => {
     expect(first.readyState).toBe(WebSocket.OPEN);
   });
 
+  it('frames waiting in the queue count against maxIncomingBytes too: past it a frame gets BUSY, not a close', async () => {
+    // Frames larger than a socket read, so a read holding the tail of one frame and the head of the next is small beside them.
+    const depth = sceneDepth({ width: 256, height: 256 });
+    const frame = (jobId: string, o: { stream: string; mode?: 'batch'; slow?: boolean }) =>
+      frameBytes({ jobId, depth, width: 256, height: 256, stream: o.stream, ...(o.mode ? { mode: o.mode } : {}), params: o.slow ? { ...SLOW_PARAMS } : { width: 64, height: 64 } });
+    const frameSize = frame('x', { stream: 'a' }).byteLength;
+    const server = await serve({ budgets: { maxIncomingBytes: Math.floor(frameSize * 3.5) } });
+    const client = await TestClient.connect(server.url);
+    client.send(frame('run', { stream: 'a', slow: true }));
+    client.send(frame('q1', { stream: 'b', mode: 'batch' }));
+    client.send(frame('q2', { stream: 'b', mode: 'batch' }));
+    client.send(frame('over', { stream: 'b', mode: 'batch' }));
+    const over = await client.terminal('over');
+    expect([over.type, over.msg.code]).toEqual(['error', 'BUSY']);
+    expect(over.msg.message).toMatch(/maxIncomingBytes/);
+    client.sendJson({ type: 'cancel', jobId: 'run' });
+    expect((await client.terminal('q1')).type).toBe('result');
+    client.send(frame('room-again', { stream: 'b', mode: 'batch' }));
+    expect((await client.terminal('room-again')).type).toBe('result');
+    expect(client.closed).toBeUndefined();
+    await client.close();
+  });
+
   it('connections are capped: past maxConnections the upgrade gets 429 BUSY', async () => {
     const server = await serve({ budgets: { maxConnections: 2 } });
     const a = await TestClient.connect(server.url);
