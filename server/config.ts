@@ -99,8 +99,8 @@ function fromEnv(env: NodeJS.ProcessEnv): ConfigFile {
     out.device = d.data;
   }
   const token = get('TOKEN');
+  // Empty DEPTHCAST_ variables count as unset, like the others (scripts clear them that way).
   if (token) out.token = token;
-  else if (env.DEPTHCAST_TOKEN !== undefined) throw new DepthcastError('BAD_REQUEST', 'DEPTHCAST_TOKEN is set but empty; an empty token would mean no authentication. Set a secret, or unset it');
   const origins = get('ALLOWED_ORIGINS');
   if (origins) out.allowedOrigins = origins.split(',').map((o) => o.trim()).filter(Boolean);
   return out;

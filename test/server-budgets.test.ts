@@ -58,7 +58,8 @@ function closed(ws: WebSocket): Promise<{ code: number; reason: string }> {
 
 describe('heartbeat', () => {
   it('unsolicited pongs do not keep a connection alive; answering our pings does', async () => {
-    const server = await serve({ heartbeatMs: 50 });
+    // Long enough that a well-behaved client on a loaded machine answers in time.
+    const server = await serve({ heartbeatMs: 300 });
     const good = await TestClient.connect(server.url);
     const hostile = await rawSocket(server.url, { autoPong: false });
     const hostileClosed = closed(hostile);
@@ -113,7 +114,7 @@ describe('output budget', () => {
 
 describe('incoming messages', () => {
   it('an unfinished fragmented message is cut after messageAssemblyMs; the service keeps serving', async () => {
-    const server = await serve({ heartbeatMs: 50, budgets: { messageAssemblyMs: 200 } });
+    const server = await serve({ heartbeatMs: 300, budgets: { messageAssemblyMs: 200 } });
     const ws = await rawSocket(server.url);
     const closing = closed(ws);
     ws.send(new Uint8Array(64 * 1024), { binary: true, fin: false }); // and never the last fragment
@@ -124,7 +125,7 @@ describe('incoming messages', () => {
     expect((await next.terminal('after')).type).toBe('result');
     // Finished messages never trip the deadline, however long the connection idles.
     const rounds = server.stats().heartbeats;
-    await until(() => server.stats().heartbeats >= rounds + 8, 'eight heartbeat rounds (longer than messageAssemblyMs)');
+    await until(() => server.stats().heartbeats >= rounds + 2, 'two heartbeat rounds (longer than messageAssemblyMs)');
     expect(next.closed).toBeUndefined();
     expect(server.stats().closedAssembly).toBe(1);
     await next.close();
