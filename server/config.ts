@@ -99,6 +99,7 @@ function fromEnv(env: NodeJS.ProcessEnv): ConfigFile {
     out.device = d.data;
   }
   const token = get('TOKEN');
+  // Empty DEPTHCAST_ variables count as unset, like the others (scripts clear them that way).
   if (token) out.token = token;
   const origins = get('ALLOWED_ORIGINS');
   if (origins) out.allowedOrigins = origins.split(',').map((o) => o.trim()).filter(Boolean);
@@ -120,7 +121,11 @@ function fromFlags(flags: ServeFlags): ConfigFile {
     if (!d.success) throw new DepthcastError('UNSUPPORTED_DEVICE', `--device must be one of ${DeviceName.options.join(', ')}`);
     out.device = d.data;
   }
-  if (flags.token !== undefined) out.token = flags.token;
+  if (flags.token !== undefined) {
+    // An empty token must not quietly mean "no authentication".
+    if (!flags.token.trim()) throw new DepthcastError('BAD_REQUEST', '--token must not be empty; pass a secret, or leave --token out to run without one on loopback');
+    out.token = flags.token;
+  }
   if (flags.allowOrigin?.length) out.allowedOrigins = flags.allowOrigin;
   return out;
 }

@@ -4,7 +4,7 @@
  * scheduler as WebSocket frames.
  */
 import { randomUUID } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { z } from 'zod';
@@ -14,12 +14,14 @@ import { VERSION } from '../src/version.ts';
 import { type FrameParts, intakeParts } from './intake.ts';
 import type { JobStore } from './jobs.ts';
 import type { ServiceModels } from './models.ts';
+import type { Budgets } from './limits.ts';
 import { parseMultipart } from './multipart.ts';
 import type { JobResult, Scheduler } from './scheduler.ts';
 import type { Security } from './security.ts';
 
 export interface HttpDeps {
   scheduler: Scheduler;
+  budgets: Pick<Budgets, 'largeBodyBytes' | 'maxLargeBodies'>;
   store: JobStore;
   models: ServiceModels;
   security: Security;
@@ -126,20 +128,51 @@ function sendError(res: Response, err: unknown): void {
   res.status(e.httpStatus).json({ error: { code: e.code, message: e.message } });
 }
 
-/** express/body-parser errors → DepthcastError. */
-function bodyError(err: unknown, limits: Limits): DepthcastError | undefined {
-  const type = (err as { type?: string } | undefined)?.type;
-  if (type === 'entity.too.large') return new DepthcastError('LIMIT_EXCEEDED', `request body is larger than this service allows (maxMessageBytes ${limits.maxMessageBytes}, base64 counted at 4/3)`);
-  if (type === 'entity.parse.failed') return new DepthcastError('BAD_REQUEST', `request body is not valid JSON: ${(err as Error).message}`);
-  if (type === 'encoding.unsupported' || type === 'charset.unsupported') return new DepthcastError('BAD_REQUEST', (err as Error).message);
+/**
+ * express, router and body-parser errors → DepthcastError by their own status: the client's
+ * mistakes (bad JSON, a bad encoding, a malformed percent-escape, a body too large) are 4xx;
+ * INTERNAL stays for our own bugs.
+ */
+function clientError(err: unknown, limits: Limits): DepthcastError | undefined {
+  if (err instanceof DepthcastError) return err;
+  const e = err as { type?: string; status?: unknown; statusCode?: unknown; message?: string } | undefined;
+  const status = typeof e?.status === 'number' ? e.status : typeof e?.statusCode === 'number' ? e.statusCode : undefined;
+  if (e?.type === 'entity.too.large' || status === 413) return new DepthcastError('LIMIT_EXCEEDED', `request body is larger than this service allows (maxMessageBytes ${limits.maxMessageBytes}, base64 counted at 4/3)`, { limit: limits.maxMessageBytes });
+  if (e?.type === 'entity.parse.failed') return new DepthcastError('BAD_REQUEST', `request body is not valid JSON: ${e.message}`);
+  if (status !== undefined && status >= 400 && status < 500) return new DepthcastError('BAD_REQUEST', `bad request: ${e?.message ?? `status ${status}`}`);
   return undefined;
+}
+
+/** A page file name: one lower-case segment, no dotfiles; it must also exist in the page folder. */
+const PAGE_FILE = /^\/[a-z0-9][a-z0-9._-]*$/;
+
+/**
+ * The only requests served without the token: GET/HEAD of `/` and of files that exist in the
+ * built page folder, compared exactly (case-sensitive, not decoded). Everything else is denied
+ * by default when a token is set, before any routing.
+ */
+function isPublicPage(req: Request, pageDir: string): boolean {
+  if (req.method !== 'GET' && req.method !== 'HEAD') return false;
+  const path = req.path;
+  if (path === '/') return true;
+  if (!PAGE_FILE.test(path) || path.endsWith('.map')) return false;
+  try {
+    return statSync(join(pageDir, path.slice(1))).isFile();
+  } catch {
+    return false;
+  }
 }
 
 export function createApp(deps: HttpDeps): express.Express {
   const { scheduler, store, security, limits } = deps;
+  const serveStatic = express.static(deps.pageDir, { index: false, dotfiles: 'ignore', fallthrough: true, redirect: false });
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  // '/V1/health' and '/v1/health/' are not '/v1/health': one spelling per route.
+  app.set('case sensitive routing', true);
+  app.set('strict routing', true);
+  let largeBodies = 0;
 
   // Host (DNS rebinding), CORS for extra allowed origins, Origin on state-changing requests.
   app.use((req, res, next) => {
@@ -156,7 +189,8 @@ export function createApp(deps: HttpDeps): express.Express {
         }
       }
       if (STATE_CHANGING.has(req.method)) security.checkOrigin(origin);
-      if (req.path.startsWith('/v1/')) security.checkToken(req.headers.authorization);
+      // Deny by default: with a token, every request but the public page needs it, whatever its path.
+      if (!isPublicPage(req, deps.pageDir)) security.checkToken(req.headers.authorization);
       next();
     } catch (err) {
       sendError(res, err);
@@ -177,9 +211,35 @@ export function createApp(deps: HttpDeps): express.Express {
     res.json(record);
   });
 
-  const jsonBody = express.json({ limit: Math.ceil((limits.maxMessageBytes * 4) / 3) + 64 * 1024 });
+  const bodyLimit = Math.ceil((limits.maxMessageBytes * 4) / 3) + 64 * 1024;
+  const jsonBody = express.json({ limit: bodyLimit });
   const multipartBody = express.raw({ type: 'multipart/form-data', limit: limits.maxMessageBytes + 64 * 1024 });
-  app.post('/v1/generate', jsonBody, multipartBody, (req, res) => {
+  /**
+   * Refuses an over-long Content-Length before reading a byte, and bounds how many large bodies
+   * are held at once (from the first byte read until the answer is sent).
+   */
+  const bodyBudget = (req: Request, res: Response, next: NextFunction) => {
+    const declared = req.headers['content-length'] === undefined ? undefined : Number(req.headers['content-length']);
+    if (declared !== undefined && declared > bodyLimit) {
+      res.set('Connection', 'close');
+      throw new DepthcastError('LIMIT_EXCEEDED', `Content-Length ${declared} is larger than this service allows (${bodyLimit} bytes: maxMessageBytes ${limits.maxMessageBytes}, base64 counted at 4/3)`, { limit: bodyLimit });
+    }
+    // A body of unknown length counts as large.
+    if (declared !== undefined && declared <= deps.budgets.largeBodyBytes) return next();
+    if (largeBodies >= deps.budgets.maxLargeBodies) {
+      res.set('Connection', 'close');
+      throw new DepthcastError('BUSY', `${largeBodies} large request bodies are being received already (at most ${deps.budgets.maxLargeBodies} over ${deps.budgets.largeBodyBytes} bytes at once); retry later`, { maxLargeBodies: deps.budgets.maxLargeBodies });
+    }
+    largeBodies++;
+    let released = false;
+    const release = () => {
+      if (!released) largeBodies--;
+      released = true;
+    };
+    res.once('close', release);
+    next();
+  };
+  app.post('/v1/generate', bodyBudget, jsonBody, multipartBody, (req, res) => {
     if (deps.isClosing()) throw new DepthcastError('SHUTTING_DOWN', 'the service is shutting down');
     const receivedAt = performance.now();
     const contentType = req.headers['content-type'] ?? '';
@@ -211,11 +271,10 @@ export function createApp(deps: HttpDeps): express.Express {
     });
   });
 
-  app.use('/v1', (req) => {
-    throw new DepthcastError('NOT_FOUND', `no route ${req.method} ${req.originalUrl}`);
+  app.use((req, res, next) => {
+    if (isPublicPage(req, deps.pageDir) && req.path !== '/') return serveStatic(req, res, next);
+    next();
   });
-
-  app.use(express.static(deps.pageDir, { index: 'index.html' }));
   app.get('/', (_req, res) => {
     if (existsSync(join(deps.pageDir, 'index.html'))) {
       res.sendFile(join(deps.pageDir, 'index.html'));
@@ -224,8 +283,13 @@ export function createApp(deps: HttpDeps): express.Express {
     res.type('html').send('<!doctype html><meta charset="utf-8"><title>depthcast</title><p>depthcast ' + VERSION + ' is running. The preview page is not built: run <code>npm run build:page</code>, then reload.</p><p>API: <code>/v1/health</code>, <code>/v1/models</code>, WebSocket <code>/v1/ws</code>.</p>');
   });
 
+  // Everything unmatched, inside /v1 or not, is the documented JSON NOT_FOUND.
+  app.use((req) => {
+    throw new DepthcastError('NOT_FOUND', `no route ${req.method} ${req.originalUrl}`);
+  });
+
   app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    sendError(res, bodyError(err, limits) ?? err);
+    sendError(res, clientError(err, limits) ?? err);
   });
   return app;
 }

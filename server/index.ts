@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { Engine } from '../src/engine/engine.ts';
+import { Engine, type EngineOptions } from '../src/engine/engine.ts';
 import { ModelCatalog } from '../src/engine/catalog.ts';
 import { DepthcastError } from '../src/errors.ts';
 import { type Limits, PROTOCOL_VERSION, SCHEDULER_NAMES, type ServerMessage } from '../src/protocol/schemas.ts';
@@ -15,7 +15,7 @@ import type { Device } from '../src/runtime/ort.ts';
 import { VERSION } from '../src/version.ts';
 import { createApp } from './http.ts';
 import { JobStore } from './jobs.ts';
-import { resolveLimits } from './limits.ts';
+import { type Budgets, resolveBudgets, resolveLimits } from './limits.ts';
 import { ServiceModels } from './models.ts';
 import { Scheduler, type SchedulerStats } from './scheduler.ts';
 import { isLoopbackHost, Security, urlHost } from './security.ts';
@@ -35,6 +35,8 @@ export interface StartServerOptions {
   /** Browser origins allowed besides the service's own page, e.g. http://localhost:5173. */
   allowedOrigins?: string[];
   limits?: Partial<Limits>;
+  /** Per-connection and service-wide budgets (server/limits.ts); tests set them small. */
+  budgets?: Partial<Budgets>;
   log?: (line: string) => void;
   /** WebSocket ping interval; a socket that misses one pong is closed. Default 30 s. */
   heartbeatMs?: number;
@@ -46,6 +48,8 @@ export interface StartServerOptions {
   shutdownWaitMs?: number;
   /** Folder of the built preview page. Default dist/page. */
   pageDir?: string;
+  /** Engine options; tests use `faults` to make the inference worker fail on purpose. */
+  engine?: EngineOptions;
 }
 
 export interface DepthcastServer {
@@ -77,14 +81,17 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
     throw new DepthcastError('BAD_REQUEST', `refusing to listen on ${host} without a token: anyone who can reach it could use this machine's GPU. Pass --token <secret> (clients send Authorization: Bearer <secret>), or bind 127.0.0.1`);
   }
   const limits = resolveLimits(opts.limits);
+  const budgets = resolveBudgets(opts.budgets);
   const security = new Security(host, opts.allowedOrigins ?? [], opts.token);
   const catalog = new ModelCatalog(opts.modelsDir, opts.model);
   const device = opts.device ?? 'auto';
-  const engine = new Engine(device, log);
+  const engine = new Engine(device, log, opts.engine);
   const models = new ServiceModels(catalog, engine);
   const store = new JobStore();
   const scheduler = new Scheduler(engine, {
     maxQueuedJobs: limits.maxQueuedJobs,
+    maxQueuedPerOwner: budgets.maxQueuedPerConnection,
+    maxStreamsPerOwner: budgets.maxStreamsPerConnection,
     similarityThreshold: opts.similarityThreshold ?? DEFAULT_SIMILARITY_THRESHOLD,
     resolveModel: (name) => models.resolve(name),
     store,
@@ -110,11 +117,12 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
     };
   };
 
-  const app = createApp({ scheduler, store, models, security, limits, health, isClosing: () => closing, pageDir: opts.pageDir ?? DEFAULT_PAGE_DIR });
+  const app = createApp({ budgets, scheduler, store, models, security, limits, health, isClosing: () => closing, pageDir: opts.pageDir ?? DEFAULT_PAGE_DIR });
   const server: Server = createServer(app);
   const ws = new WsEndpoint(server, {
     scheduler, security, limits, hello, isClosing: () => closing,
     heartbeatMs: opts.heartbeatMs ?? 30_000,
+    budgets,
     previewDropBytes: opts.previewDropBytes ?? 1024 * 1024,
     log,
   });

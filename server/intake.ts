@@ -100,8 +100,21 @@ function checkHeader(header: FrameHeader, limits: Limits): void {
   checkParams(header, limits);
 }
 
+/**
+ * A depth map that is one value everywhere has no geometry to stretch over the model's range
+ * (depthRange "auto", the default): refused here, before `accepted`, not by the engine later.
+ */
+function checkNotConstant(header: FrameHeader, depth: ScannedDepth): void {
+  const { foreground } = depth;
+  const everywhere = foreground.count === header.depth.width * header.depth.height;
+  if (everywhere && foreground.min === foreground.max && (header.params.depthRange ?? 'auto') === 'auto') {
+    throw new DepthcastError('BAD_DEPTH', `depth is ${foreground.min} at every pixel; depthRange "auto" needs some depth variation (or send depthRange "fixed")`);
+  }
+}
+
 function toFrame(header: FrameHeader, parts: FrameParts, receivedAt: number): Frame {
   const frame: Frame = { header, depth: scanDepth(parts.depth, header.depth, header.mode === 'live'), receivedAt };
+  checkNotConstant(header, frame.depth);
   if (parts.init) frame.init = parts.init;
   if (parts.layout) frame.layout = parts.layout;
   return frame;

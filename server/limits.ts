@@ -39,3 +39,54 @@ export function resolveLimits(overrides: Partial<Limits> = {}): Limits {
 export function hardPayloadCap(limits: Limits): number {
   return limits.maxMessageBytes * 2 + 1024 * 1024;
 }
+
+/**
+ * Server-side budgets per connection and for the whole service (docs/protocol.md, "Budgets").
+ * Unlike `Limits` they are not part of a frame's contract, so `hello` does not announce them.
+ */
+export interface Budgets {
+  /** Live and batch streams one WebSocket connection may have at once; a frame for one more gets LIMIT_EXCEEDED. */
+  maxStreamsPerConnection: number;
+  /** Jobs one connection (or all HTTP requests together) may have waiting; past it BUSY, while others still get room. */
+  maxQueuedPerConnection: number;
+  /** Bytes a connection may leave unread in its send buffer (previews are dropped before that). */
+  maxOutputBytes: number;
+  /** How long a connection may stay over maxOutputBytes before it is closed (4008). */
+  outputStallMs: number;
+  /** How long one incoming WebSocket message may take to arrive, from its first byte (4008 past it). */
+  messageAssemblyMs: number;
+  /**
+   * Bytes of incoming WebSocket messages, all connections together: being assembled (the
+   * connection that would pass it is closed, 1013) or held by queued and running jobs (a frame
+   * that would pass it gets BUSY).
+   */
+  maxIncomingBytes: number;
+  /** WebSocket connections at once; past it the upgrade gets 429 BUSY. */
+  maxConnections: number;
+  /** An HTTP body above this many bytes (or of unknown length) is large. */
+  largeBodyBytes: number;
+  /** Large HTTP bodies held at once (from reading until the answer); past it 429 BUSY. */
+  maxLargeBodies: number;
+}
+
+export const DEFAULT_BUDGETS: Readonly<Budgets> = Object.freeze({
+  maxStreamsPerConnection: 16,
+  maxQueuedPerConnection: 8,
+  maxOutputBytes: 16 * 1024 * 1024,
+  outputStallMs: 15_000,
+  messageAssemblyMs: 60_000,
+  maxIncomingBytes: 384 * 1024 * 1024,
+  maxConnections: 64,
+  largeBodyBytes: 8 * 1024 * 1024,
+  maxLargeBodies: 2,
+});
+
+export function resolveBudgets(overrides: Partial<Budgets> = {}): Budgets {
+  const budgets = { ...DEFAULT_BUDGETS };
+  for (const [key, value] of Object.entries(overrides) as [keyof Budgets, number | undefined][]) {
+    if (value === undefined) continue;
+    if (!Number.isInteger(value) || value < 1) throw new RangeError(`budget ${key} must be a positive integer, got ${value}`);
+    budgets[key] = value;
+  }
+  return budgets;
+}

@@ -3,8 +3,10 @@
  * (a WebSocket connection or an HTTP request). Live jobs: newest frame wins — a new live frame
  * replaces the stream's queued one and cancels its running one at the next step boundary, and
  * a frame that barely differs from the stream's last computed frame reuses that result.
- * Batch jobs: FIFO, never dropped. Streams with work take turns (round robin). The queue is
- * bounded (BUSY past it). Exactly one terminal callback (result | cancelled | failed) per job.
+ * Batch jobs: FIFO, never dropped. Connections with work take turns (round robin), and within
+ * a connection its streams do. The queue is bounded (BUSY past it) for all together and per
+ * connection, and a connection has a bounded number of streams. Exactly one terminal callback
+ * (result | cancelled | failed) per job.
  */
 import { DepthcastError, toDepthcastError } from '../src/errors.ts';
 import type { Engine } from '../src/engine/engine.ts';
@@ -37,6 +39,10 @@ export interface JobSink {
 
 export interface SchedulerOptions {
   maxQueuedJobs: number;
+  /** Jobs one owner may have waiting (its fair share; server/limits.ts). */
+  maxQueuedPerOwner: number;
+  /** Streams one owner may have; idle ones are forgotten to make room before a new one is refused. */
+  maxStreamsPerOwner: number;
   similarityThreshold: number;
   resolveModel: (name?: string) => CatalogEntry;
   store: JobStore;
@@ -86,6 +92,8 @@ export class Scheduler {
   private readonly active = new Map<string, Map<string, Job>>();
   private queuedCount = 0;
   private turn = 0;
+  /** Turn number when each owner was last served: connections take turns before their streams do. */
+  private readonly ownerServedAt = new Map<string, number>();
   /** The job the engine is working on (possibly already cancelled, until the engine lets go). */
   private gpu?: { job: Job; done: Promise<void> };
   private closing = false;
@@ -117,6 +125,8 @@ export class Scheduler {
       this.stats.refusedBusy++;
       throw new DepthcastError('BUSY', `the queue is full (${this.opts.maxQueuedJobs} jobs waiting); retry later`, { maxQueuedJobs: this.opts.maxQueuedJobs });
     }
+    this.checkOwnerShare(owner, replaced.length);
+    if (!existing) this.makeRoomForStream(owner);
     const stream = existing ?? this.addStream(key, owner, header.stream);
     const signature = frameSignature(frame, model.name);
     const record = this.opts.store.add({ jobId: header.jobId, stream: header.stream, mode: header.mode, state: 'queued', createdAt: new Date().toISOString() });
@@ -140,6 +150,17 @@ export class Scheduler {
     this.pump();
   }
 
+  /** Bytes of the buffers that the streams' remembered last frames keep alive (what a stream pins). */
+  rememberedBytes(): number {
+    let bytes = 0;
+    for (const s of this.streams.values()) {
+      const last = s.last;
+      if (!last) continue;
+      for (const part of [last.nearness, last.init, last.layout, last.result.image]) bytes += part?.buffer.byteLength ?? 0;
+    }
+    return bytes;
+  }
+
   /** Cancels one of the owner's jobs; false when it has no such queued or running job. */
   cancelJob(owner: string, jobId: string, reason: CancelReason = 'client'): boolean {
     const job = this.active.get(owner)?.get(jobId);
@@ -160,6 +181,7 @@ export class Scheduler {
     const jobs = [...(this.active.get(owner)?.values() ?? [])];
     for (const job of jobs) this.cancel(job, reason);
     for (const [key, stream] of this.streams) if (stream.owner === owner) this.streams.delete(key);
+    this.ownerServedAt.delete(owner);
     return jobs.length;
   }
 
@@ -179,7 +201,39 @@ export class Scheduler {
     // A new stream goes after streams that have waited longer, but before the one served last.
     const stream: Stream = { key, owner, name, queue: [], servedAt: this.turn - 0.5 };
     this.streams.set(key, stream);
+    if (!this.ownerServedAt.has(owner)) this.ownerServedAt.set(owner, this.turn - 0.5);
     return stream;
+  }
+
+  /** Per-connection share of the queue: one owner cannot fill it and starve the others. */
+  private checkOwnerShare(owner: string, replacing: number): void {
+    const max = this.opts.maxQueuedPerOwner;
+    let queued = 0;
+    for (const job of this.active.get(owner)?.values() ?? []) if (job.state === 'queued') queued++;
+    if (queued - replacing >= max) {
+      this.stats.refusedBusy++;
+      throw new DepthcastError('BUSY', `this connection has ${queued} jobs waiting, its share of the queue (maxQueuedPerConnection ${max}); wait for results, or cancel`, { maxQueuedPerConnection: max });
+    }
+  }
+
+  /**
+   * Before an owner opens one more stream: at maxStreamsPerOwner, its idle streams (nothing
+   * queued or running; they only remember a last result) are forgotten, oldest first; if all are
+   * busy, the new stream is refused.
+   */
+  private makeRoomForStream(owner: string): void {
+    const max = this.opts.maxStreamsPerOwner;
+    const mine = [...this.streams.values()].filter((s) => s.owner === owner);
+    let excess = mine.length - max + 1;
+    for (const s of mine) {
+      if (excess <= 0) return;
+      if (s.queue.length > 0 || this.gpu?.job.stream === s) continue;
+      this.streams.delete(s.key);
+      excess--;
+    }
+    if (excess > 0) {
+      throw new DepthcastError('LIMIT_EXCEEDED', `this connection has ${mine.length} streams with work (maxStreamsPerConnection ${max}); send to an existing stream, or cancel one`, { maxStreamsPerConnection: max });
+    }
   }
 
   private track(job: Job): void {
@@ -197,13 +251,15 @@ export class Scheduler {
   /** Jobs ahead of `job` if nothing else arrives: the running one, then the turns taken before it. */
   private positionOf(job: Job): number {
     let ahead = this.gpu?.job.state === 'running' ? 1 : 0;
-    const sim = this.ring.map((s) => ({ s, taken: 0, servedAt: s.servedAt }));
+    const sim = this.ring.map((s) => ({ s, owner: s.owner, taken: 0, servedAt: s.servedAt }));
+    const owners = new Map(this.ownerServedAt);
     const index = job.stream.queue.indexOf(job);
     for (let turn = this.turn; ; ahead++) {
-      const pick = leastRecentlyServed(sim.filter((x) => x.taken < x.s.queue.length));
+      const pick = fairPick(sim.filter((x) => x.taken < x.s.queue.length), owners);
       if (!pick || (pick.s === job.stream && pick.taken === index)) return ahead;
       pick.taken++;
       pick.servedAt = ++turn;
+      owners.set(pick.owner, turn);
     }
   }
 
@@ -244,13 +300,14 @@ export class Scheduler {
     job.sink.result({ header, image: last.result.image });
   }
 
-  /** Round robin: the head job of the least recently served stream with work. */
+  /** Round robin: the head job of the least recently served stream of the least recently served owner with work. */
   private next(): Job | undefined {
     this.ring = this.ring.filter((st) => st.queue.length > 0);
-    const stream = leastRecentlyServed(this.ring);
+    const stream = fairPick(this.ring, this.ownerServedAt);
     if (!stream) return undefined;
     const job = stream.queue.shift()!;
     stream.servedAt = ++this.turn;
+    this.ownerServedAt.set(stream.owner, this.turn);
     if (!stream.queue.length) this.ring.splice(this.ring.indexOf(stream), 1);
     this.queuedCount--;
     return job;
@@ -300,7 +357,9 @@ export class Scheduler {
     };
     const { frame } = job;
     if (job.mode === 'live' && frame.depth.nearness && this.streams.get(job.stream.key) === job.stream) {
-      job.stream.last = { jobId: job.id, signature: job.signature, nearness: frame.depth.nearness, init: frame.init, layout: frame.layout, result: { header, image: r.image } };
+      // Copies (new Uint8Array, not Buffer#slice, which is a view): views of init/layout would pin
+      // the whole received message for as long as the stream lives.
+      job.stream.last = { jobId: job.id, signature: job.signature, nearness: frame.depth.nearness, init: frame.init && new Uint8Array(frame.init), layout: frame.layout && new Uint8Array(frame.layout), result: { header, image: r.image } };
       this.remember(job.stream);
     }
     job.record.result = resultSummary(header);
@@ -343,6 +402,15 @@ export class Scheduler {
     const busy = this.gpu?.job.stream === stream && this.gpu.job.state === 'running';
     if (!stream.last && !busy && stream.queue.length === 0 && this.streams.get(stream.key) === stream) this.streams.delete(stream.key);
   }
+}
+
+/**
+ * Fairness per connection first: among the owners with work, the least recently served one;
+ * then among its streams, the least recently served one.
+ */
+function fairPick<T extends { owner: string; servedAt: number }>(items: T[], ownerServedAt: ReadonlyMap<string, number>): T | undefined {
+  const owner = leastRecentlyServed(items.map((item) => ({ owner: item.owner, servedAt: ownerServedAt.get(item.owner) ?? -Infinity })))?.owner;
+  return owner === undefined ? undefined : leastRecentlyServed(items.filter((item) => item.owner === owner));
 }
 
 /** The first entry with the smallest servedAt (ties keep arrival order). */

@@ -71,7 +71,7 @@ export class Security {
 
   /** Called once the port is known: the service's own page origins. */
   setPort(port: number): void {
-    const names = isLoopbackHost(this.bindHost) ? LOOPBACK_NAMES : isWildcard(this.bindHost) ? [...LOOPBACK_NAMES, ...interfaceHosts()] : [urlHost(this.bindHost)];
+    const names = isLoopbackHost(this.bindHost) ? [...LOOPBACK_NAMES, urlHost(this.bindHost)] : isWildcard(this.bindHost) ? [...LOOPBACK_NAMES, ...interfaceHosts()] : [urlHost(this.bindHost)];
     for (const name of names) this.own.add(`http://${name.toLowerCase()}:${port}`);
   }
 

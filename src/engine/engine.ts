@@ -9,13 +9,24 @@ import type { ForegroundStats } from '../depth/convert.ts';
 import type { FrameHeader } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
 import { configureInferenceWorkerHeap } from './heap.ts';
-import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts';
+import type { FromWorker, InferenceFault, ToWorker, WorkerInit } from './protocol.ts';
 import type { EngineProgress, EngineResult } from './types.ts';
 
 /** A result's PNG, for callers that write files: they never ask for another format. */
 export function resultPng(r: EngineResult): Uint8Array {
   if (r.format !== 'png') throw new DepthcastError('INTERNAL', `job ${r.jobId} gave ${r.format} where a PNG was needed`);
   return r.image;
+}
+
+/**
+ * ONNX Runtime's messages name its own source files (`/onnxruntime_src/.../model.cc:180
+ * onnxruntime::Model::Model(...)`); clients get the message without them.
+ */
+export function withoutSourcePaths(message: string): string {
+  return message
+    .replace(/(?:(?<![A-Za-z])[A-Za-z]:)?[\\/][^\s'"]*\.(?:cc|cpp|cxx|c|h|hpp):\d+\s*(?:[\w:~<>]+\([^)]*\)\s*)?/g, ' ')
+    .replace(/\s{2,}/g, ' ')
+    .trim();
 }
 
 export interface EngineJobInput {
@@ -52,6 +63,8 @@ export interface EngineOptions {
    * flag: once a sized worker has started, workers started later are sized too.
    */
   workerHeap?: 'sized' | 'v8-default';
+  /** Test-only: make the worker throw or exit at a chosen step of chosen jobs (InferenceFault). */
+  faults?: InferenceFault[];
 }
 
 export interface LoadedModelInfo {
@@ -81,6 +94,8 @@ export class Engine {
   private closed = false;
   /** The model the worker holds, once one was loaded. */
   loaded?: LoadedModelInfo;
+  /** Inference workers started so far (a crashed one is replaced on the next job). */
+  workersStarted = 0;
 
   constructor(
     readonly device: Device = 'auto',
@@ -119,6 +134,8 @@ export class Engine {
 
   private spawn(): Worker {
     const init: WorkerInit = { device: this.device, cancel: this.cancel };
+    if (this.options.faults) init.faults = this.options.faults;
+    this.workersStarted++;
     if (this.options.workerHeap !== 'v8-default') configureInferenceWorkerHeap();
     const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: init });
     worker.on('message', (msg: FromWorker) => this.onMessage(msg));
@@ -173,7 +190,7 @@ export class Engine {
         params: msg.params, model: msg.model, timings: msg.timings, depthStats: msg.depthStats, gcMajor: msg.gcMajor,
       });
     } else {
-      job.reject(new DepthcastError(isErrorCode(msg.code) ? msg.code : 'INFERENCE_FAILED', msg.message));
+      job.reject(new DepthcastError(isErrorCode(msg.code) ? msg.code : 'INFERENCE_FAILED', withoutSourcePaths(msg.message)));
     }
     this.pump();
   }

@@ -3,8 +3,20 @@ import type { ForegroundStats } from '../depth/convert.ts';
 import type { FrameHeader, PreviewFormat, ResultFormat } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
 
+/**
+ * Test-only: make the worker fail job `jobId` at step `step` (1-based, as progress counts), by
+ * throwing (as a failing provider or an out-of-memory would) or by exiting (a crash). Set through
+ * the Engine's constructor options; nothing on the wire can reach it.
+ */
+export interface InferenceFault {
+  jobId: string;
+  step: number;
+  kind: 'throw' | 'exit';
+}
+
 export interface WorkerInit {
   device: Device;
+  faults?: InferenceFault[];
   /** Shared Int32Array(1): the sequence number of the job to cancel, checked at every step boundary. */
   cancel: SharedArrayBuffer;
 }

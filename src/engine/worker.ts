@@ -7,7 +7,9 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { toDepthcastError } from '../errors.ts';
 import { encodeJpeg, encodePng } from '../image/codec.ts';
 import { type LoadedModel, loadModel } from '../models/load.ts';
+import { DepthcastError } from '../errors.ts';
 import { generate } from '../pipelines/index.ts';
+import { createScheduler } from '../schedulers/index.ts';
 import { writeRgbPng } from '../image/png.ts';
 import { Scratch } from '../util/scratch.ts';
 import { prepareJob } from './prepare.ts';
@@ -32,9 +34,23 @@ async function modelFor(name: string, dir: string): Promise<LoadedModel> {
   const fallbacks: string[] = [];
   const model = await loadModel(dir, { device: init.device, onFallback: (d, reason) => fallbacks.push(`${d}: ${reason}`) });
   model.name = name;
+  checkSchedulerConfig(model);
   current = model;
   post({ type: 'loaded', name, device: model.device, family: model.family, dtype: model.dtype, hash: model.hash, fallbacks });
   return model;
+}
+
+/**
+ * The model's own scheduler config must build: if it does not, the model folder is broken
+ * (BAD_MODEL), which is not the client's UNSUPPORTED_SCHEDULER choice.
+ */
+function checkSchedulerConfig(model: LoadedModel): void {
+  try {
+    createScheduler(model.schedulerConfig);
+  } catch (err) {
+    void model.release();
+    throw new DepthcastError('BAD_MODEL', `model ${model.name}: scheduler/scheduler_config.json cannot be used: ${(err as Error).message}`);
+  }
 }
 
 /** Garbage collection during a job: total pause cost and full (mark-compact) collections. */
@@ -67,7 +83,9 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     // chain keeps progress messages in order and ahead of the result.
     const previewFormat = msg.header.params.previewFormat ?? 'jpeg';
     let previews = Promise.resolve();
+    const fault = init.faults?.find((f) => f.jobId === msg.jobId);
     prepared.input.onStep = (event) => {
+      if (fault && event.step + 1 === fault.step) injectFault(fault);
       const base = { type: 'progress' as const, seq, step: event.step + 1, total: event.total, timestep: event.timestep };
       const preview = event.preview;
       const encoded = preview && previewFormat === 'jpeg' ? encodeJpeg(preview.rgb, preview.width, preview.height) : preview?.rgb;
@@ -108,6 +126,12 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     const e = toDepthcastError(err, 'INFERENCE_FAILED');
     post({ type: 'error', seq, code: e.code, message: e.message });
   }
+}
+
+/** Test-only (InferenceFault): fail the way a provider error or a crashed worker would. */
+function injectFault(fault: NonNullable<WorkerInit['faults']>[number]): void {
+  if (fault.kind === 'exit') process.exit(70);
+  throw new Error(`injected inference fault at step ${fault.step} of job ${fault.jobId}`);
 }
 
 // Jobs are serialised here too, in case the host ever sends two.
