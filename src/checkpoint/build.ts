@@ -33,6 +33,8 @@ export interface CheckpointSource {
   /** Hub repo and revision it came from (recorded in depthcast-build.json), if any. */
   repo?: string;
   revision?: string;
+  /** Read `<stem>.fp16.safetensors` where both variants are present. */
+  preferFp16?: boolean;
 }
 
 export interface BuildProgress {
@@ -61,9 +63,14 @@ export function isPipelineCheckpoint(dir: string): boolean {
   return existsSync(join(dir, 'model_index.json')) && existsSync(join(dir, 'unet', 'config.json')) && !existsSync(join(dir, 'unet', 'model.onnx'));
 }
 
-/** `<stem>.safetensors` if present, else `<stem>.fp16.safetensors` (upcast to float32 when read). */
-export function weightFile(dir: string, stem: string): string {
-  for (const name of [`${stem}.safetensors`, `${stem}.fp16.safetensors`]) if (existsSync(join(dir, name))) return join(dir, name);
+/**
+ * `<stem>.safetensors` if present, else `<stem>.fp16.safetensors` (upcast to float32 when read);
+ * `preferFp16` takes the fp16 variant first (half the download; the values move by fp16 rounding).
+ */
+export function weightFile(dir: string, stem: string, preferFp16 = false): string {
+  const names = [`${stem}.safetensors`, `${stem}.fp16.safetensors`];
+  if (preferFp16) names.reverse();
+  for (const name of names) if (existsSync(join(dir, name))) return join(dir, name);
   throw new DepthcastError('BAD_MODEL', `${dir} has neither ${stem}.safetensors nor ${stem}.fp16.safetensors (sharded and .bin weights are not supported)`);
 }
 
@@ -86,25 +93,25 @@ export async function sha256File(path: string): Promise<string> {
 }
 
 /** The files of a checkpoint the build reads (configs, tokenizer, scheduler, chosen weights), relative to its folder. */
-export function sourceFiles(dir: string, role: 'model' | 'controlnet'): string[] {
-  if (role === 'controlnet') return ['config.json', relative(dir, weightFile(dir, 'diffusion_pytorch_model'))];
+export function sourceFiles(dir: string, role: 'model' | 'controlnet', preferFp16 = false): string[] {
+  if (role === 'controlnet') return ['config.json', relative(dir, weightFile(dir, 'diffusion_pytorch_model', preferFp16))];
   const files = [
     'model_index.json',
     'scheduler/scheduler_config.json',
     ...TOKENIZER_FILES.map((f) => `tokenizer/${f}`).filter((f) => existsSync(join(dir, f))),
     'text_encoder/config.json',
-    relative(dir, weightFile(join(dir, 'text_encoder'), 'model')),
+    relative(dir, weightFile(join(dir, 'text_encoder'), 'model', preferFp16)),
     'unet/config.json',
-    relative(dir, weightFile(join(dir, 'unet'), 'diffusion_pytorch_model')),
+    relative(dir, weightFile(join(dir, 'unet'), 'diffusion_pytorch_model', preferFp16)),
     'vae/config.json',
-    relative(dir, weightFile(join(dir, 'vae'), 'diffusion_pytorch_model')),
+    relative(dir, weightFile(join(dir, 'vae'), 'diffusion_pytorch_model', preferFp16)),
   ];
   return files.map((f) => f.split('\\').join('/'));
 }
 
 async function describeSource(src: CheckpointSource, role: 'model' | 'controlnet'): Promise<BuildRecord['sources'][number]> {
   const files: Record<string, { size: number; sha256: string }> = {};
-  for (const rel of sourceFiles(src.dir, role)) {
+  for (const rel of sourceFiles(src.dir, role, src.preferFp16)) {
     const path = join(src.dir, rel);
     const { size } = await stat(path);
     files[rel] = { size, sha256: await sha256File(path) };
@@ -192,10 +199,10 @@ export async function buildFromCheckpoint(model: CheckpointSource, controlnet: C
     return f;
   };
   try {
-    const textFile = await openFile(weightFile(join(model.dir, 'text_encoder'), 'model'));
-    const unetFile = await openFile(weightFile(join(model.dir, 'unet'), 'diffusion_pytorch_model'));
-    const vaeFile = await openFile(weightFile(join(model.dir, 'vae'), 'diffusion_pytorch_model'));
-    const cnFile = controlnet ? await openFile(weightFile(controlnet.dir, 'diffusion_pytorch_model')) : undefined;
+    const textFile = await openFile(weightFile(join(model.dir, 'text_encoder'), 'model', model.preferFp16));
+    const unetFile = await openFile(weightFile(join(model.dir, 'unet'), 'diffusion_pytorch_model', model.preferFp16));
+    const vaeFile = await openFile(weightFile(join(model.dir, 'vae'), 'diffusion_pytorch_model', model.preferFp16));
+    const cnFile = controlnet ? await openFile(weightFile(controlnet.dir, 'diffusion_pytorch_model', controlnet.preferFp16)) : undefined;
     const all = () => true;
     const isEncoder = (n: string) => n.startsWith('encoder.') || n.startsWith('quant_conv.');
     const isDecoder = (n: string) => n.startsWith('decoder.') || n.startsWith('post_quant_conv.');
