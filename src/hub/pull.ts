@@ -298,13 +298,12 @@ function planControlnet(files: Map<string, RemoteFile>, spec: SourceSpec, sub: s
   return picks;
 }
 
-/** A diffusers-format repo: configs and safetensors, no ONNX layout. */
+/** A diffusers-format repo: configs and safetensors weights, and no ONNX file at all (an ONNX export missing a file is not one). */
 function isCheckpointListing(files: Map<string, RemoteFile>, role: SourceRecord['role']): boolean {
-  if (role === 'controlnet') {
-    return files.has('config.json') && !files.has('model.onnx') && !files.has('controlnet/model.onnx') &&
-      (files.has('diffusion_pytorch_model.safetensors') || files.has('diffusion_pytorch_model.fp16.safetensors'));
-  }
-  return files.has('model_index.json') && files.has('unet/config.json') && !files.has('unet/model.onnx');
+  if ([...files.keys()].some((p) => p.endsWith('.onnx'))) return false;
+  const dir = role === 'controlnet' ? '' : 'unet/';
+  const weights = [`${dir}diffusion_pytorch_model.safetensors`, `${dir}diffusion_pytorch_model.fp16.safetensors`].some((p) => files.has(p));
+  return weights && files.has(`${dir}config.json`) && (role === 'controlnet' || files.has('model_index.json'));
 }
 
 /**
