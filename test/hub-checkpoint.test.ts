@@ -11,7 +11,8 @@ import { join, relative } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { clipTextConfig, controlnetConfig, unetConfig, vaeConfig, writeSyntheticControlnet, writeSyntheticPipeline } from '../src/checkpoint/synthetic.ts';
 import { DepthcastError } from '../src/errors.ts';
-import { modelsImport } from '../src/hub/commands.ts';
+import { PassThrough } from 'node:stream';
+import { modelsImport, pullCommand } from '../src/hub/commands.ts';
 import { walk } from '../src/hub/manifest.ts';
 import { pullModel, type PullOptions } from '../src/hub/pull.ts';
 import { verifyModel } from '../src/hub/verify.ts';
@@ -129,6 +130,19 @@ describe('models pull of diffusers repos', () => {
     const err = await rejection(pullModel(opts()));
     expect(err.code).toBe('HASH_MISMATCH');
     expect(await installed()).toEqual([]);
+  });
+});
+
+describe('registry entries of diffusers repos', () => {
+  it('sd15-depth pulls its base and ControlNet checkpoints by their registry repos and builds them', async () => {
+    hub.setRepo('stable-diffusion-v1-5/stable-diffusion-v1-5', repoFiles.get(BASE)!);
+    hub.setRepo('lllyasviel/control_v11f1p_sd15_depth', repoFiles.get(CN)!);
+    const out = new PassThrough();
+    const r = await pullCommand({ id: 'sd15-depth', hub: hub.url, home, progress: 'none' }, out, { err: new PassThrough(), env: {} });
+    expect(r.verify?.ok).toBe(true);
+    const manifest = JSON.parse(await readFile(join(r.dir, 'depthcast-manifest.json'), 'utf8'));
+    expect(manifest.registry).toBe('sd15-depth');
+    expect(manifest.sources.map((s: { repo: string }) => s.repo)).toEqual(['stable-diffusion-v1-5/stable-diffusion-v1-5', 'lllyasviel/control_v11f1p_sd15_depth']);
   });
 });
 
