@@ -177,7 +177,7 @@ describe('a ControlNet checkpoint: residual inputs on the UNet, BGR hint order',
     await buildFromCheckpoint({ dir: src }, { dir: cnSrc }, out);
   });
 
-  it('the UNet adds each residual to its skip and the mid residual to the mid block', async () => {
+  it('the ControlNet matches the reference; the UNet adds each residual to its skip and the mid residual to the mid block', async () => {
     const unet = await openSession('unet', join(out, 'unet', 'model.onnx'), 'cpu');
     const cn = await openSession('controlnet', join(out, 'controlnet', 'model.onnx'), 'cpu');
     try {
@@ -192,8 +192,12 @@ describe('a ControlNet checkpoint: residual inputs on the UNet, BGR hint order',
       const feeds: Record<string, { data: Float32Array; dims: number[] }> = { ...common };
       names.forEach((n, i) => (feeds[i < 6 ? `down_block_additional_residual_${i}` : 'mid_block_additional_residual'] = { data: res[n]!.data, dims: res[n]!.dims }));
       const out1 = await unet.run(feeds);
-      const W = await weightsOf(join(src, 'unet', 'diffusion_pytorch_model.safetensors'));
       const cfg: ref.UnetRefConfig = { channels: [8, 8, 16], cross: [true, true, false], upCross: [false, true, true], layers: [1, 1, 1], heads: [2, 2, 2], transformerLayers: [1, 1, 1], groups: 4, eps: 1e-5, linear: false };
+      const W = await weightsOf(join(src, 'unet', 'diffusion_pytorch_model.safetensors'));
+      // The ControlNet itself: BGR hint order, 3-entry hint encoder, scale 0.75.
+      const cnW = await weightsOf(join(cnSrc, 'diffusion_pytorch_model.safetensors'));
+      const cnExpected = ref.controlnetForward(cnW, { ...cfg, upCross: [], embedBlocks: 3, bgr: true, globalPool: false }, T([4, h, w], sample), 500, T([77, 6], text), T([3, 4 * h, 4 * w], control), 0.75);
+      names.forEach((n, i) => expectClose(res[n]!.data, cnExpected[i]!.data));
       const residuals = names.map((n) => T(res[n]!.dims.slice(1), res[n]!.data));
       const expected = ref.unetForward(W, cfg, T([4, h, w], sample), 500, T([77, 6], text), residuals);
       expectClose(out1.out_sample!.data, expected.data);

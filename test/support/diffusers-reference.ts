@@ -261,10 +261,10 @@ function timeEmbedding(W: Weights, timestep: number, c0: number): T {
   return linear(map(linear(emb, W, 'time_embedding.linear_1'), silu), W, 'time_embedding.linear_2');
 }
 
-/** UNet2DConditionModel.forward for one sample [C,h,w], text [77,D]; residuals added to the skips and mid output when given. */
-export function unetForward(W: Weights, cfg: UnetRefConfig, sample: T, timestep: number, text: T, residuals?: T[]): T {
-  const temb = timeEmbedding(W, timestep, cfg.channels[0]!);
+/** conv_in (+ `hint`), down blocks and mid block: the kept skips and the mid output. */
+function downPath(W: Weights, cfg: UnetRefConfig, sample: T, temb: T, text: T, hint?: T): { skips: T[]; mid: T } {
   let h = conv2d(sample, W, 'conv_in');
+  if (hint) h = add(h, hint);
   const skips: T[] = [h];
   const n = cfg.channels.length;
   for (let i = 0; i < n; i++) {
@@ -278,11 +278,53 @@ export function unetForward(W: Weights, cfg: UnetRefConfig, sample: T, timestep:
       skips.push(h);
     }
   }
-  if (residuals) skips.forEach((s, i) => (skips[i] = add(s, residuals[i]!)));
   h = resnet(h, W, 'mid_block.resnets.0', cfg.groups, cfg.eps, temb);
   h = transformer(h, text, W, 'mid_block.attentions.0', cfg.heads[n - 1]!, cfg.transformerLayers[n - 1]!, cfg);
   h = resnet(h, W, 'mid_block.resnets.1', cfg.groups, cfg.eps, temb);
-  if (residuals) h = add(h, residuals[residuals.length - 1]!);
+  return { skips, mid: h };
+}
+
+/**
+ * ControlNetModel.forward for one sample: the hint encoder on `cond` [cc,H,W] (channels reversed
+ * first for `bgr`), added to conv_in's output; each kept tensor and the mid output through its
+ * 1×1 convolution, times `scale` (then averaged over H×W with global pooling).
+ */
+export function controlnetForward(W: Weights, cfg: UnetRefConfig & { embedBlocks: number; bgr: boolean; globalPool: boolean }, sample: T, timestep: number, text: T, cond: T, scale: number): T[] {
+  let c = cond;
+  if (cfg.bgr) {
+    const per = c.shape[1]! * c.shape[2]!;
+    const C = c.shape[0]!;
+    c = t(c.shape, Float64Array.from({ length: c.data.length }, (_, i) => c.data[(C - 1 - Math.floor(i / per)) * per + (i % per)]!));
+  }
+  c = map(conv2d(c, W, 'controlnet_cond_embedding.conv_in'), silu);
+  for (let i = 0; i < cfg.embedBlocks - 1; i++) {
+    c = map(conv2d(c, W, `controlnet_cond_embedding.blocks.${2 * i}`), silu);
+    c = map(conv2d(c, W, `controlnet_cond_embedding.blocks.${2 * i + 1}`, 2), silu);
+  }
+  const hint = conv2d(c, W, 'controlnet_cond_embedding.conv_out');
+  const { skips, mid } = downPath(W, cfg, sample, timeEmbedding(W, timestep, cfg.channels[0]!), text, hint);
+  const outs = [...skips.map((s, i) => conv2d(s, W, `controlnet_down_blocks.${i}`)), conv2d(mid, W, 'controlnet_mid_block')];
+  return outs.map((o) => {
+    const scaled = map(o, (v) => v * scale);
+    if (!cfg.globalPool) return scaled;
+    const per = o.shape[1]! * o.shape[2]!;
+    const pooled = t([o.shape[0]!, 1, 1]);
+    for (let k = 0; k < o.shape[0]!; k++) for (let i = 0; i < per; i++) pooled.data[k] += scaled.data[k * per + i]! / per;
+    return pooled;
+  });
+}
+
+/** UNet2DConditionModel.forward for one sample [C,h,w], text [77,D]; residuals added to the skips and mid output when given. */
+export function unetForward(W: Weights, cfg: UnetRefConfig, sample: T, timestep: number, text: T, residuals?: T[]): T {
+  const temb = timeEmbedding(W, timestep, cfg.channels[0]!);
+  const down = downPath(W, cfg, sample, temb, text);
+  const skips = down.skips;
+  let h = down.mid;
+  if (residuals) {
+    skips.forEach((s, i) => (skips[i] = add(s, residuals[i]!)));
+    h = add(h, residuals[residuals.length - 1]!);
+  }
+  const n = cfg.channels.length;
   for (let j = 0; j < n; j++) {
     const i = n - 1 - j;
     for (let l = 0; l <= cfg.layers[i]!; l++) {
