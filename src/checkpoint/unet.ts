@@ -19,7 +19,7 @@ export const DOWN_PATH_RULES: Record<string, Rule> = {
   freq_shift: is.number,
   down_block_types: is.listOf('CrossAttnDownBlock2D', 'DownBlock2D'),
   mid_block_type: is.value('UNetMidBlock2DCrossAttn'),
-  only_cross_attention: is.value(false, [false], [false, false], [false, false, false], [false, false, false, false], [false, false, false, false, false]),
+  only_cross_attention: (v) => (v === false || (Array.isArray(v) && v.every((x) => x === false)) ? null : 'supported: false (or a list of false)'),
   block_out_channels: is.counts,
   layers_per_block: is.countOrCounts,
   downsample_padding: is.value(1),
