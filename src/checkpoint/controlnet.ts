@@ -17,6 +17,8 @@ const CONTROLNET_RULES: Record<string, Rule> = {
   conditioning_embedding_out_channels: is.counts,
   controlnet_conditioning_channel_order: is.value('rgb', 'bgr'),
   global_pool_conditions: is.bool,
+  // ControlNetModel (unlike UNet2DConditionModel in diffusers 0.27) accepts a head count here.
+  num_attention_heads: (v) => (v === null || (is.countOrCounts as (v: unknown) => string | null)(v) === null ? null : 'must be null, a positive integer or a list of them'),
 };
 
 export const controlnetOutput = (i: number) => `down_block_res_sample_${i}`;

@@ -95,8 +95,8 @@ export function resolveDownPath(config: Record<string, unknown>, what: string): 
     channels,
     crossAttention: types.map((t) => t === 'CrossAttnDownBlock2D'),
     layers: perBlock(config.layers_per_block ?? 2, n, 'layers_per_block', what),
-    // diffusers: with num_attention_heads null, attention_head_dim is the head COUNT.
-    heads: perBlock(config.attention_head_dim ?? 8, n, 'attention_head_dim', what),
+    // diffusers: heads = num_attention_heads or attention_head_dim (so the latter is a head COUNT).
+    heads: perBlock(config.num_attention_heads ?? config.attention_head_dim ?? 8, n, config.num_attention_heads ? 'num_attention_heads' : 'attention_head_dim', what),
     transformerLayers: perBlock(config.transformer_layers_per_block ?? 1, n, 'transformer_layers_per_block', what),
     groups: num(config, 'norm_num_groups', 32),
     eps: num(config, 'norm_eps', 1e-5),
