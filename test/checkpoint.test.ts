@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFromCheckpoint } from '../src/checkpoint/build.ts';
+import { cachedBuild } from '../src/checkpoint/cache.ts';
 import { SafetensorsFile } from '../src/checkpoint/safetensors.ts';
 import {
   clipTextConfig, clipTextShapes, controlnetConfig, controlnetShapes, unetConfig, unetShapes, vaeConfig, vaeShapes,
@@ -209,6 +210,24 @@ describe('a ControlNet checkpoint: residual inputs on the UNet, BGR hint order',
       await cn.release();
     }
   });
+});
+
+describe.skipIf(!existsSync(CHECKPOINTS))('the public checkpoint cases', () => {
+  it('pass 3/3 through the builder, and a second run reuses the cached builds', async () => {
+    const saved = process.env.DEPTHCAST_BUILD_CACHE;
+    process.env.DEPTHCAST_BUILD_CACHE = join(root, 'build-cache');
+    try {
+      const lines: string[] = [];
+      expect(await runConformance(CHECKPOINTS, (l) => lines.push(l))).toEqual({ passed: 3, failed: 0 });
+      expect(lines.at(-1)).toBe('3 passed, 0 failed');
+      const again = await cachedBuild({ dir: join(CHECKPOINTS, 'models', 'sd2-depth-tiny') }, undefined);
+      expect(again.built).toBe(false);
+      expect(again.dir.startsWith(join(root, 'build-cache'))).toBe(true);
+    } finally {
+      if (saved === undefined) delete process.env.DEPTHCAST_BUILD_CACHE;
+      else process.env.DEPTHCAST_BUILD_CACHE = saved;
+    }
+  }, 120_000);
 });
 
 describe.skipIf(!existsSync(CHECKPOINTS))('fp16-only weights', () => {
