@@ -4,8 +4,9 @@
  * files the build does not need, a separate ControlNet repo. The installed model must load and
  * verify; downloads resume and are hash-checked; a lowered limit puts weights in external data.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -18,7 +19,9 @@ import { pullModel, type PullOptions } from '../src/hub/pull.ts';
 import { verifyModel } from '../src/hub/verify.ts';
 import { loadModel } from '../src/models/load.ts';
 import { tinyTokenizerFiles } from '../src/tiny/tokenizer-files.ts';
+import { writeNpy } from '../src/util/npy.ts';
 import { FakeHub } from './support/hub-server.ts';
+import { REPO_ROOT } from './support/tiny.ts';
 
 const BASE = 'example/sd-tiny-diffusers';
 const CN = 'example/controlnet-tiny-diffusers';
@@ -157,7 +160,16 @@ describe('models import', () => {
     expect(chunks.join('')).toMatch(/built and installed local-ck/);
     expect(progress.join('')).toMatch(/building unet/);
     expect(relative(home, r.dir)).toBe(join('models', 'local-ck'));
-  });
+
+    // The installed model works in `generate` like any other, at a size whose latents are odd.
+    const depth = join(home, 'depth.npy');
+    await writeFile(depth, writeNpy(Float32Array.from({ length: 56 * 72 }, (_, i) => 1 + (i % 72) / 10), [56, 72]));
+    const png = join(home, 'out.png');
+    const g = spawnSync(process.execPath, [join(REPO_ROOT, 'bin/depthcast.js'), 'generate', '--model', r.dir, '--depth', depth, '--prompt', 'a vase', '--steps', '2', '--width', '72', '--height', '56', '--seed', '1', '--device', 'cpu', '--out', png], { encoding: 'utf8', timeout: 120_000 });
+    expect(g.stderr + g.stdout).toMatch(/wrote .*72×56/);
+    expect(g.status).toBe(0);
+    expect(existsSync(png)).toBe(true);
+  }, 120_000);
 
   it('refuses a folder that is not a diffusers checkpoint', async () => {
     const out = { write: () => true } as unknown as NodeJS.WritableStream;
