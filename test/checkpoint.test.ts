@@ -212,6 +212,39 @@ describe('a ControlNet checkpoint: residual inputs on the UNet, BGR hint order',
   });
 });
 
+describe('a ControlNet with global_pool_conditions', () => {
+  it('averages each scaled residual over the image, as the reference does', async () => {
+    const base = { in_channels: 4, block_out_channels: [8, 16], down_block_types: ['CrossAttnDownBlock2D', 'DownBlock2D'], up_block_types: ['UpBlock2D', 'CrossAttnUpBlock2D'],
+      layers_per_block: 1, attention_head_dim: [2, 4], norm_num_groups: 4, cross_attention_dim: 6 };
+    const vae = vaeConfig({ block_out_channels: [4, 8], layers_per_block: 1, norm_num_groups: 2, down_block_types: new Array(2).fill('DownEncoderBlock2D'), up_block_types: new Array(2).fill('UpDecoderBlock2D') });
+    const [src, cnSrc, out] = [join(root, 'pool-src'), join(root, 'pool-net'), join(root, 'pool-out')];
+    await writeSyntheticPipeline(src, { className: 'StableDiffusionPipeline', unet: unetConfig(base), text: TEXT, vae, tokenizer: tinyTokenizerFiles() }, { seed: 31 });
+    await writeSyntheticControlnet(cnSrc, controlnetConfig({ ...base, conditioning_embedding_out_channels: [4, 8], global_pool_conditions: true }), { seed: 32 });
+    await buildFromCheckpoint({ dir: src }, { dir: cnSrc }, out);
+    const cn = await openSession('controlnet', join(out, 'controlnet', 'model.onnx'), 'cpu');
+    try {
+      const [h, w] = [3, 5];
+      const sample = pseudo(4 * h * w, 33);
+      const text = pseudo(77 * 6, 34);
+      const control = pseudo(3 * 2 * h * 2 * w, 35).map((v) => 0.5 + 0.5 * v);
+      const res = await cn.run({
+        sample: { data: sample, dims: [1, 4, h, w] }, timestep: { data: Float32Array.of(250.5), dims: [1] }, encoder_hidden_states: { data: text, dims: [1, 77, 6] },
+        controlnet_cond: { data: control, dims: [1, 3, 2 * h, 2 * w] }, conditioning_scale: { data: 0.5, dims: [] },
+      });
+      const W = await weightsOf(join(cnSrc, 'diffusion_pytorch_model.safetensors'));
+      const cfg = { channels: [8, 16], cross: [true, false], upCross: [], layers: [1, 1], heads: [2, 4], transformerLayers: [1, 1], groups: 4, eps: 1e-5, linear: false, embedBlocks: 2, bgr: false, globalPool: true };
+      const expected = ref.controlnetForward(W, cfg, T([4, h, w], sample), 250.5, T([77, 6], text), T([3, 2 * h, 2 * w], control), 0.5);
+      const names = [0, 1, 2, 3].map((i) => `down_block_res_sample_${i}`).concat('mid_block_res_sample');
+      names.forEach((n, i) => {
+        expect(res[n]!.dims.slice(2)).toEqual([1, 1]);
+        expectClose(res[n]!.data, expected[i]!.data);
+      });
+    } finally {
+      await cn.release();
+    }
+  });
+});
+
 describe.skipIf(!existsSync(CHECKPOINTS))('the public checkpoint cases', () => {
   it('pass 3/3 through the builder, and a second run reuses the cached builds', async () => {
     const saved = process.env.DEPTHCAST_BUILD_CACHE;
