@@ -528,7 +528,7 @@ describe('registry', () => {
     expect(r.controlnet?.repo).toBeTruthy();
     expect(r.depthcastJson).toMatchObject({ controlnet: { outputs: expect.any(Object) } });
     expect(resolveModel(reg, 'sd15-controlnet-depth', 'abc').source?.revision).toBe('abc');
-    expect(resolveModel(reg, 'sd2-depth').export).toMatch(/export_onnx\.py sd2-depth/);
+    expect(resolveModel(reg, 'sd2-depth-export').export).toMatch(/export_onnx\.py sd2-depth/);
     expect(() => resolveModel(reg, 'nope')).toThrowError(/not in the model registry/);
     expect(() => resolveModel(reg, 'tensorstack-controlnet-depth')).toThrowError(/ControlNet alone/);
   });
@@ -566,7 +566,7 @@ describe('registry', () => {
     expect(Object.keys(dj.controlnet.outputs)).toHaveLength(13);
     const manifest = JSON.parse(await readFile(join(home, 'models', 'sd15-controlnet-depth', 'depthcast-manifest.json'), 'utf8'));
     expect(manifest.registry).toBe('sd15-controlnet-depth');
-    await expect(pullCommand({ id: 'sd2-depth', home }, new PassThrough(), { err: new PassThrough(), env: {} })).rejects.toMatchObject({ code: 'MODEL_NOT_FOUND' });
+    await expect(pullCommand({ id: 'sd2-depth-export', home }, new PassThrough(), { err: new PassThrough(), env: {} })).rejects.toMatchObject({ code: 'MODEL_NOT_FOUND' });
   });
 });
 

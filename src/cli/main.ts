@@ -116,7 +116,19 @@ export function buildProgram(): Command {
     .option('--force', 'replace an installed model of the same name')
     .option('--keep-downloads', 'keep the download cache after installing')
     .option('--hub <url>', 'hub base URL (default https://huggingface.co, or $HF_ENDPOINT)')
+    .option('--fp16-weights', 'diffusers checkpoints: download and build from the .fp16.safetensors variants (half the download)')
     .action(async (id: string, opts) => (await import('../hub/commands.ts')).modelsPull({ id, ...opts }, process.stdout));
+  models
+    .command('import')
+    .description('build a diffusers checkpoint folder (safetensors) into an installed ONNX model')
+    .argument('<dir>', 'pipeline checkpoint folder (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)')
+    .option('--controlnet <dir>', 'ControlNet checkpoint folder (config.json + diffusion_pytorch_model.safetensors)')
+    .option('--name <name>', 'install under this name')
+    .option('--force', 'replace an installed model of the same name')
+    .option('--fp16-weights', 'build from the .fp16.safetensors variants where both exist')
+    .action(async (dir: string, opts) => {
+      await (await import('../hub/commands.ts')).modelsImport({ dir, ...opts }, process.stdout);
+    });
   models
     .command('verify')
     .description('check files, hashes and ONNX I/O of an installed model (or a folder)')

@@ -6,6 +6,8 @@
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { cachedBuild } from '../checkpoint/cache.ts';
+import { isPipelineCheckpoint } from '../checkpoint/build.ts';
 import { type LoadedModel, loadModel } from '../models/load.ts';
 import { runControlnet } from '../pipelines/controlnet.ts';
 import { runDepth2Img } from '../pipelines/depth2img.ts';
@@ -18,6 +20,8 @@ import { readNpy } from '../util/npy.ts';
 interface CaseJson {
   name: string;
   model: string;
+  /** Checkpoint case sets: the ControlNet checkpoint folder (ONNX case sets keep it inside `model`). */
+  controlnet?: string | null;
   pipeline: 'depth2img' | 'controlnet' | 'controlnet-img2img';
   prompt: string;
   negative_prompt: string | null;
@@ -55,7 +59,7 @@ function planar(data: Float32Array, shape: number[]): PlanarImage {
 
 export async function runCase(caseDir: string, models: Map<string, LoadedModel>): Promise<CaseOutcome> {
   const spec = JSON.parse(await readFile(join(caseDir, 'case.json'), 'utf8')) as CaseJson;
-  const modelDir = resolve(caseDir, spec.model);
+  const modelDir = await modelFolder(caseDir, spec);
   let model = models.get(modelDir);
   if (!model) {
     model = await loadModel(modelDir, { device: 'cpu' });
@@ -111,6 +115,17 @@ export async function runCase(caseDir: string, models: Map<string, LoadedModel>)
   }
   if (noise.remaining > 0) notes.push(`${noise.remaining} noise arrays unused`);
   return { name: spec.name, passed: sameShape && maxAbs <= spec.tolerance.image_max_abs, maxAbs, timestepsRun: ts.length, note: notes.join('; ') || undefined };
+}
+
+/**
+ * The ONNX model folder a case runs: `model` itself, or, when `model` is a diffusers checkpoint
+ * (../shared/checkpoints/README.md), the folder built from it and its `controlnet` checkpoint.
+ */
+async function modelFolder(caseDir: string, spec: CaseJson): Promise<string> {
+  const modelDir = resolve(caseDir, spec.model);
+  if (!isPipelineCheckpoint(modelDir)) return modelDir;
+  const controlnet = spec.controlnet ? { dir: resolve(caseDir, spec.controlnet) } : undefined;
+  return (await cachedBuild({ dir: modelDir }, controlnet)).dir;
 }
 
 export async function runTokenizerVectors(dir: string, tokenizerDir: string): Promise<{ passed: number; total: number; failures: string[] }> {

@@ -9,7 +9,7 @@ import { DepthcastError } from '../errors.ts';
 import { loadRegistry, resolveModel, type RegistryEntry, type RegistrySource } from '../models/registry.ts';
 import { listInstalled, listPartialDownloads } from './list.ts';
 import { depthcastHome, downloadsRoot, modelsRoot } from './paths.ts';
-import { assembleControlnet, pullModel, type PullEvent, type PullResult, type SourceSpec } from './pull.ts';
+import { assembleControlnet, importCheckpoint, pullModel, type PullEvent, type PullResult, type SourceSpec } from './pull.ts';
 import { removeModel } from './remove.ts';
 import { assertVerified, verifyModel, type VerifyReport } from './verify.ts';
 
@@ -97,6 +97,8 @@ export class PullProgressView {
   private multi?: cliProgress.MultiBar;
   private total?: cliProgress.SingleBar;
   private file?: cliProgress.SingleBar;
+  private build?: cliProgress.SingleBar;
+  private buildComponent = '';
   private done = 0;
   private totalBytes = 0;
 
@@ -163,6 +165,17 @@ export class PullProgressView {
         }
         this.log(`  retry ${e.attempt} for ${e.path}: ${e.message}`);
         break;
+      case 'build':
+        if (e.component !== this.buildComponent) {
+          this.buildComponent = e.component;
+          if (!m) this.log(`  building ${e.component}`);
+        }
+        if (m) {
+          const values = { have: formatBytes(e.doneBytes), size: formatBytes(e.totalBytes), label: `building ${e.component}` };
+          this.build ??= m.create(Math.max(e.totalBytes, 1), 0, values);
+          this.build.update(e.doneBytes, values);
+        }
+        break;
       case 'install':
         this.log(`installing into ${e.dir}`);
         break;
@@ -216,6 +229,10 @@ export interface ModelsPullOptions {
   progress?: 'auto' | 'bars' | 'lines' | 'none';
   /** Injected fetch (tests). */
   fetch?: typeof fetch;
+  /** Diffusers checkpoints: take the `.fp16.safetensors` variants where both exist. */
+  fp16Weights?: boolean;
+  /** Diffusers checkpoints: external-data limit in bytes (tests lower it). */
+  inlineLimitBytes?: number;
 }
 
 function nameFromRepo(repo: string): string {
@@ -260,7 +277,10 @@ export async function pullCommand(o: ModelsPullOptions, out: Out, ctx: CommandCo
   const view = mode === 'none' ? undefined : new PullProgressView(errStream, mode === 'bars' ? true : mode === 'lines' ? false : Boolean(errStream.isTTY));
   const hubUrl = o.hubUrl ?? o.hub;
   const hub = { ...(hubUrl ? { hubUrl: hubUrl.replace(/\/+$/, '') } : {}), ...(o.fetch ? { fetch: o.fetch } : {}) };
-  const common = { home, env, hub, force: o.force, keepDownloads: o.keepDownloads, retries: o.retries, onProgress: view?.handle };
+  const common = {
+    home, env, hub, force: o.force, keepDownloads: o.keepDownloads, retries: o.retries, onProgress: view?.handle,
+    preferFp16: o.fp16Weights, build: { inlineLimitBytes: o.inlineLimitBytes },
+  };
   let result: PullResult;
   try {
     if (o.base) {
@@ -313,6 +333,54 @@ export async function pullCommand(o: ModelsPullOptions, out: Out, ctx: CommandCo
   if (report.ok) line(out, `verify: ok${report.io.ran ? '' : ` (${report.notes.find((n) => n.startsWith('ONNX I/O')) ?? 'I/O not checked'})`}`);
   else {
     line(out, `verify found problems (the model is installed; fix or pick another model):`);
+    for (const p of report.problems) line(out, `  ${p.code}: ${p.message}`);
+  }
+  return { ...result, verify: report };
+}
+
+// ---------------------------------------------------------------------------------------------
+// import
+
+export interface ModelsImportOptions {
+  /** A diffusers pipeline checkpoint folder. */
+  dir: string;
+  /** A ControlNetModel checkpoint folder. */
+  controlnet?: string;
+  /** Installed name (default: the folder's name, plus the ControlNet folder's). */
+  name?: string;
+  force?: boolean;
+  home?: string;
+  fp16Weights?: boolean;
+  inlineLimitBytes?: number;
+  progress?: 'auto' | 'bars' | 'lines' | 'none';
+}
+
+/** `models import`: build a local diffusers checkpoint into an installed model, then verify it. */
+export async function modelsImport(o: ModelsImportOptions, out: Out, ctx: CommandContext = {}): Promise<PullResult & { verify?: VerifyReport }> {
+  const home = homeOf(o, ctx);
+  const errStream: Out = ctx.err ?? process.stderr;
+  const mode = o.progress ?? 'auto';
+  const view = mode === 'none' ? undefined : new PullProgressView(errStream, mode === 'bars' ? true : mode === 'lines' ? false : Boolean(errStream.isTTY));
+  const folderName = (dir: string) => nameFromRepo(dir.replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? 'model');
+  const name = o.name ?? (o.controlnet ? `${folderName(o.dir)}-${folderName(o.controlnet)}` : folderName(o.dir));
+  let result: PullResult;
+  try {
+    result = await importCheckpoint({
+      name, home, env: ctx.env, dir: o.dir, controlnet: o.controlnet, force: o.force, onProgress: view?.handle,
+      preferFp16: o.fp16Weights, build: { inlineLimitBytes: o.inlineLimitBytes },
+    });
+  } finally {
+    view?.stop();
+  }
+  if (!result.installed) {
+    line(out, `${result.name} is already installed at ${result.dir} (use --force to build it again)`);
+    return result;
+  }
+  line(out, `built and installed ${result.name}: ${result.files} files, ${formatBytes(result.bytes)} in ${result.dir}`);
+  const report = await verifyModel(result.dir, { home, hashes: true });
+  if (report.ok) line(out, 'verify: ok');
+  else {
+    line(out, 'verify found problems:');
     for (const p of report.problems) line(out, `  ${p.code}: ${p.message}`);
   }
   return { ...result, verify: report };

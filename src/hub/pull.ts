@@ -13,12 +13,19 @@
  * component's model.onnx and config.json, and exactly the external-data files (weights.pb,
  * model.onnx_data, ...) that those ONNX files reference — read from the downloaded protobuf, so
  * unrelated variants in the same repo (model_fp16.onnx, *.safetensors) are never downloaded.
+ *
+ * A diffusers-format repo (model_index.json + unet/config.json, no ONNX) is a checkpoint: only
+ * the files a build reads are fetched (configs, tokenizer, scheduler, one safetensors variant per
+ * component), then src/checkpoint/ builds the ONNX layout, it is loaded once as a check, and
+ * installed with the manifest. `models import` does the same from a folder on disk.
  */
 import { constants as fsc } from 'node:fs';
 import { copyFile, link, mkdir, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
+import { buildFromCheckpoint, type CheckpointSource, isPipelineCheckpoint } from '../checkpoint/build.ts';
 import { DepthcastError } from '../errors.ts';
+import { checkModelFolder } from '../models/load.ts';
 import { downloadRepoFile, hubConfigFromEnv, listRepoFiles, resolveCommit, sha256File, type HubConfig, type RemoteFile } from './hub-client.ts';
 import { COMPONENTS, OPTIONAL_FILES, REQUIRED_COMPONENTS, REQUIRED_FILES, controlnetIndexFrom, type Component } from './layout.ts';
 import { MANIFEST_FILE, readManifest, walk, type Manifest, type SourceRecord } from './manifest.ts';
@@ -46,6 +53,7 @@ export type PullEvent =
   | { type: 'bytes'; repo: string; path: string; have: number; size: number }
   | { type: 'file-done'; repo: string; path: string; size: number; cached: boolean; resumedFrom: number; transferred: number }
   | { type: 'retry'; repo: string; path: string; attempt: number; message: string }
+  | { type: 'build'; component: string; doneBytes: number; totalBytes: number }
   | { type: 'install'; name: string; dir: string }
   | { type: 'done'; name: string; dir: string };
 
@@ -69,6 +77,10 @@ export interface CommonPullOptions {
   depthcastJson?: Record<string, unknown>;
   onProgress?: (e: PullEvent) => void;
   signal?: AbortSignal;
+  /** Diffusers checkpoints: fetch and build from `*.fp16.safetensors` where a repo has both variants. */
+  preferFp16?: boolean;
+  /** Diffusers checkpoints: builder options (the external-data limit). */
+  build?: { inlineLimitBytes?: number };
 }
 
 export interface PullOptions extends CommonPullOptions {
@@ -100,6 +112,8 @@ interface Ctx {
   signal?: AbortSignal;
   transferred: number;
   resumed: boolean;
+  preferFp16: boolean;
+  build: { inlineLimitBytes?: number };
 }
 
 interface Placement {
@@ -113,6 +127,10 @@ interface Fetched {
   record: SourceRecord;
   placements: Placement[];
   downloadDir: string;
+  /** A diffusers checkpoint (config.json + safetensors) to build, not an ONNX layout. */
+  checkpoint: boolean;
+  /** Where the repo's files (below its subfolder) lie in the download cache. */
+  filesDir: string;
 }
 
 interface Listing {
@@ -136,6 +154,8 @@ function makeCtx(o: CommonPullOptions): Ctx {
     signal: o.signal,
     transferred: 0,
     resumed: false,
+    preferFp16: o.preferFp16 ?? false,
+    build: o.build ?? {},
   };
 }
 
@@ -278,6 +298,47 @@ function planControlnet(files: Map<string, RemoteFile>, spec: SourceSpec, sub: s
   return picks;
 }
 
+/** A diffusers-format repo: configs and safetensors weights, and no ONNX file at all (an ONNX export missing a file is not one). */
+function isCheckpointListing(files: Map<string, RemoteFile>, role: SourceRecord['role']): boolean {
+  if ([...files.keys()].some((p) => p.endsWith('.onnx'))) return false;
+  const dir = role === 'controlnet' ? '' : 'unet/';
+  const weights = [`${dir}diffusion_pytorch_model.safetensors`, `${dir}diffusion_pytorch_model.fp16.safetensors`].some((p) => files.has(p));
+  return weights && files.has(`${dir}config.json`) && (role === 'controlnet' || files.has('model_index.json'));
+}
+
+/**
+ * The files a checkpoint build reads, and no others: configs, tokenizer, scheduler, and per
+ * component one weight file (`.safetensors`, or its fp16 variant when preferred or alone).
+ */
+function planCheckpoint(files: Map<string, RemoteFile>, role: SourceRecord['role'], preferFp16: boolean, repo: string): Pick[] {
+  const picks: Pick[] = [];
+  const need = (path: string) => {
+    if (!files.has(path)) throw new DepthcastError('BAD_MODEL', `${repo} is missing ${path}, which a diffusers checkpoint has`, { missing: [path] });
+    picks.push({ layout: path, repo: path });
+  };
+  const weights = (dir: string, stem: string) => {
+    const names = [`${stem}.safetensors`, `${stem}.fp16.safetensors`].map((n) => joinRel(dir, n));
+    if (preferFp16) names.reverse();
+    const found = names.find((n) => files.has(n));
+    if (!found) {
+      throw new DepthcastError('BAD_MODEL', `${repo} has neither ${names.join(' nor ')}; the builder reads single-file safetensors (not .bin or sharded weights)`, { missing: names });
+    }
+    picks.push({ layout: found, repo: found });
+  };
+  if (role === 'controlnet') {
+    need('config.json');
+    weights('', 'diffusion_pytorch_model');
+    return picks;
+  }
+  for (const f of ['model_index.json', 'scheduler/scheduler_config.json', 'tokenizer/vocab.json', 'tokenizer/merges.txt']) need(f);
+  for (const f of ['tokenizer/tokenizer_config.json', 'tokenizer/special_tokens_map.json']) if (files.has(f)) picks.push({ layout: f, repo: f });
+  for (const [dir, stem] of [['text_encoder', 'model'], ['unet', 'diffusion_pytorch_model'], ['vae', 'diffusion_pytorch_model']] as const) {
+    need(`${dir}/config.json`);
+    weights(dir, stem);
+  }
+  return picks;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Downloading one repo revision into the cache.
 
@@ -403,7 +464,12 @@ async function fetchSource(ctx: Ctx, spec: SourceSpec, role: SourceRecord['role'
       }
     };
 
-    const picks = role === 'controlnet' ? planControlnet(files, spec, sub) : planModel(files, spec, skipControlnet, sub);
+    const checkpoint = isCheckpointListing(files, role);
+    const picks = checkpoint
+      ? planCheckpoint(files, role, ctx.preferFp16, `${repo}@${revision}`)
+      : role === 'controlnet'
+        ? planControlnet(files, spec, sub)
+        : planModel(files, spec, skipControlnet, sub);
     await fetchAll(picks);
 
     // External data: exactly the files the downloaded ONNX models reference.
@@ -432,6 +498,8 @@ async function fetchSource(ctx: Ctx, spec: SourceSpec, role: SourceRecord['role'
       record: { role, repo, revision, commit: listing.commit, subfolder: sub || null },
       placements: [...placed.values()].map((v) => v.placement),
       downloadDir: root,
+      checkpoint,
+      filesDir: sub ? join(root, 'files', ...sub.split('/')) : join(root, 'files'),
     };
   });
 }
@@ -556,6 +624,7 @@ export async function pullModel(o: PullOptions): Promise<PullResult> {
   if (!o.force && (await exists(target))) return alreadyInstalled(name, target);
 
   const base = await fetchSource(ctx, o.source, o.controlnet ? 'base' : 'model', Boolean(o.controlnet));
+  if (base.checkpoint) return pullCheckpoint(ctx, o, name, base);
   const fetched = [base];
   const written: Written[] = [];
   if (o.controlnet) {
@@ -615,6 +684,86 @@ export async function assembleControlnet(o: AssembleOptions): Promise<PullResult
   ];
   const dir = await install(ctx, name, placements, written, sources, o.registry ?? null, Boolean(o.force));
   if (!o.keepDownloads) await rm(cn.downloadDir, { recursive: true, force: true });
+  ctx.emit({ type: 'done', name, dir });
+  return result(ctx, name, dir, sources, placements, written);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Diffusers checkpoints: build the ONNX layout, verify it, install it.
+
+/** Builds `model` (+ `controlnet`) in a work folder beside the models, checks it loads, and installs it. */
+async function buildAndInstall(
+  ctx: Ctx,
+  name: string,
+  model: CheckpointSource,
+  controlnet: CheckpointSource | undefined,
+  sources: SourceRecord[],
+  written: Written[],
+  registry: string | null,
+  force: boolean,
+): Promise<{ dir: string; placements: Placement[] }> {
+  const root = modelsRoot(ctx.home);
+  await mkdir(root, { recursive: true });
+  const work = await mkdtemp(join(root, `.build-${name}-`));
+  try {
+    await buildFromCheckpoint(model, controlnet, work, {
+      ...ctx.build,
+      onProgress: (p) => ctx.emit({ type: 'build', component: p.component, doneBytes: p.doneBytes, totalBytes: p.totalBytes }),
+    });
+    const check = await checkModelFolder(work);
+    if (!check.ok) throw new DepthcastError('BAD_MODEL', `the built model does not load:\n  - ${check.problems.join('\n  - ')}`, { problems: check.problems });
+    const placements: Placement[] = [];
+    for (const e of await walk(work)) {
+      if (e.kind !== 'file') continue;
+      const local = join(work, ...e.rel.split('/'));
+      placements.push({ layout: e.rel, local, size: e.size, sha256: await sha256File(local) });
+    }
+    const dir = await install(ctx, name, placements, written, sources, registry, force);
+    return { dir, placements };
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+async function pullCheckpoint(ctx: Ctx, o: PullOptions, name: string, base: Fetched): Promise<PullResult> {
+  const cn = o.controlnet ? await fetchSource(ctx, o.controlnet, 'controlnet', false) : undefined;
+  if (cn && !cn.checkpoint) {
+    throw new DepthcastError('BAD_MODEL', `${o.source.repo} is a diffusers checkpoint, so its ControlNet must be one too (config.json + diffusion_pytorch_model.safetensors); ${o.controlnet!.repo} is not`);
+  }
+  const source = (f: Fetched): CheckpointSource => ({ dir: f.filesDir, repo: f.record.repo, revision: f.record.commit ?? f.record.revision, preferFp16: ctx.preferFp16 });
+  const sources = [base.record, ...(cn ? [cn.record] : [])];
+  const written = depthcastJsonWritten(o);
+  const { dir, placements } = await buildAndInstall(ctx, name, source(base), cn && source(cn), sources, written, o.registry ?? null, Boolean(o.force));
+  if (!o.keepDownloads) for (const f of [base, ...(cn ? [cn] : [])]) await rm(f.downloadDir, { recursive: true, force: true });
+  ctx.emit({ type: 'done', name, dir });
+  return result(ctx, name, dir, sources, placements, written);
+}
+
+export interface ImportOptions extends CommonPullOptions {
+  /** A diffusers pipeline checkpoint folder on disk. */
+  dir: string;
+  /** A ControlNetModel checkpoint folder, for a ControlNet model. */
+  controlnet?: string;
+}
+
+/** `models import`: builds a local diffusers checkpoint (+ ControlNet) and installs it like a pulled model. */
+export async function importCheckpoint(o: ImportOptions): Promise<PullResult> {
+  const name = checkModelName(o.name);
+  const ctx = makeCtx(o);
+  const target = modelDir(ctx.home, name);
+  if (!o.force && (await exists(target))) return alreadyInstalled(name, target);
+  if (!isPipelineCheckpoint(o.dir)) {
+    throw new DepthcastError('BAD_MODEL', `${o.dir} is not a diffusers pipeline checkpoint (model_index.json and unet/config.json with safetensors weights); for ONNX folders copy them into ${modelsRoot(ctx.home)}`);
+  }
+  if (o.controlnet && !(await exists(join(o.controlnet, 'config.json')))) {
+    throw new DepthcastError('BAD_MODEL', `${o.controlnet} is not a ControlNet checkpoint folder (it has no config.json)`);
+  }
+  const local = (dir: string, role: SourceRecord['role']): SourceRecord => ({ role, repo: `local/${basename(dir) || 'checkpoint'}`, revision: 'local', commit: null, subfolder: null });
+  const sources = [local(o.dir, o.controlnet ? 'base' : 'model'), ...(o.controlnet ? [local(o.controlnet, 'controlnet')] : [])];
+  const written = depthcastJsonWritten(o);
+  const { dir, placements } = await buildAndInstall(
+    ctx, name, { dir: o.dir, preferFp16: ctx.preferFp16 }, o.controlnet ? { dir: o.controlnet, preferFp16: ctx.preferFp16 } : undefined, sources, written, o.registry ?? null, Boolean(o.force),
+  );
   ctx.emit({ type: 'done', name, dir });
   return result(ctx, name, dir, sources, placements, written);
 }

@@ -45,7 +45,7 @@ const Entry = z.strictObject({
   name: Name,
   kind: z.enum(['pipeline', 'base', 'controlnet']),
   title: z.string().min(1),
-  family: z.enum(['sd15', 'sd15-lcm', 'sd2-depth', 'sd21-turbo']),
+  family: z.enum(['sd15', 'sd15-lcm', 'sd2-depth', 'sd21', 'sd21-turbo']),
   pipeline: z.enum(['depth2img', 'controlnet']).optional(),
   source: Source.optional(),
   base: Name.optional(),

@@ -122,6 +122,14 @@ export class GraphBuilder {
     return name;
   }
 
+  /**
+   * Claims the name of a float initializer that is written outside this graph, as an
+   * `initializerChunk` in the same file (so big weights never sit in memory together).
+   */
+  streamed(name: string): string {
+    return this.claim(name);
+  }
+
   /** A float32 scalar (shape []) initializer. */
   scalar(name: string, value: number): string {
     return this.float(name, [], [value]);
@@ -181,4 +189,31 @@ export class GraphBuilder {
     };
     return onnx.ModelProto.encode(model).finish();
   }
+}
+
+/**
+ * One float32 initializer as a ModelProto fragment: `graph { initializer { ... } }`. Protobuf
+ * merges repeated occurrences of an embedded message, so a model file may be written as these
+ * fragments one weight at a time followed by `toBytes()` of the graph (which declares them with
+ * `streamed`). The data is either inline little-endian bytes or a place in an external data file.
+ */
+export function initializerChunk(
+  name: string,
+  dims: readonly number[],
+  data: { bytes: Uint8Array } | { location: string; offset: number; length: number },
+): Uint8Array {
+  const tensor: OnnxTypes.ITensorProto = { name, dims: [...dims], dataType: ELEM_TYPE.float32 };
+  if ('bytes' in data) {
+    checkDims(name, dims, data.bytes.length / 4);
+    tensor.rawData = data.bytes;
+  } else {
+    checkDims(name, dims, data.length / 4);
+    tensor.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
+    tensor.externalData = [
+      { key: 'location', value: data.location },
+      { key: 'offset', value: String(data.offset) },
+      { key: 'length', value: String(data.length) },
+    ];
+  }
+  return onnx.ModelProto.encode({ graph: { initializer: [tensor] } }).finish();
 }
