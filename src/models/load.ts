@@ -11,6 +11,7 @@ import { type Device, type ModelSession, openSession, type TensorSpec } from '..
 import type { SchedulerConfig } from '../schedulers/types.ts';
 import { checkExternalData } from '../hub/onnx-external.ts';
 import { ClipTokenizer } from '../tokenizer/clip.ts';
+import { openComposedControlnet } from './compose.ts';
 import { mapControlnetResiduals } from './controlnet-map.ts';
 import { type ComponentName, type DepthcastModelConfig, familyOf, type ModelFamily, REQUIRED_FILES, SESSION_FILES } from './layout.ts';
 
@@ -46,6 +47,13 @@ export interface LoadedModel {
   residualMap: [string, string][];
   /** Whether the ControlNet applies conditioning_scale itself (else the pipeline multiplies). */
   controlnetTakesScale: boolean;
+  /**
+   * ControlNet and UNet composed into one graph (src/models/compose.ts), so residuals stay in
+   * onnxruntime; `sessions.unet` and `sessions.controlnet` are then released (their specs stay).
+   */
+  controlnetUnet?: ModelSession;
+  /** Why a ControlNet model runs two sessions instead (not composable, or asked for). */
+  controlnetNotComposed?: string;
   /** Prompt embeddings cache (prompt → last_hidden_state [77,D]). */
   textCache: Map<string, Float32Array>;
   release(): Promise<void>;
@@ -55,6 +63,8 @@ export interface LoadOptions {
   device?: Device;
   /** Hears about devices `auto` skipped. */
   onFallback?: (device: string, reason: string) => void;
+  /** ControlNet models: one composed graph (default, when the pair composes) or two sessions. */
+  controlnetGraph?: 'composed' | 'separate';
 }
 
 async function readJson(path: string, problems: string[], what: string): Promise<Record<string, unknown> | undefined> {
@@ -216,6 +226,15 @@ export async function checkModelFolder(dir: string): Promise<{ ok: boolean; prob
   return { ok: problems.length === 0, problems };
 }
 
+/** Opens the composed ControlNet + UNet unless asked not to; on success the two separate sessions are released. */
+async function composeControlnet(dir: string, s: ModelSessions, residualMap: [string, string][], device: Exclude<Device, 'auto'>, options: LoadOptions): Promise<Pick<LoadedModel, 'controlnetUnet' | 'controlnetNotComposed'>> {
+  if (options.controlnetGraph === 'separate') return { controlnetNotComposed: 'two sessions were asked for' };
+  const { session, notComposed } = await openComposedControlnet(dir, residualMap, device);
+  if (!session) return { controlnetNotComposed: notComposed };
+  await Promise.all([s.unet.release(), s.controlnet!.release()]);
+  return { controlnetUnet: session };
+}
+
 export async function loadModel(dirInput: string, options: LoadOptions = {}): Promise<LoadedModel> {
   const dir = resolve(dirInput);
   const problems: string[] = [];
@@ -287,6 +306,7 @@ export async function loadModel(dirInput: string, options: LoadOptions = {}): Pr
     throw fail();
   }
   const all = sessions as ModelSessions;
+  const composed = all.controlnet ? await composeControlnet(dir, all, residualMap, device as Exclude<Device, 'auto'>, options) : {};
   return {
     name: basename(dir),
     dir,
@@ -302,9 +322,10 @@ export async function loadModel(dirInput: string, options: LoadOptions = {}): Pr
     sessions: all,
     residualMap,
     controlnetTakesScale: !!all.controlnet?.input('conditioning_scale'),
+    ...composed,
     textCache: new Map(),
     async release() {
-      await Promise.all(Object.values(opened).map((s) => s.release()));
+      await Promise.all([...Object.values(opened), composed.controlnetUnet].map((s) => s?.release()));
     },
   };
 }

@@ -4,7 +4,7 @@
  */
 import { DepthcastError } from '../errors.ts';
 import type { LoadedModel } from '../models/load.ts';
-import type { Feed } from '../runtime/ort.ts';
+import type { Feed, ModelSession, OutputTensor } from '../runtime/ort.ts';
 import { denoise, throwIfCancelled } from './denoise.ts';
 import { checkInputs, encodeConditioning, finish, prepareLatents, prepareScheduler } from './shared.ts';
 import { concatEmbeddings, StageTimer } from './steps.ts';
@@ -62,6 +62,7 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
   const final = await denoise({
     model, scheduler, timesteps, latents, plan, h, w, noise, timer, input,
     async predict(scaled, n, t) {
+      if (model.controlnetUnet) return predictComposed(model, model.controlnetUnet, timer, { scaled, n, t, h, w, L, D, embeddings, controlBatch, scale, input });
       // Both models take this step's latents: an fp16 pair converts them once.
       const step = {};
       const cnFeeds: Record<string, Feed> = {
@@ -96,4 +97,32 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
   });
   // 6. Decode.
   return finish(model, final, timesteps, seed, h, w, timer, started, input);
+}
+
+interface ComposedStep {
+  scaled: Float32Array;
+  n: number;
+  t: number;
+  h: number;
+  w: number;
+  L: number;
+  D: number;
+  embeddings: Float32Array;
+  controlBatch: Float32Array | Uint16Array;
+  scale: number;
+  input: GenerateInput;
+}
+
+/** One step on the composed ControlNet + UNet graph: the residuals stay inside onnxruntime; the graph applies the scale. */
+async function predictComposed(model: LoadedModel, session: ModelSession, timer: StageTimer, s: ComposedStep): Promise<OutputTensor> {
+  const c = model.latentChannels;
+  const feeds: Record<string, Feed> = {
+    sample: { data: s.scaled, dims: [s.n, c, s.h, s.w] },
+    timestep: { data: s.t, dims: [s.n] },
+    encoder_hidden_states: { data: s.embeddings, dims: [s.n, s.L, s.D], stableFor: s.embeddings },
+    controlnet_cond: { data: s.controlBatch, dims: [s.n, 3, s.input.height, s.input.width], stableFor: timer },
+    conditioning_scale: { data: s.scale, dims: [] },
+  };
+  const out = await timer.time('controlnetUnet', () => session.run(feeds, ['out_sample']));
+  return out.out_sample!;
 }
