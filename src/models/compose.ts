@@ -6,7 +6,8 @@
  *
  * The composed graph takes the union of both graphs' inputs (the UNet's residual inputs removed;
  * shared names such as `sample`, `timestep`, `encoder_hidden_states` fed once) plus
- * `conditioning_scale`, and gives the UNet's outputs. Every other name of each graph gets its own
+ * `conditioning_scale`, with `control_image` [1, 1 or 3, H, W] in place of the ControlNet's batched
+ * RGB `controlnet_cond`, and gives the UNet's outputs. Every other name of each graph gets its own
  * prefix, so nothing clashes; residual outputs are wired to residual inputs by the residual map.
  * A ControlNet without `conditioning_scale` gets one: a Mul per residual, as the two-session path
  * multiplies in JavaScript. Graphs that cannot be joined this way (a shared input typed differently,
@@ -109,6 +110,26 @@ function mergeOpsets(a: OnnxTypes.IOperatorSetIdProto[], b: OnnxTypes.IOperatorS
   return [...byDomain.values()];
 }
 
+/** The composed graph's control-image input: [1, 1 or 3, H, W], near-is-white, as the ControlNet's controlnet_cond takes it. */
+export const CONTROL_IMAGE = 'control_image';
+
+function int64s(name: string, values: number[]): Tensor {
+  return { name, dataType: onnx.TensorProto.DataType.INT64, dims: [values.length], int64Data: values };
+}
+
+/** controlnet_cond = Expand(control_image, [batch of sample, 3, H, W]). */
+function controlImageExpand(): Node[] {
+  const node = (opType: string, input: string[], output: string): Node => ({ name: `${CN}${output}`, opType, input, output: [output] });
+  return [
+    node('Shape', ['sample'], `${CN}sample_shape`),
+    node('Slice', [`${CN}sample_shape`, `${CN}at0`, `${CN}at1`], `${CN}batch`),
+    node('Shape', [CONTROL_IMAGE], `${CN}control_shape`),
+    node('Slice', [`${CN}control_shape`, `${CN}at2`, `${CN}at4`], `${CN}hw`),
+    { name: `${CN}cond_shape`, opType: 'Concat', input: [`${CN}batch`, `${CN}rgb`, `${CN}hw`], output: [`${CN}cond_shape`], attribute: [{ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 0 }] },
+    node('Expand', [CONTROL_IMAGE, `${CN}cond_shape`], 'controlnet_cond'),
+  ];
+}
+
 /** The composed ModelProto's bytes. Throws NotComposable with the reason when the pair cannot be joined. */
 export function composeControlnetUnet(input: ComposeInput): Uint8Array {
   const cnModel = decode(input.controlnet, 'the ControlNet');
@@ -146,6 +167,9 @@ export function composeControlnetUnet(input: ComposeInput): Uint8Array {
   }
   const opsetImport = mergeOpsets(cnModel.opsetImport ?? [], unModel.opsetImport ?? []);
 
+  const cond = cnInputs.get('controlnet_cond');
+  if (!cond || cnInits.has('controlnet_cond')) throw new NotComposable('the ControlNet has no controlnet_cond input');
+  if (unInputs.has(CONTROL_IMAGE) || cnInputs.has(CONTROL_IMAGE)) throw new NotComposable(`a graph already has an input named ${CONTROL_IMAGE}`);
   // Graph inputs keep their names; everything else gets the graph's prefix.
   const keptCn = new Set([...cnInputs.keys()].filter((n) => !cnInits.has(n)));
   const keptUn = new Set([...unInputs.keys()].filter((n) => !unInits.has(n) && !residualInputs.has(n)));
@@ -161,9 +185,13 @@ export function composeControlnetUnet(input: ComposeInput): Uint8Array {
     relocateExternalData(un, input.externalDataDirs.unet);
   }
 
-  // The residuals as the UNet takes them: scaled inside the graph when the ControlNet does not scale them itself.
-  const nodes: Node[] = [...(cn.node ?? [])];
-  const inputs: ValueInfo[] = (cn.input ?? []).filter((i) => keptCn.has(i.name!));
+  // The control image goes in once, [1, 1 or 3, H, W], and is broadcast to the batch and to RGB
+  // inside the graph: per step, that is a third (grey) of one batch entry instead of the whole batch.
+  const condDims = cond.type?.tensorType?.shape?.dim ?? [];
+  const nodes: Node[] = [...controlImageExpand(), ...(cn.node ?? [])];
+  const inputs: ValueInfo[] = (cn.input ?? []).filter((i) => keptCn.has(i.name!) && i.name !== 'controlnet_cond');
+  inputs.push({ name: CONTROL_IMAGE, type: { tensorType: { elemType: elemType(cond), shape: { dim: [{ dimValue: 1 }, { dimParam: 'control_channels' }, ...condDims.slice(2)] } } } });
+  const initializers: Tensor[] = [int64s(`${CN}at0`, [0]), int64s(`${CN}at1`, [1]), int64s(`${CN}at2`, [2]), int64s(`${CN}at4`, [4]), int64s(`${CN}rgb`, [3])];
   const takesScale = cnInputs.has('conditioning_scale');
   if (!takesScale) {
     inputs.push({ name: 'conditioning_scale', type: { tensorType: { elemType: FLOAT, shape: { dim: [] } } } });
@@ -197,7 +225,7 @@ export function composeControlnetUnet(input: ComposeInput): Uint8Array {
     graph: {
       name: 'controlnet_unet',
       node: nodes,
-      initializer: [...(cn.initializer ?? []), ...(un.initializer ?? [])],
+      initializer: [...initializers, ...(cn.initializer ?? []), ...(un.initializer ?? [])],
       sparseInitializer: [...(cn.sparseInitializer ?? []), ...(un.sparseInitializer ?? [])],
       input: inputs,
       output: un.output ?? [],

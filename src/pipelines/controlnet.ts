@@ -53,7 +53,8 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
   const batch = plan.embeddings.length;
   const embeddings = concatEmbeddings(plan.embeddings);
   // 3. Prepare the control image, repeated for the batch.
-  const controlBatch = controlBatchFor(control, batch, controlnet.input('controlnet_cond')?.type === 'float16', input.scratch);
+  // (The composed graph takes the image once and broadcasts it itself.)
+  const controlBatch = model.controlnetUnet ? undefined : controlBatchFor(control, batch, controlnet.input('controlnet_cond')?.type === 'float16', input.scratch);
   // 4. Timesteps and initial latents (img2img when there is an init image).
   const { scheduler, timesteps } = prepareScheduler(model, input);
   const { latents, noise, seed } = await prepareLatents(model, input, scheduler, timesteps, h, w, timer);
@@ -62,14 +63,14 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
   const final = await denoise({
     model, scheduler, timesteps, latents, plan, h, w, noise, timer, input,
     async predict(scaled, n, t) {
-      if (model.controlnetUnet) return predictComposed(model, model.controlnetUnet, timer, { scaled, n, t, h, w, L, D, embeddings, controlBatch, scale, input });
+      if (model.controlnetUnet) return predictComposed(model, model.controlnetUnet, timer, { scaled, n, t, h, w, L, D, embeddings, control, scale });
       // Both models take this step's latents: an fp16 pair converts them once.
       const step = {};
       const cnFeeds: Record<string, Feed> = {
         sample: { data: scaled, dims: [n, c, h, w], stableFor: step },
         timestep: { data: t, dims: [n] },
         encoder_hidden_states: { data: embeddings, dims: [n, L, D], stableFor: embeddings },
-        controlnet_cond: { data: controlBatch, dims: [n, 3, input.height, input.width], stableFor: timer },
+        controlnet_cond: { data: controlBatch!, dims: [n, 3, input.height, input.width], stableFor: timer },
       };
       if (model.controlnetTakesScale) cnFeeds.conditioning_scale = { data: scale, dims: [] };
       const residuals = await timer.time('controlnet', () => controlnet.run(cnFeeds, model.residualMap.map(([out]) => out)));
@@ -108,9 +109,8 @@ interface ComposedStep {
   L: number;
   D: number;
   embeddings: Float32Array;
-  controlBatch: Float32Array | Uint16Array;
+  control: PlanarImage;
   scale: number;
-  input: GenerateInput;
 }
 
 /** One step on the composed ControlNet + UNet graph: the residuals stay inside onnxruntime; the graph applies the scale. */
@@ -120,7 +120,7 @@ async function predictComposed(model: LoadedModel, session: ModelSession, timer:
     sample: { data: s.scaled, dims: [s.n, c, s.h, s.w] },
     timestep: { data: s.t, dims: [s.n] },
     encoder_hidden_states: { data: s.embeddings, dims: [s.n, s.L, s.D], stableFor: s.embeddings },
-    controlnet_cond: { data: s.controlBatch, dims: [s.n, 3, s.input.height, s.input.width], stableFor: timer },
+    control_image: { data: s.control.data, dims: [1, s.control.channels, s.control.height, s.control.width], stableFor: timer },
     conditioning_scale: { data: s.scale, dims: [] },
   };
   const out = await timer.time('controlnetUnet', () => session.run(feeds, ['out_sample']));
