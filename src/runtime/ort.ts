@@ -238,6 +238,8 @@ export class ModelSession {
     }
     const tensors: Record<string, ort.Tensor> = {};
     for (const spec of this.inputs) tensors[spec.name] = this.toTensor(spec, feeds[spec.name]!);
+    let bytesIn = 0;
+    for (const t of Object.values(tensors)) bytesIn += (t.data as ArrayBufferView).byteLength;
     let results: ort.InferenceSession.OnnxValueMapType;
     const fetches = into && outputNames ? preallocated(outputNames, into, this) : undefined;
     try {
@@ -252,6 +254,9 @@ export class ModelSession {
     } finally {
       for (const t of Object.values(tensors)) t.dispose?.();
     }
+    this.traffic.runs++;
+    this.traffic.bytesIn += bytesIn;
+    for (const v of Object.values(results)) this.traffic.bytesOut += ((v as ort.Tensor).data as ArrayBufferView).byteLength;
     const out: Record<string, OutputTensor> = {};
     for (const [name, value] of Object.entries(results)) {
       const target = fetches?.[name] ? into![name]! : undefined;
@@ -280,6 +285,12 @@ export class ModelSession {
     for (let i = 0; i < iterations; i++) await this.session.run(tensors);
     return (performance.now() - start) / iterations;
   }
+
+  /**
+   * Bytes fed to and taken from onnxruntime by run(), over this session's life: what crosses
+   * the boundary (on a GPU, host↔device copies; there is no IO binding to keep data there).
+   */
+  readonly traffic = { runs: 0, bytesIn: 0, bytesOut: 0 };
 
   /** Whether release() ran: a released session's specs stay readable, its run() refuses. */
   released = false;
