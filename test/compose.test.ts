@@ -77,6 +77,10 @@ async function sameImage(dir: string, scale: number): Promise<number> {
     const b = await runControlnet(separate, tinyInput(scale));
     expect(a.timings.controlnetUnet).toBeGreaterThan(0);
     expect(b.timings.controlnetUnet).toBeUndefined();
+    // Only out_sample [2,4,8,8] leaves onnxruntime per step on the composed path; the residuals do not.
+    const traffic = composed.controlnetUnet!.traffic;
+    expect(traffic.bytesOut / traffic.runs).toBe(2 * 4 * 8 * 8 * (composed.dtype === 'fp16' ? 2 : 4));
+    expect(separate.sessions.controlnet!.traffic.bytesOut).toBeGreaterThan(0);
     return maxAbsDiff(a.image!.data, b.image!.data);
   } finally {
     await Promise.all([composed.release(), separate.release()]);
