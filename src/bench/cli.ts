@@ -21,6 +21,8 @@ export interface BenchOptions {
   sdUnet?: string;
   unetDtype?: 'fp32' | 'fp16';
   unetRuns?: number;
+  /** Only the ControlNet pipelines (composed and two sessions), e.g. on a GPU machine. */
+  controlnetOnly?: boolean;
 }
 
 async function sdUnetCommand(opts: BenchOptions, log: (line: string) => void): Promise<void> {
@@ -52,10 +54,11 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
   log('pipelines and codecs run in a worker thread set up as the service\'s inference worker (its heap sizing included)\n');
   const dirs = await buildSdSizeModels();
   const pipelines: PipelineFigures[] = [];
-  const runs: [string, 'euler-a' | 'dpmpp-2m', ('composed' | 'separate')?][] = [
+  type Run = [string, 'euler-a' | 'dpmpp-2m', ('composed' | 'separate')?];
+  const runs: Run[] = [
     [dirs.controlnet, 'euler-a', 'composed'], [dirs.controlnet, 'euler-a', 'separate'],
     [dirs.controlnetFp16, 'euler-a', 'composed'], [dirs.controlnetFp16, 'euler-a', 'separate'],
-    [dirs.depth2img, 'euler-a'], [dirs.depth2img, 'dpmpp-2m'],
+    ...(opts.controlnetOnly ? [] : [[dirs.depth2img, 'euler-a'], [dirs.depth2img, 'dpmpp-2m']] as Run[]),
   ];
   const worker = new BenchWorker();
   let regions: RegionFigures[];
@@ -72,6 +75,13 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
       log(`  stages (ms per image): ${Object.entries(f.stages).map(([k, v]) => `${k} ${v}`).join(', ')}`);
       log(`  bare session.run loop over the same calls: ${f.bare.perImage} ms per image → pipeline/bare ratio ${f.bare.ratio}`);
       log(goal('pipeline overhead per step', f.perStep.overhead, 0.5, 'ms'));
+    }
+    if (opts.controlnetOnly) {
+      await worker.close();
+      const report = { version: VERSION, date: new Date().toISOString(), device: opts.device, backends: listBundledBackends(), pipelines };
+      if (opts.json) console.log(JSON.stringify(report, null, 2));
+      else log(`\n${JSON.stringify(report)}`);
+      return;
     }
     regions = await worker.run('benchRegions', dirs.depth2img, opts.device, steps, Math.max(2, repeats - 2));
     log(`\nregional prompting (depth2img, CFG): ${regions.map((r) => `${r.regions} regions → UNet batch ${r.unetBatch}, ${r.unetMsPerStep} ms/step, ${r.totalMs} ms/image`).join('; ')}`);
