@@ -43,6 +43,8 @@ export interface ComposeInput {
 
 const CN = 'controlnet/';
 const UN = 'unet/';
+/** Prefix of the values and nodes this module adds. */
+const OWN = 'compose/';
 const FLOAT = onnx.TensorProto.DataType.FLOAT;
 
 function elemType(v: ValueInfo | undefined): number | undefined {
@@ -119,14 +121,14 @@ function int64s(name: string, values: number[]): Tensor {
 
 /** controlnet_cond = Expand(control_image, [batch of sample, 3, H, W]). */
 function controlImageExpand(): Node[] {
-  const node = (opType: string, input: string[], output: string): Node => ({ name: `${CN}${output}`, opType, input, output: [output] });
+  const node = (opType: string, input: string[], output: string): Node => ({ name: `${output}:${opType}`, opType, input, output: [output] });
   return [
-    node('Shape', ['sample'], `${CN}sample_shape`),
-    node('Slice', [`${CN}sample_shape`, `${CN}at0`, `${CN}at1`], `${CN}batch`),
-    node('Shape', [CONTROL_IMAGE], `${CN}control_shape`),
-    node('Slice', [`${CN}control_shape`, `${CN}at2`, `${CN}at4`], `${CN}hw`),
-    { name: `${CN}cond_shape`, opType: 'Concat', input: [`${CN}batch`, `${CN}rgb`, `${CN}hw`], output: [`${CN}cond_shape`], attribute: [{ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 0 }] },
-    node('Expand', [CONTROL_IMAGE, `${CN}cond_shape`], 'controlnet_cond'),
+    node('Shape', ['sample'], `${OWN}sample_shape`),
+    node('Slice', [`${OWN}sample_shape`, `${OWN}at0`, `${OWN}at1`], `${OWN}batch`),
+    node('Shape', [CONTROL_IMAGE], `${OWN}control_shape`),
+    node('Slice', [`${OWN}control_shape`, `${OWN}at2`, `${OWN}at4`], `${OWN}hw`),
+    { name: `${OWN}cond_shape`, opType: 'Concat', input: [`${OWN}batch`, `${OWN}rgb`, `${OWN}hw`], output: [`${OWN}cond_shape`], attribute: [{ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 0 }] },
+    node('Expand', [CONTROL_IMAGE, `${OWN}cond_shape`], 'controlnet_cond'),
   ];
 }
 
@@ -178,7 +180,7 @@ export function composeControlnetUnet(input: ComposeInput): Uint8Array {
   renameGraph(un, (n) => {
     if (n === '' || keptUn.has(n) || unOutputs.has(n)) return n;
     const residual = residualInputs.get(n);
-    return residual !== undefined ? `${CN}${residual}.scaled` : UN + n;
+    return residual !== undefined ? OWN + residual : UN + n;
   }, UN);
   if (input.externalDataDirs) {
     relocateExternalData(cn, input.externalDataDirs.controlnet);
@@ -191,7 +193,7 @@ export function composeControlnetUnet(input: ComposeInput): Uint8Array {
   const nodes: Node[] = [...controlImageExpand(), ...(cn.node ?? [])];
   const inputs: ValueInfo[] = (cn.input ?? []).filter((i) => keptCn.has(i.name!) && i.name !== 'controlnet_cond');
   inputs.push({ name: CONTROL_IMAGE, type: { tensorType: { elemType: elemType(cond), shape: { dim: [{ dimValue: 1 }, { dimParam: 'control_channels' }, ...condDims.slice(2)] } } } });
-  const initializers: Tensor[] = [int64s(`${CN}at0`, [0]), int64s(`${CN}at1`, [1]), int64s(`${CN}at2`, [2]), int64s(`${CN}at4`, [4]), int64s(`${CN}rgb`, [3])];
+  const initializers: Tensor[] = [int64s(`${OWN}at0`, [0]), int64s(`${OWN}at1`, [1]), int64s(`${OWN}at2`, [2]), int64s(`${OWN}at4`, [4]), int64s(`${OWN}rgb`, [3])];
   const takesScale = cnInputs.has('conditioning_scale');
   if (!takesScale) {
     inputs.push({ name: 'conditioning_scale', type: { tensorType: { elemType: FLOAT, shape: { dim: [] } } } });
@@ -200,17 +202,17 @@ export function composeControlnetUnet(input: ComposeInput): Uint8Array {
   const scaleOfType = (type: number) => {
     let name = scaleAs.get(type);
     if (!name) {
-      name = `${CN}conditioning_scale.${type}`;
-      nodes.push({ name: `${CN}scale_cast_${type}`, opType: 'Cast', input: ['conditioning_scale'], output: [name], attribute: [{ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: type }] });
+      name = `${OWN}conditioning_scale.${type}`;
+      nodes.push({ name: `${OWN}scale_cast_${type}`, opType: 'Cast', input: ['conditioning_scale'], output: [name], attribute: [{ name: 'to', type: onnx.AttributeProto.AttributeType.INT, i: type }] });
       scaleAs.set(type, name);
     }
     return name;
   };
   for (const [out] of input.residualMap) {
     const from = CN + out;
-    const to = `${from}.scaled`;
-    if (takesScale) nodes.push({ name: `${CN}residual_${out}`, opType: 'Identity', input: [from], output: [to] });
-    else nodes.push({ name: `${CN}residual_scale_${out}`, opType: 'Mul', input: [from, scaleOfType(elemType(cnOutputs.get(out)) ?? FLOAT)], output: [to] });
+    const to = `${OWN}${out}`;
+    if (takesScale) nodes.push({ name: `${OWN}residual_${out}`, opType: 'Identity', input: [from], output: [to] });
+    else nodes.push({ name: `${OWN}residual_scale_${out}`, opType: 'Mul', input: [from, scaleOfType(elemType(cnOutputs.get(out)) ?? FLOAT)], output: [to] });
   }
   nodes.push(...(un.node ?? []));
   const taken = new Set(inputs.map((i) => i.name!));
