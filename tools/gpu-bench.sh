@@ -170,10 +170,10 @@ case ${1:-} in
   dry-run)
     shift
     dir=$(mktemp -d)
+    trap 'rm -rf "$dir"' EXIT # the archive, also when a step fails
     pack "$dir"
-    # PATH holds the unpacked node and the system tools, not the node this was packed from.
+    # Only system tools on PATH; run puts the unpacked node first (the test checks which node ran).
     SCRATCH=${1:-$(mktemp -d)} PATH=/usr/bin:/bin run "$dir/depthcast-gpu.tar.xz" --cpu
-    rm -rf "$dir"
     ;;
   *) die "usage: tools/gpu-bench.sh pack [OUT_DIR] | run [ARCHIVE] [--cpu] | dry-run [SCRATCH]" ;;
 esac
