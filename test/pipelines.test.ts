@@ -218,8 +218,9 @@ describe('cancellation points', () => {
     return { runs, signal: { get aborted() { return (runs[stopAfter[0]] ?? 0) >= stopAfter[1]; } } };
   }
 
+  // Two sessions: a composed ControlNet + UNet is one run, with no point between the two.
   it('stops between a ControlNet and its UNet, and a frame cancelled in its last step is never decoded', async () => {
-    const model = await loadModel(await tinyModelDir({ family: 'controlnet', dtype: 'fp32' }), { device: 'cpu' });
+    const model = await loadModel(await tinyModelDir({ family: 'controlnet', dtype: 'fp32' }), { device: 'cpu', controlnetGraph: 'separate' });
     try {
       const mid = counted(model, ['controlnet', 2]);
       await expect(generate(model, baseInput(model, { signal: mid.signal }))).rejects.toMatchObject({ code: 'CANCELLED', message: expect.stringMatching(/between the ControlNet and the UNet/) });
@@ -227,7 +228,7 @@ describe('cancellation points', () => {
     } finally {
       await model.release();
     }
-    const again = await loadModel(await tinyModelDir({ family: 'controlnet', dtype: 'fp32' }), { device: 'cpu' });
+    const again = await loadModel(await tinyModelDir({ family: 'controlnet', dtype: 'fp32' }), { device: 'cpu', controlnetGraph: 'separate' });
     try {
       const input = baseInput(again);
       const total = (await generate(again, input)).timesteps.length;

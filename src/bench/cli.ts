@@ -21,6 +21,8 @@ export interface BenchOptions {
   sdUnet?: string;
   unetDtype?: 'fp32' | 'fp16';
   unetRuns?: number;
+  /** Only the ControlNet pipelines (composed and two sessions), e.g. on a GPU machine. */
+  controlnetOnly?: boolean;
 }
 
 async function sdUnetCommand(opts: BenchOptions, log: (line: string) => void): Promise<void> {
@@ -35,6 +37,8 @@ async function sdUnetCommand(opts: BenchOptions, log: (line: string) => void): P
   else log(`\n${JSON.stringify({ sdUnet: f })}`);
 }
 
+const mb = (bytes: number) => (bytes / 1e6).toFixed(3);
+
 function goal(label: string, value: number, limit: number, unit: string): string {
   return `  ${value <= limit ? 'meets' : 'MISSES'} goal: ${label} ${value} ${unit} (goal <= ${limit})`;
 }
@@ -46,26 +50,38 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
   const repeats = opts.quick ? 3 : 7;
   log(`depthcast ${VERSION} bench — ${new Date().toISOString()} — ${os.cpus()[0]?.model ?? 'cpu'} ×${os.cpus().length}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
   log(`onnxruntime backends bundled: ${listBundledBackends().join(', ')}; device requested: ${opts.device}`);
-  log('models: random-weight models with Stable Diffusion 1.5 I/O shapes (latents 2×4×64×64, text 2×77×768, 512×512 images) and trivial compute, so overhead is what is measured');
+  log('models: random-weight models with Stable Diffusion 1.5 I/O shapes (latents 2×4×64×64, text 2×77×768, 512×512 images; ControlNet: SD 1.5\'s 13 residuals, 320-1280 channels) and trivial compute, so overhead is what is measured');
   log('pipelines and codecs run in a worker thread set up as the service\'s inference worker (its heap sizing included)\n');
   const dirs = await buildSdSizeModels();
   const pipelines: PipelineFigures[] = [];
-  const runs: [string, 'euler-a' | 'dpmpp-2m'][] = [
-    [dirs.controlnet, 'euler-a'], [dirs.controlnetFp16, 'euler-a'], [dirs.depth2img, 'euler-a'], [dirs.depth2img, 'dpmpp-2m'],
+  type Run = [string, 'euler-a' | 'dpmpp-2m', ('composed' | 'separate')?];
+  const runs: Run[] = [
+    [dirs.controlnet, 'euler-a', 'composed'], [dirs.controlnet, 'euler-a', 'separate'],
+    [dirs.controlnetFp16, 'euler-a', 'composed'], [dirs.controlnetFp16, 'euler-a', 'separate'],
+    ...(opts.controlnetOnly ? [] : [[dirs.depth2img, 'euler-a'], [dirs.depth2img, 'dpmpp-2m']] as Run[]),
   ];
   const worker = new BenchWorker();
   let regions: RegionFigures[];
   let codecs: Record<string, number>;
   try {
-    for (const [dir, scheduler] of runs) {
-      const f = await worker.run('benchPipeline', dir, opts.device, steps, repeats, scheduler);
+    for (const [dir, scheduler, graph] of runs) {
+      const f = await worker.run('benchPipeline', dir, opts.device, steps, repeats, scheduler, graph);
       pipelines.push(f);
-      log(`${f.family} ${f.dtype}, ${f.steps} steps, CFG batch 2, ${f.scheduler} (median of ${repeats}):`);
+      log(`${f.family}${f.graph ? ` (${f.graph === 'composed' ? 'composed into one graph' : 'two sessions'})` : ''} ${f.dtype}, ${f.steps} steps, CFG batch 2, ${f.scheduler} (median of ${repeats}):`);
       log(`  per image: total ${f.perImage.total} ms, inside session.run ${f.perImage.sessionRun} ms, overhead ${f.perImage.overhead} ms`);
-      log(`  per step: unet ${f.perStep.unet} ms, controlnet ${f.perStep.controlnet} ms, scheduler+guidance ${f.perStep.scheduler} ms, overhead ${f.perStep.overhead} ms`);
+      log(`  per step: ${f.graph === 'composed' ? `controlnet+unet ${f.perStep.controlnetUnet} ms` : `unet ${f.perStep.unet} ms, controlnet ${f.perStep.controlnet} ms`}, scheduler+guidance ${f.perStep.scheduler} ms, overhead ${f.perStep.overhead} ms`);
+      log(`  bytes across the onnxruntime boundary per step: in ${mb(f.bytesPerStep.in)} MB, out ${mb(f.bytesPerStep.out)} MB (total ${mb(f.bytesPerStep.in + f.bytesPerStep.out)} MB)`);
+      if (f.graph === 'composed') log(goal('bytes per step, composed ControlNet + UNet', +mb(f.bytesPerStep.in + f.bytesPerStep.out), 1, 'MB'));
       log(`  stages (ms per image): ${Object.entries(f.stages).map(([k, v]) => `${k} ${v}`).join(', ')}`);
       log(`  bare session.run loop over the same calls: ${f.bare.perImage} ms per image → pipeline/bare ratio ${f.bare.ratio}`);
       log(goal('pipeline overhead per step', f.perStep.overhead, 0.5, 'ms'));
+    }
+    if (opts.controlnetOnly) {
+      await worker.close();
+      const report = { version: VERSION, date: new Date().toISOString(), device: opts.device, backends: listBundledBackends(), pipelines };
+      if (opts.json) console.log(JSON.stringify(report, null, 2));
+      else log(`\n${JSON.stringify(report)}`);
+      return;
     }
     regions = await worker.run('benchRegions', dirs.depth2img, opts.device, steps, Math.max(2, repeats - 2));
     log(`\nregional prompting (depth2img, CFG): ${regions.map((r) => `${r.regions} regions → UNet batch ${r.unetBatch}, ${r.unetMsPerStep} ms/step, ${r.totalMs} ms/image`).join('; ')}`);

@@ -3,7 +3,7 @@
  * 512×512 images) on models with those I/O shapes and trivial compute, so what is left
  * after subtracting session.run time is depthcast's own overhead.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { controlImageFromNearness, decodeDepthPixels, toNearness } from '../depth/convert.ts';
@@ -18,15 +18,23 @@ import type { Device } from '../runtime/ort.ts';
 import { schedulerConfigFor } from '../schedulers/index.ts';
 import { createTinyModel } from '../tiny/build-tiny.ts';
 import { Scratch } from '../util/scratch.ts';
+import { buildSdControlledUnet, buildSdControlnet } from './sd-controlnet.ts';
 import { median, round } from './stats.ts';
 
 export const SD = { width: 512, height: 512, latent: 64, hidden: 768 } as const;
 
+/**
+ * Bench model folders with SD 1.5's I/O at 512²; the ControlNet pairs hand over SD 1.5's 13
+ * residuals in their real shapes (sd-controlnet.ts), the rest of each folder is a tiny model.
+ */
 export async function buildSdSizeModels(): Promise<Record<'controlnet' | 'controlnetFp16' | 'depth2img', string>> {
   const root = mkdtempSync(join(tmpdir(), 'depthcast-bench-'));
   const out = { controlnet: join(root, 'sd-controlnet'), controlnetFp16: join(root, 'sd-controlnet-fp16'), depth2img: join(root, 'sd-depth2img') };
-  await createTinyModel(out.controlnet, { family: 'controlnet', hiddenSize: SD.hidden });
-  await createTinyModel(out.controlnetFp16, { family: 'controlnet', hiddenSize: SD.hidden, dtype: 'fp16' });
+  for (const [dir, dtype] of [[out.controlnet, 'fp32'], [out.controlnetFp16, 'fp16']] as const) {
+    await createTinyModel(dir, { family: 'controlnet', hiddenSize: SD.hidden, dtype });
+    writeFileSync(join(dir, 'controlnet/model.onnx'), buildSdControlnet(dtype));
+    writeFileSync(join(dir, 'unet/model.onnx'), buildSdControlledUnet(dtype));
+  }
   await createTinyModel(out.depth2img, { family: 'depth2img', hiddenSize: SD.hidden });
   return out;
 }
@@ -64,25 +72,40 @@ function inputFor(model: LoadedModel, steps: number, nearness: Float32Array, sch
 
 export interface PipelineFigures {
   family: string;
+  /** ControlNet models: one composed graph, or two sessions with the residuals passing through JavaScript. */
+  graph?: 'composed' | 'separate';
   dtype: string;
   scheduler: SchedulerName;
   steps: number;
   /** Median per-stage milliseconds per image (unet/controlnet/scheduler also per step). */
   stages: Record<string, number>;
-  perStep: { unet: number; controlnet: number; scheduler: number; overhead: number };
+  perStep: { unet: number; controlnet: number; controlnetUnet: number; scheduler: number; overhead: number };
   perImage: { total: number; sessionRun: number; overhead: number };
   bare: { perImage: number; ratio: number };
+  /** Bytes fed to / taken from the denoising sessions per step (all of them cross to a GPU and back). */
+  bytesPerStep: { in: number; out: number };
 }
 
-export async function benchPipeline(dir: string, device: Device, steps: number, repeats: number, scheduler: SchedulerName = 'euler-a'): Promise<PipelineFigures> {
-  const model = await loadModel(dir, { device });
+/** The denoising sessions' traffic so far: UNet, ControlNet, or the two composed. */
+function denoiseTraffic(model: LoadedModel): { in: number; out: number } {
+  const s = model.sessions;
+  const all = [s.unet, s.controlnet, model.controlnetUnet].filter((x) => x !== undefined);
+  return { in: all.reduce((a, x) => a + x.traffic.bytesIn, 0), out: all.reduce((a, x) => a + x.traffic.bytesOut, 0) };
+}
+
+export async function benchPipeline(dir: string, device: Device, steps: number, repeats: number, scheduler: SchedulerName = 'euler-a', controlnetGraph?: 'composed' | 'separate'): Promise<PipelineFigures> {
+  const model = await loadModel(dir, { device, controlnetGraph });
+  if (controlnetGraph === 'composed' && !model.controlnetUnet) throw new Error(`bench: the ControlNet did not compose: ${model.controlnetNotComposed}`);
   const nearness = toNearness({ data: benchDepth(), width: SD.width, height: SD.height, kind: 'zdepth', near: 1, far: 100 }, 'fixed').nearness;
   const scratch = new Scratch();
   // Warm-up: a service that has been generating a while has its code optimised, buffers
   // allocated and prompts cached; one generation left the first figures noticeably colder.
   for (let i = 0; i < 3; i++) await generate(model, inputFor(model, steps, nearness, scheduler, scratch));
   const runs: Record<string, number>[] = [];
+  const before = denoiseTraffic(model);
   for (let i = 0; i < repeats; i++) runs.push((await generate(model, inputFor(model, steps, nearness, scheduler, scratch))).timings);
+  const after = denoiseTraffic(model);
+  const perStepBytes = (k: 'in' | 'out') => Math.round((after[k] - before[k]) / (repeats * steps));
   const med = (k: string) => median(runs.map((r) => r[k] ?? 0));
   const stages: Record<string, number> = {};
   for (const k of new Set(runs.flatMap((r) => Object.keys(r)))) stages[k] = round(med(k));
@@ -104,7 +127,15 @@ export async function benchPipeline(dir: string, device: Device, steps: number, 
     encoder_hidden_states: { data: emb, dims: [2, L, SD.hidden] },
   };
   let controlnetMs = 0;
-  if (s.controlnet) {
+  let unetMs: number;
+  if (model.controlnetUnet) {
+    const feeds: Record<string, { data: Float32Array | number; dims: number[] }> = {
+      ...unetFeeds,
+      control_image: { data: new Float32Array(SD.width * SD.height), dims: [1, 1, SD.height, SD.width] },
+      conditioning_scale: { data: 1, dims: [] },
+    };
+    unetMs = await model.controlnetUnet.timeBareRuns(feeds, iters);
+  } else if (s.controlnet) {
     const cnFeeds: Record<string, { data: Float32Array | number; dims: number[] }> = {
       sample: { data: new Float32Array(2 * c * hw * hw), dims: [2, c, hw, hw] },
       timestep: { data: 500, dims: [2] },
@@ -115,18 +146,22 @@ export async function benchPipeline(dir: string, device: Device, steps: number, 
     controlnetMs = await s.controlnet.timeBareRuns(cnFeeds, iters);
     const shapes = await s.controlnet.run(cnFeeds);
     for (const [out, inp] of model.residualMap) unetFeeds[inp] = { data: shapes[out]!.data, dims: shapes[out]!.dims };
+    unetMs = await s.unet.timeBareRuns(unetFeeds, iters);
+  } else {
+    unetMs = await s.unet.timeBareRuns(unetFeeds, iters);
   }
-  const unetMs = await s.unet.timeBareRuns(unetFeeds, iters);
   const decodeMs = await s.vaeDecoder.timeBareRuns({ latent_sample: { data: new Float32Array(c * hw * hw), dims: [1, c, hw, hw] } }, 3);
   const bare = steps * (unetMs + controlnetMs) + decodeMs;
   await model.release();
   return {
     family: model.family,
+    ...(model.family === 'controlnet' ? { graph: model.controlnetUnet ? 'composed' as const : 'separate' as const } : {}),
     dtype: model.dtype,
     scheduler,
     steps,
     stages,
-    perStep: { unet: round(med('unet') / steps), controlnet: round(med('controlnet') / steps), scheduler: round(med('scheduler') / steps), overhead: round(perImageOverhead / steps) },
+    bytesPerStep: { in: perStepBytes('in'), out: perStepBytes('out') },
+    perStep: { unet: round(med('unet') / steps), controlnet: round(med('controlnet') / steps), controlnetUnet: round(med('controlnetUnet') / steps), scheduler: round(med('scheduler') / steps), overhead: round(perImageOverhead / steps) },
     perImage: { total: round(total), sessionRun: round(sessionRun), overhead: round(perImageOverhead) },
     bare: { perImage: round(bare), ratio: round(total / bare) },
   };
@@ -201,7 +236,7 @@ export async function benchRegions(dir: string, device: Device, steps: number, r
     out.push({
       regions: count,
       unetBatch: 2 + count,
-      unetMsPerStep: round(median(runs.map((r) => (r.unet! + (r.controlnet ?? 0)) / steps))),
+      unetMsPerStep: round(median(runs.map((r) => ((r.unet ?? 0) + (r.controlnet ?? 0) + (r.controlnetUnet ?? 0)) / steps))),
       totalMs: round(median(runs.map((r) => r.total!))),
     });
   }

@@ -172,6 +172,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--sd-unet <architecture>', "time only a UNet of Stable Diffusion's real architecture and size, per step (GBs of memory; seconds per step on a CPU)").choices(['sd15', 'sd2-depth']))
     .addOption(new Option('--unet-dtype <dtype>', 'with --sd-unet: compute type').choices(['fp32', 'fp16']).default('fp32'))
     .option('--unet-runs <n>', 'with --sd-unet: timed runs after a first one', intArg('unet-runs'), 3)
+    .option('--controlnet-only', "only the ControlNet pipelines at SD 1.5's residual sizes: composed graph and two sessions, fp32 and fp16")
     .action(async (opts) => {
       const { benchCommand } = await import('../bench/cli.ts');
       await benchCommand(opts);

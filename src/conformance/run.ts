@@ -44,6 +44,8 @@ export interface CaseOutcome {
   /** How many timesteps the denoising loop ran. */
   timestepsRun: number;
   note?: string;
+  /** The image the pipeline made ([3,H,W] planar), for comparing two ways of running a case. */
+  image: Float32Array;
 }
 
 async function npy(dir: string, file: string) {
@@ -114,7 +116,7 @@ export async function runCase(caseDir: string, models: Map<string, LoadedModel>)
     notes.push(`timesteps [${ts.map((t) => +t.toFixed(3)).join(', ')}] differ from expected [${spec.expected.timesteps.join(', ')}]`);
   }
   if (noise.remaining > 0) notes.push(`${noise.remaining} noise arrays unused`);
-  return { name: spec.name, passed: sameShape && maxAbs <= spec.tolerance.image_max_abs, maxAbs, timestepsRun: ts.length, note: notes.join('; ') || undefined };
+  return { name: spec.name, passed: sameShape && maxAbs <= spec.tolerance.image_max_abs, maxAbs, timestepsRun: ts.length, note: notes.join('; ') || undefined, image: image.data };
 }
 
 /**

@@ -13,6 +13,7 @@ import { checkExternalData } from '../hub/onnx-external.ts';
 import { ClipTokenizer } from '../tokenizer/clip.ts';
 import { describeMissingOps, missingContribOps } from './contrib-ops.ts';
 import { modelDefaults, type ModelDefaults } from './defaults.ts';
+import { openComposedControlnet } from './compose.ts';
 import { mapControlnetResiduals } from './controlnet-map.ts';
 import { fixedScaleUpsamplers, latentMultipleOf } from './sizes.ts';
 import { type ComponentName, type DepthcastModelConfig, familyOf, type ModelFamily, REQUIRED_FILES, SESSION_FILES } from './layout.ts';
@@ -63,6 +64,13 @@ export interface LoadedModel {
    * classifier-free guidance, as diffusers does when unet.config.time_cond_proj_dim is set.
    */
   guidanceEmbeddingDim?: number;
+  /**
+   * ControlNet and UNet composed into one graph (src/models/compose.ts), so residuals stay in
+   * onnxruntime; `sessions.unet` and `sessions.controlnet` are then released (their specs stay).
+   */
+  controlnetUnet?: ModelSession;
+  /** Why a ControlNet model runs two sessions instead (not composable, or asked for). */
+  controlnetNotComposed?: string;
   /** Prompt embeddings cache (prompt → last_hidden_state [77,D]). */
   textCache: Map<string, Float32Array>;
   release(): Promise<void>;
@@ -74,6 +82,8 @@ export interface LoadOptions {
   vaeScalingFactor?: number;
   /** Hears about devices `auto` skipped. */
   onFallback?: (device: string, reason: string) => void;
+  /** ControlNet models: one composed graph (default, when the pair composes) or two sessions. */
+  controlnetGraph?: 'composed' | 'separate';
 }
 
 async function readJson(path: string, problems: string[], what: string): Promise<Record<string, unknown> | undefined> {
@@ -279,6 +289,15 @@ export async function checkModelFolder(dir: string): Promise<{ ok: boolean; prob
   return { ok: problems.length === 0, problems };
 }
 
+/** Opens the composed ControlNet + UNet unless asked not to; on success the two separate sessions are released. */
+async function composeControlnet(dir: string, s: ModelSessions, residualMap: [string, string][], device: Exclude<Device, 'auto'>, options: LoadOptions): Promise<Pick<LoadedModel, 'controlnetUnet' | 'controlnetNotComposed'>> {
+  if (options.controlnetGraph === 'separate') return { controlnetNotComposed: 'two sessions were asked for' };
+  const { session, notComposed } = await openComposedControlnet(dir, residualMap, device);
+  if (!session) return { controlnetNotComposed: notComposed };
+  await Promise.all([s.unet.release(), s.controlnet!.release()]);
+  return { controlnetUnet: session };
+}
+
 export async function loadModel(dirInput: string, options: LoadOptions = {}): Promise<LoadedModel> {
   const dir = resolve(dirInput);
   const problems: string[] = [];
@@ -365,6 +384,7 @@ export async function loadModel(dirInput: string, options: LoadOptions = {}): Pr
     throw fail();
   }
   const all = sessions as ModelSessions;
+  const composed = all.controlnet ? await composeControlnet(dir, all, residualMap, device as Exclude<Device, 'auto'>, options) : {};
   return {
     name: basename(dir),
     dir,
@@ -383,9 +403,10 @@ export async function loadModel(dirInput: string, options: LoadOptions = {}): Pr
     residualMap,
     controlnetTakesScale: !!all.controlnet?.input('conditioning_scale'),
     ...(guidanceEmbedding ? { guidanceEmbeddingDim: guidanceEmbedding } : {}),
+    ...composed,
     textCache: new Map(),
     async release() {
-      await Promise.all(Object.values(opened).map((s) => s.release()));
+      await Promise.all([...Object.values(opened), composed.controlnetUnet].map((s) => s?.release()));
     },
   };
 }

@@ -4,7 +4,7 @@
  */
 import { DepthcastError } from '../errors.ts';
 import type { LoadedModel } from '../models/load.ts';
-import type { Feed } from '../runtime/ort.ts';
+import type { Feed, ModelSession, OutputTensor } from '../runtime/ort.ts';
 import { denoise, throwIfCancelled } from './denoise.ts';
 import { checkInputs, encodeConditioning, finish, prepareLatents, prepareScheduler } from './shared.ts';
 import { guidanceScaleEmbedding, timestepCondFeed } from './guidance.ts';
@@ -54,7 +54,8 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
   const batch = plan.embeddings.length;
   const embeddings = concatEmbeddings(plan.embeddings);
   // 3. Prepare the control image, repeated for the batch.
-  const controlBatch = controlBatchFor(control, batch, controlnet.input('controlnet_cond')?.type === 'float16', input.scratch);
+  // (The composed graph takes the image once and broadcasts it itself.)
+  const controlBatch = model.controlnetUnet ? undefined : controlBatchFor(control, batch, controlnet.input('controlnet_cond')?.type === 'float16', input.scratch);
   // 4. Timesteps and initial latents (img2img when there is an init image).
   const { scheduler, timesteps } = prepareScheduler(model, input);
   const { latents, noise, seed } = await prepareLatents(model, input, scheduler, timesteps, h, w, timer);
@@ -66,13 +67,14 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
   const final = await denoise({
     model, scheduler, timesteps, latents, plan, h, w, noise, timer, input,
     async predict(scaled, n, t) {
+      if (model.controlnetUnet) return predictComposed(model, model.controlnetUnet, timer, { scaled, n, t, h, w, L, D, embeddings, control, scale, condFeed });
       // Both models take this step's latents: an fp16 pair converts them once.
       const step = {};
       const cnFeeds: Record<string, Feed> = {
         sample: { data: scaled, dims: [n, c, h, w], stableFor: step },
         timestep: { data: t, dims: [n] },
         encoder_hidden_states: { data: embeddings, dims: [n, L, D], stableFor: embeddings },
-        controlnet_cond: { data: controlBatch, dims: [n, 3, input.height, input.width], stableFor: timer },
+        controlnet_cond: { data: controlBatch!, dims: [n, 3, input.height, input.width], stableFor: timer },
       };
       if (model.controlnetTakesScale) cnFeeds.conditioning_scale = { data: scale, dims: [] };
       if (controlnet.input('timestep_cond')) Object.assign(cnFeeds, condFeed);
@@ -102,4 +104,34 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
   });
   // 6. Decode.
   return finish(model, final, timesteps, seed, h, w, timer, started, input);
+}
+
+interface ComposedStep {
+  scaled: Float32Array;
+  n: number;
+  t: number;
+  h: number;
+  w: number;
+  L: number;
+  D: number;
+  embeddings: Float32Array;
+  control: PlanarImage;
+  scale: number;
+  /** `timestep_cond` when the UNet (or ControlNet) takes a guidance embedding. */
+  condFeed: Record<string, Feed>;
+}
+
+/** One step on the composed ControlNet + UNet graph: the residuals stay inside onnxruntime; the graph applies the scale. */
+async function predictComposed(model: LoadedModel, session: ModelSession, timer: StageTimer, s: ComposedStep): Promise<OutputTensor> {
+  const c = model.latentChannels;
+  const feeds: Record<string, Feed> = {
+    sample: { data: s.scaled, dims: [s.n, c, s.h, s.w] },
+    timestep: { data: s.t, dims: [s.n] },
+    encoder_hidden_states: { data: s.embeddings, dims: [s.n, s.L, s.D], stableFor: s.embeddings },
+    control_image: { data: s.control.data, dims: [1, s.control.channels, s.control.height, s.control.width], stableFor: timer },
+    conditioning_scale: { data: s.scale, dims: [] },
+    ...(session.input('timestep_cond') ? s.condFeed : {}),
+  };
+  const out = await timer.time('controlnetUnet', () => session.run(feeds, ['out_sample']));
+  return out.out_sample!;
 }

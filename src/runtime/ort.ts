@@ -126,6 +126,15 @@ function describeFeeds(feeds: Record<string, Feed>): string {
     .join(', ');
 }
 
+/** An ONNX graph built in memory (the composed ControlNet + UNet): its bytes are read only during session creation. */
+export interface InMemoryGraph {
+  bytes: Uint8Array;
+  /** The folder that external-data locations in the graph are relative to. */
+  externalDataDir: string;
+  /** What error messages call it (there is no file). */
+  label: string;
+}
+
 function sizeOf(dims: readonly number[]): number {
   return dims.reduce((a, b) => a * b, 1);
 }
@@ -154,18 +163,29 @@ export class ModelSession {
     readonly outputs: TensorSpec[],
   ) {}
 
-  /** `saveOptimizedTo`: where ORT writes the graph it optimised (for checks of what it folded). */
-  static async create(name: string, path: string, device: Exclude<Device, 'auto'>, saveOptimizedTo?: string): Promise<ModelSession> {
-    const session = await ort.InferenceSession.create(path, {
+  /**
+   * `source`: an ONNX file, or a graph built in memory with the folder its external-data
+   * locations are relative to. `saveOptimizedTo`: where ORT writes the graph it optimised (for
+   * checks of what it folded).
+   */
+  static async create(name: string, source: string | InMemoryGraph, device: Exclude<Device, 'auto'>, saveOptimizedTo?: string): Promise<ModelSession> {
+    const inMemory = typeof source !== 'string';
+    const options: ort.InferenceSession.SessionOptions = {
       ...(saveOptimizedTo ? { optimizedModelFilePath: saveOptimizedTo } : {}),
       executionProviders: [EP_OF_DEVICE[device]],
       graphOptimizationLevel: 'all',
       logSeverityLevel: 3,
       // Spinning intra-op threads keep both cores busy between ops; the JS around each step
       // (scheduler, previews, PNG, the server) then waits for a core. DEPTHCAST_ORT_SPIN=1 restores it.
-      extra: { session: { intra_op: { allow_spinning: process.env.DEPTHCAST_ORT_SPIN === '1' ? '1' : '0' } } },
-    });
-    return new ModelSession(name, path, device, session, specsOf(session.inputMetadata), specsOf(session.outputMetadata));
+      extra: {
+        session: {
+          intra_op: { allow_spinning: process.env.DEPTHCAST_ORT_SPIN === '1' ? '1' : '0' },
+          ...(inMemory ? { model_external_initializers_file_folder_path: source.externalDataDir } : {}),
+        },
+      },
+    };
+    const session = inMemory ? await ort.InferenceSession.create(source.bytes, options) : await ort.InferenceSession.create(source, options);
+    return new ModelSession(name, inMemory ? source.label : source, device, session, specsOf(session.inputMetadata), specsOf(session.outputMetadata));
   }
 
   input(name: string): TensorSpec | undefined {
@@ -226,6 +246,7 @@ export class ModelSession {
    * values in a particular memory (a WebAssembly module's), without a copy of its own.
    */
   async run(feeds: Record<string, Feed>, outputNames?: string[], into?: Record<string, { data: Float32Array; dims: number[] }>): Promise<Record<string, OutputTensor>> {
+    if (this.released) throw new DepthcastError('BAD_MODEL', `${this.name} (${this.path}) was released; this model runs it inside a composed graph`);
     const missing = this.inputs.filter((i) => !(i.name in feeds)).map((i) => i.name);
     const unknown = Object.keys(feeds).filter((k) => !this.input(k));
     if (missing.length || unknown.length) {
@@ -236,6 +257,8 @@ export class ModelSession {
     }
     const tensors: Record<string, ort.Tensor> = {};
     for (const spec of this.inputs) tensors[spec.name] = this.toTensor(spec, feeds[spec.name]!);
+    let bytesIn = 0;
+    for (const t of Object.values(tensors)) bytesIn += (t.data as ArrayBufferView).byteLength;
     let results: ort.InferenceSession.OnnxValueMapType;
     const fetches = into && outputNames ? preallocated(outputNames, into, this) : undefined;
     try {
@@ -250,6 +273,9 @@ export class ModelSession {
     } finally {
       for (const t of Object.values(tensors)) t.dispose?.();
     }
+    this.traffic.runs++;
+    this.traffic.bytesIn += bytesIn;
+    for (const v of Object.values(results)) this.traffic.bytesOut += ((v as ort.Tensor).data as ArrayBufferView).byteLength;
     const out: Record<string, OutputTensor> = {};
     for (const [name, value] of Object.entries(results)) {
       const target = fetches?.[name] ? into![name]! : undefined;
@@ -279,7 +305,18 @@ export class ModelSession {
     return (performance.now() - start) / iterations;
   }
 
+  /**
+   * Bytes fed to and taken from onnxruntime by run(), over this session's life: what crosses
+   * the boundary (on a GPU, host↔device copies; there is no IO binding to keep data there).
+   */
+  readonly traffic = { runs: 0, bytesIn: 0, bytesOut: 0 };
+
+  /** Whether release() ran: a released session's specs stay readable, its run() refuses. */
+  released = false;
+
   async release(): Promise<void> {
+    if (this.released) return;
+    this.released = true;
     await this.session.release();
   }
 }
@@ -300,7 +337,7 @@ function preallocated(outputNames: string[], into: Record<string, { data: Float3
  */
 export async function openSession(
   name: string,
-  path: string,
+  path: string | InMemoryGraph,
   device: Device,
   onFallback?: (device: string, reason: string) => void,
 ): Promise<ModelSession> {
@@ -319,7 +356,7 @@ export async function openSession(
             (device === 'cuda' ? 'Install the CUDA EP with `npm install --onnxruntime-node-install=cuda12`, or use --device cpu.' : 'Use --device auto or --device cpu.'),
         );
       }
-      throw new DepthcastError('BAD_MODEL', `${name}: ${path} could not be loaded: ${message.split('\n')[0]}`);
+      throw new DepthcastError('BAD_MODEL', `${name}: ${typeof path === 'string' ? path : path.label} could not be loaded: ${message.split('\n')[0]}`);
     }
   }
   let lastError: unknown;
@@ -335,5 +372,5 @@ export async function openSession(
       if (candidate !== 'cpu') onFallback?.(candidate, ((err as Error).message ?? String(err)).split('\n')[0]!);
     }
   }
-  throw new DepthcastError('BAD_MODEL', `${name}: ${path} could not be loaded on any device: ${(lastError as Error)?.message?.split('\n')[0]}`);
+  throw new DepthcastError('BAD_MODEL', `${name}: ${typeof path === 'string' ? path : path.label} could not be loaded on any device: ${(lastError as Error)?.message?.split('\n')[0]}`);
 }
