@@ -279,7 +279,7 @@ export class Scheduler {
       },
     );
     const done = run.then(
-      (r) => this.succeed(job, { image: r.image, format: r.format, width: r.width, height: r.height, seed: r.seed, params: r.params, model: r.model, timings: r.timings }),
+      (r) => this.succeed(job, { image: r.image, format: r.format, width: r.width, height: r.height, generated: r.generated, seed: r.seed, params: r.params, model: r.model, timings: r.timings }),
       (err) => this.fail(job, toDepthcastError(err, 'INFERENCE_FAILED')),
     ).finally(() => {
       this.gpu = undefined;
@@ -288,13 +288,13 @@ export class Scheduler {
     this.gpu = { job, done };
   }
 
-  private succeed(job: Job, r: { image: Uint8Array; format: ResultFormat; width: number; height: number; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number> }): void {
+  private succeed(job: Job, r: { image: Uint8Array; format: ResultFormat; width: number; height: number; generated: { width: number; height: number }; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number> }): void {
     if (job.state !== 'running') return;
     this.settle(job);
     this.stats.succeeded++;
     const now = performance.now();
     const header: ResultHeader = {
-      type: 'result', jobId: job.id, stream: job.stream.name, format: r.format, width: r.width, height: r.height,
+      type: 'result', jobId: job.id, stream: job.stream.name, format: r.format, width: r.width, height: r.height, generated: r.generated,
       seed: r.seed, finishReason: 'SUCCESS', params: r.params, model: r.model,
       timings: { ...r.timings, queued: job.startedAt! - job.frame.receivedAt, endToEnd: now - job.frame.receivedAt },
     };
