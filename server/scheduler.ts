@@ -1,8 +1,9 @@
 /**
  * The job queue in front of the one inference worker. Jobs belong to a stream of an owner
  * (a WebSocket connection or an HTTP request). Live jobs: newest frame wins — a new live frame
- * replaces the stream's queued one and cancels its running one at the next step boundary, and
- * a frame that barely differs from the stream's last computed frame reuses that result.
+ * replaces the stream's queued one; whether it also cancels the running one (at the next step
+ * boundary) or lets it finish is live-policy.ts's decision. A frame that barely differs from the
+ * stream's last computed frame reuses that result.
  * Batch jobs: FIFO, never dropped. Streams with work take turns (round robin). The queue is
  * bounded (BUSY past it). Exactly one terminal callback (result | cancelled | failed) per job.
  */
@@ -13,6 +14,7 @@ import type { EngineProgress } from '../src/engine/types.ts';
 import type { ResultFormat, ResultHeader } from '../src/protocol/schemas.ts';
 import type { Frame } from './intake.ts';
 import { type JobRecord, JobStore } from './jobs.ts';
+import { type LiveStreamState, noteOutcome, noteSuperseded, supersedesRunning } from './live-policy.ts';
 import { type ComputedFrame, frameSignature, isSimilar } from './similarity.ts';
 
 /** Live streams whose last result is kept for the similarity skip (each holds an image and a ≤256² grid). */
@@ -69,7 +71,7 @@ interface Job {
   startedAt?: number;
 }
 
-interface Stream {
+interface Stream extends LiveStreamState {
   key: string;
   owner: string;
   name: string;
@@ -125,9 +127,16 @@ export class Scheduler {
     if (live) {
       for (const old of replaced) this.cancel(old, 'superseded');
       const running = this.gpu?.job;
-      if (running && running.stream === stream && running.mode === 'live') this.cancel(running, 'superseded');
+      const ownRunning = running && running.state === 'running' && running.stream === stream && running.mode === 'live' ? running : undefined;
+      if (ownRunning && supersedesRunning(ownRunning.record.progress, stream)) {
+        noteSuperseded(stream);
+        this.cancel(ownRunning, 'superseded');
+      }
+      const kept = ownRunning?.state === 'running';
       const t0 = performance.now();
-      if (stream.last && isSimilar(stream.last, frame, signature, this.opts.similarityThreshold)) {
+      // While an older frame of the stream still finishes, a reused result would arrive before it
+      // and be overwritten by it on the client: the frame waits its turn instead.
+      if (!kept && stream.last && isSimilar(stream.last, frame, signature, this.opts.similarityThreshold)) {
         this.reuse(job, stream.last, performance.now() - t0);
         return;
       }
@@ -177,7 +186,7 @@ export class Scheduler {
 
   private addStream(key: string, owner: string, name: string): Stream {
     // A new stream goes after streams that have waited longer, but before the one served last.
-    const stream: Stream = { key, owner, name, queue: [], servedAt: this.turn - 0.5 };
+    const stream: Stream = { key, owner, name, queue: [], servedAt: this.turn - 0.5, supersededSinceOutcome: 0 };
     this.streams.set(key, stream);
     return stream;
   }
@@ -291,6 +300,7 @@ export class Scheduler {
   private succeed(job: Job, r: { image: Uint8Array; format: ResultFormat; width: number; height: number; generated: { width: number; height: number }; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number> }): void {
     if (job.state !== 'running') return;
     this.settle(job);
+    noteOutcome(job.stream);
     this.stats.succeeded++;
     const now = performance.now();
     const header: ResultHeader = {
@@ -312,6 +322,7 @@ export class Scheduler {
   private fail(job: Job, error: DepthcastError): void {
     if (job.state !== 'running') return;
     this.settle(job);
+    noteOutcome(job.stream);
     this.stats.failed++;
     // The operator's log keeps the folder; clients (maybe remote, with a token) get the model's name.
     this.opts.log?.(`job ${job.id} failed: ${error.code}: ${error.message}`);
