@@ -14,7 +14,7 @@ import type { EngineProgress } from '../src/engine/types.ts';
 import type { ResultFormat, ResultHeader } from '../src/protocol/schemas.ts';
 import type { Frame } from './intake.ts';
 import { type JobRecord, JobStore } from './jobs.ts';
-import { type LiveStreamState, noteOutcome, noteSuperseded, supersedesRunning } from './live-policy.ts';
+import { afterRest, type LiveStreamState, noteFrame, noteOutcome, noteSuperseded, supersedesRunning } from './live-policy.ts';
 import { type ComputedFrame, frameSignature, isSimilar } from './similarity.ts';
 
 /** Live streams whose last result is kept for the similarity skip (each holds an image and a ≤256² grid). */
@@ -69,6 +69,8 @@ interface Job {
   state: 'queued' | 'running' | 'done';
   abort?: AbortController;
   startedAt?: number;
+  /** Live: the frame came after a rest of its stream (live-policy.ts). */
+  afterRest: boolean;
 }
 
 interface Stream extends LiveStreamState {
@@ -122,13 +124,14 @@ export class Scheduler {
     const stream = existing ?? this.addStream(key, owner, header.stream);
     const signature = frameSignature(frame, model.name);
     const record = this.opts.store.add({ jobId: header.jobId, stream: header.stream, mode: header.mode, state: 'queued', createdAt: new Date().toISOString() });
-    const job: Job = { id: header.jobId, owner, stream, mode: header.mode, frame, model, signature, sink, record, state: 'queued' };
+    const job: Job = { id: header.jobId, owner, stream, mode: header.mode, frame, model, signature, sink, record, state: 'queued', afterRest: live && afterRest(stream, frame.receivedAt) };
+    if (live) noteFrame(stream, frame.receivedAt);
     this.stats.submitted++;
     if (live) {
       for (const old of replaced) this.cancel(old, 'superseded');
       const running = this.gpu?.job;
       const ownRunning = running && running.state === 'running' && running.stream === stream && running.mode === 'live' ? running : undefined;
-      if (ownRunning && supersedesRunning(ownRunning.record.progress, stream)) {
+      if (ownRunning && supersedesRunning({ progress: ownRunning.record.progress, afterRest: ownRunning.afterRest }, stream)) {
         noteSuperseded(stream);
         this.cancel(ownRunning, 'superseded');
       }
@@ -300,7 +303,7 @@ export class Scheduler {
   private succeed(job: Job, r: { image: Uint8Array; format: ResultFormat; width: number; height: number; generated: { width: number; height: number }; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number> }): void {
     if (job.state !== 'running') return;
     this.settle(job);
-    noteOutcome(job.stream);
+    noteOutcome(job.stream, performance.now() - job.startedAt!);
     this.stats.succeeded++;
     const now = performance.now();
     const header: ResultHeader = {
