@@ -223,8 +223,9 @@ describe('live streams: newest frame wins', () => {
     // Results keep frame order: each is for a later frame than the one before.
     const order = results.map((m) => Number(m.jobId!.split('-')[1]));
     expect(order).toEqual([...order].sort((a, b) => a - b));
-    // At most every other start is cancelled: a cancelled start is always followed by one that finishes.
-    expect(results.length).toBeGreaterThanOrEqual(Math.floor(started / 2));
+    // Jobs started during the motion finish: only the first starts, before the stream's first
+    // generation time is known, can be cancelled (live-policy.ts).
+    expect(started - results.length).toBeLessThanOrEqual(2);
     await client.close();
   });
 
