@@ -2,10 +2,11 @@
  * One sizing rule for every path (src/pipelines/sizing.ts): the requested size is the output;
  * the model generates at its native pixel count with that aspect and the result is upscaled
  * through sharp. Checked on the plan itself, through the real server with a real ws client, and
- * through `depthcast generate`; the upscaled image is compared with sharp's resize of the same
+ * through `depthcast generate` and through Blender's headless batch script on the
+ * factory-startup scene (skipped without Blender); the upscaled image is compared with sharp's resize of the same
  * frame generated exactly at the generation size.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -119,4 +120,38 @@ describe('a 1920×1080 request through depthcast generate', () => {
       await models.cleanup();
     }
   });
+});
+
+const BLENDER = process.env.DEPTHCAST_BLENDER ?? 'blender';
+const hasBlender = spawnSync(BLENDER, ['--version'], { encoding: 'utf8', timeout: 60_000 }).status === 0;
+if (!hasBlender) console.warn(`sizing: the Blender batch check is SKIPPED: no Blender at '${BLENDER}'`);
+
+describe.skipIf(!hasBlender)('the factory-startup scene through the Blender batch script and the service', () => {
+  it('writes a 1920×1080 image and a sidecar naming the generated size', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'depthcast-sizing-blender-'));
+    const models = await tinyModelsDir();
+    const server = await startServer({ port: 0, modelsDir: models.dir, device: 'cpu', log: () => {} });
+    try {
+      const out = join(dir, 'out');
+      const args = ['-b', '--factory-startup', '--python', join(REPO_ROOT, 'blender-addon/scripts/depthcast_batch.py'), '--',
+        '--server', `ws://127.0.0.1:${server.port}/v1/ws`, '--prompt', 'a cube', '--steps', '2', '--out', out];
+      // Asynchronous: the service runs in this process and must answer while Blender waits.
+      const code = await new Promise<number | null>((resolve) => {
+        const child = spawn(BLENDER, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+        const timer = setTimeout(() => child.kill('SIGKILL'), 280_000);
+        child.once('exit', (c) => {
+          clearTimeout(timer);
+          resolve(c);
+        });
+      });
+      expect(code).toBe(0);
+      const meta = await sharp(readFileSync(join(out, 'Camera_0001.png'))).metadata();
+      expect([meta.width, meta.height]).toEqual([1920, 1080]);
+      const sidecar = JSON.parse(readFileSync(join(out, 'Camera_0001.json'), 'utf8'));
+      expect(sidecar.params).toMatchObject({ width: 1920, height: 1080, sizing: 'native', generatedWidth: 680, generatedHeight: 384 });
+    } finally {
+      await server.close();
+      await models.cleanup();
+    }
+  }, 300_000);
 });
