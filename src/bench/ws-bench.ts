@@ -34,6 +34,8 @@ export interface WsFigures {
     engineTimeOnResults: number;
     /** The last frame's send → result time in generations (generationMs). */
     lastFrameGenerations: number;
+    /** The same from the frame's arrival at the service (without the socket's backlog on a loaded machine). */
+    lastFrameServiceGenerations: number;
   };
 }
 
@@ -155,6 +157,7 @@ export async function benchWebSocket(modelsDir: string, model: string, device: D
         lastFrameServiceMs: round(flood.lastFrameServiceMs),
         rateOfQuiet: round(flood.computedWhileSending / seconds / (1000 / generationMs), 2),
         lastFrameGenerations: round(flood.lastFrameLatency / generationMs, 2),
+        lastFrameServiceGenerations: round(flood.lastFrameServiceMs / generationMs, 2),
         generationMsWhileSending: round(flood.generationMsWhileSending),
         engineTimeOnResults: round((flood.computedWhileSending * flood.generationMsWhileSending) / (seconds * 1000), 2),
         generationMs: round(generationMs),
