@@ -49,7 +49,7 @@ const ConfigFile = z.object({
   token: z.string().min(1).optional(),
   allowedOrigins: z.array(z.string()).optional(),
   limits: z.object({
-    maxMessageBytes: PositiveInt, maxDepthPixels: PositiveInt, maxOutputPixels: PositiveInt, maxPromptChars: PositiveInt,
+    maxMessageBytes: PositiveInt, maxDepthPixels: PositiveInt, maxOutputPixels: PositiveInt, maxGenerationPixels: PositiveInt, maxPromptChars: PositiveInt,
     maxSteps: PositiveInt, maxQueuedJobs: PositiveInt, maxRegions: PositiveInt,
   }).partial().strict().optional(),
 }).strict();

@@ -5,6 +5,7 @@
  */
 import { DepthcastError } from '../src/errors.ts';
 import type { FrameHeader, Limits } from '../src/protocol/schemas.ts';
+import { checkRequestedSize } from '../src/pipelines/sizing.ts';
 import { BYTES_PER_SAMPLE, type ScannedDepth, scanDepth } from './depth-scan.ts';
 
 export interface Frame {
@@ -22,9 +23,6 @@ export interface FrameParts {
   layout?: Uint8Array;
 }
 
-/** SD VAEs downsample by 8; output sizes must be multiples of it. */
-const SIZE_STEP = 8;
-
 function limit(what: string, value: number, max: number, unit: string): void {
   if (value > max) throw new DepthcastError('LIMIT_EXCEEDED', `${what} is ${value} ${unit}; this service allows at most ${max}`, { limit: max });
 }
@@ -41,14 +39,9 @@ function checkParams(header: FrameHeader, limits: Limits): void {
   limit('params.prompt', params.prompt.length, limits.maxPromptChars, 'characters');
   limit('params.negativePrompt', params.negativePrompt.length, limits.maxPromptChars, 'characters');
   if (params.steps !== undefined) limit('params.steps', params.steps, limits.maxSteps, 'steps');
-  for (const key of ['width', 'height'] as const) {
-    const v = params[key];
-    if (v !== undefined && v % SIZE_STEP !== 0) throw new DepthcastError('BAD_REQUEST', `params.${key} must be a multiple of ${SIZE_STEP}, got ${v}`);
-  }
-  const outW = params.width ?? Math.floor(depth.width / SIZE_STEP) * SIZE_STEP;
-  const outH = params.height ?? Math.floor(depth.height / SIZE_STEP) * SIZE_STEP;
-  if (outW < SIZE_STEP || outH < SIZE_STEP) throw new DepthcastError('BAD_REQUEST', `output size ${outW}×${outH} is too small; it must be at least ${SIZE_STEP}×${SIZE_STEP}`);
-  limit(`output size ${outW}×${outH}`, outW * outH, limits.maxOutputPixels, 'pixels');
+  // The requested size is the output size; the generated size follows from the model's
+  // (src/pipelines/sizing.ts), so only sizing "exact" meets the generation limit here.
+  checkRequestedSize(params, depth, limits);
   checkModelName(params.model);
 }
 

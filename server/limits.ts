@@ -2,6 +2,7 @@
  * The service's explicit limits (docs/protocol.md, "Limits"). Every one is announced in `hello`
  * and enforced before a job is queued, so a client learns what it did wrong at once.
  */
+import { DEFAULT_SIZE_LIMITS } from '../src/pipelines/sizing.ts';
 import type { Limits } from '../src/protocol/schemas.ts';
 
 export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
@@ -9,8 +10,10 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxMessageBytes: 64 * 1024 * 1024,
   /** Depth (and layout) pixels per frame: 2048². */
   maxDepthPixels: 2048 * 2048,
-  /** Output pixels per image: 1024². */
-  maxOutputPixels: 1024 * 1024,
+  /** Output pixels per image (the requested size, reached by upscaling the generated image): 4096². */
+  maxOutputPixels: DEFAULT_SIZE_LIMITS.maxOutputPixels,
+  /** Pixels a model generates when a frame asks for sizing "exact": 1024². Native sizing stays at the model's own size. */
+  maxGenerationPixels: DEFAULT_SIZE_LIMITS.maxGenerationPixels,
   /** Characters of the prompt, the negative prompt and each layout object's prompt. */
   maxPromptChars: 2000,
   /** Denoising steps per job. */

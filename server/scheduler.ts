@@ -1,8 +1,9 @@
 /**
  * The job queue in front of the one inference worker. Jobs belong to a stream of an owner
  * (a WebSocket connection or an HTTP request). Live jobs: newest frame wins — a new live frame
- * replaces the stream's queued one and cancels its running one at the next step boundary, and
- * a frame that barely differs from the stream's last computed frame reuses that result.
+ * replaces the stream's queued one; whether it also cancels the running one (at the next step
+ * boundary) or lets it finish is live-policy.ts's decision. A frame that barely differs from the
+ * stream's last computed frame reuses that result.
  * Batch jobs: FIFO, never dropped. Connections with work take turns (round robin), and within
  * a connection its streams do. The queue is bounded (BUSY past it) for all together and per
  * connection, and a connection has a bounded number of streams. Exactly one terminal callback
@@ -15,6 +16,7 @@ import type { EngineProgress } from '../src/engine/types.ts';
 import type { ResultFormat, ResultHeader } from '../src/protocol/schemas.ts';
 import type { Frame } from './intake.ts';
 import { type JobRecord, JobStore } from './jobs.ts';
+import { afterRest, type LiveStreamState, noteFrame, noteOutcome, noteSuperseded, supersedesRunning } from './live-policy.ts';
 import { type ComputedFrame, frameSignature, isSimilar } from './similarity.ts';
 
 /** Live streams whose last result is kept for the similarity skip (each holds an image and a ≤256² grid). */
@@ -73,9 +75,11 @@ interface Job {
   state: 'queued' | 'running' | 'done';
   abort?: AbortController;
   startedAt?: number;
+  /** Live: the frame came after a rest of its stream (live-policy.ts). */
+  afterRest: boolean;
 }
 
-interface Stream {
+interface Stream extends LiveStreamState {
   key: string;
   owner: string;
   name: string;
@@ -130,14 +134,22 @@ export class Scheduler {
     const stream = existing ?? this.addStream(key, owner, header.stream);
     const signature = frameSignature(frame, model.name);
     const record = this.opts.store.add({ jobId: header.jobId, stream: header.stream, mode: header.mode, state: 'queued', createdAt: new Date().toISOString() });
-    const job: Job = { id: header.jobId, owner, stream, mode: header.mode, frame, model, signature, sink, record, state: 'queued' };
+    const job: Job = { id: header.jobId, owner, stream, mode: header.mode, frame, model, signature, sink, record, state: 'queued', afterRest: live && afterRest(stream, frame.receivedAt) };
+    if (live) noteFrame(stream, frame.receivedAt);
     this.stats.submitted++;
     if (live) {
       for (const old of replaced) this.cancel(old, 'superseded');
       const running = this.gpu?.job;
-      if (running && running.stream === stream && running.mode === 'live') this.cancel(running, 'superseded');
+      const ownRunning = running && running.state === 'running' && running.stream === stream && running.mode === 'live' ? running : undefined;
+      if (ownRunning && supersedesRunning({ progress: ownRunning.record.progress, afterRest: ownRunning.afterRest }, stream)) {
+        noteSuperseded(stream);
+        this.cancel(ownRunning, 'superseded');
+      }
+      const kept = ownRunning?.state === 'running';
       const t0 = performance.now();
-      if (stream.last && isSimilar(stream.last, frame, signature, this.opts.similarityThreshold)) {
+      // While an older frame of the stream still finishes, a reused result would arrive before it
+      // and be overwritten by it on the client: the frame waits its turn instead.
+      if (!kept && stream.last && isSimilar(stream.last, frame, signature, this.opts.similarityThreshold)) {
         this.reuse(job, stream.last, performance.now() - t0);
         return;
       }
@@ -199,7 +211,7 @@ export class Scheduler {
 
   private addStream(key: string, owner: string, name: string): Stream {
     // A new stream goes after streams that have waited longer, but before the one served last.
-    const stream: Stream = { key, owner, name, queue: [], servedAt: this.turn - 0.5 };
+    const stream: Stream = { key, owner, name, queue: [], servedAt: this.turn - 0.5, supersededSinceOutcome: 0 };
     this.streams.set(key, stream);
     if (!this.ownerServedAt.has(owner)) this.ownerServedAt.set(owner, this.turn - 0.5);
     return stream;
@@ -336,7 +348,7 @@ export class Scheduler {
       },
     );
     const done = run.then(
-      (r) => this.succeed(job, { image: r.image, format: r.format, width: r.width, height: r.height, seed: r.seed, params: r.params, model: r.model, timings: r.timings }),
+      (r) => this.succeed(job, { image: r.image, format: r.format, width: r.width, height: r.height, generated: r.generated, seed: r.seed, params: r.params, model: r.model, timings: r.timings }),
       (err) => this.fail(job, toDepthcastError(err, 'INFERENCE_FAILED')),
     ).finally(() => {
       this.gpu = undefined;
@@ -345,13 +357,14 @@ export class Scheduler {
     this.gpu = { job, done };
   }
 
-  private succeed(job: Job, r: { image: Uint8Array; format: ResultFormat; width: number; height: number; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number> }): void {
+  private succeed(job: Job, r: { image: Uint8Array; format: ResultFormat; width: number; height: number; generated: { width: number; height: number }; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number> }): void {
     if (job.state !== 'running') return;
     this.settle(job);
+    noteOutcome(job.stream, performance.now() - job.startedAt!);
     this.stats.succeeded++;
     const now = performance.now();
     const header: ResultHeader = {
-      type: 'result', jobId: job.id, stream: job.stream.name, format: r.format, width: r.width, height: r.height,
+      type: 'result', jobId: job.id, stream: job.stream.name, format: r.format, width: r.width, height: r.height, generated: r.generated,
       seed: r.seed, finishReason: 'SUCCESS', params: r.params, model: r.model,
       timings: { ...r.timings, queued: job.startedAt! - job.frame.receivedAt, endToEnd: now - job.frame.receivedAt },
     };
@@ -371,6 +384,7 @@ export class Scheduler {
   private fail(job: Job, error: DepthcastError): void {
     if (job.state !== 'running') return;
     this.settle(job);
+    noteOutcome(job.stream);
     this.stats.failed++;
     // The operator's log keeps the folder; clients (maybe remote, with a token) get the model's name.
     this.opts.log?.(`job ${job.id} failed: ${error.code}: ${error.message}`);

@@ -120,17 +120,18 @@ describe('malformed messages each get their own error, and the socket stays open
     expect((await errorFor(frameBytes({ jobId: 'sky', depth: sky }), 'sky')).message).toMatch(/no foreground/);
   });
 
-  it('limits: steps, prompt length, depth pixels, output pixels', async () => {
+  it('limits: steps, prompt length, depth pixels, output pixels, exact generation pixels', async () => {
     expect(await errorFor(frameBytes({ jobId: 'steps', params: { steps: 151 } }), 'steps')).toMatchObject({ code: 'LIMIT_EXCEEDED' });
     expect((await errorFor(frameBytes({ jobId: 'prompt', params: { prompt: 'x'.repeat(101) } }), 'prompt')).message).toMatch(/params.prompt is 101 characters/);
-    expect((await errorFor(frameBytes({ jobId: 'out', params: { width: 2048, height: 1024 } }), 'out')).message).toMatch(/output size 2048×1024/);
+    expect((await errorFor(frameBytes({ jobId: 'out', params: { width: 8192, height: 4096 } }), 'out')).message).toMatch(/output size 8192×4096/);
+    expect((await errorFor(frameBytes({ jobId: 'gen', params: { width: 2048, height: 1024, sizing: 'exact' } }), 'gen')).message).toMatch(/sizing "exact" at 2048×1024 is 2097152 generated pixels/);
     const big = new Float32Array(130 * 130).fill(3);
     const e = await errorFor(frameBytes({ jobId: 'big', depth: big, width: 130, height: 130 }), 'big');
     expect(e.code).toBe('LIMIT_EXCEEDED');
     expect(e.message).toMatch(/depth 130×130 is 16900 pixels; this service allows at most 16384/);
     const thin = new Float32Array(100 * 4).fill(3);
     expect((await errorFor(frameBytes({ jobId: 'thin', depth: thin, width: 100, height: 4 }), 'thin')).message).toMatch(/too small/);
-    expect((await errorFor(frameBytes({ jobId: 'odd', params: { width: 60 } }), 'odd')).message).toMatch(/multiple of 8/);
+    expect((await errorFor(frameBytes({ jobId: 'odd', params: { width: 60, sizing: 'exact' } }), 'odd')).message).toMatch(/multiple of 8/);
   });
 
   it('a layout of another size is BAD_LAYOUT; too many prompted regions is LIMIT_EXCEEDED', async () => {

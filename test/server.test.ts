@@ -196,6 +196,53 @@ describe('live streams: newest frame wins', () => {
     await client.close();
   });
 
+  it('a continuous stream gets results while it keeps sending, never more than 1 frame pending', async () => {
+    const client = await TestClient.connect(server.url);
+    const before = server.stats();
+    // A frame every 15 ms for as long as it takes to see 3 results of frames that were not the
+    // last one sent (bounded at 600 frames); each generation takes many frame periods.
+    let sent = 0;
+    let maxQueued = 0;
+    const resultsWhileSending = () => client.received.filter((m) => m.type === 'result').length;
+    while (sent < 600 && resultsWhileSending() < 3) {
+      client.send(frameBytes({ jobId: `orbit-${sent}`, stream: 'orbit', depth: sceneDepth({ boxX: sent % 48 }), params: { steps: 30, width: 256, height: 256 } }));
+      sent++;
+      await new Promise((r) => setTimeout(r, 15));
+      maxQueued = Math.max(maxQueued, server.stats().queued);
+    }
+    const duringStream = resultsWhileSending();
+    const lastId = `orbit-${sent - 1}`;
+    expect((await client.terminal(lastId)).type).toBe('result');
+    for (let i = 0; i < sent; i++) expect(client.of(`orbit-${i}`).filter((m) => TERMINAL.includes(m.type)), `orbit-${i}`).toHaveLength(1);
+    const started = server.stats().started - before.started;
+    const results = client.received.filter((m) => m.type === 'result');
+    console.log(`continuous stream: ${sent} frames, ${started} started, ${results.length} results (${duringStream} while sending), queue ≤ ${maxQueued}`);
+    expect(duringStream).toBeGreaterThanOrEqual(3);
+    expect(sent).toBeGreaterThan(duringStream * 2);
+    expect(maxQueued).toBeLessThanOrEqual(1);
+    // Results keep frame order: each is for a later frame than the one before.
+    const order = results.map((m) => Number(m.jobId!.split('-')[1]));
+    expect(order).toEqual([...order].sort((a, b) => a - b));
+    // Jobs started during the motion finish: only the first starts, before the stream's first
+    // generation time is known, can be cancelled (live-policy.ts).
+    expect(started - results.length).toBeLessThanOrEqual(2);
+    await client.close();
+  });
+
+  it('a running frame past half its steps finishes before the newer frame runs', async () => {
+    const client = await TestClient.connect(server.url);
+    client.send(frameBytes({ jobId: 'late', stream: 'half', params: { ...SLOW_PARAMS, steps: 40 } }));
+    const half = await client.waitFor((m) => m.type === 'progress' && m.jobId === 'late' && m.msg.step >= m.msg.total / 2 + 1);
+    client.send(frameBytes({ jobId: 'next', stream: 'half', depth: sceneDepth({ boxX: 40 }) }));
+    expect((await client.terminal('late')).type).toBe('result');
+    expect((await client.terminal('next')).type).toBe('result');
+    expect(half.msg.step).toBeLessThan(half.msg.total);
+    expect(client.of('next')[0]!.msg).toMatchObject({ type: 'accepted', position: 1 });
+    const order = client.received.filter((m) => m.type === 'result').map((m) => m.jobId);
+    expect(order).toEqual(['late', 'next']);
+    await client.close();
+  });
+
   it('two streams are served in turn', async () => {
     const client = await TestClient.connect(server.url);
     const order = ['a1', 'a2', 'a3', 'b1', 'b2', 'b3'];

@@ -161,8 +161,10 @@ def main(argv):
                                             wallSeconds=round(time.monotonic() - started, 3))
             path = results.write_result(out_dir, name, ev.payload, sidecar)
             written.append(path)
-            print("depthcast batch: %s frame %d -> %s (seed %s)" % (cam_name, frame, path, ev.data.get("seed")),
-                  flush=True)
+            gen = ev.data.get("generated") or {}
+            print("depthcast batch: %s frame %d -> %s (%sx%s, generated at %sx%s, seed %s)" % (
+                cam_name, frame, path, ev.data.get("width"), ev.data.get("height"), gen.get("width"), gen.get("height"),
+                ev.data.get("seed")), flush=True)
         else:
             msg = "%s: %s" % (ev.data.get("code", ev.kind), ev.data.get("message", ev.data.get("reason", "")))
             failed.append({"camera": cam_name, "frame": frame, "error": msg})
@@ -195,9 +197,11 @@ def main(argv):
             cap = capture.capture_camera(scene, camera=cam, frame=frame, with_layout=not args.no_layout,
                                          with_init=args.init, near_far=args.near_far, manual_near=args.near,
                                          manual_far=args.far)
+            # The render size is the output size: the service generates at the model's own size and
+            # upscales (docs/protocol.md#sizes), so a default 1920x1080 scene needs nothing special.
             params = messages.build_params(
                 prompt, args.negative if args.negative is not None else defaults.get("negative", ""),
-                model=args.model or defaults.get("model"), width=cap.width // 8 * 8, height=cap.height // 8 * 8,
+                model=args.model or defaults.get("model"), width=cap.width, height=cap.height,
                 steps=args.steps, guidance=args.guidance, strength=args.strength if args.init else None,
                 seed=args.seed, scheduler=args.scheduler, controlnet_scale=args.controlnet_scale,
                 depth_range=args.depth_range, preview_every=0)

@@ -8,6 +8,7 @@ import { ModelCatalog } from '../engine/catalog.ts';
 import { Engine, resultPng } from '../engine/engine.ts';
 import { DepthcastError, isErrorCode, toDepthcastError } from '../errors.ts';
 import { depthcastHome, modelsRoot } from '../hub/paths.ts';
+import { checkRequestedSize, DEFAULT_SIZE_LIMITS } from '../pipelines/sizing.ts';
 import { decodeBinaryMessage, encodeBinaryMessage } from '../protocol/frame.ts';
 import { type FrameHeader, PROTOCOL_VERSION, ResultHeader, ServerHelloMessage } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
@@ -65,6 +66,8 @@ export class InProcessBackend implements Backend {
 
   async run(job: BackendJob, signal?: AbortSignal): Promise<BackendResult> {
     const entry = this.catalog.resolve(job.header.params.model);
+    // The service's default size limits, so a manifest that runs in process also runs through a service.
+    checkRequestedSize(job.header.params, job.header.depth, DEFAULT_SIZE_LIMITS);
     // A signal of its own per job: the engine never removes its abort listener, and the batch's signal outlives thousands of jobs.
     const local = new AbortController();
     const forward = () => local.abort();
@@ -76,7 +79,7 @@ export class InProcessBackend implements Backend {
     } finally {
       signal?.removeEventListener('abort', forward);
     }
-    return { png: resultPng(r), width: r.width, height: r.height, seed: r.seed, params: r.params, model: r.model, timings: r.timings };
+    return { png: resultPng(r), width: r.width, height: r.height, generated: r.generated, seed: r.seed, params: r.params, model: r.model, timings: r.timings };
   }
 
   describe(): Record<string, unknown> {
@@ -244,7 +247,7 @@ export class ServiceBackend implements Backend {
       job.reject(new DepthcastError('INTERNAL', `the service answered job ${h.jobId} with ${h.format}, not the PNG a batch writes`));
       return;
     }
-    job.resolve({ png: decoded.payload.slice(), width: h.width, height: h.height, seed: h.seed, params: h.params, model: h.model, timings: h.timings });
+    job.resolve({ png: decoded.payload.slice(), width: h.width, height: h.height, generated: h.generated, seed: h.seed, params: h.params, model: h.model, timings: h.timings });
   }
 
   async resolveModel(name: string | undefined): Promise<string> {

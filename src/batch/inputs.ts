@@ -271,7 +271,7 @@ export class BatchInputs {
       params: {
         model, prompt: o.prompt, negativePrompt: o.negativePrompt, seed: o.seed,
         steps: p.steps, guidance: p.guidance, strength: init ? p.strength : undefined, scheduler: p.scheduler,
-        controlnetScale: p.controlnetScale, width: p.width, height: p.height, depthRange: p.depthRange ?? 'auto',
+        controlnetScale: p.controlnetScale, width: p.width, height: p.height, sizing: p.sizing, depthRange: p.depthRange ?? 'auto',
         regions: p.regions, previewEvery: 0,
       },
     });

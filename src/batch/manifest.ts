@@ -10,7 +10,7 @@ import { dirname, extname, resolve } from 'node:path';
 import { LineCounter, isMap, isSeq, parseDocument, type Node as YamlNode } from 'yaml';
 import { z } from 'zod';
 import { DepthcastError } from '../errors.ts';
-import { DepthKind, DepthRange, LayoutObject, RegionOptions, SchedulerName } from '../protocol/schemas.ts';
+import { DepthKind, DepthRange, LayoutObject, RegionOptions, SchedulerName, SizingMode } from '../protocol/schemas.ts';
 
 /** Scene, variation and camera labels become file names: keep them plain. */
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -30,6 +30,7 @@ const PARAM = {
   controlnetScale: z.number().min(0).max(4),
   width: z.number().int().positive(),
   height: z.number().int().positive(),
+  sizing: SizingMode,
   depthRange: DepthRange,
 };
 
@@ -42,6 +43,7 @@ export const ManifestParams = z.object({
   controlnetScale: PARAM.controlnetScale.optional(),
   width: PARAM.width.optional(),
   height: PARAM.height.optional(),
+  sizing: PARAM.sizing.optional(),
   depthRange: PARAM.depthRange.optional(),
   regions: RegionOptions.optional(),
 }).strict();

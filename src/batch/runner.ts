@@ -81,6 +81,8 @@ export interface Sidecar {
   requestHash: string;
   request: OutputRequest;
   png: { bytes: number; sha256: string; width: number; height: number };
+  /** The size the model generated at; the PNG is this upscaled to png.width×png.height when they differ. */
+  generated: { width: number; height: number };
   params: Record<string, unknown>;
   model: { name: string; hash: string };
   depth: Record<string, unknown>;
@@ -255,6 +257,7 @@ export async function runBatch(options: RunBatchOptions): Promise<BatchSummary> 
             requestHash: hash,
             request,
             png: { bytes: result.png.byteLength, sha256: sha256(result.png), width: result.width, height: result.height },
+            generated: { ...result.generated },
             params: result.params,
             model: result.model,
             depth: { ...job.depthInfo },

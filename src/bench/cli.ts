@@ -104,6 +104,9 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
     const fl = ws.flood;
     log(`  live flood ${fl.fps} frames/s for ${fl.seconds} s on one stream: sent ${fl.sent}, computed ${fl.computed}, reused ${fl.reused}, cancelled ${fl.cancelled}, max queued ${fl.maxQueued}`);
     log(`  last frame → its result ${fl.lastFrameLatency} ms (one generation ${fl.generationMs} ms + one step ${fl.stepMs} ms = ${+(fl.generationMs + fl.stepMs).toFixed(1)} ms); RSS growth ${fl.rssGrowthMb} MB; last frame answered: ${fl.lastFrameGotResult}`);
+    log(`  results while sending: ${fl.computedWhileSending} in ${fl.seconds} s = ${fl.rateOfQuiet} of the quiet rate (one per ${fl.generationMs} ms); last frame's result after ${fl.lastFrameGenerations} generations (${fl.lastFrameServiceGenerations} from its arrival at the service); a generation took ${fl.generationMsWhileSending} ms under the flood, so ${fl.engineTimeOnResults} of its time went to results`);
+    log(`  ${fl.rateOfQuiet >= 0.5 ? 'meets' : 'MISSES'} goal: results during the flood ${fl.rateOfQuiet} of the quiet generation rate (goal >= 0.5)`);
+    log(goal('last frame → its result', fl.lastFrameGenerations, 2, 'generations'));
     log(goal('queue length (jobs pending, one stream)', fl.maxQueued, 1, 'jobs'));
     log(goal('RSS growth during flood', fl.rssGrowthMb, 50, 'MB'));
   } catch (err) {

@@ -25,7 +25,18 @@ export interface WsFigures {
   /** The same with PNG results, as the preview page and HTTP clients take them. */
   latencyPng: LatencyFigures;
   eventLoop: { p50: number; p99: number; max: number };
-  flood: { seconds: number; fps: number; sent: number; computed: number; reused: number; cancelled: number; maxQueued: number; lastFrameLatency: number; generationMs: number; stepMs: number; rssGrowthMb: number; lastFrameGotResult: boolean };
+  flood: {
+    seconds: number; fps: number; sent: number; computed: number; computedWhileSending: number; generationMsWhileSending: number; reused: number; cancelled: number; maxQueued: number;
+    lastFrameLatency: number; lastFrameServiceMs: number; generationMs: number; stepMs: number; rssGrowthMb: number; lastFrameGotResult: boolean;
+    /** Computed results per second while frames were being sent, as a fraction of the quiet rate (1000 / generationMs). */
+    rateOfQuiet: number;
+    /** Fraction of the flood's time spent on generations that gave results (computedWhileSending × generationMsWhileSending). */
+    engineTimeOnResults: number;
+    /** The last frame's send → result time in generations (generationMs). */
+    lastFrameGenerations: number;
+    /** The same from the frame's arrival at the service (without the socket's backlog on a loaded machine). */
+    lastFrameServiceGenerations: number;
+  };
 }
 
 /**
@@ -143,6 +154,12 @@ export async function benchWebSocket(modelsDir: string, model: string, device: D
         seconds, fps, ...flood,
         maxQueued,
         lastFrameLatency: round(flood.lastFrameLatency),
+        lastFrameServiceMs: round(flood.lastFrameServiceMs),
+        rateOfQuiet: round(flood.computedWhileSending / seconds / (1000 / generationMs), 2),
+        lastFrameGenerations: round(flood.lastFrameLatency / generationMs, 2),
+        lastFrameServiceGenerations: round(flood.lastFrameServiceMs / generationMs, 2),
+        generationMsWhileSending: round(flood.generationMsWhileSending),
+        engineTimeOnResults: round((flood.computedWhileSending * flood.generationMsWhileSending) / (seconds * 1000), 2),
         generationMs: round(generationMs),
         stepMs: round(generationMs / steps),
         rssGrowthMb: round(rssGrowthMb, 1),

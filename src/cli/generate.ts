@@ -5,6 +5,7 @@ import { basename, resolve } from 'node:path';
 import { finitePositiveRange, readDepthFile } from '../depth/read.ts';
 import { Engine, resultPng } from '../engine/engine.ts';
 import { DepthcastError } from '../errors.ts';
+import { checkRequestedSize, DEFAULT_SIZE_LIMITS } from '../pipelines/sizing.ts';
 import { FrameHeader, describeZodError } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
 
@@ -21,6 +22,7 @@ export interface GenerateOptions {
   seed?: number;
   width?: number;
   height?: number;
+  sizing: 'native' | 'exact';
   controlnetScale?: number;
   depthKind: 'zdepth' | 'disparity' | 'normalized';
   near?: number;
@@ -48,11 +50,13 @@ export async function generateCommand(opts: GenerateOptions): Promise<void> {
     init: init ? { format: /\.jpe?g$/i.test(opts.init!) ? 'jpeg' : 'png', byteLength: init.byteLength } : undefined,
     params: {
       prompt: opts.prompt, negativePrompt: opts.negative, steps: opts.steps, guidance: opts.guidance, strength: opts.strength,
-      scheduler: opts.scheduler, seed: opts.seed, width: opts.width, height: opts.height,
+      scheduler: opts.scheduler, seed: opts.seed, width: opts.width, height: opts.height, sizing: opts.sizing,
       controlnetScale: opts.controlnetScale, depthRange: opts.depthRange, previewEvery: 1,
     },
   });
   if (!parsed.success) throw new DepthcastError('BAD_REQUEST', describeZodError(parsed.error));
+  // The same size rule and limits as the service (src/pipelines/sizing.ts).
+  checkRequestedSize(parsed.data.params, parsed.data.depth, DEFAULT_SIZE_LIMITS);
   const engine = new Engine(opts.device, (line) => process.stderr.write(`${line}\n`));
   try {
     const result = await engine.run(
@@ -63,7 +67,10 @@ export async function generateCommand(opts: GenerateOptions): Promise<void> {
     await writeFile(`${out}.partial`, resultPng(result));
     await rename(`${out}.partial`, out);
     const t = result.timings;
-    process.stderr.write(`wrote ${out} (${result.width}×${result.height}, seed ${result.seed}, ${t.total?.toFixed(0)} ms, model ${result.model.name} ${result.model.hash} on ${engine.loaded?.device})\n`);
+    const size = result.width === result.generated.width && result.height === result.generated.height
+      ? `${result.width}×${result.height}`
+      : `${result.width}×${result.height}, generated at ${result.generated.width}×${result.generated.height} and upscaled`;
+    process.stderr.write(`wrote ${out} (${size}, seed ${result.seed}, ${t.total?.toFixed(0)} ms, model ${result.model.name} ${result.model.hash} on ${engine.loaded?.device})\n`);
   } finally {
     await engine.close();
   }

@@ -186,7 +186,7 @@ export class Engine {
     this.running = undefined;
     if (msg.type === 'result') {
       job.resolve({
-        jobId: job.input.jobId, image: msg.image, format: msg.format, width: msg.width, height: msg.height, seed: msg.seed,
+        jobId: job.input.jobId, image: msg.image, format: msg.format, width: msg.width, height: msg.height, generated: msg.generated, seed: msg.seed,
         params: msg.params, model: msg.model, timings: msg.timings, depthStats: msg.depthStats, gcMajor: msg.gcMajor,
       });
     } else {

@@ -8,6 +8,7 @@ import { decodeToPlanar } from '../image/codec.ts';
 import type { LoadedModel } from '../models/load.ts';
 import { randomSeed } from '../pipelines/noise.ts';
 import { MAX_REGIONS } from '../pipelines/regions.ts';
+import { planSize, requestedOutput, type SizePlan, UPSCALER } from '../pipelines/sizing.ts';
 import type { GenerateInput, RegionPrompt } from '../pipelines/types.ts';
 import type { FrameHeader } from '../protocol/schemas.ts';
 import { resolveDefaults } from '../models/defaults.ts';
@@ -17,6 +18,8 @@ import { float32For, type Scratch } from '../util/scratch.ts';
 
 export interface PreparedJob {
   input: GenerateInput;
+  /** Output and generation sizes (src/pipelines/sizing.ts); the caller resamples when they differ. */
+  size: SizePlan;
   /** Everything that decides the image, as reported with the result and embedded in the PNG. */
   params: Record<string, unknown>;
   depthStats: DepthStats;
@@ -75,9 +78,9 @@ export async function prepareJob(model: LoadedModel, header: FrameHeader, parts:
   const { depth: depthBytes, init: initBytes, layout: layoutBytes } = parts;
   const { depth, params } = header;
   const f = model.vaeScaleFactor;
-  const width = params.width ?? Math.floor(depth.width / f) * f;
-  const height = params.height ?? Math.floor(depth.height / f) * f;
-  if (width < f || height < f) throw new DepthcastError('BAD_REQUEST', `output size ${width}×${height} is too small; it must be at least ${f}×${f}`);
+  // Limits were checked by the caller (service intake, `generate`, the batch runner) with checkRequestedSize.
+  const size = planSize(requestedOutput(params, depth), params.sizing ?? 'native', { nativePixels: model.nativeSide ** 2, step: f });
+  const { width, height } = size.generation;
   const pixels = decodeDepthPixels(depthBytes, depth.dtype, depth.kind, depth.near, depth.far, depth.width * depth.height);
   const depthPixels = depth.width * depth.height;
   const controlData = model.family === 'controlnet' ? float32For(scratch, 'controlImage', width * height) : undefined;
@@ -125,12 +128,17 @@ export async function prepareJob(model: LoadedModel, header: FrameHeader, parts:
   if (regions.length) input.regions = regions;
   return {
     input,
+    size,
     depthStats: stats,
     params: {
       prompt: params.prompt,
       negativePrompt: params.negativePrompt,
-      width,
-      height,
+      width: size.output.width,
+      height: size.output.height,
+      sizing: params.sizing ?? 'native',
+      generatedWidth: width,
+      generatedHeight: height,
+      upscaler: size.resampled ? UPSCALER : null,
       steps: input.steps,
       guidance: input.guidanceScale,
       strength: input.strength ?? null,

@@ -28,5 +28,5 @@ export type ToWorker =
 export type FromWorker =
   | { type: 'loaded'; name: string; device: string; family: string; dtype: string; hash: string; fallbacks: string[] }
   | { type: 'progress'; seq: number; step: number; total: number; timestep: number; preview?: Uint8Array; format?: PreviewFormat; width?: number; height?: number }
-  | { type: 'result'; seq: number; image: Uint8Array; format: ResultFormat; width: number; height: number; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number>; depthStats: Record<string, number>; gcMajor: number }
+  | { type: 'result'; seq: number; image: Uint8Array; format: ResultFormat; width: number; height: number; generated: { width: number; height: number }; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number>; depthStats: Record<string, number>; gcMajor: number }
   | { type: 'error'; seq: number; code: string; message: string };

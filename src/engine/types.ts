@@ -21,8 +21,11 @@ export interface EngineResult {
   /** The image in `format`: PNG bytes, or raw interleaved RGB8. */
   image: Uint8Array;
   format: ResultFormat;
+  /** The output size (what the caller asked for). */
   width: number;
   height: number;
+  /** The size the model generated at; smaller than width×height when the image was upscaled to it. */
+  generated: { width: number; height: number };
   seed: number;
   params: Record<string, unknown>;
   model: { name: string; hash: string };

@@ -5,7 +5,7 @@
 import { GCProfiler } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import { toDepthcastError } from '../errors.ts';
-import { encodeJpeg, encodePng } from '../image/codec.ts';
+import { encodeJpeg, encodePng, resizeRgb } from '../image/codec.ts';
 import { type LoadedModel, loadModel } from '../models/load.ts';
 import { DepthcastError } from '../errors.ts';
 import { generate } from '../pipelines/index.ts';
@@ -96,26 +96,31 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
       });
     };
     const output = await generate(model, prepared.input);
+    const { output: size, resampled } = prepared.size;
+    const tUp = performance.now();
+    // Sharp reads the scratch-backed rows during the call and returns a buffer of its own.
+    const upscaled = resampled ? await resizeRgb(output.rgb8!, output, size) : undefined;
+    const upscaleMs = performance.now() - tUp;
     const t0 = performance.now();
-    const rgb8 = output.rgb8!;
+    const rgb8 = upscaled ?? output.rgb8!;
     const format = msg.header.params.resultFormat ?? 'png';
     let image: Uint8Array;
     if (format === 'rgb8') {
-      // Copied out of the scratch buffer the next generation writes into.
-      image = rgb8.slice();
+      // Copied out of the scratch buffer the next generation writes into (an upscaled one is already ours).
+      image = upscaled ?? rgb8.slice();
     } else {
       const text = { parameters: JSON.stringify(prepared.params), Software: 'depthcast' };
       // Live: a stored PNG written here while the last preview's JPEG encodes on the libuv pool.
       // Batch: sharp's adaptive filtering at level 6, where file size matters more than milliseconds.
-      image = msg.header.mode === 'live' ? writeRgbPng(rgb8, output.width, output.height, text, 0) : await encodePng(rgb8, output.width, output.height, text, 6);
+      image = msg.header.mode === 'live' ? writeRgbPng(rgb8, size.width, size.height, text, 0) : await encodePng(rgb8, size.width, size.height, text, 6);
     }
     const encodeMs = performance.now() - t0;
     await previews;
     const gcStats = gcSummary(gc.stop());
-    const timings = { ...output.timings, prepare: prepareMs, [format === 'png' ? 'png' : 'resultCopy']: encodeMs, gc: gcStats.ms };
+    const timings = { ...output.timings, prepare: prepareMs, ...(resampled ? { upscale: upscaleMs } : {}), [format === 'png' ? 'png' : 'resultCopy']: encodeMs, gc: gcStats.ms };
     post(
       {
-        type: 'result', seq, image, format, width: output.width, height: output.height, seed: output.seed,
+        type: 'result', seq, image, format, width: size.width, height: size.height, generated: { width: output.width, height: output.height }, seed: output.seed,
         params: prepared.params, model: { name: model.name, hash: model.hash }, timings, depthStats: { ...prepared.depthStats },
         gcMajor: gcStats.major,
       },

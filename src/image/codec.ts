@@ -37,6 +37,21 @@ export async function encodeJpeg(rgb: Uint8Array, width: number, height: number,
   return new Uint8Array(await sharp(rgb, { raw: { width, height, channels: 3 } }).jpeg({ quality }).toBuffer());
 }
 
+/**
+ * Resamples interleaved RGB8 rows to another size through sharp (the upscale step of
+ * src/pipelines/sizing.ts). Returns a new buffer; `rgb` is only read during the call.
+ * Lanczos-3 is what is asked for, but libvips applies the kernel only when it reduces: it
+ * enlarges with its bicubic interpolator for lanczos3, lanczos2, cubic and mitchell alike
+ * (identical bytes with sharp 0.35 / libvips 8.18), so results name the upscaler "bicubic".
+ */
+export async function resizeRgb(rgb: Uint8Array, from: { width: number; height: number }, to: { width: number; height: number }): Promise<Uint8Array> {
+  const out = await sharp(rgb, { raw: { width: from.width, height: from.height, channels: 3 } })
+    .resize(to.width, to.height, { kernel: 'lanczos3', fit: 'fill' })
+    .raw()
+    .toBuffer();
+  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+}
+
 /** Decodes PNG/JPEG (or raw RGBA8) to planar RGB in [0,1], resized to cover width×height. */
 export async function decodeToPlanar(bytes: Uint8Array, width: number, height: number, raw?: { width: number; height: number }): Promise<PlanarImage> {
   let pixels: Buffer;

@@ -7,6 +7,7 @@ import { existsSync } from 'node:fs';
 import { open, readFile, stat } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { DepthcastError } from '../errors.ts';
+import { nativeSide } from '../pipelines/sizing.ts';
 import { type Device, type ModelSession, openSession, type TensorSpec } from '../runtime/ort.ts';
 import type { SchedulerConfig } from '../schedulers/types.ts';
 import { checkExternalData } from '../hub/onnx-external.ts';
@@ -52,6 +53,8 @@ export interface LoadedModel {
    * EXTERNAL_CHECK_MAX_BYTES (all external-data exports); larger single-file UNets are not scanned.
    */
   latentMultiple: number;
+  /** Side of the model's native square generation size in pixels: unet sample_size × vaeScaleFactor (src/pipelines/sizing.ts). */
+  nativeSide: number;
   latentChannels: number;
   sessions: ModelSessions;
   /** ControlNet output → UNet input. */
@@ -102,6 +105,7 @@ interface FolderConfig {
   schedulerConfig: SchedulerConfig;
   vaeScalingFactor: number;
   vaeScaleFactor: number;
+  nativeSide: number;
   latentChannels: number;
   depthcastConfig: DepthcastModelConfig;
 }
@@ -151,12 +155,19 @@ async function readFolderConfig(dir: string, problems: string[], options: LoadOp
   const vaeScaleFactor = Array.isArray(blocks) && blocks.length > 0 ? 2 ** (blocks.length - 1) : 8;
   const latentChannels = typeof vaeConfig?.latent_channels === 'number' ? vaeConfig.latent_channels : 4;
 
+  // diffusers' pipelines generate at unet sample_size × VAE factor by default. Exports without
+  // unet/config.json get their family's published size: SD 1.5 (ControlNet) 64, SD 2 depth 96.
+  const unetConfig = existsSync(join(dir, 'unet/config.json')) ? await readJson(join(dir, 'unet/config.json'), problems, 'unet/config.json') : undefined;
+  const sampleSize = unetConfig?.sample_size ?? (family === 'depth2img' ? 96 : 64);
+  if (typeof sampleSize !== 'number' || !Number.isInteger(sampleSize) || sampleSize < 1) problems.push(`unet/config.json sample_size must be a positive integer, got ${JSON.stringify(sampleSize)}`);
+
   if (!family || !sched || typeof scaling !== 'number') return undefined;
   return {
     family,
     schedulerConfig: sched as SchedulerConfig,
     vaeScalingFactor: scaling,
     vaeScaleFactor,
+    nativeSide: nativeSide(sampleSize as number, vaeScaleFactor),
     latentChannels,
     depthcastConfig,
   };
@@ -398,6 +409,7 @@ export async function loadModel(dirInput: string, options: LoadOptions = {}): Pr
     vaeScalingFactor: config.vaeScalingFactor,
     vaeScaleFactor: config.vaeScaleFactor,
     latentMultiple,
+    nativeSide: config.nativeSide,
     latentChannels: config.latentChannels,
     sessions: all,
     residualMap,

@@ -39,14 +39,22 @@ export type PreviewFormat = z.infer<typeof PreviewFormat>;
 export const ResultFormat = z.enum(['png', 'rgb8']);
 export type ResultFormat = z.infer<typeof ResultFormat>;
 
+export const SizingMode = z.enum(['native', 'exact']);
+
 export const GenerationParams = z.object({
   /** A model name from the service's registry (GET /v1/models). Never a path. */
   model: z.string().min(1).max(128).optional(),
   prompt: z.string().max(4000),
   negativePrompt: z.string().max(4000).default(''),
-  /** Output size; defaults to the depth frame's size rounded down to a multiple of 8. */
+  /** Output size (any size within maxOutputPixels); defaults to the depth frame's size. One side alone keeps the depth's aspect. */
   width: z.number().int().positive().optional(),
   height: z.number().int().positive().optional(),
+  /**
+   * native (default): generate at the model's native pixel count with the output's aspect, then
+   * upscale to the output size (sharp). exact: generate at the output size itself (multiples
+   * of 8, within maxGenerationPixels). See src/pipelines/sizing.ts.
+   */
+  sizing: SizingMode.default('native'),
   steps: z.number().int().min(1).max(1000).optional(),
   guidance: z.number().min(0).max(50).optional(),
   /** Img2img strength in (0,1]; only used with an init image. */
@@ -147,6 +155,7 @@ export const Limits = z.object({
   maxMessageBytes: z.number().int(),
   maxDepthPixels: z.number().int(),
   maxOutputPixels: z.number().int(),
+  maxGenerationPixels: z.number().int(),
   maxPromptChars: z.number().int(),
   maxSteps: z.number().int(),
   maxQueuedJobs: z.number().int(),
@@ -232,6 +241,8 @@ export const ResultHeader = z.object({
   format: ResultFormat,
   width: z.number().int(),
   height: z.number().int(),
+  /** The size the model generated at; differs from width×height when the image was upscaled. */
+  generated: z.object({ width: z.number().int(), height: z.number().int() }),
   seed: z.number().int(),
   finishReason: z.enum(['SUCCESS']),
   params: z.record(z.string(), z.unknown()),
