@@ -165,9 +165,36 @@ def _compositor(tmp, view_layer, out_dir, slots, file_format="OPEN_EXR"):
     return fo
 
 
+#: Set by the headless batch script: renders print their per-tile "Fra:" progress lines to
+#: stdout (about 190 per Cycles capture), which buried the script's own output.
+quiet_renders = False
+
+
+class _StdoutSilenced:
+    """Points file descriptor 1 at /dev/null for the duration (Blender prints from C)."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stdout.flush()
+        self._saved = os.dup(1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        return self
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 1)
+        os.close(self._saved)
+
+
 def _render(tmp, view_layer):
     try:
-        result = bpy.ops.render.render(write_still=False, scene=tmp.name, layer=view_layer.name)
+        if quiet_renders:
+            with _StdoutSilenced():
+                result = bpy.ops.render.render(write_still=False, scene=tmp.name, layer=view_layer.name)
+        else:
+            result = bpy.ops.render.render(write_still=False, scene=tmp.name, layer=view_layer.name)
     except RuntimeError as err:
         raise CaptureError("render failed (%s): %s" % (tmp.render.engine, str(err).strip())) from None
     if "CANCELLED" in result:
