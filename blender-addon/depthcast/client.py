@@ -16,6 +16,7 @@ import bpy
 
 from . import results
 from .core import messages, pixels, runtime, service
+from .core.costs import timed
 from .core.session import (CONNECTED, CONNECTING, DISCONNECTED, RECONNECTING, STOPPED, Backoff, Session,
                            is_loopback_url, normalize_url)
 
@@ -184,6 +185,7 @@ def last_result():
 
 
 # ---------------------------------------------------------------- main-thread side
+@timed("events")
 def process_events(max_events=200, budget_s=0.05):
     """Applies queued network events to Blender data. Main thread only. Returns how many."""
     n = 0

@@ -13,6 +13,8 @@ import gpu
 from gpu_extras.batch import batch_for_shader
 from mathutils import Matrix, Vector
 
+from .core.costs import timed
+
 _VERT = """
 in vec4 pos;
 in vec2 uv;
@@ -25,12 +27,22 @@ out vec4 fragColor;
 uniform sampler2D image;
 uniform float opacity;
 uniform float split;
+uniform bool decode_srgb;
+vec3 display_to_linear(vec3 c) { return pow(c, vec3(2.2)); }
 void main() {
   if (uv_interp.x > split) discard;
-  vec4 c = texture(image, uv_interp);
-  fragColor = vec4(c.rgb, opacity);
+  vec3 c = texture(image, uv_interp).rgb;
+  // The result holds display values; the 3D View's overlay layer reaches the screen through a
+  // 2.2 power encode (measured in Blender 3.4: a piecewise-sRGB decode left darks 8 levels
+  // bright), so decode with its inverse and the screen shows the result's values.
+  if (decode_srgb) c = display_to_linear(c);
+  fragColor = vec4(c, opacity);
 }
 """
+
+
+#: Whether the 3D View's POST_PIXEL framebuffer is an sRGB target (Blender 2.90 and later).
+SRGB_TARGET = True
 
 
 class _Shown:
@@ -53,6 +65,14 @@ def _get_shader():
     return _shader[0]
 
 
+def prepare():
+    """Compiles the shader (needs a GPU context: not in background mode)."""
+    import bpy
+
+    if not bpy.app.background:
+        _get_shader()
+
+
 def view_info(area, view_matrix, projection_matrix, center, camera=False):
     """Where a frame captured with these matrices lies in the world: its corners (bottom-left,
     bottom-right, top-right, top-left of the image) on the plane through ``center`` facing the
@@ -69,6 +89,7 @@ def view_info(area, view_matrix, projection_matrix, center, camera=False):
     return {"area": area.as_pointer() if area is not None else 0, "corners": corners, "camera": camera}
 
 
+@timed("overlay upload")
 def show(px, width, height, view, preview=False):
     """Shows decoded pixels (flat bottom-up RGBA floats, borrowed: copied into a texture here)
     at ``view`` (from :func:`view_info`). Main thread."""
@@ -103,6 +124,7 @@ def _tag_redraw():
                 area.tag_redraw()
 
 
+@timed("overlay draw")
 def _draw():
     import bpy
 
@@ -133,6 +155,7 @@ def _draw():
     shader.bind()
     shader.uniform_sampler("image", _shown.texture)
     shader.uniform_float("opacity", float(s.overlay_opacity))
+    shader.uniform_bool("decode_srgb", [SRGB_TARGET])
     shader.uniform_float("split", float(s.overlay_split) if s.overlay_split < 1.0 else 2.0)
     batch.draw(shader)
     gpu.state.blend_set("NONE")

@@ -27,8 +27,10 @@ from . import capture, client, overlay, properties
 from .core import depth as D
 from .core import messages, runtime
 from .core.layout import LayoutEntry, build_layout
+from .core.costs import timed
 from .core.pacing import LivePacer
 
+_PASS_TIMES = {}  # when the last depth pass finished drawing (the read-back waits for the GPU)
 MESHABLE = {"MESH", "CURVE", "SURFACE", "META", "FONT"}
 # Data whose change moves surfaces. Collections are left out: capturing (a scene copy) updates the
 # scene collection; what collections change (which objects are visible) is in the scene signature.
@@ -45,8 +47,28 @@ def uniform_color_shader():
 class BatchCache:
     """GPU batches of evaluated meshes, rebuilt when their object's geometry changes."""
 
-    def __init__(self):
+    def __init__(self, keep_offscreen=False):
         self._batches = {}
+        self._offscreen = None
+        self._offscreen_size = None
+        # Live mode keeps its offscreen buffer between frames: creating one costs more than
+        # the small depth pass itself under software GL.
+        self.owns_offscreens = keep_offscreen
+
+    def offscreen(self, width, height):
+        if not self.owns_offscreens:
+            return gpu.types.GPUOffScreen(width, height)
+        if self._offscreen is None or self._offscreen_size != (width, height):
+            self.free_offscreen()
+            self._offscreen = gpu.types.GPUOffScreen(width, height)
+            self._offscreen_size = (width, height)
+        return self._offscreen
+
+    def free_offscreen(self):
+        if self._offscreen is not None:
+            self._offscreen.free()
+        self._offscreen = None
+        self._offscreen_size = None
 
     def invalidate(self, name=None):
         if name is None:
@@ -142,7 +164,7 @@ def gpu_depth_pass(depsgraph, view_matrix, projection_matrix, width, height, ids
     draw handler, or a RenderEngine with ``bl_use_gpu_context``. Returns a :class:`GpuPass`."""
     shader = uniform_color_shader()
     cache = cache or BatchCache()
-    offscreen = gpu.types.GPUOffScreen(width, height)
+    offscreen = cache.offscreen(width, height)
     try:
         with offscreen.bind():
             fb = gpu.state.active_framebuffer_get()
@@ -171,12 +193,14 @@ def gpu_depth_pass(depsgraph, view_matrix, projection_matrix, width, height, ids
                     with gpu.matrix.push_pop():
                         gpu.matrix.multiply_matrix(inst.matrix_world.copy())
                         batch.draw(shader)
+            _PASS_TIMES["draw"] = time.perf_counter()
             depth = _floats(fb.read_depth(0, 0, width, height), width * height)
             color = _bytes(fb.read_color(0, 0, width, height, 4, 0, "UBYTE")) if ids else None
             gpu.state.depth_test_set("NONE")
             gpu.state.depth_mask_set(False)
     finally:
-        offscreen.free()
+        if cache.owns_offscreens is False:
+            offscreen.free()
     rows = [list(r) for r in projection_matrix]
     return GpuPass(width, height, depth, color, rows, ids)
 
@@ -230,7 +254,9 @@ class LiveState:
         self.frames_sent = 0
         self.captures = 0
         self.capture_s = []  # main-thread seconds of each capture in the draw handler (last 64)
-        self.cache = BatchCache()
+        self.capture_parts = {}  # the last capture's main-thread time by part
+        self.trace = collections.deque(maxlen=256)  # (monotonic time, what): request/capture/sent
+        self.cache = BatchCache(keep_offscreen=True)
 
     def mark_dirty(self):
         self.pacer.changed(time.monotonic())
@@ -352,6 +378,7 @@ def _follow_scene():
     return scene
 
 
+@timed("live tick")
 def _live_tick():
     if not _live.enabled:
         return None
@@ -379,8 +406,10 @@ def _live_tick():
         trt.job_id = job.job_id
         trt.progress = 0.0
         _live.frames_sent += 1
+        _live.trace.append((time.monotonic(), "sent"))
     if not _live.busy and _live.due(s.live_debounce):
         _live.pacer.sent(time.monotonic())
+        _live.trace.append((time.monotonic(), "request"))
         if _live.source == "CAMERA":
             try:
                 _send_camera_frame(scene)
@@ -426,6 +455,7 @@ def capture_view(scene, depsgraph, region, rv3d, max_side):
     return rv3d.view_matrix.copy(), rv3d.window_matrix.copy(), w, h, False
 
 
+@timed("live draw handler")
 def _draw_callback():
     """POST_PIXEL draw handler of 3D Views: notices view changes and serves capture requests
     (also while the view keeps changing: the pacer bounds how often)."""
@@ -454,9 +484,13 @@ def _draw_callback():
         depsgraph = ctx.evaluated_depsgraph_get()
         view_m, proj_m, w, h, is_camera = capture_view(scene, depsgraph, region, rv3d, s.live_max_side)
         ids = layout_ids(scene, ctx.view_layer) if s.use_layout else None
+        t1 = time.perf_counter()
         gp = gpu_depth_pass(depsgraph, view_m, proj_m, w, h, ids=ids, cache=_live.cache)
+        t2 = time.perf_counter()
         params = properties.build_params(scene, w, h, live=True)
         view = overlay.view_info(area, view_m, proj_m, rv3d.view_location, camera=is_camera)
+        _live.capture_parts = {"setup_ms": round(1000 * (t1 - t0), 2), "gpu_pass_ms": round(1000 * (t2 - t1), 2),
+                               "params_ms": round(1000 * (time.perf_counter() - t2), 2)}
     except Exception as err:  # GPU errors must not break drawing
         _outgoing.append(err)
         return
@@ -464,6 +498,7 @@ def _draw_callback():
     settings = (s.near_far, s.near, s.far)
     _live.busy = True
     _live.captures += 1
+    _live.trace.append((time.monotonic(), "capture"))
     _live.capture_s = (_live.capture_s + [time.perf_counter() - t0])[-64:]
     threading.Thread(target=_convert_and_queue, args=(scene.name, gp, params, settings, meta), daemon=True,
                      name="depthcast-live-convert").start()
@@ -521,6 +556,7 @@ def start(context):
         bpy.app.timers.register(_live_tick, first_interval=0.05)
     runtime.of(scene).live_running = True
     runtime.of(scene).error = ""
+    overlay.prepare()  # compile its shader now, not in the middle of the first redraw
     _live.mark_dirty()
     _tag_live_area()
 
@@ -544,6 +580,7 @@ def stop():
         client._on_connected.remove(_on_reconnected)
     _outgoing.clear()
     _live.cache.invalidate()
+    _live.cache.free_offscreen()
     overlay.clear()
     scene = _scene()
     if scene is not None:
