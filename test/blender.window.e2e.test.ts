@@ -75,7 +75,7 @@ describe.skipIf(Boolean(missing))('Blender add-on: Live in a real window (Xvfb, 
     if (report) console.log(`blender window e2e: ${report.passed} passed, ${report.failed} failed; ${JSON.stringify(report.figures)}`);
     if (report && process.env.DEPTHCAST_DOC_IMG) {
       for (const name of ['live-3dview.png', 'live-3dview-split.png']) {
-        spawnSync('convert', [join(out, name), '-resize', '640x', '-strip', join(process.env.DEPTHCAST_DOC_IMG, name)]);
+        spawnSync('convert', [join(out, name), '-resize', '640x', '-colors', '128', '-strip', `PNG8:${join(process.env.DEPTHCAST_DOC_IMG, name)}`]);
       }
     }
     expect(report, 'live-window-report.json written').not.toBeNull();
