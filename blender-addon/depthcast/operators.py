@@ -30,7 +30,7 @@ def capture_for(scene, with_init=None, frame=None, camera=None):
 
 
 def build_job(scene, cap, kind, mode="batch", stream="blender"):
-    params = properties.build_params(scene, cap.width, cap.height, with_init=cap.init_png is not None)
+    params = properties.build_params(scene, cap.output_size[0], cap.output_size[1], with_init=cap.init_png is not None)
     job_id = messages.new_job_id({"generate": "gen", "animation": "anim"}.get(kind, kind[:6]))
     return messages.build_frame(job_id, cap.depth, params, stream=stream, mode=mode, init_png=cap.init_png,
                                 layout=cap.layout)

@@ -425,7 +425,7 @@ def _send_camera_frame(scene):
     s = scene.depthcast
     cap = capture.capture_camera(scene, with_layout=s.use_layout, near_far=s.near_far, manual_near=s.near,
                                  manual_far=s.far)
-    params = properties.build_params(scene, cap.width, cap.height, live=True)
+    params = properties.build_params(scene, cap.output_size[0], cap.output_size[1], live=True)
     header, payloads = messages.build_frame(messages.new_job_id("live"), cap.depth, params, stream=client.LIVE_STREAM,
                                             mode="live", layout=cap.layout)
     job = client.submit(scene, header, payloads, "live", meta={"camera": cap.camera, "frame": cap.frame})

@@ -219,7 +219,8 @@ def main(argv):
                                          manual_far=args.far)
             params = messages.build_params(
                 prompt, args.negative if args.negative is not None else defaults.get("negative", ""),
-                model=args.model or defaults.get("model"), width=cap.width // 8 * 8, height=cap.height // 8 * 8,
+                model=args.model or defaults.get("model"), width=cap.output_size[0] // 8 * 8,
+                height=cap.output_size[1] // 8 * 8,
                 steps=args.steps, guidance=args.guidance, strength=args.strength if args.init else None,
                 seed=args.seed, scheduler=args.scheduler, controlnet_scale=args.controlnet_scale,
                 depth_range=args.depth_range, preview_every=0)
