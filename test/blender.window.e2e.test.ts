@@ -4,8 +4,9 @@
  * that blender-addon/tests/e2e_live_window.py runs itself so it can kill and restart it. The
  * script orbits the 3D View from a timer with Live off and on, reads a screenshot back, and
  * checks: frames sent during the orbit, the overlay's pixels equal the result image over the
- * captured region, Live's main-thread work against a plain redraw, and a result after the
- * service restarts with no user action. Skips (and says why) without Blender or Xvfb.
+ * captured region (and, in camera view, over the camera frame), Live's main-thread work
+ * against a plain redraw, and a result after the service restarts with no user action. Skips
+ * (and says why) without Blender or Xvfb.
  * DEPTHCAST_DOC_IMG=<dir> also writes the screenshots docs/blender.md shows.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -74,13 +75,13 @@ describe.skipIf(Boolean(missing))('Blender add-on: Live in a real window (Xvfb, 
     for (const f of failed) console.error(`FAILED ${f.name}: ${f.detail}`);
     if (report) console.log(`blender window e2e: ${report.passed} passed, ${report.failed} failed; ${JSON.stringify(report.figures)}`);
     if (report && process.env.DEPTHCAST_DOC_IMG) {
-      for (const name of ['live-3dview.png', 'live-3dview-split.png']) {
+      for (const name of ['live-3dview.png', 'live-3dview-split.png', 'live-camera-view.png']) {
         spawnSync('convert', [join(out, name), '-resize', '640x', '-colors', '128', '-strip', `PNG8:${join(process.env.DEPTHCAST_DOC_IMG, name)}`]);
       }
     }
     expect(report, 'live-window-report.json written').not.toBeNull();
     expect(failed.map((f) => f.name)).toEqual([]);
-    expect(report!.passed).toBeGreaterThanOrEqual(11);
+    expect(report!.passed).toBeGreaterThanOrEqual(14);
     expect(code).toBe(0);
   }, 600_000);
 });

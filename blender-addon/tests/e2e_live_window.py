@@ -125,6 +125,73 @@ def gap_stats(stamps):
     return {"n": len(gaps), "mean_ms": round(1000 * sum(gaps) / len(gaps), 2), "max_ms": round(1000 * max(gaps), 2)}
 
 
+def overlay_check(name, key, shot, rx, ry, rw, rh, res_px, w_r, h_r):
+    """Checks that the window screenshot ``shot`` shows the result image (``res_px``, w_r x h_r,
+    bottom-up RGBA floats) over the window rectangle (rx, ry, rw, rh), fractional where the
+    rectangle is (a camera frame)."""
+    sw, sh, spx = read_image(shot)
+    # The screenshot is the whole window, bottom-up; the region sits at (rx, ry).
+    # Each screenshot pixel inside the region must show the result image sampled bilinearly at
+    # that pixel's centre (the overlay's texture filter). One screenshot pixel per result texel.
+    def expected(u, v, c):
+        fx = min(max(u * w_r - 0.5, 0.0), w_r - 1.0)
+        fy = min(max(v * h_r - 0.5, 0.0), h_r - 1.0)
+        x0, y0 = int(fx), int(fy)
+        x1, y1 = min(x0 + 1, w_r - 1), min(y0 + 1, h_r - 1)
+        ax, ay = fx - x0, fy - y0
+
+        def at(x, y):
+            return res_px[4 * (y * w_r + x) + c]
+
+        return ((at(x0, y0) * (1 - ax) + at(x1, y0) * ax) * (1 - ay) +
+                (at(x0, y1) * (1 - ax) + at(x1, y1) * ax) * ay)
+
+    def compare(dx, dy):
+        diffs = []
+        for j in range(h_r):
+            y = int(ry + (j + 0.5) * rh / h_r)
+            for i in range(w_r):
+                x = int(rx + (i + 0.5) * rw / w_r)
+                if not (0 <= x + dx < sw and 0 <= y + dy < sh):
+                    continue
+                u, v = (x - rx + 0.5) / rw, (y - ry + 0.5) / rh
+                p = 4 * ((y + dy) * sw + x + dx)
+                diffs.append(max(abs(spx[p + c] - on_screen(expected(u, v, c))) for c in range(3)))
+        return diffs
+
+    def on_screen(value):
+        return round(value * 255.0) / 255.0
+
+    diffs = compare(0, 0)
+    n = len(diffs)
+    samples = []
+    for j in range(0, h_r, 9):
+        y = int(ry + (j + 0.5) * rh / h_r)
+        x = int(rx + 40.5 * rw / w_r)
+        u, v = (x - rx + 0.5) / rw, (y - ry + 0.5) / rh
+        p = 4 * (y * sw + x)
+        samples.append(([round(255 * spx[p + c]) for c in range(3)],
+                        [round(255 * on_screen(expected(u, v, c)), 1) for c in range(3)]))
+    REPORT["figures"][key + "_samples"] = samples
+    # where else it would match best (a misaligned overlay shows here as a non-zero offset)
+    offsets = {}
+    for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        d = compare(dx, dy)
+        offsets["%+d,%+d" % (dx, dy)] = round(255 * sum(d) / max(1, len(d)), 2)
+    REPORT["figures"][key + "_offsets"] = offsets
+    diffs.sort()
+    mean = sum(diffs) / max(1, len(diffs))
+    REPORT["figures"][key] = {"samples": n, "mean_abs_255": round(255 * mean, 2),
+                                              "p99_abs_255": round(255 * diffs[int(0.99 * (len(diffs) - 1))], 2)
+                                              if diffs else None, "rect": [round(v, 2) for v in (rx, ry, rw, rh)],
+                                              "result": [w_r, h_r]}
+    # Tolerance: the overlay layer keeps linear values at 8 bits, so dark values (sRGB < ~10)
+    # lose up to 4 levels; everything else matches to rounding.
+    return check(name,
+          n == w_r * h_r and mean * 255 <= 1.5 and diffs[int(0.99 * (len(diffs) - 1))] * 255 <= 6.0,
+          REPORT["figures"][key])
+
+
 def run():
     from depthcast import client, overlay, preferences, viewport
     from depthcast.core import runtime
@@ -258,75 +325,48 @@ def run():
     area.tag_redraw()
     yield 0.3
     shot = screenshot(os.path.join(ARGS.out, "live-3dview.png"))
-    sw, sh, spx = read_image(shot)
     _w, _a, region, _s = view3d()
-    # The screenshot is the whole window, bottom-up; the region sits at (region.x, region.y).
-    # Each screenshot pixel inside the region must show the result image sampled bilinearly at
-    # that pixel's centre (the overlay's texture filter). One screenshot pixel per result texel.
-    def expected(u, v, c):
-        fx = min(max(u * w_r - 0.5, 0.0), w_r - 1.0)
-        fy = min(max(v * h_r - 0.5, 0.0), h_r - 1.0)
-        x0, y0 = int(fx), int(fy)
-        x1, y1 = min(x0 + 1, w_r - 1), min(y0 + 1, h_r - 1)
-        ax, ay = fx - x0, fy - y0
-
-        def at(x, y):
-            return res_px[4 * (y * w_r + x) + c]
-
-        return ((at(x0, y0) * (1 - ax) + at(x1, y0) * ax) * (1 - ay) +
-                (at(x0, y1) * (1 - ax) + at(x1, y1) * ax) * ay)
-
-    def compare(dx, dy):
-        diffs = []
-        for j in range(h_r):
-            y = region.y + int((j + 0.5) * region.height / h_r)
-            for i in range(w_r):
-                x = region.x + int((i + 0.5) * region.width / w_r)
-                if not (0 <= x + dx < sw and 0 <= y + dy < sh):
-                    continue
-                u, v = (x - region.x + 0.5) / region.width, (y - region.y + 0.5) / region.height
-                p = 4 * ((y + dy) * sw + x + dx)
-                diffs.append(max(abs(spx[p + c] - on_screen(expected(u, v, c))) for c in range(3)))
-        return diffs
-
-    def on_screen(value):
-        return round(value * 255.0) / 255.0
-
-    diffs = compare(0, 0)
-    n = len(diffs)
-    samples = []
-    for j in range(0, h_r, 9):
-        y = region.y + int((j + 0.5) * region.height / h_r)
-        x = region.x + int(0.5 * region.width / w_r) + int(40 * region.width / w_r)
-        u, v = (x - region.x + 0.5) / region.width, (y - region.y + 0.5) / region.height
-        p = 4 * (y * sw + x)
-        samples.append(([round(255 * spx[p + c]) for c in range(3)],
-                        [round(255 * on_screen(expected(u, v, c)), 1) for c in range(3)]))
-    REPORT["figures"]["overlay_samples_shot_vs_expected"] = samples
-    # where else it would match best (a misaligned overlay shows here as a non-zero offset)
-    offsets = {}
-    for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-        d = compare(dx, dy)
-        offsets["%+d,%+d" % (dx, dy)] = round(255 * sum(d) / max(1, len(d)), 2)
-    REPORT["figures"]["overlay_offset_mean_abs_255"] = offsets
-    diffs.sort()
-    mean = sum(diffs) / max(1, len(diffs))
     client.save_last_result(folder=ARGS.out)
-    REPORT["figures"]["overlay_vs_result"] = {"samples": n, "mean_abs_255": round(255 * mean, 2),
-                                              "p99_abs_255": round(255 * diffs[int(0.99 * (len(diffs) - 1))], 2)
-                                              if diffs else None, "region": [region.width, region.height],
-                                              "result": [w_r, h_r]}
-    # Tolerance: the overlay layer keeps linear values at 8 bits, so dark values (sRGB < ~10)
-    # lose up to 4 levels; everything else matches to rounding.
-    check("3D View pixels equal the result image over the captured region",
-          n == w_r * h_r and mean * 255 <= 1.5 and diffs[int(0.99 * (len(diffs) - 1))] * 255 <= 6.0,
-          REPORT["figures"]["overlay_vs_result"])
+    overlay_check("3D View pixels equal the result image over the captured region", "overlay_vs_result", shot,
+                  region.x, region.y, region.width, region.height, res_px, w_r, h_r)
     # with the split at one half, the right half shows the scene again
     s.overlay_split = 0.5
     area.tag_redraw()
     yield 0.3
     screenshot(os.path.join(ARGS.out, "live-3dview-split.png"))
     s.overlay_split = 1.0
+
+    # 3b. camera view: live captures the camera frame, and the result covers exactly that frame
+    from bpy_extras.view3d_utils import location_3d_to_region_2d
+
+    space.region_3d.view_perspective = "CAMERA"
+    area.tag_redraw()
+    deadline = time.monotonic() + ARGS.timeout
+    settled = time.monotonic()
+    while time.monotonic() < deadline:
+        view = overlay.shown()[2]
+        if rt.job_id or viewport.state().pacer.dirty or viewport.state().busy or not (view and view["camera"]):
+            settled = time.monotonic()
+        elif time.monotonic() - settled > 1.0:
+            break
+        yield 0.1
+    w_r, h_r, view, _preview, _draws = overlay.shown()
+    check("in camera view live captures the camera frame at the render's aspect", view is not None and view["camera"]
+          and abs(w_r / h_r - 1920 / 1080) < 0.02, (w_r, h_r, view and view["camera"]))
+    if view is not None and view["camera"]:
+        img = bpy.data.images.get("depthcast Result")
+        res_px = array.array("f", bytes(4 * w_r * h_r * 4))
+        img.pixels.foreach_get(res_px)
+        _w, _a, region, _s = view3d()
+        pts = [location_3d_to_region_2d(region, space.region_3d, c) for c in view["corners"]]
+        x0, y0 = pts[0]
+        x1, y1 = pts[2]
+        frame = (x0, y0, x1 - x0, y1 - y0)
+        REPORT["figures"]["camera_frame_in_region"] = [round(v, 2) for v in frame]
+        shot = screenshot(os.path.join(ARGS.out, "live-camera-view.png"))
+        overlay_check("in camera view the 3D View shows the result exactly over the camera frame", "camera_overlay",
+                      shot, region.x + frame[0], region.y + frame[1], frame[2], frame[3], res_px, w_r, h_r)
+    space.region_3d.view_perspective = "PERSP"
 
     # 4. outage: kill the service, restart it, a result must arrive with no user action
     results_before = id(client.last_result())
