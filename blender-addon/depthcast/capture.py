@@ -51,6 +51,7 @@ class Capture:
         self.camera = camera
         self.frame = frame
         self.layout = None  # (u16le bytes, width, height, objects) or None
+        self.output_size = (width, height)  # the render size the image is for (depth may be smaller)
         self.objects = []
         self.init_png = None
         self.engine = ""
@@ -58,6 +59,12 @@ class Capture:
 
     def layout_summary(self):
         return ", ".join("%s#%d" % (o["label"], o["id"]) for o in self.objects)
+
+
+#: Depth is captured at most this many pixels: the service generates at the model's native size
+#: (about 512x512 for SD 1.5) and upscales to the output size, so a 1920x1080 render's depth at
+#: full size only made Blender's main thread render 2.25x longer.
+CAPTURE_MAX_PIXELS = 1024 * 1024
 
 
 def render_size(scene):
@@ -165,9 +172,36 @@ def _compositor(tmp, view_layer, out_dir, slots, file_format="OPEN_EXR"):
     return fo
 
 
+#: Set by the headless batch script: renders print their per-tile "Fra:" progress lines to
+#: stdout (about 190 per Cycles capture), which buried the script's own output.
+quiet_renders = False
+
+
+class _StdoutSilenced:
+    """Points file descriptor 1 at /dev/null for the duration (Blender prints from C)."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stdout.flush()
+        self._saved = os.dup(1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+        return self
+
+    def __exit__(self, *exc):
+        os.dup2(self._saved, 1)
+        os.close(self._saved)
+
+
 def _render(tmp, view_layer):
     try:
-        result = bpy.ops.render.render(write_still=False, scene=tmp.name, layer=view_layer.name)
+        if quiet_renders:
+            with _StdoutSilenced():
+                result = bpy.ops.render.render(write_still=False, scene=tmp.name, layer=view_layer.name)
+        else:
+            result = bpy.ops.render.render(write_still=False, scene=tmp.name, layer=view_layer.name)
     except RuntimeError as err:
         raise CaptureError("render failed (%s): %s" % (tmp.render.engine, str(err).strip())) from None
     if "CANCELLED" in result:
@@ -196,7 +230,8 @@ def _read_exr_channel(path, width, height):
 
 
 def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layout=True, with_init=False,
-                   near_far="CAMERA", manual_near=0.1, manual_far=100.0, background="far", engine="AUTO"):
+                   near_far="CAMERA", manual_near=0.1, manual_far=100.0, background="far", engine="AUTO",
+                   max_pixels=CAPTURE_MAX_PIXELS):
     """Renders the camera's depth (and layout / init image) and returns a :class:`Capture`.
 
     ``near_far``: 'CAMERA' (the camera's clip range), 'SCENE' (fit to what is in view) or
@@ -209,7 +244,9 @@ def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layo
         raise CaptureError("the scene has no camera: add one or set Scene > Camera")
     if cam.type != "CAMERA":
         raise CaptureError("%r is not a camera" % cam.name)
-    width, height = render_size(scene)
+    output_size = render_size(scene)
+    # An init image must match the output; depth alone can be smaller (see CAPTURE_MAX_PIXELS).
+    width, height = output_size if with_init else D.fit_pixels(*output_size, max_pixels)
     src_layer = _view_layer_of(scene, view_layer)
     if engine == "CYCLES" and not cycles_available():
         raise CaptureError("Cycles is not available in this Blender")
@@ -252,6 +289,8 @@ def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layo
         if frame is not None:
             tmp.frame_current = int(frame)
         r = tmp.render
+        if (width, height) != output_size:
+            r.resolution_x, r.resolution_y, r.resolution_percentage = width, height, 100
         r.use_border = False
         r.use_motion_blur = False
         r.use_sequencer = False
@@ -291,6 +330,7 @@ def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layo
                                        values=z)
         values = D.clean_background(z, far, background=background)
         cap = Capture(D.DepthImage(values, width, height, near, far), width, height, cam.name, tmp.frame_current)
+        cap.output_size = output_size
         cap.engine = tmp.render.engine
         timings["depth"] = time.perf_counter() - t3
         if index_values is not None:

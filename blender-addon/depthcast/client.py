@@ -15,7 +15,8 @@ import time
 import bpy
 
 from . import results
-from .core import messages, pixels, service
+from .core import messages, pixels, runtime, service
+from .core.costs import timed
 from .core.session import (CONNECTED, CONNECTING, DISCONNECTED, RECONNECTING, STOPPED, Backoff, Session,
                            is_loopback_url, normalize_url)
 
@@ -128,6 +129,8 @@ def stop(stop_service=True):
     for job in list(_jobs.values()):
         _finish(job, "error", {"code": "OFFLINE", "message": "disconnected"})
     _jobs.clear()
+    # Nothing runs any more: no panel may keep showing "step 7 / 101" with Cancel enabled.
+    runtime.end_all_jobs("disconnected")
 
 
 def restart(context=None):
@@ -182,6 +185,7 @@ def last_result():
 
 
 # ---------------------------------------------------------------- main-thread side
+@timed("events")
 def process_events(max_events=200, budget_s=0.05):
     """Applies queued network events to Blender data. Main thread only. Returns how many."""
     n = 0
@@ -223,35 +227,29 @@ def _scene_of(job):
 def _handle(ev):
     kind = ev.kind
     if kind == "state":
+        _on_state(ev.data.get("state"))
         return
     if kind == "hello":
         _models[:] = ev.data.get("models", [])
         return
     job = _jobs.get(ev.data.get("jobId"))
     scene = _scene_of(job)
-    s = scene.depthcast if scene is not None else None
+    rt = runtime.of(scene) if scene is not None else None
+    mine = rt is not None and job is not None and rt.job_id == job.job_id
     if kind == "accepted" and job is not None:
         job.position = ev.data.get("position", 0)
-        if s is not None and job.kind != "animation" and s.job_id == job.job_id:
-            s.status = "running" if not job.position else "queued (%d ahead)" % job.position
+        if mine and job.kind != "animation":
+            rt.status = "running" if not job.position else "queued (%d ahead)" % job.position
         return
-    if kind == "progress" and s is not None and job.kind in ("generate", "live"):
+    if kind == "progress" and job is not None and job.kind in ("generate", "live"):
         total = max(1, int(ev.data.get("total", 1)))
-        if s.job_id == job.job_id:
-            s.progress = 100.0 * int(ev.data.get("step", 0)) / total
-            s.status = "step %d / %d" % (ev.data.get("step", 0), total)
+        if mine:
+            rt.progress = 100.0 * int(ev.data.get("step", 0)) / total
+            rt.status = "step %d / %d" % (ev.data.get("step", 0), total)
         return
     if kind == "preview" and job is not None and job.kind in ("generate", "live"):
-        if s is not None and s.job_id == job.job_id:
-            try:
-                if ev.data.get("format") == "rgb8":
-                    img = results.set_result_rgb8(ev.payload, int(ev.data.get("width", 0)), int(ev.data.get("height", 0)))
-                else:
-                    img = results.set_result_pixels(ev.payload, ".jpg")
-            except (ValueError, RuntimeError) as err:
-                print("depthcast: preview skipped: %s" % err)
-                return
-            results.show_in_image_editors(img)
+        if mine:
+            _on_preview(ev, job)
         return
     if kind == "result":
         _on_result(ev, job, scene)
@@ -261,30 +259,69 @@ def _handle(ev):
         if job is None:
             if ev.data.get("jobId") is None:
                 # A connection-level error: show it on every scene that has a job running.
-                for sc in bpy.data.scenes:
-                    if hasattr(sc, "depthcast") and sc.depthcast.job_id:
-                        sc.depthcast.error = message
+                for state in runtime.all_states():
+                    if state.job_id:
+                        state.error = message
                 set_status_bar("depthcast: " + message)
             return
-        if s is not None and job.kind != "animation":
-            s.error = message
-            if s.job_id == job.job_id:
-                s.status = "failed"
-                s.job_id = ""
-                s.progress = 0.0
+        if rt is not None and job.kind != "animation":
+            rt.error = message
+            if mine:
+                rt.job_ended("failed")
         set_status_bar("depthcast: " + message)
         _finish(job, "error", ev.data)
         return
     if kind == "cancelled":
         if job is not None:
-            if s is not None and s.job_id == job.job_id:
-                s.status = "cancelled" if ev.data.get("reason") != "superseded" else "superseded"
-                s.job_id = ""
-                s.progress = 0.0
+            if mine:
+                rt.job_ended("cancelled" if ev.data.get("reason") != "superseded" else "superseded")
             _finish(job, "cancelled", ev.data)
 
 
+def _on_state(state):
+    """Connected again: errors the outage left are stale, and live mode sends the current view
+    again (its frame in flight was lost with the connection), with no user action."""
+    if state != CONNECTED:
+        return
+    for rt in runtime.all_states():
+        if rt.error.startswith(("OFFLINE", "CONNECTION", "TIMEOUT")):
+            rt.error = ""
+    set_status_bar(None)
+    for cb in list(_on_connected):
+        try:
+            cb()
+        except Exception as err:
+            print("depthcast: reconnect callback failed: %s" % err)
+
+
+#: Called on the main thread after every (re)connection (live mode registers its resend here).
+_on_connected = []
+
+
+def _on_preview(ev, job):
+    """Previews go to the 3D View overlay (stretched over the captured view) and into the result
+    image only when they have its size, so the image does not resize on every step."""
+    from . import overlay
+
+    try:
+        w, h = int(ev.data.get("width", 0)), int(ev.data.get("height", 0))
+        if ev.data.get("format") == "rgb8":
+            px = pixels.rgb8_to_pixels(ev.payload, w, h)
+        else:
+            w, h, px = results.decode_image(ev.payload, ".jpg")
+    except (ValueError, RuntimeError) as err:
+        print("depthcast: preview skipped: %s" % err)
+        return
+    if job.kind == "live":
+        overlay.show(px, w, h, job.meta.get("view"), preview=True)
+    img = results.set_result_pixels_if_size(px, w, h)
+    if img is not None:
+        results.show_in_image_editors(img)
+
+
 def _on_result(ev, job, scene):
+    from . import overlay
+
     header, payload = ev.data, ev.payload
     # Live results may come raw (rgb8): shown without a decoder, made a PNG only if saved.
     raw = header.get("format") == "rgb8"
@@ -295,36 +332,45 @@ def _on_result(ev, job, scene):
             "frame": job.meta.get("frame") if job is not None else None}
     if job is None or job.kind != "animation":
         _last["result"] = info
+        img = None
         try:
             if raw:
-                img = results.set_result_rgb8(payload, int(header.get("width", 0)), int(header.get("height", 0)))
+                w, h = int(header.get("width", 0)), int(header.get("height", 0))
+                px = pixels.rgb8_to_pixels(payload, w, h)
             else:
-                img = results.set_result_pixels(payload, ".png")
+                w, h, px = results.decode_image(payload, ".png")
+            img = results.set_result_float_pixels(px, w, h)
         except (ValueError, RuntimeError) as err:
-            img = None
             if scene is not None:
-                scene.depthcast.error = "result: %s" % err
+                runtime.of(scene).error = "result: %s" % err
         if img is not None:
             results.show_in_image_editors(img)
+            if job is not None and job.kind == "live":
+                overlay.show(px, w, h, job.meta.get("view"))
         if scene is not None:
             s = scene.depthcast
-            s.last_seed = int(header.get("seed", 0)) & 0x7FFFFFFF
-            if s.job_id == header.get("jobId"):
-                s.job_id = ""
-                s.progress = 100.0
+            rt = runtime.of(scene)
+            if header.get("seed") is not None:
+                rt.last_seed = int(header["seed"])  # all 32 bits: Keep seed must reproduce this image
+            rt.sizes = runtime.size_note(header)
+            if rt.job_id == header.get("jobId"):
                 timings = header.get("timings") or {}
                 total = timings.get("total")
-                s.status = "done (seed %s%s)" % (header.get("seed"), ", %.1f s" % (total / 1000.0) if total else "")
+                rt.job_ended("done (seed %s%s)" % (header.get("seed"), ", %.1f s" % (total / 1000.0) if total else ""))
+                rt.progress = 100.0
                 if img is not None:
-                    s.error = ""
+                    rt.error = ""
             cam = scene.objects.get(info["camera"]) if info["camera"] else scene.camera
-            if img is not None:
+            view = job.meta.get("view") if job is not None else None
+            if view is not None and not view.get("camera"):
+                cam = None  # a 3D View region result: only the overlay can show it aligned
+            if img is not None and cam is not None:
                 results.set_camera_background(cam, img, s.show_in_viewport)
             if s.auto_save and job is not None and job.kind == "generate":
                 try:
                     save_last_result()
                 except (OSError, RuntimeError) as err:
-                    s.error = "could not save the result: %s" % err
+                    rt.error = "could not save the result: %s" % err
         set_status_bar(None)
     if job is not None:
         _finish(job, "result", header, payload)

@@ -11,12 +11,12 @@ import bpy
 from bpy.props import IntProperty, StringProperty
 
 from . import capture, client, properties, results, viewport
-from .core import messages
+from .core import messages, runtime
 
 
 def _report_error(op, scene, text):
     if scene is not None:
-        scene.depthcast.error = text
+        runtime.of(scene).error = text
     client.set_status_bar("depthcast: " + text)
     op.report({"ERROR"}, text)
 
@@ -30,7 +30,7 @@ def capture_for(scene, with_init=None, frame=None, camera=None):
 
 
 def build_job(scene, cap, kind, mode="batch", stream="blender"):
-    params = properties.build_params(scene, cap.width, cap.height, with_init=cap.init_png is not None)
+    params = properties.build_params(scene, cap.output_size[0], cap.output_size[1], with_init=cap.init_png is not None)
     job_id = messages.new_job_id({"generate": "gen", "animation": "anim"}.get(kind, kind[:6]))
     return messages.build_frame(job_id, cap.depth, params, stream=stream, mode=mode, init_png=cap.init_png,
                                 layout=cap.layout)
@@ -40,16 +40,17 @@ def generate(scene):
     """Captures the scene camera and sends one generation. Returns (job, capture). Raises
     CaptureError / MessageError / RuntimeError with a message for the user."""
     s = scene.depthcast
-    if s.job_id:
-        client.cancel(job_id=s.job_id)
-    s.error = ""
+    rt = runtime.of(scene)
+    if rt.job_id:
+        client.cancel(job_id=rt.job_id)
+    rt.error = ""
     client.set_status_bar(None)
     cap = capture_for(scene)
     header, payloads = build_job(scene, cap, "generate")
-    s.status = "sending"
-    s.progress = 0.0
+    rt.status = "sending"
+    rt.progress = 0.0
     job = client.submit(scene, header, payloads, "generate", meta={"camera": cap.camera, "frame": cap.frame})
-    s.job_id = job.job_id
+    rt.job_id = job.job_id
     return job, cap
 
 
@@ -107,14 +108,14 @@ class DEPTHCAST_OT_cancel(bpy.types.Operator):
     bl_description = "Cancel the running generation, live mode and animation render"
 
     def execute(self, context):
-        s = context.scene.depthcast
-        if s.job_id:
-            client.cancel(job_id=s.job_id)
-        if s.live_running or viewport.is_running():
+        rt = runtime.of(context.scene)
+        if rt.job_id:
+            client.cancel(job_id=rt.job_id)
+        if rt.live_running or viewport.is_running():
             viewport.stop()
-        if s.animation_running:
-            s.animation_running = False  # the modal operator notices and cancels its jobs
-        s.status = "cancelling" if s.job_id else s.status
+        if rt.animation_running:
+            rt.animation_running = False  # the modal operator notices and cancels its jobs
+        rt.status = "cancelling" if rt.job_id else rt.status
         return {"FINISHED"}
 
 
@@ -124,7 +125,7 @@ class DEPTHCAST_OT_randomize_seed(bpy.types.Operator):
     bl_description = "Pick a new random seed"
 
     def execute(self, context):
-        context.scene.depthcast.seed = random.randint(0, 2 ** 31 - 1)
+        context.scene.depthcast.seed = str(random.randint(0, runtime.SEED_MAX))
         return {"FINISHED"}
 
 
@@ -133,10 +134,15 @@ class DEPTHCAST_OT_use_last_seed(bpy.types.Operator):
     bl_label = "Keep Seed"
     bl_description = "Use the last result's seed (and stop randomizing)"
 
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and runtime.of(context.scene).last_seed is not None
+
     def execute(self, context):
         s = context.scene.depthcast
+        rt = runtime.of(context.scene)
         s.seed_randomize = False
-        s.seed = s.last_seed
+        s.seed = str(rt.last_seed)
         return {"FINISHED"}
 
 
@@ -284,9 +290,9 @@ class AnimationJob:
             self.in_flight[header["jobId"]] = frame
             client.submit(scene, header, payloads, "animation", on_done=self._on_done,
                           meta={"camera": cap.camera, "frame": frame})
-        s = scene.depthcast
-        s.progress = self.progress()
-        s.status = "animation: %d/%d written%s%s" % (
+        rt = runtime.of(scene)
+        rt.progress = self.progress()
+        rt.status = "animation: %d/%d written%s%s" % (
             len(self.written) + self.skipped, self.total,
             ", %d failed" % len(self.failed) if self.failed else "",
             " (%d skipped: already there)" % self.skipped if self.skipped else "")
@@ -336,7 +342,7 @@ class DEPTHCAST_OT_render_animation(bpy.types.Operator):
     @classmethod
     def poll(cls, context):
         return context.scene is not None and context.scene.camera is not None and \
-            not context.scene.depthcast.animation_running
+            not runtime.of(context.scene).animation_running
 
     def execute(self, context):
         scene = context.scene
@@ -349,8 +355,8 @@ class DEPTHCAST_OT_render_animation(bpy.types.Operator):
         if self._job.done:
             self.report({"INFO"}, "depthcast: all %d frames are already written" % self._job.total)
             return {"FINISHED"}
-        scene.depthcast.animation_running = True
-        scene.depthcast.error = ""
+        runtime.of(scene).animation_running = True
+        runtime.of(scene).error = ""
         wm = context.window_manager
         self._timer = wm.event_timer_add(0.2, window=context.window)
         wm.modal_handler_add(self)
@@ -360,7 +366,7 @@ class DEPTHCAST_OT_render_animation(bpy.types.Operator):
         scene = bpy.data.scenes.get(self._job.scene_name)
         if scene is None:
             return self._finish(context, cancelled=True)
-        if event.type == "ESC" or not scene.depthcast.animation_running:
+        if event.type == "ESC" or not runtime.of(scene).animation_running:
             self._job.cancel()
             return self._finish(context, cancelled=True)
         if event.type == "TIMER":
@@ -373,12 +379,12 @@ class DEPTHCAST_OT_render_animation(bpy.types.Operator):
         job = self._job
         scene = bpy.data.scenes.get(job.scene_name)
         if scene is not None:
-            s = scene.depthcast
-            s.animation_running = False
-            s.status = "animation %s: %d written, %d skipped, %d failed" % (
+            rt = runtime.of(scene)
+            rt.animation_running = False
+            rt.status = "animation %s: %d written, %d skipped, %d failed" % (
                 "cancelled" if cancelled else "done", len(job.written), job.skipped, len(job.failed))
             if job.failed:
-                s.error = "frame %d: %s" % job.failed[0]
+                rt.error = "frame %d: %s" % job.failed[0]
         if job.failed:
             self.report({"WARNING"}, "depthcast: %d frames failed (first: frame %d: %s)" % (
                 len(job.failed), job.failed[0][0], job.failed[0][1]))
@@ -391,7 +397,7 @@ class DEPTHCAST_OT_dismiss_error(bpy.types.Operator):
     bl_description = "Clear the error message"
 
     def execute(self, context):
-        context.scene.depthcast.error = ""
+        runtime.of(context.scene).error = ""
         client.set_status_bar(None)
         return {"FINISHED"}
 

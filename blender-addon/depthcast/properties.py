@@ -10,6 +10,7 @@ import bpy
 from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty)
 
 from .core.messages import SCHEDULERS
+from .core.runtime import SEED_MAX, parse_seed
 
 def model_search(self, context, edit_text):
     """Suggestions for the model field: the models the connected service announced."""
@@ -45,7 +46,14 @@ LIVE_SOURCE_ITEMS = [
 
 def _randomize_if_needed(self, context):
     if self.seed_randomize:
-        self.seed = random.randint(0, 2 ** 31 - 1)
+        self.seed = str(random.randint(0, SEED_MAX))
+
+
+def _normalize_seed(self, context):
+    # Only digits in range stay; anything else is refused when sending (parse_seed says why).
+    text = self.seed.strip()
+    if text != self.seed:
+        self.seed = text
 
 
 class DepthcastSettings(bpy.types.PropertyGroup):
@@ -69,10 +77,12 @@ class DepthcastSettings(bpy.types.PropertyGroup):
                                description="Send a preview every N steps (0 = no previews)")
 
     # ---- seed ----
-    seed: IntProperty(name="Seed", default=0, min=0, description="Seed of the noise (same seed, same image)")
+    # Text, not IntProperty: Blender ints are signed 32-bit and the service's seeds use all 32 bits
+    # (a masked seed reproduces a different image).
+    seed: StringProperty(name="Seed", default="0", update=_normalize_seed,
+                         description="Seed of the noise, 0 to 4294967295 (same seed, same image)")
     seed_randomize: BoolProperty(name="Randomize", default=True, update=_randomize_if_needed,
                                  description="Let the service pick a new seed every time (the seed used is shown)")
-    last_seed: IntProperty(name="Last seed", default=0, min=0, description="Seed of the last result")
 
     # ---- init image ----
     use_init: BoolProperty(name="Init image", default=False,
@@ -105,16 +115,15 @@ class DepthcastSettings(bpy.types.PropertyGroup):
     live_source: EnumProperty(name="Source", items=LIVE_SOURCE_ITEMS, default="VIEWPORT")
     live_debounce: FloatProperty(name="Debounce", default=0.4, min=0.05, max=5.0, unit="TIME_ABSOLUTE",
                                  description="Wait this long after the last change before sending")
+    overlay: BoolProperty(name="Show in 3D View", default=True,
+                          description="Draw live results over the 3D View, aligned to the view that was captured")
+    overlay_opacity: FloatProperty(name="Opacity", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
+                                   description="Opacity of the result drawn over the 3D View")
+    overlay_split: FloatProperty(name="Split", default=1.0, min=0.0, max=1.0, subtype="FACTOR",
+                                 description="Part of the view's width, from the left, that shows the result "
+                                 "(the rest shows the scene)")
     live_max_side: IntProperty(name="Max size", default=512, min=64, max=2048, step=64,
                                description="Longest side of live frames (3D View source)")
-
-    # ---- runtime status (written by the client; not meant for editing) ----
-    status: StringProperty(name="Status", default="")
-    error: StringProperty(name="Error", default="")
-    progress: FloatProperty(name="Progress", default=0.0, min=0.0, max=100.0, subtype="PERCENTAGE", precision=0)
-    job_id: StringProperty(name="Job", default="")
-    live_running: BoolProperty(name="Live", default=False)
-    animation_running: BoolProperty(name="Rendering animation", default=False)
 
 
 classes = (DepthcastSettings,)
@@ -146,7 +155,7 @@ def build_params(scene, width, height, with_init=False, live=False):
         steps=s.steps if s.use_steps else None,
         guidance=s.guidance if s.use_guidance else None,
         strength=s.strength if with_init else None,
-        seed=None if s.seed_randomize else s.seed,
+        seed=None if s.seed_randomize else parse_seed(s.seed),
         scheduler=None if s.scheduler == "default" else s.scheduler,
         controlnet_scale=s.controlnet_scale,
         depth_range=s.depth_range,

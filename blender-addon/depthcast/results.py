@@ -70,6 +70,20 @@ def set_result_rgb8(data, width, height, name=RESULT_IMAGE):
     return _show_pixels(width, height, rgb8_to_pixels(data, width, height), name)
 
 
+def set_result_float_pixels(px, width, height, name=RESULT_IMAGE):
+    """Writes decoded pixels (flat bottom-up RGBA floats) into the result datablock."""
+    return _show_pixels(width, height, px, name)
+
+
+def set_result_pixels_if_size(px, width, height, name=RESULT_IMAGE):
+    """Writes a preview into the result datablock only when it already has that size (a smaller
+    preview would resize it back and forth on every step). Returns the image or None."""
+    img = bpy.data.images.get(name)
+    if img is not None and img.source == "GENERATED" and tuple(img.size) != (width, height):
+        return None
+    return _show_pixels(width, height, px, name)
+
+
 def _show_pixels(w, h, px, name):
     img = result_image(w, h, name)
     img.pixels.foreach_set(px)
@@ -136,7 +150,11 @@ def set_camera_background(camera_obj, img, enabled):
         entry.alpha = 1.0
         entry.source = "IMAGE"
         entry.display_depth = "FRONT"
-        entry.frame_method = "FIT"
+        entry.frame_method = "STRETCH"
+    # STRETCH: the image covers exactly the camera frame, as captured (FIT would letterbox
+    # it when its size was rounded to multiples of 8).
+    if entry.frame_method != "STRETCH":
+        entry.frame_method = "STRETCH"
     # Only write what changed: every RNA write tags the camera for a depsgraph update.
     if not entry.show_background_image:
         entry.show_background_image = True

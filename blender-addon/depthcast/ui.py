@@ -2,6 +2,7 @@
 import bpy
 
 from . import capture, client, viewport
+from .core import runtime
 
 
 class DepthcastPanel:
@@ -14,22 +15,32 @@ class DepthcastPanel:
         return context.scene is not None and hasattr(context.scene, "depthcast")
 
 
-def _progress(layout, s):
-    factor = max(0.0, min(1.0, s.progress / 100.0))
-    text = s.status or ("%d%%" % s.progress)
+def _progress(layout, rt):
+    """One line of progress: a bar (Blender 4.0+) or a label, the value written once."""
+    if not rt.status and not rt.progress:
+        return
+    text = rt.status or ("%d %%" % rt.progress)
     if hasattr(layout, "progress"):  # Blender 4.0+
-        layout.progress(factor=factor, type="BAR", text=text)
+        layout.progress(factor=max(0.0, min(1.0, rt.progress / 100.0)), type="BAR", text=text)
     else:
-        row = layout.row()
-        row.enabled = False
-        row.prop(s, "progress", text=text, slider=True)
+        layout.label(text=text, icon="TIME" if rt.job_id else "INFO")
 
 
-def _error_box(layout, text):
+def wrap_width(context, fallback=42):
+    """Characters that fit the sidebar's width (so error text wraps between words, not mid-word
+    at the panel's edge)."""
+    region = getattr(context, "region", None)
+    if region is None or region.width <= 0:
+        return fallback
+    scale = context.preferences.system.ui_scale if context.preferences else 1.0
+    return max(16, int((region.width - 60 * scale) / (7.0 * scale)))
+
+
+def _error_box(layout, text, width=42):
     box = layout.box()
     row = box.row()
     col = row.column()
-    for i, line in enumerate(client.wrap(text, 42)):
+    for i, line in enumerate(client.wrap(text, width)):
         col.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
     row.operator("depthcast.dismiss_error", text="", icon="X", emboss=False)
 
@@ -41,6 +52,7 @@ class DEPTHCAST_PT_main(DepthcastPanel, bpy.types.Panel):
     def draw(self, context):
         layout = self.layout
         s = context.scene.depthcast
+        rt = runtime.of(context.scene)
         state, message = client.connection_status()
         row = layout.row(align=True)
         row.label(text=state.capitalize(), icon=client.status_icon(state))
@@ -48,7 +60,7 @@ class DEPTHCAST_PT_main(DepthcastPanel, bpy.types.Panel):
         if message and state != "connected":
             col = layout.column()
             col.scale_y = 0.7
-            for line in client.wrap(message, 42)[:3]:
+            for line in client.wrap(message, wrap_width(context))[:3]:
                 col.label(text=line)
 
         col = layout.column(align=True)
@@ -57,16 +69,18 @@ class DEPTHCAST_PT_main(DepthcastPanel, bpy.types.Panel):
 
         row = layout.row(align=True)
         row.scale_y = 1.4
-        busy = bool(s.job_id) or s.animation_running
+        busy = bool(rt.job_id) or rt.animation_running
         row.operator("depthcast.generate", icon="RENDER_STILL")
         sub = row.row(align=True)
-        sub.enabled = busy or s.live_running
+        sub.enabled = busy or rt.live_running
         sub.operator("depthcast.cancel", text="Cancel", icon="CANCEL")
         if context.scene.camera is None:
             layout.label(text="The scene needs a camera", icon="INFO")
-        _progress(layout, s)
-        if s.error:
-            _error_box(layout, s.error)
+        _progress(layout, rt)
+        if rt.sizes:
+            layout.label(text=rt.sizes, icon="IMAGE_DATA")
+        if rt.error:
+            _error_box(layout, rt.error, wrap_width(context))
 
 
 class DEPTHCAST_PT_model(DepthcastPanel, bpy.types.Panel):
@@ -78,6 +92,7 @@ class DEPTHCAST_PT_model(DepthcastPanel, bpy.types.Panel):
         layout.use_property_split = True
         layout.use_property_decorate = False
         s = context.scene.depthcast
+        rt = runtime.of(context.scene)
         layout.prop(s, "model", icon="FILE_3D")
         if client.model_is_tiny(s.model):
             layout.label(text="Tiny test model: random weights, abstract images", icon="INFO")
@@ -99,9 +114,9 @@ class DEPTHCAST_PT_model(DepthcastPanel, bpy.types.Panel):
         sub.prop(s, "seed", text="")
         row.operator("depthcast.randomize_seed", text="", icon="FILE_REFRESH")
         layout.prop(s, "seed_randomize")
-        if s.last_seed:
+        if rt.last_seed is not None:
             row = layout.row(align=True)
-            row.label(text="Last seed: %d" % s.last_seed)
+            row.label(text="Last seed: %d" % rt.last_seed)
             row.operator("depthcast.use_last_seed", text="", icon="PINNED")
         layout.prop(s, "preview_every")
 
@@ -205,14 +220,27 @@ class DEPTHCAST_PT_layout(DepthcastPanel, bpy.types.Panel):
 
 
 class DEPTHCAST_PT_live(DepthcastPanel, bpy.types.Panel):
+    """Open by default and right under the main panel: Start Live is the first thing in it."""
     bl_label = "Live"
     bl_parent_id = "DEPTHCAST_PT_main"
-    bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
         layout = self.layout
         s = context.scene.depthcast
         running = viewport.is_running()
+        row = layout.row()
+        row.scale_y = 1.2
+        row.operator("depthcast.live", text="Stop Live" if running else "Start Live",
+                     icon="PAUSE" if running else "PLAY", depress=running)
+        if running:
+            layout.label(text="%d frames sent" % viewport.state().frames_sent)
+        col = layout.column()
+        col.use_property_split = True
+        col.prop(s, "overlay")
+        sub = col.column()
+        sub.active = s.overlay
+        sub.prop(s, "overlay_opacity", slider=True)
+        sub.prop(s, "overlay_split", slider=True)
         col = layout.column()
         col.enabled = not running
         col.use_property_split = True
@@ -220,12 +248,6 @@ class DEPTHCAST_PT_live(DepthcastPanel, bpy.types.Panel):
         col.prop(s, "live_debounce")
         if s.live_source == "VIEWPORT":
             col.prop(s, "live_max_side")
-        row = layout.row()
-        row.scale_y = 1.2
-        row.operator("depthcast.live", text="Stop Live" if running else "Start Live",
-                     icon="PAUSE" if running else "PLAY", depress=running)
-        if running:
-            layout.label(text="%d frames sent" % viewport.state().frames_sent)
 
 
 class DEPTHCAST_PT_output(DepthcastPanel, bpy.types.Panel):
@@ -236,6 +258,7 @@ class DEPTHCAST_PT_output(DepthcastPanel, bpy.types.Panel):
         layout = self.layout
         scene = context.scene
         s = scene.depthcast
+        rt = runtime.of(scene)
         col = layout.column()
         col.prop(s, "show_in_viewport")
         col.prop(s, "auto_save")
@@ -246,17 +269,17 @@ class DEPTHCAST_PT_output(DepthcastPanel, bpy.types.Panel):
         layout.separator()
         layout.label(text="Frames %d-%d to %s" % (scene.frame_start, scene.frame_end, scene.render.filepath or "//"))
         row = layout.row()
-        row.enabled = not s.animation_running
+        row.enabled = not rt.animation_running
         row.operator("depthcast.render_animation", icon="RENDER_ANIMATION")
 
 
 classes = (
     DEPTHCAST_UL_objects,
     DEPTHCAST_PT_main,
+    DEPTHCAST_PT_live,
     DEPTHCAST_PT_model,
     DEPTHCAST_PT_image,
     DEPTHCAST_PT_depth,
     DEPTHCAST_PT_layout,
-    DEPTHCAST_PT_live,
     DEPTHCAST_PT_output,
 )

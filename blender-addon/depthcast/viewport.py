@@ -23,11 +23,14 @@ import gpu
 from bpy.app.handlers import persistent
 from gpu_extras.batch import batch_for_shader
 
-from . import capture, client, properties
+from . import capture, client, overlay, properties
 from .core import depth as D
-from .core import messages
+from .core import messages, runtime
 from .core.layout import LayoutEntry, build_layout
+from .core.costs import timed
+from .core.pacing import LivePacer
 
+_PASS_TIMES = {}  # when the last depth pass finished drawing (the read-back waits for the GPU)
 MESHABLE = {"MESH", "CURVE", "SURFACE", "META", "FONT"}
 # Data whose change moves surfaces. Collections are left out: capturing (a scene copy) updates the
 # scene collection; what collections change (which objects are visible) is in the scene signature.
@@ -44,8 +47,28 @@ def uniform_color_shader():
 class BatchCache:
     """GPU batches of evaluated meshes, rebuilt when their object's geometry changes."""
 
-    def __init__(self):
+    def __init__(self, keep_offscreen=False):
         self._batches = {}
+        self._offscreen = None
+        self._offscreen_size = None
+        # Live mode keeps its offscreen buffer between frames: creating one costs more than
+        # the small depth pass itself under software GL.
+        self.owns_offscreens = keep_offscreen
+
+    def offscreen(self, width, height):
+        if not self.owns_offscreens:
+            return gpu.types.GPUOffScreen(width, height)
+        if self._offscreen is None or self._offscreen_size != (width, height):
+            self.free_offscreen()
+            self._offscreen = gpu.types.GPUOffScreen(width, height)
+            self._offscreen_size = (width, height)
+        return self._offscreen
+
+    def free_offscreen(self):
+        if self._offscreen is not None:
+            self._offscreen.free()
+        self._offscreen = None
+        self._offscreen_size = None
 
     def invalidate(self, name=None):
         if name is None:
@@ -141,7 +164,7 @@ def gpu_depth_pass(depsgraph, view_matrix, projection_matrix, width, height, ids
     draw handler, or a RenderEngine with ``bl_use_gpu_context``. Returns a :class:`GpuPass`."""
     shader = uniform_color_shader()
     cache = cache or BatchCache()
-    offscreen = gpu.types.GPUOffScreen(width, height)
+    offscreen = cache.offscreen(width, height)
     try:
         with offscreen.bind():
             fb = gpu.state.active_framebuffer_get()
@@ -170,12 +193,14 @@ def gpu_depth_pass(depsgraph, view_matrix, projection_matrix, width, height, ids
                     with gpu.matrix.push_pop():
                         gpu.matrix.multiply_matrix(inst.matrix_world.copy())
                         batch.draw(shader)
+            _PASS_TIMES["draw"] = time.perf_counter()
             depth = _floats(fb.read_depth(0, 0, width, height), width * height)
             color = _bytes(fb.read_color(0, 0, width, height, 4, 0, "UBYTE")) if ids else None
             gpu.state.depth_test_set("NONE")
             gpu.state.depth_mask_set(False)
     finally:
-        offscreen.free()
+        if cache.owns_offscreens is False:
+            offscreen.free()
     rows = [list(r) for r in projection_matrix]
     return GpuPass(width, height, depth, color, rows, ids)
 
@@ -219,8 +244,7 @@ class LiveState:
         self.enabled = False
         self.scene_name = ""
         self.source = "VIEWPORT"
-        self.dirty_at = None
-        self.first_dirty_at = 0.0
+        self.pacer = LivePacer()
         self.area_ptr = 0
         self.view_sig = None
         self.scene_sig = None
@@ -228,25 +252,21 @@ class LiveState:
         self.busy = False
         self.draw_handle = None
         self.frames_sent = 0
-        self.cache = BatchCache()
+        self.captures = 0
+        self.capture_s = []  # main-thread seconds of each capture in the draw handler (last 64)
+        self.capture_parts = {}  # the last capture's main-thread time by part
+        self.trace = collections.deque(maxlen=256)  # (monotonic time, what): request/capture/sent
+        self.cache = BatchCache(keep_offscreen=True)
 
     def mark_dirty(self):
-        # Debounce: every change pushes the deadline, so a drag sends once it pauses; during a
-        # long drag a frame still goes out every few debounce periods.
-        now = time.monotonic()
-        if self.dirty_at is None:
-            self.first_dirty_at = now
-        self.dirty_at = now
+        self.pacer.changed(time.monotonic())
 
     def due(self, debounce):
-        if self.dirty_at is None:
-            return False
-        now = time.monotonic()
-        return now - self.dirty_at >= debounce or now - self.first_dirty_at >= max(1.0, 4 * debounce)
+        return self.pacer.due(time.monotonic(), debounce)
 
 
 _live = LiveState()
-_outgoing = collections.deque()  # (header, payloads) built by workers, submitted on the main thread
+_outgoing = collections.deque()  # (scene name, header, payloads, meta) built by workers, sent on the main thread
 
 
 def is_running():
@@ -261,10 +281,20 @@ def _scene():
     return bpy.data.scenes.get(_live.scene_name)
 
 
+def _active_scene():
+    """The scene of the window live mode watches (live mode follows scene switches)."""
+    wm = bpy.context.window_manager
+    for window in getattr(wm, "windows", []):
+        for area in window.screen.areas:
+            if not _live.area_ptr or area.as_pointer() == _live.area_ptr:
+                return window.scene
+    return bpy.context.scene
+
+
 def _scene_signature(scene):
     cam = scene.camera
     r = scene.render
-    sig = [r.resolution_x, r.resolution_y, r.resolution_percentage, scene.frame_current]
+    sig = [scene.name, r.resolution_x, r.resolution_y, r.resolution_percentage, scene.frame_current]
     try:
         layer = bpy.context.view_layer if bpy.context.scene == scene else scene.view_layers[0]
         sig.append(tuple(o.name for o in capture.layout_candidates(scene, layer)))
@@ -318,48 +348,88 @@ def _on_frame_change(scene, depsgraph=None):
 @persistent
 def _on_load_pre(*_args):
     stop()
+    runtime.clear()
 
 
+def _on_reconnected():
+    """After an outage the frame in flight is lost: send the current view again."""
+    if _live.enabled:
+        _live.busy = False
+        _live.mark_dirty()
+        _live.pacer.last_sent = None
+
+
+def _follow_scene():
+    """Live mode goes with the window's scene: a switch sends the new scene's depth with its
+    own prompt, and its results land in it."""
+    scene = _active_scene()
+    if scene is None or scene.name == _live.scene_name or not hasattr(scene, "depthcast"):
+        return _scene()
+    old = _scene()
+    if old is not None:
+        runtime.of(old).live_running = False
+        runtime.of(old).job_ended("")
+    client.cancel(stream=client.LIVE_STREAM)
+    _live.scene_name = scene.name
+    _live.scene_sig = _scene_signature(scene)
+    _live.cache.invalidate()
+    runtime.of(scene).live_running = True
+    _live.mark_dirty()
+    return scene
+
+
+@timed("live tick")
 def _live_tick():
     if not _live.enabled:
         return None
-    scene = _scene()
+    scene = _follow_scene()
     if scene is None:
         stop()
         return None
     s = scene.depthcast
+    rt = runtime.of(scene)
     while _outgoing:
         item = _outgoing.popleft()
         if isinstance(item, Exception):
-            s.error = "live: %s" % item
+            rt.error = "live: %s" % item
             continue
-        header, payloads = item
-        job = client.submit(scene, header, payloads, "live")
-        s.job_id = job.job_id
-        s.progress = 0.0
+        scene_name, header, payloads, meta = item
+        target = bpy.data.scenes.get(scene_name)
+        if target is None:
+            continue
+        try:
+            job = client.submit(target, header, payloads, "live", meta=meta)
+        except (RuntimeError, ValueError) as err:
+            runtime.of(target).error = "live: %s" % err
+            continue
+        trt = runtime.of(target)
+        trt.job_id = job.job_id
+        trt.progress = 0.0
         _live.frames_sent += 1
+        _live.trace.append((time.monotonic(), "sent"))
     if not _live.busy and _live.due(s.live_debounce):
-        _live.dirty_at = None
+        _live.pacer.sent(time.monotonic())
+        _live.trace.append((time.monotonic(), "request"))
         if _live.source == "CAMERA":
             try:
                 _send_camera_frame(scene)
-            except (capture.CaptureError, messages.MessageError, ValueError) as err:
-                s.error = "live: %s" % err
+            except (capture.CaptureError, messages.MessageError, ValueError, RuntimeError) as err:
+                rt.error = "live: %s" % err
         else:
             _live.request = True
             _tag_live_area()
-    return 0.1
+    return 0.05
 
 
 def _send_camera_frame(scene):
     s = scene.depthcast
     cap = capture.capture_camera(scene, with_layout=s.use_layout, near_far=s.near_far, manual_near=s.near,
                                  manual_far=s.far)
-    params = properties.build_params(scene, cap.width, cap.height, live=True)
+    params = properties.build_params(scene, cap.output_size[0], cap.output_size[1], live=True)
     header, payloads = messages.build_frame(messages.new_job_id("live"), cap.depth, params, stream=client.LIVE_STREAM,
                                             mode="live", layout=cap.layout)
     job = client.submit(scene, header, payloads, "live", meta={"camera": cap.camera, "frame": cap.frame})
-    s.job_id = job.job_id
+    runtime.of(scene).job_id = job.job_id
     _live.frames_sent += 1
 
 
@@ -370,8 +440,25 @@ def _tag_live_area():
                 area.tag_redraw()
 
 
+def capture_view(scene, depsgraph, region, rv3d, max_side):
+    """What a live frame from this 3D View captures: (view matrix, projection, width, height,
+    camera?). In camera view that is the scene camera's frame at the render's aspect (so the
+    result fits the camera frame and its background exactly); otherwise the whole region."""
+    cam = scene.camera
+    if rv3d.view_perspective == "CAMERA" and cam is not None and cam.type == "CAMERA":
+        rw, rh = capture.render_size(scene)
+        w, h = D.fit_size(rw, rh, max_side)
+        r = scene.render
+        proj = cam.calc_matrix_camera(depsgraph, x=w, y=h, scale_x=r.pixel_aspect_x, scale_y=r.pixel_aspect_y)
+        return cam.matrix_world.inverted(), proj, w, h, True
+    w, h = D.fit_size(region.width, region.height, max_side)
+    return rv3d.view_matrix.copy(), rv3d.window_matrix.copy(), w, h, False
+
+
+@timed("live draw handler")
 def _draw_callback():
-    """POST_PIXEL draw handler of 3D Views: notices view changes and serves capture requests."""
+    """POST_PIXEL draw handler of 3D Views: notices view changes and serves capture requests
+    (also while the view keeps changing: the pacer bounds how often)."""
     if not _live.enabled or _live.source != "VIEWPORT":
         return
     ctx = bpy.context
@@ -381,40 +468,49 @@ def _draw_callback():
     if _live.area_ptr and area.as_pointer() != _live.area_ptr:
         return
     sig = (tuple(tuple(r) for r in rv3d.view_matrix), tuple(tuple(r) for r in rv3d.window_matrix),
-           region.width, region.height)
+           region.width, region.height, rv3d.view_perspective)
     if sig != _live.view_sig:
         _live.view_sig = sig
         _live.mark_dirty()
-        return
     if not _live.request or _live.busy:
         return
     _live.request = False
-    scene = _scene()
-    if scene is None:
+    scene = ctx.scene
+    if scene is None or scene.name != _live.scene_name:
         return
     s = scene.depthcast
-    w, h = D.fit_size(region.width, region.height, s.live_max_side)
+    t0 = time.perf_counter()
     try:
+        depsgraph = ctx.evaluated_depsgraph_get()
+        view_m, proj_m, w, h, is_camera = capture_view(scene, depsgraph, region, rv3d, s.live_max_side)
         ids = layout_ids(scene, ctx.view_layer) if s.use_layout else None
-        gp = gpu_depth_pass(ctx.evaluated_depsgraph_get(), rv3d.view_matrix, rv3d.window_matrix, w, h, ids=ids,
-                            cache=_live.cache)
+        t1 = time.perf_counter()
+        gp = gpu_depth_pass(depsgraph, view_m, proj_m, w, h, ids=ids, cache=_live.cache)
+        t2 = time.perf_counter()
         params = properties.build_params(scene, w, h, live=True)
+        view = overlay.view_info(area, view_m, proj_m, rv3d.view_location, camera=is_camera)
+        _live.capture_parts = {"setup_ms": round(1000 * (t1 - t0), 2), "gpu_pass_ms": round(1000 * (t2 - t1), 2),
+                               "params_ms": round(1000 * (time.perf_counter() - t2), 2)}
     except Exception as err:  # GPU errors must not break drawing
         _outgoing.append(err)
         return
+    meta = {"view": view, "camera": scene.camera.name if is_camera else None, "frame": scene.frame_current}
     settings = (s.near_far, s.near, s.far)
     _live.busy = True
-    threading.Thread(target=_convert_and_queue, args=(gp, params, settings), daemon=True,
+    _live.captures += 1
+    _live.trace.append((time.monotonic(), "capture"))
+    _live.capture_s = (_live.capture_s + [time.perf_counter() - t0])[-64:]
+    threading.Thread(target=_convert_and_queue, args=(scene.name, gp, params, settings, meta), daemon=True,
                      name="depthcast-live-convert").start()
 
 
-def _convert_and_queue(gp, params, settings):
+def _convert_and_queue(scene_name, gp, params, settings, meta):
     try:
         near_far, near, far = settings
         image, layout, _objects = convert_gpu_pass(gp, near_far, near, far)
         header, payloads = messages.build_frame(messages.new_job_id("live"), image, params, stream=client.LIVE_STREAM,
                                                 mode="live", layout=layout)
-        _outgoing.append((header, payloads))
+        _outgoing.append((scene_name, header, payloads, meta))
     except Exception as err:
         _outgoing.append(err)
     finally:
@@ -426,14 +522,6 @@ def start(context):
     scene = context.scene
     s = scene.depthcast
     client.ensure_started(context)
-    _live.enabled = True
-    _live.scene_name = scene.name
-    _live.source = s.live_source
-    _live.view_sig = None
-    _live.scene_sig = _scene_signature(scene)
-    _live.request = False
-    _live.frames_sent = 0
-    _live.cache.invalidate()
     area = context.area if context.area is not None and context.area.type == "VIEW_3D" else None
     if area is None:
         for window in context.window_manager.windows:
@@ -441,19 +529,34 @@ def start(context):
                 if a.type == "VIEW_3D":
                     area = a
                     break
-    _live.area_ptr = area.as_pointer() if area is not None else 0
-    if _live.source == "VIEWPORT" and area is None:
-        _live.enabled = False
+    if s.live_source == "VIEWPORT" and area is None:
         raise RuntimeError("no 3D View is open: live mode from the 3D View needs one (use the Camera source)")
+    _live.enabled = True
+    _live.scene_name = scene.name
+    _live.source = s.live_source
+    _live.view_sig = None
+    _live.scene_sig = _scene_signature(scene)
+    _live.request = False
+    _live.busy = False
+    _live.frames_sent = 0
+    _live.captures = 0
+    _live.capture_s = []
+    _live.pacer.reset()
+    _live.cache.invalidate()
+    _live.area_ptr = area.as_pointer() if area is not None else 0
     if _on_depsgraph_update not in bpy.app.handlers.depsgraph_update_post:
         bpy.app.handlers.depsgraph_update_post.append(_on_depsgraph_update)
     if _on_frame_change not in bpy.app.handlers.frame_change_post:
         bpy.app.handlers.frame_change_post.append(_on_frame_change)
     if _live.source == "VIEWPORT" and _live.draw_handle is None:
         _live.draw_handle = bpy.types.SpaceView3D.draw_handler_add(_draw_callback, (), "WINDOW", "POST_PIXEL")
+    if _on_reconnected not in client._on_connected:
+        client._on_connected.append(_on_reconnected)
     if not bpy.app.timers.is_registered(_live_tick):
-        bpy.app.timers.register(_live_tick, first_interval=0.1)
-    s.live_running = True
+        bpy.app.timers.register(_live_tick, first_interval=0.05)
+    runtime.of(scene).live_running = True
+    runtime.of(scene).error = ""
+    overlay.prepare()  # compile its shader now, not in the middle of the first redraw
     _live.mark_dirty()
     _tag_live_area()
 
@@ -463,7 +566,7 @@ def stop():
     was = _live.enabled
     _live.enabled = False
     _live.request = False
-    _live.dirty_at = None
+    _live.pacer.reset()
     if _live.draw_handle is not None:
         bpy.types.SpaceView3D.draw_handler_remove(_live.draw_handle, "WINDOW")
         _live.draw_handle = None
@@ -473,11 +576,18 @@ def stop():
             handlers.remove(fn)
     if bpy.app.timers.is_registered(_live_tick):
         bpy.app.timers.unregister(_live_tick)
+    while _on_reconnected in client._on_connected:
+        client._on_connected.remove(_on_reconnected)
     _outgoing.clear()
     _live.cache.invalidate()
+    _live.cache.free_offscreen()
+    overlay.clear()
     scene = _scene()
-    if scene is not None and hasattr(scene, "depthcast"):
-        scene.depthcast.live_running = False
+    if scene is not None:
+        rt = runtime.of(scene)
+        rt.live_running = False
+        if rt.job_id:
+            rt.job_ended("stopped")
     if was:
         client.cancel(stream=client.LIVE_STREAM)
 
@@ -485,9 +595,12 @@ def stop():
 def register():
     if _on_load_pre not in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.append(_on_load_pre)
+    overlay.register()
 
 
 def unregister():
     stop()
+    overlay.unregister()
     while _on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_on_load_pre)
+    runtime.clear()

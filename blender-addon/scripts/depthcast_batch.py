@@ -29,6 +29,21 @@ from depthcast.core import messages  # noqa: E402
 from depthcast.core.session import Backoff, Session, normalize_url  # noqa: E402
 
 
+def nothing_listens(url, timeout=3.0):
+    """Why ``url`` cannot be reached right now (refused, unknown host), or '' when something
+    accepts a TCP connection there: the script says so at once instead of retrying for 30 s."""
+    import socket
+
+    from depthcast.core.websocket import parse_ws_url
+
+    _secure, host, port, _resource = parse_ws_url(url)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        return "nothing listens at %s:%d (%s)" % (host, port, err.strerror or err)
+    return ""
+
+
 def parse_frames(spec, scene):
     """'5', '1-10', '1-10:2', '1,3,7-9' -> sorted frame list; '' = the scene's current frame,
     'all' = the scene's frame range."""
@@ -99,6 +114,7 @@ def parse_args(argv):
     p.add_argument("--strength", type=float, default=0.75)
     p.add_argument("--no-layout", action="store_true", help="do not send the object layout")
     p.add_argument("--in-flight", type=int, default=2, help="jobs waiting at the service at once")
+    p.add_argument("--verbose-render", action="store_true", help="keep Blender's per-tile render progress lines")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for one image")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--out", required=True, help="output folder")
@@ -130,6 +146,12 @@ def main(argv):
     out_dir = os.path.abspath(bpy.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
 
+    refused = nothing_listens(url)
+    if refused:
+        print("depthcast batch: cannot connect: %s" % refused, file=sys.stderr)
+        _write_summary(out_dir, url, [], [{"error": "cannot connect: %s" % refused}])
+        return 1
+    capture.quiet_renders = not args.verbose_render
     session = Session(url, args.token, reconnect=True, backoff=Backoff(initial=0.5, maximum=5.0),
                       client_version="batch")
     session.start()
@@ -201,7 +223,7 @@ def main(argv):
             # upscales (docs/protocol.md#sizes), so a default 1920x1080 scene needs nothing special.
             params = messages.build_params(
                 prompt, args.negative if args.negative is not None else defaults.get("negative", ""),
-                model=args.model or defaults.get("model"), width=cap.width, height=cap.height,
+                model=args.model or defaults.get("model"), width=cap.output_size[0], height=cap.output_size[1],
                 steps=args.steps, guidance=args.guidance, strength=args.strength if args.init else None,
                 seed=args.seed, scheduler=args.scheduler, controlnet_scale=args.controlnet_scale,
                 depth_range=args.depth_range, preview_every=0)

@@ -167,9 +167,11 @@ def step_draw_panels(scene):
     ctx.active_object = scene.objects.get("Box")
     ctx.preferences = bpy.context.preferences
     ctx.window_manager = bpy.context.window_manager
+    from depthcast.core import runtime
+
     s = scene.depthcast
     for variant in range(3):
-        s.error = "a long error message " * 5 if variant == 1 else ""
+        runtime.of(scene).error = "a long error message " * 5 if variant == 1 else ""
         s.near_far = ("CAMERA", "MANUAL", "SCENE")[variant]
         s.use_steps = s.use_guidance = variant == 2
         for cls in ui.classes:
@@ -188,7 +190,7 @@ def step_draw_panels(scene):
                 ui.DEPTHCAST_UL_objects.draw_item(ul, ctx, _MockLayout(), scene, obj, 0, s, "active_object_index")
             except Exception:
                 _MockLayout.problems.append("UL draw_item: %s" % traceback.format_exc(limit=3))
-    s.error = ""
+    runtime.of(scene).error = ""
     s.near_far = "CAMERA"
     s.use_steps = s.use_guidance = False
     try:
@@ -300,42 +302,36 @@ def step_connect(client, args):
 
 def step_generate(client, scene, args):
     from depthcast import results
+    from depthcast.core import runtime
 
     s = scene.depthcast
+    rt = runtime.of(scene)
     s.prompt = "a wooden crate on a stone floor"
     s.use_steps, s.steps = True, args.steps
     s.seed_randomize = False
-    s.seed = 42
+    s.seed = "42"
     s.show_in_viewport = True
     if args.model:
         s.model = args.model
     previews = []
-    original = results.set_result_pixels
-    original_rgb8 = results.set_result_rgb8
+    original = client._on_preview
 
-    def counting(data, suffix, name=results.RESULT_IMAGE):
-        if suffix == ".jpg":
-            previews.append(("jpeg", len(data)))
-        return original(data, suffix, name)
+    def counting(ev, job):
+        previews.append((ev.data.get("format") or "jpeg", len(ev.payload), ev.data.get("width"), ev.data.get("height")))
+        return original(ev, job)
 
-    def counting_rgb8(data, width, height, name=results.RESULT_IMAGE):
-        previews.append(("rgb8", len(data), width, height))
-        return original_rgb8(data, width, height, name)
-
-    results.set_result_pixels = counting
-    results.set_result_rgb8 = counting_rgb8
+    client._on_preview = counting
     try:
         t0 = time.perf_counter()
         res = bpy.ops.depthcast.generate()
-        check("generate operator ran", res == {"FINISHED"}, (res, s.error))
-        job_id = s.job_id
-        ok = pump(client, lambda: not s.job_id, args.timeout)
+        check("generate operator ran", res == {"FINISHED"}, (res, rt.error))
+        job_id = rt.job_id
+        ok = pump(client, lambda: not rt.job_id, args.timeout)
         REPORT["timings"]["generate_%dx%d_steps%d_s" % (args.size, args.size, args.steps)] = round(
             time.perf_counter() - t0, 3)
     finally:
-        results.set_result_pixels = original
-        results.set_result_rgb8 = original_rgb8
-    check("generation finished", ok and not s.error, "job %s status %r error %r" % (job_id, s.status, s.error))
+        client._on_preview = original
+    check("generation finished", ok and not rt.error, "job %s status %r error %r" % (job_id, rt.status, rt.error))
     img = bpy.data.images.get(results.RESULT_IMAGE)
     check("result image datablock exists", img is not None)
     if img is not None:
@@ -349,12 +345,12 @@ def step_generate(client, scene, args):
         cam = scene.camera.data
         check("result shown as camera background",
               cam.show_background_images and any(b.image == img for b in cam.background_images))
-    check("seed reported back", s.last_seed == 42, s.last_seed)
+    check("seed reported back", rt.last_seed == 42, rt.last_seed)
     check("step previews arrived", len(previews) >= 1, len(previews))
     # The add-on asks for raw previews: no temp file or image decoder per step.
     check("previews came as raw rgb8 of their stated size",
           previews and all(p[0] == "rgb8" and p[1] == p[2] * p[3] * 3 for p in previews), previews[:3])
-    check("progress reached 100%", s.progress >= 99.9, s.progress)
+    check("progress reached 100%", rt.progress >= 99.9, rt.progress)
     REPORT["previews"] = len(previews)
     return client.last_result()
 
@@ -413,7 +409,10 @@ def step_live(client, scene, cube, args):
 
 
 def _live_steps(client, scene, cube, args, viewport, results):
+    from depthcast.core import runtime
+
     s = scene.depthcast
+    rt = runtime.of(scene)
     s.live_source = "CAMERA"
     s.live_debounce = 0.05
     ctx = bpy.context
@@ -433,8 +432,8 @@ def _live_steps(client, scene, cube, args, viewport, results):
 
     ok = tick_until(lambda: st.frames_sent >= 1, 10)
     check("live: first frame sent on start", ok, st.frames_sent)
-    ok = tick_until(lambda: not s.job_id, args.timeout)
-    check("live: result arrived", ok and not s.error, (s.status, s.error))
+    ok = tick_until(lambda: not rt.job_id, args.timeout)
+    check("live: result arrived", ok and not rt.error, (rt.status, rt.error))
     info = client.last_result()
     header = info["header"] if info else {}
     w, h = int(header.get("width", 0)), int(header.get("height", 0))
@@ -461,17 +460,17 @@ def _live_steps(client, scene, cube, args, viewport, results):
     bpy.context.view_layer.update()
     ok = tick_until(lambda: st.frames_sent >= 2, 10)
     check("live: moving an object re-sends", ok, st.frames_sent)
-    tick_until(lambda: not s.job_id, args.timeout)
+    tick_until(lambda: not rt.job_id, args.timeout)
     cube.hide_render = True
     bpy.context.view_layer.update()
     ok = tick_until(lambda: st.frames_sent >= 3, 10)
     check("live: hiding an object re-sends", ok, st.frames_sent)
-    tick_until(lambda: not s.job_id, args.timeout)
+    tick_until(lambda: not rt.job_id, args.timeout)
     cube.hide_render = False
     cube.location.x -= 0.5
     bpy.context.view_layer.update()
     viewport.stop()
-    check("live: stopped", not viewport.is_running() and not s.live_running)
+    check("live: stopped", not viewport.is_running() and not rt.live_running)
     client.process_events()
 
 

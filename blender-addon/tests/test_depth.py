@@ -87,5 +87,15 @@ class DepthTest(unittest.TestCase):
             D.DepthImage([1.0, 2.0], 1, 1, 1, 5)
 
 
+
+class FitPixelsTest(unittest.TestCase):
+    def test_full_hd_depth_is_captured_at_one_megapixel(self):
+        w, h = D.fit_pixels(1920, 1080, 1024 * 1024)
+        self.assertEqual((w, h), (1365, 768))
+        self.assertLessEqual(w * h, 1024 * 1024)
+        self.assertAlmostEqual(w / h, 1920 / 1080, places=2)
+        self.assertEqual(D.fit_pixels(512, 512, 1024 * 1024), (512, 512))
+        self.assertEqual(D.fit_pixels(4000, 3000, 0), (4000, 3000))
+
 if __name__ == "__main__":
     unittest.main()

@@ -206,6 +206,40 @@ class LiveServerTest(unittest.TestCase):
             self.assertEqual(got, sorted(blobs))
             ws.close()
 
+    def test_large_send_to_slow_reader_while_reading_with_short_timeouts(self):
+        # The reader polls with millisecond timeouts on its own thread; those must not limit the
+        # writer: a 4 MiB message to a peer that reads nothing for a while must arrive whole.
+        def app(conn):
+            time.sleep(1.0)
+            op, data = conn.read_message()
+            conn.send_message("%d:%d" % (len(data), sum(data[::4096])))
+            conn.read_message()
+        with TestServer(app, rcvbuf=32 * 1024) as srv:
+            ws = W.WebSocket.connect(srv.url, fragment_size=4 * 1024 * 1024)
+            ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+            got, stop = [], threading.Event()
+
+            def reader():
+                while not stop.is_set():
+                    try:
+                        msg = ws.recv(timeout=0.005)
+                    except W.WebSocketError as err:
+                        got.append(err)
+                        return
+                    if msg is not None:
+                        got.append(msg.data)
+                        return
+            t = threading.Thread(target=reader)
+            t.start()
+            blob = bytes(range(256)) * (4 * 1024 * 1024 // 256)
+            try:
+                ws.send(blob)
+            finally:
+                t.join(timeout=20)
+                stop.set()
+            self.assertEqual(got, ["%d:%d" % (len(blob), sum(blob[::4096]))])
+            ws.close(timeout=0.5)
+
     def test_refused_port(self):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))

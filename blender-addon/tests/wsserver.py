@@ -161,8 +161,13 @@ class TestServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, app, refuse_status=0, bad_accept=False):
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, app, refuse_status=0, bad_accept=False, rcvbuf=0):
+        super().__init__(("127.0.0.1", 0), _Handler, bind_and_activate=False)
+        if rcvbuf:
+            # set before listen() so accepted sockets inherit it (a slow reader's small window)
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.server_bind()
+        self.server_activate()
         self.app = app
         self.refuse_status = refuse_status
         self.bad_accept = bad_accept

@@ -209,6 +209,15 @@ def fit_size(width, height, max_side, multiple=8):
     return w, h
 
 
+def fit_pixels(width, height, max_pixels):
+    """``width`` x ``height`` scaled down (keeping aspect) to at most ``max_pixels`` pixels;
+    unchanged when already within (or ``max_pixels`` is 0)."""
+    if not max_pixels or width * height <= max_pixels:
+        return width, height
+    scale = (max_pixels / float(width * height)) ** 0.5
+    return max(8, int(width * scale)), max(8, int(height * scale))
+
+
 def crop(values, width, height, x0, y0, x1, y1):
     """Crops a top-down single-channel buffer to columns [x0, x1) and rows [y0, y1)."""
     typecode = values.typecode if isinstance(values, array.array) else "f"

@@ -7,11 +7,15 @@ allowed in between), automatic pong replies to pings, client pings, and the clos
 No extensions (no permessage-deflate) and no subprotocols.
 
 Thread use: one thread reads (``recv``); any thread may send. Sends are serialized by a lock
-so an automatic pong never interleaves with a fragmented message.
+so an automatic pong never interleaves with a fragmented message. After the handshake the socket
+is non-blocking and every wait is a ``select()`` with its own deadline: the reader's short polls
+never limit a writer, and a writer fails only when the peer accepts no byte for
+``send_stall_timeout`` seconds (never half a frame left behind by a reader's timeout).
 """
 import base64
 import hashlib
 import os
+import select
 import socket
 import ssl
 import struct
@@ -44,6 +48,10 @@ CLOSE_TOO_BIG = 1009
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 #: Outgoing messages larger than this are sent as fragments.
 DEFAULT_FRAGMENT_SIZE = 1024 * 1024
+#: A send fails when the peer takes no byte at all for this long (a slow reader is fine).
+DEFAULT_SEND_STALL_TIMEOUT = 30.0
+
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class WebSocketError(Exception):
@@ -204,8 +212,10 @@ class WebSocket:
     """A connected client WebSocket. Use :meth:`connect` to open one."""
 
     def __init__(self, sock, *, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES, fragment_size=DEFAULT_FRAGMENT_SIZE,
-                 initial_data=b""):
+                 initial_data=b"", send_stall_timeout=DEFAULT_SEND_STALL_TIMEOUT):
         self.sock = sock
+        sock.setblocking(False)
+        self.send_stall_timeout = send_stall_timeout
         self.max_message_bytes = max_message_bytes
         self.fragment_size = fragment_size
         self._buf = bytearray(initial_data)
@@ -280,10 +290,31 @@ class WebSocket:
                 raise ConnectionClosed(self.close_code or CLOSE_ABNORMAL, self.close_reason)
             try:
                 for opcode, payload, fin in frames:
-                    self.sock.sendall(encode_frame(opcode, payload, fin=fin, mask=True))
+                    self._send_all(encode_frame(opcode, payload, fin=fin, mask=True))
             except OSError as err:
                 self._mark_closed(CLOSE_ABNORMAL, str(err))
                 raise ConnectionClosed(CLOSE_ABNORMAL, str(err)) from None
+
+    def _send_all(self, data, stall_timeout=None):
+        """Writes all of ``data`` on the non-blocking socket, waiting in ``select()`` while the
+        peer's window is full. Raises ``socket.timeout`` after ``send_stall_timeout`` seconds
+        without progress. Callers hold the send lock."""
+        stall = self.send_stall_timeout if stall_timeout is None else stall_timeout
+        view = memoryview(data).cast("B")
+        stall_deadline = time.monotonic() + stall
+        while len(view):
+            try:
+                n = self.sock.send(view)
+            except _WOULD_BLOCK:
+                n = 0
+            if n:
+                view = view[n:]
+                stall_deadline = time.monotonic() + stall
+                continue
+            remaining = stall_deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout("the peer took no data for %.1f s" % stall)
+            select.select([], [self.sock], [], min(remaining, 1.0))
 
     def send(self, data):
         """Sends ``str`` as a text message or bytes-like as a binary message, fragmented when
@@ -319,21 +350,29 @@ class WebSocket:
 
     # ---- receiving ----
     def _fill(self, deadline):
-        """Reads more bytes into the buffer. Returns False on timeout."""
-        if deadline is None:
-            self.sock.settimeout(None)
-        else:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self.sock.settimeout(remaining)
-        try:
-            chunk = self.sock.recv(256 * 1024)
-        except socket.timeout:
-            return False
-        except OSError as err:
-            self._mark_closed(CLOSE_ABNORMAL, str(err))
-            raise ConnectionClosed(CLOSE_ABNORMAL, str(err)) from None
+        """Reads more bytes into the buffer. Returns False on timeout. Waits in ``select()``
+        (the socket's own timeout is never set: a writer shares it)."""
+        while True:
+            pending = self.sock.pending() if hasattr(self.sock, "pending") else 0
+            if not pending:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                try:
+                    readable, _, _ = select.select([self.sock], [], [], remaining)
+                except (OSError, ValueError) as err:  # closed by another thread
+                    self._mark_closed(CLOSE_ABNORMAL, str(err))
+                    raise ConnectionClosed(CLOSE_ABNORMAL, str(err)) from None
+                if not readable:
+                    return False
+            try:
+                chunk = self.sock.recv(256 * 1024)
+            except _WOULD_BLOCK:
+                continue
+            except OSError as err:
+                self._mark_closed(CLOSE_ABNORMAL, str(err))
+                raise ConnectionClosed(CLOSE_ABNORMAL, str(err)) from None
+            break
         if not chunk:
             self._mark_closed(self.close_code or CLOSE_ABNORMAL, self.close_reason or "connection dropped")
             raise ConnectionClosed(self.close_code or CLOSE_ABNORMAL, self.close_reason or "connection dropped")
@@ -439,7 +478,8 @@ class WebSocket:
                 return
             self._close_sent = True
             try:
-                self.sock.sendall(encode_frame(OP_CLOSE, payload, mask=True))
+                # a close is a courtesy: never wait long on a peer that stopped reading
+                self._send_all(encode_frame(OP_CLOSE, payload, mask=True), stall_timeout=2.0)
             except OSError:
                 pass
 

@@ -1,0 +1,436 @@
+"""Live mode as a user sees it: Blender in a real window (run under Xvfb, software GL).
+
+    blender --factory-startup --python blender-addon/tests/e2e_live_window.py -- \
+        --addon-zip depthcast-addon.zip --service-command "node bin/depthcast.js" \
+        --models-dir DIR --model tiny --out DIR
+
+Installs the add-on from the zip, runs the service itself (so it can kill and restart it),
+then, driven by timers on Blender's main loop:
+1. orbits the 3D View with live mode off (a plain redraw: the baseline gaps of the main loop);
+2. starts Live and orbits the same way: frames must be sent during the orbit, and the main
+   loop's gaps are compared with the baseline's;
+3. stops moving, waits for the result of the final view, takes a screenshot of the window and
+   compares the 3D View's pixels with the result image (the overlay must show it exactly there);
+4. kills the service, restarts it on the same port, and waits for a result with no user action.
+Writes ``OUT/live-window-report.json`` (checks, figures) and screenshots, then quits.
+"""
+import argparse
+import array
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+import traceback
+
+import addon_utils
+import bpy
+
+REPORT = {"checks": [], "figures": {}, "passed": 0, "failed": 0}
+_SERVICE = []  # the running service, killed whatever happens
+
+
+def parse_args():
+    argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
+    p = argparse.ArgumentParser(prog="e2e_live_window.py")
+    p.add_argument("--addon-zip", required=True)
+    p.add_argument("--service-command", required=True)
+    p.add_argument("--models-dir", required=True)
+    p.add_argument("--model", default="tiny")
+    p.add_argument("--out", required=True)
+    p.add_argument("--timeout", type=float, default=120.0)
+    return p.parse_args(argv)
+
+
+ARGS = parse_args()
+os.makedirs(ARGS.out, exist_ok=True)
+# Read before Blender opens its splash screen, which would cover the 3D View.
+bpy.context.preferences.view.show_splash = False
+
+
+def check(name, ok, detail=""):
+    REPORT["checks"].append({"name": name, "ok": bool(ok), "detail": str(detail)})
+    REPORT["passed" if ok else "failed"] += 1
+    print("[%s] %s%s" % ("ok" if ok else "FAIL", name, (": " + str(detail)) if detail != "" else ""), flush=True)
+    return ok
+
+
+def write_report():
+    with open(os.path.join(ARGS.out, "live-window-report.json"), "w") as f:
+        json.dump(REPORT, f, indent=1)
+
+
+# ------------------------------------------------------------------ the service
+class Service:
+    def __init__(self):
+        from depthcast.core import service
+
+        self.port = service.free_port()
+        self.proc = None
+        self.log = open(os.path.join(ARGS.out, "service.log"), "ab")
+
+    def start(self):
+        argv = shlex.split(ARGS.service_command) + ["serve", "--port", str(self.port), "--models-dir", ARGS.models_dir,
+                                                    "--model", ARGS.model, "--device", "cpu"]
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+# ------------------------------------------------------------------ view helpers
+def view3d():
+    for window in bpy.context.window_manager.windows:
+        for area in window.screen.areas:
+            if area.type == "VIEW_3D":
+                region = next(r for r in area.regions if r.type == "WINDOW")
+                return window, area, region, area.spaces.active
+    raise RuntimeError("no 3D View in the window")
+
+
+def orbit_step(space, angle):
+    from mathutils import Quaternion
+
+    rv3d = space.region_3d
+    rv3d.view_rotation = Quaternion((0.0, 0.0, 1.0), angle) @ rv3d.view_rotation
+
+
+def screenshot(path):
+    window, area, region, _space = view3d()
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.screen.screenshot(filepath=path, check_existing=False)
+    return path
+
+
+def read_image(path):
+    img = bpy.data.images.load(path, check_existing=False)
+    try:
+        w, h = img.size
+        px = array.array("f", bytes(4 * w * h * 4))
+        img.pixels.foreach_get(px)
+        return w, h, px
+    finally:
+        bpy.data.images.remove(img)
+
+
+# ------------------------------------------------------------------ steps (generator on a timer)
+def gap_stats(stamps):
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    if not gaps:
+        return {"n": 0, "mean_ms": 0.0, "max_ms": 0.0}
+    return {"n": len(gaps), "mean_ms": round(1000 * sum(gaps) / len(gaps), 2), "max_ms": round(1000 * max(gaps), 2)}
+
+
+def overlay_check(name, key, shot, rx, ry, rw, rh, res_px, w_r, h_r):
+    """Checks that the window screenshot ``shot`` shows the result image (``res_px``, w_r x h_r,
+    bottom-up RGBA floats) over the window rectangle (rx, ry, rw, rh), fractional where the
+    rectangle is (a camera frame)."""
+    sw, sh, spx = read_image(shot)
+    # The screenshot is the whole window, bottom-up; the region sits at (rx, ry).
+    # Each screenshot pixel inside the region must show the result image sampled bilinearly at
+    # that pixel's centre (the overlay's texture filter). One screenshot pixel per result texel.
+    def expected(u, v, c):
+        fx = min(max(u * w_r - 0.5, 0.0), w_r - 1.0)
+        fy = min(max(v * h_r - 0.5, 0.0), h_r - 1.0)
+        x0, y0 = int(fx), int(fy)
+        x1, y1 = min(x0 + 1, w_r - 1), min(y0 + 1, h_r - 1)
+        ax, ay = fx - x0, fy - y0
+
+        def at(x, y):
+            return res_px[4 * (y * w_r + x) + c]
+
+        return ((at(x0, y0) * (1 - ax) + at(x1, y0) * ax) * (1 - ay) +
+                (at(x0, y1) * (1 - ax) + at(x1, y1) * ax) * ay)
+
+    def compare(dx, dy):
+        diffs = []
+        for j in range(h_r):
+            y = int(ry + (j + 0.5) * rh / h_r)
+            for i in range(w_r):
+                x = int(rx + (i + 0.5) * rw / w_r)
+                if not (0 <= x + dx < sw and 0 <= y + dy < sh):
+                    continue
+                u, v = (x - rx + 0.5) / rw, (y - ry + 0.5) / rh
+                p = 4 * ((y + dy) * sw + x + dx)
+                diffs.append(max(abs(spx[p + c] - on_screen(expected(u, v, c))) for c in range(3)))
+        return diffs
+
+    def on_screen(value):
+        return round(value * 255.0) / 255.0
+
+    diffs = compare(0, 0)
+    n = len(diffs)
+    samples = []
+    for j in range(0, h_r, 9):
+        y = int(ry + (j + 0.5) * rh / h_r)
+        x = int(rx + 40.5 * rw / w_r)
+        u, v = (x - rx + 0.5) / rw, (y - ry + 0.5) / rh
+        p = 4 * (y * sw + x)
+        samples.append(([round(255 * spx[p + c]) for c in range(3)],
+                        [round(255 * on_screen(expected(u, v, c)), 1) for c in range(3)]))
+    REPORT["figures"][key + "_samples"] = samples
+    # where else it would match best (a misaligned overlay shows here as a non-zero offset)
+    offsets = {}
+    for dx, dy in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+        d = compare(dx, dy)
+        offsets["%+d,%+d" % (dx, dy)] = round(255 * sum(d) / max(1, len(d)), 2)
+    REPORT["figures"][key + "_offsets"] = offsets
+    diffs.sort()
+    mean = sum(diffs) / max(1, len(diffs))
+    REPORT["figures"][key] = {"samples": n, "mean_abs_255": round(255 * mean, 2),
+                                              "p99_abs_255": round(255 * diffs[int(0.99 * (len(diffs) - 1))], 2)
+                                              if diffs else None, "rect": [round(v, 2) for v in (rx, ry, rw, rh)],
+                                              "result": [w_r, h_r]}
+    # Tolerance: the overlay layer keeps linear values at 8 bits, so dark values (sRGB < ~10)
+    # lose up to 4 levels; everything else matches to rounding.
+    return check(name,
+          n == w_r * h_r and mean * 255 <= 1.5 and diffs[int(0.99 * (len(diffs) - 1))] * 255 <= 6.0,
+          REPORT["figures"][key])
+
+
+def run():
+    from depthcast import client, overlay, preferences, viewport
+    from depthcast.core import runtime
+
+    window, area, region, space = view3d()
+    # What the 3D View region shows must be only the scene and our overlay.
+    space.overlay.show_overlays = False
+    space.show_gizmo = False
+    space.show_region_toolbar = False
+    space.show_region_ui = False
+    space.show_region_header = False
+    space.shading.type = "SOLID"
+    scene = bpy.context.scene
+    s = scene.depthcast
+    rt = runtime.of(scene)
+    s.prompt = "a house on a hill"
+    s.model = ARGS.model
+    s.use_steps, s.steps = True, 2
+    s.preview_every = 0
+    s.seed_randomize, s.seed = False, "3089542005"
+    s.live_debounce = 0.25
+    s.live_max_side = 128
+    s.use_layout = False
+    scene.render.dither_intensity = 0.0  # the viewport's display transform dithers otherwise
+
+    svc = Service()
+    _SERVICE.append(svc)
+    svc.start()
+    prefs = preferences.get_prefs()
+    prefs.start_local_service = False
+    prefs.auto_connect = True
+    prefs.server_url = "ws://127.0.0.1:%d/v1/ws" % svc.port
+    client.start()
+    deadline = time.monotonic() + ARGS.timeout
+    while client.connection_status()[0] != "connected" and time.monotonic() < deadline:
+        yield 0.1
+    if not check("connected to the service", client.connection_status()[0] == "connected", client.connection_status()):
+        return
+
+    # 1. baseline: orbit with live mode off, one step per main-loop turn
+    def orbit(seconds):
+        stamps = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            stamps.append(time.monotonic())
+            orbit_step(space, 0.01)
+            area.tag_redraw()
+            yield 0.0
+        REPORT["_stamps"] = stamps
+
+    for _ in orbit(3.0):
+        yield 0.0
+    base = gap_stats(REPORT.pop("_stamps"))
+
+    # 2. live, orbiting. The pacing rule is stated in debounce periods; on a loaded machine with
+    # software GL one main-loop turn can take longer than the default debounce, so the debounce
+    # is at least two turns of the baseline (the rule is then still observable).
+    turn = base["mean_ms"] / 1000.0
+    s.live_debounce = max(0.25, 2.0 * turn)
+    orbit_s = min(30.0, max(10.0 * s.live_debounce, 6.0))
+    REPORT["figures"]["debounce_s"] = round(s.live_debounce, 3)
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.depthcast.live()
+    check("live started", viewport.is_running() and rt.live_running)
+    # the first frame and its result, before timing the orbit
+    deadline = time.monotonic() + ARGS.timeout
+    while (viewport.state().frames_sent < 1 or rt.job_id) and time.monotonic() < deadline:
+        yield 0.05
+    sent_before = viewport.state().frames_sent
+    t_orbit = time.monotonic()
+    captures_before = viewport.state().captures
+    for _ in orbit(orbit_s):
+        yield 0.0
+    stamps = REPORT.pop("_stamps")
+    live = gap_stats(stamps)
+    # Live's own main-thread work in each turn of the main loop (timers, handlers, draw callbacks,
+    # each timing itself): measured from the work, not from the machine's noisy frame times.
+    from depthcast.core import costs
+
+    top = ("events", "live tick", "live draw handler", "overlay draw")
+    work = [e for e in costs.since(stamps[0]) if e[2] in top]
+    per_turn = [sum(d for t, d, _n in work if a <= t < b) for a, b in zip(stamps, stamps[1:])]
+    worst_piece = max(work, key=lambda e: e[1]) if work else (0, 0.0, "")
+    during = viewport.state().frames_sent - sent_before
+    cap_s = viewport.state().capture_s[-max(1, viewport.state().captures - captures_before):]
+    # one frame per 2 debounce periods, plus the two main-loop turns each frame needs (request,
+    # then capture in the next redraw)
+    expected = int(orbit_s / (2 * s.live_debounce + 2 * live["mean_ms"] / 1000.0))
+    check("frames sent during the orbit (at least one every 2 debounce periods + 2 turns)",
+          during >= max(2, expected), "%d in %.1f s (expected >= %d), debounce %.2f s" % (
+              during, orbit_s, expected, s.live_debounce))
+    ratio = live["mean_ms"] / base["mean_ms"] if base["mean_ms"] else 0.0
+    REPORT["figures"]["main_loop_gap_plain_orbit"] = base
+    REPORT["figures"]["main_loop_gap_live_orbit"] = live
+    REPORT["figures"]["main_loop_gap_ratio"] = round(ratio, 3)
+    REPORT["figures"]["worst_gap_over_plain_ms"] = round(live["max_ms"] - base["max_ms"], 2)
+    REPORT["figures"]["capture_in_draw_handler_ms"] = {
+        "n": len(cap_s), "mean": round(1000 * sum(cap_s) / max(1, len(cap_s)), 2),
+        "max": round(1000 * max(cap_s or [0.0]), 2)}
+    REPORT["figures"]["frames_sent_during_orbit"] = during
+    REPORT["figures"]["last_capture_parts"] = viewport.state().capture_parts
+    REPORT["figures"]["live_trace_during_orbit"] = [(round(t - t_orbit, 3), what) for t, what in viewport.state().trace
+                                                    if t >= t_orbit]
+    added = sum(per_turn) / max(1, len(per_turn)) / (base["mean_ms"] / 1000.0) if base["mean_ms"] else 0.0
+    REPORT["figures"]["live_work_per_turn_ms"] = {
+        "mean": round(1000 * sum(per_turn) / max(1, len(per_turn)), 2), "max": round(1000 * max(per_turn or [0.0]), 2),
+        "added_to_plain_redraw": round(added, 3), "worst_piece": [worst_piece[2], round(1000 * worst_piece[1], 2)]}
+    check("live's main-thread work adds <= 20 % to a plain redraw's main-loop turn",
+          added <= 0.2, REPORT["figures"]["live_work_per_turn_ms"])
+    # The 50 ms pause goal is reported, not asserted: the depth read-back waits for the GPU, and
+    # with software GL on a shared machine that wait measures the machine's load.
+    REPORT["figures"]["pause_goal_50ms_met"] = max(per_turn or [0.0]) <= 0.05
+
+    # 3. stop moving: the result of the final view, drawn exactly over the region
+    deadline = time.monotonic() + ARGS.timeout
+    settled = time.monotonic()
+    while time.monotonic() < deadline:
+        if rt.job_id or viewport.state().pacer.dirty or viewport.state().busy:
+            settled = time.monotonic()
+        elif time.monotonic() - settled > 1.0:
+            break
+        yield 0.1
+    info = client.last_result()
+    check("a live result arrived for the final view", info is not None and not rt.job_id, (rt.status, rt.error))
+    if info is None:
+        return
+    w_r, h_r, _view, _preview, _draws = overlay.shown()
+    img = bpy.data.images.get("depthcast Result")
+    res_px = array.array("f", bytes(4 * w_r * h_r * 4))
+    img.pixels.foreach_get(res_px)
+    area.tag_redraw()
+    yield 0.3
+    shot = screenshot(os.path.join(ARGS.out, "live-3dview.png"))
+    _w, _a, region, _s = view3d()
+    client.save_last_result(folder=ARGS.out)
+    overlay_check("3D View pixels equal the result image over the captured region", "overlay_vs_result", shot,
+                  region.x, region.y, region.width, region.height, res_px, w_r, h_r)
+    # with the split at one half, the right half shows the scene again
+    s.overlay_split = 0.5
+    area.tag_redraw()
+    yield 0.3
+    screenshot(os.path.join(ARGS.out, "live-3dview-split.png"))
+    s.overlay_split = 1.0
+
+    # 3b. camera view: live captures the camera frame, and the result covers exactly that frame
+    from bpy_extras.view3d_utils import location_3d_to_region_2d
+
+    space.region_3d.view_perspective = "CAMERA"
+    area.tag_redraw()
+    deadline = time.monotonic() + ARGS.timeout
+    settled = time.monotonic()
+    while time.monotonic() < deadline:
+        view = overlay.shown()[2]
+        if rt.job_id or viewport.state().pacer.dirty or viewport.state().busy or not (view and view["camera"]):
+            settled = time.monotonic()
+        elif time.monotonic() - settled > 1.0:
+            break
+        yield 0.1
+    w_r, h_r, view, _preview, _draws = overlay.shown()
+    check("in camera view live captures the camera frame at the render's aspect", view is not None and view["camera"]
+          and abs(w_r / h_r - 1920 / 1080) < 0.02, (w_r, h_r, view and view["camera"]))
+    if view is not None and view["camera"]:
+        img = bpy.data.images.get("depthcast Result")
+        res_px = array.array("f", bytes(4 * w_r * h_r * 4))
+        img.pixels.foreach_get(res_px)
+        _w, _a, region, _s = view3d()
+        pts = [location_3d_to_region_2d(region, space.region_3d, c) for c in view["corners"]]
+        x0, y0 = pts[0]
+        x1, y1 = pts[2]
+        frame = (x0, y0, x1 - x0, y1 - y0)
+        REPORT["figures"]["camera_frame_in_region"] = [round(v, 2) for v in frame]
+        shot = screenshot(os.path.join(ARGS.out, "live-camera-view.png"))
+        overlay_check("in camera view the 3D View shows the result exactly over the camera frame", "camera_overlay",
+                      shot, region.x + frame[0], region.y + frame[1], frame[2], frame[3], res_px, w_r, h_r)
+    space.region_3d.view_perspective = "PERSP"
+
+    # 4. outage: kill the service, restart it, a result must arrive with no user action
+    results_before = id(client.last_result())
+    svc.kill()
+    deadline = time.monotonic() + 30
+    while client.connection_status()[0] == "connected" and time.monotonic() < deadline:
+        yield 0.1
+    check("the add-on noticed the outage", client.connection_status()[0] != "connected", client.connection_status())
+    yield 1.0
+    svc.start()
+    deadline = time.monotonic() + ARGS.timeout
+    while id(client.last_result()) == results_before and time.monotonic() < deadline:
+        yield 0.1
+    check("after the restart a result arrived with no user action", id(client.last_result()) != results_before,
+          (client.connection_status(), rt.status, rt.error))
+    check("no stale error after reconnecting", not rt.error, rt.error)
+    check("the real seed was kept (32 bits)", rt.last_seed == 3089542005, rt.last_seed)
+
+    # 5. Disconnect mid-job resets the panel
+    orbit_step(space, 0.05)
+    area.tag_redraw()
+    deadline = time.monotonic() + 10
+    while not rt.job_id and time.monotonic() < deadline:
+        yield 0.02
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.depthcast.disconnect()
+    check("Disconnect mid-job resets the panel", not rt.job_id and rt.progress == 0.0 and not viewport.is_running(),
+          (rt.job_id, rt.progress, rt.status))
+    svc.kill()
+
+
+def main():
+    try:
+        bpy.ops.preferences.addon_install(filepath=os.path.abspath(ARGS.addon_zip), overwrite=True)
+        addon_utils.modules_refresh()
+        mod = addon_utils.enable("depthcast", default_set=True, handle_error=None)
+        check("add-on enabled from the zip", mod is not None and hasattr(bpy.types.Scene, "depthcast"))
+    except Exception:
+        check("add-on enabled from the zip", False, traceback.format_exc())
+        write_report()
+        bpy.ops.wm.quit_blender()
+        return
+    steps = run()
+
+    def tick():
+        try:
+            delay = next(steps)
+            return delay
+        except StopIteration:
+            pass
+        except Exception:
+            check("no exception in the live-window steps", False, traceback.format_exc())
+        write_report()
+        try:
+            from depthcast import client
+            client.stop()
+        except Exception:
+            pass
+        for svc in _SERVICE:
+            svc.kill()
+        bpy.ops.wm.quit_blender()
+        return None
+
+    bpy.app.timers.register(tick, first_interval=1.0)
+
+
+main()
