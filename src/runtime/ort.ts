@@ -89,7 +89,7 @@ export function autoDeviceOrder(platform: NodeJS.Platform = process.platform): E
 
 /**
  * Whether the CUDA EP's provider library was installed beside the binding
- * (`npm install --onnxruntime-node-install=cuda12`); without it ORT can only fail, loudly.
+ * (`node node_modules/onnxruntime-node/script/install --onnxruntime-node-install=cuda12`); without it ORT can only fail, loudly.
  */
 export function cudaProviderInstalled(): boolean {
   try {
@@ -297,7 +297,7 @@ export async function openSession(
         throw new DepthcastError(
           'UNSUPPORTED_DEVICE',
           `device "${device}" is not available for ${name}: ${message.split('\n')[0]}. ` +
-            (device === 'cuda' ? 'Install the CUDA EP with `npm install --onnxruntime-node-install=cuda12`, or use --device cpu.' : 'Use --device auto or --device cpu.'),
+            (device === 'cuda' ? 'Install the CUDA EP with `node node_modules/onnxruntime-node/script/install --onnxruntime-node-install=cuda12`, or use --device cpu.' : 'Use --device auto or --device cpu.'),
         );
       }
       throw new DepthcastError('BAD_MODEL', `${name}: ${path} could not be loaded: ${message.split('\n')[0]}`);
@@ -306,7 +306,7 @@ export async function openSession(
   let lastError: unknown;
   for (const candidate of autoDeviceOrder()) {
     if (candidate === 'cuda' && !cudaProviderInstalled()) {
-      onFallback?.('cuda', 'CUDA EP not installed (npm install --onnxruntime-node-install=cuda12)');
+      onFallback?.('cuda', 'CUDA EP not installed (node node_modules/onnxruntime-node/script/install --onnxruntime-node-install=cuda12)');
       continue;
     }
     try {
