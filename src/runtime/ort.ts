@@ -287,7 +287,7 @@ export async function openSession(
 ): Promise<ModelSession> {
   if (device !== 'auto') {
     if (device === 'cuda' && !cudaProviderInstalled()) {
-      throw new DepthcastError('UNSUPPORTED_DEVICE', `device "cuda" is not available: the CUDA EP is not installed. Install it with \`npm install --onnxruntime-node-install=cuda12\` (needs CUDA 12 and cuDNN 9), or use --device cpu.`);
+      throw new DepthcastError('UNSUPPORTED_DEVICE', `device "cuda" is not available: the CUDA EP is not installed. Install it with \`node node_modules/onnxruntime-node/script/install --onnxruntime-node-install=cuda12\` (needs CUDA 12 and cuDNN 9), or use --device cpu.`);
     }
     try {
       return await ModelSession.create(name, path, device);
