@@ -21,6 +21,7 @@ import { Scheduler, type SchedulerStats } from './scheduler.ts';
 import { isLoopbackHost, Security, urlHost } from './security.ts';
 import { DEFAULT_SIMILARITY_THRESHOLD } from './similarity.ts';
 import { WsEndpoint, type WsStats } from './ws.ts';
+import { CLI } from '../src/cli/command.ts';
 
 export interface StartServerOptions {
   /** Default 127.0.0.1. Anything beyond loopback needs a token. */
@@ -132,7 +133,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
   const url = `http://${urlHost(host)}:${port}`;
 
   if (catalog.list().length === 0) {
-    log(`no model installed in ${opts.modelsDir ?? '(no models dir)'}; requests that need one get MODEL_NOT_FOUND. Get one with \`depthcast models pull <id>\`, or make an offline demo model with \`depthcast models create-tiny ${opts.modelsDir ?? '<models-dir>'}/tiny\``);
+    log(`no model installed in ${opts.modelsDir ?? '(no models dir)'}; requests that need one get MODEL_NOT_FOUND. Get one with \`${CLI} models pull <id>\`, or make an offline demo model with \`${CLI} models create-tiny ${opts.modelsDir ?? '<models-dir>'}/tiny\``);
   }
 
   let closed: Promise<void> | undefined;

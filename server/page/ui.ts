@@ -182,7 +182,7 @@ export class Ui {
     this.steps.max = String(limits.maxSteps);
     this.modelInfo.dataset.device = device;
     this.applyModel();
-    if (models.length === 0) this.showError('NO_MODELS', 'the service has no models: run `depthcast models pull <id>` (or `depthcast models create-tiny <models-dir>/tiny` for an offline demo) and reload');
+    if (models.length === 0) this.showError('NO_MODELS', 'the service has no models: run `npx depthcast models pull <id>` (or `npx depthcast models create-tiny <models-dir>/tiny` for an offline demo) in the depthcast folder and reload');
   }
 
   private applyModel(): void {
