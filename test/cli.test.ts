@@ -72,7 +72,7 @@ describe('depthcast generate', () => {
     let far = 0;
     for (const v of z) if (Number.isFinite(v)) { near = Math.min(near, v); far = Math.max(far, v); }
     const samples = Uint16Array.from(z, (v) => (Number.isFinite(v) ? Math.round(((v - near) / (far - near)) * 65534) : 65535));
-    const plain = await sharp(Buffer.from(samples.buffer), { raw: { width: 64, height: 64, channels: 1 } }).toColourspace('grey16').png().toBuffer();
+    const plain = await sharp(samples, { raw: { width: 64, height: 64, channels: 1 } }).toColourspace('grey16').png().toBuffer();
     writeFileSync(join(dir, 'plain16.png'), plain);
     writeFileSync(join(dir, 'ranged16.png'), withDepthRange(plain, near, far));
     const run = (depth: string, out: string, ...more: string[]) =>
