@@ -119,6 +119,8 @@ function captureView(cam: ViewCamera, width: number, height: number): Uint8Array
 }
 
 async function captureAndSend(): Promise<string | undefined> {
+  // Until the service has a model every frame would fail: the onboarding state says what to do.
+  if (hook.hello && !ui.hasModel) return undefined;
   const limits = ui.limits;
   const maxPixels = limits ? Math.min(limits.maxDepthPixels, limits.maxOutputPixels) : Infinity;
   const { width, height } = frameSize(view.aspect, ui.longSide, maxPixels);
@@ -243,12 +245,18 @@ function onMessage(m: ServerMessage): void {
       }
       break;
     case 'cancelled':
-      if (m.jobId === latestJob && m.reason !== 'superseded') ui.setStatus(`frame ${seqOf(m.jobId)} cancelled (${m.reason})`);
+      if (m.jobId === latestJob && m.reason !== 'superseded') {
+        ui.setStatus(`frame ${seqOf(m.jobId)} cancelled (${m.reason})`);
+        ui.dropPreview(`frame ${seqOf(m.jobId)} cancelled`);
+      }
       break;
     case 'error':
       errorSeq = Math.max(errorSeq, seqOf(m.jobId));
       reportError(m.code, m.message, m.jobId);
-      if (m.jobId && m.jobId === latestJob) ui.setStatus(`frame ${seqOf(m.jobId)} failed`);
+      if (m.jobId && m.jobId === latestJob) {
+        ui.setStatus(`frame ${seqOf(m.jobId)} failed`);
+        ui.dropPreview(`frame ${seqOf(m.jobId)} failed`);
+      }
       break;
   }
 }
@@ -258,7 +266,7 @@ function onBinary(h: ServerBinaryHeader, payload: Uint8Array): void {
   if (h.type === 'preview') {
     if (s < shown.seq || (s === shown.seq && shown.result)) return;
     shown = { seq: s, result: false };
-    ui.showImage(payload, 'image/jpeg', `preview of frame ${s} · step ${h.step}/${h.total} · ${h.width}×${h.height}`);
+    ui.showPreview(payload, `frame ${s} · step ${h.step}/${h.total} · ${h.width}×${h.height}`);
     hook.lastPreview = { jobId: h.jobId, step: h.step, total: h.total, width: h.width, height: h.height, bytes: payload.byteLength };
     return;
   }
@@ -270,17 +278,31 @@ function onBinary(h: ServerBinaryHeader, payload: Uint8Array): void {
     `frame ${s}`, `${h.width}×${h.height}`, `seed ${h.seed}`, h.model.name,
     total !== undefined ? `${(total / 1000).toFixed(2)} s` : '', h.reusedFrom ? `reused from ${h.reusedFrom}` : '',
   ].filter(Boolean).join(' · ');
-  ui.showImage(payload, 'image/png', meta, `depthcast-${h.model.name}-seed${h.seed}.png`);
+  ui.showResult(payload, meta, `depthcast-${h.model.name}-seed${h.seed}.png`);
+  void refreshDevice();
   ui.setProgress(1, 1);
   if (h.jobId === latestJob) ui.setStatus(`frame ${s} done`);
   if (s > errorSeq && ui.errorShown) ui.clearError();
   hook.lastResult = { jobId: h.jobId, width: h.width, height: h.height, seed: h.seed, bytes: payload.byteLength, model: h.model.name, timings: h.timings };
 }
 
+/** The header names the device the model loaded on: /v1/health knows it once a model ran. */
+async function refreshDevice(): Promise<void> {
+  try {
+    const token = new URLSearchParams(location.search).get('token');
+    const res = await fetch('/v1/health', token ? { headers: { Authorization: `Bearer ${token}` } } : {});
+    const health = (await res.json()) as { model?: { device?: string } | null };
+    if (health.model?.device) ui.setDevice(health.model.device);
+  } catch {
+    // The header keeps what hello said; the next result tries again.
+  }
+}
+
 const client = new DepthcastClient(serviceSocketUrl(location), {
   state(s) {
     hook.state = s.kind;
     ui.setConnection(s);
+    if (s.kind === 'closed' || s.kind === 'waiting') ui.dropPreview('service disconnected');
   },
   message: onMessage,
   binary: onBinary,
