@@ -247,7 +247,7 @@ function onMessage(m: ServerMessage): void {
     case 'cancelled':
       if (m.jobId === latestJob && m.reason !== 'superseded') {
         ui.setStatus(`frame ${seqOf(m.jobId)} cancelled (${m.reason})`);
-        ui.dropPreview(`frame ${seqOf(m.jobId)} cancelled`);
+        ui.dropPreview(m.reason === 'shutdown' ? `frame ${seqOf(m.jobId)} cancelled: the service is stopping` : `frame ${seqOf(m.jobId)} cancelled`);
       }
       break;
     case 'error':
