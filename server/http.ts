@@ -27,6 +27,8 @@ export interface HttpDeps {
   health: () => Record<string, unknown>;
   isClosing: () => boolean;
   pageDir: string;
+  /** Routes kept in files of their own (e.g. demo-model.ts), mounted before the /v1 catch-all. */
+  routes?: express.Router[];
 }
 
 const STATE_CHANGING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -210,6 +212,8 @@ export function createApp(deps: HttpDeps): express.Express {
       failed: (error) => finish(() => sendError(res, error)),
     });
   });
+
+  for (const router of deps.routes ?? []) app.use(router);
 
   app.use('/v1', (req) => {
     throw new DepthcastError('NOT_FOUND', `no route ${req.method} ${req.originalUrl}`);

@@ -14,6 +14,7 @@ import { type Limits, PROTOCOL_VERSION, SCHEDULER_NAMES, type ServerMessage } fr
 import type { Device } from '../src/runtime/ort.ts';
 import { VERSION } from '../src/version.ts';
 import { createApp } from './http.ts';
+import { DEMO_MODEL_NAME, demoModelRouter } from './demo-model.ts';
 import { JobStore } from './jobs.ts';
 import { resolveLimits } from './limits.ts';
 import { ServiceModels } from './models.ts';
@@ -111,7 +112,8 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
     };
   };
 
-  const app = createApp({ scheduler, store, models, security, limits, health, isClosing: () => closing, pageDir: opts.pageDir ?? DEFAULT_PAGE_DIR });
+  const app = createApp({ scheduler, store, models, security, limits, health, isClosing: () => closing, pageDir: opts.pageDir ?? DEFAULT_PAGE_DIR,
+    routes: [demoModelRouter(opts.modelsDir, () => log(`wrote the demo model to ${opts.modelsDir}/${DEMO_MODEL_NAME} (asked for by a client)`))] });
   const server: Server = createServer(app);
   const ws = new WsEndpoint(server, {
     scheduler, security, limits, hello, isClosing: () => closing,

@@ -82,7 +82,7 @@ describe.skipIf(!haveChromium)('page result panel states in headless Chromium', 
     return { page, server };
   }
 
-  it('with no model: an onboarding state naming the commands, no error bar, no frames sent', async () => {
+  it('with no model: an onboarding state naming the commands, no frames sent, and a button that makes the demo model', async () => {
     const empty = path.join(dir, 'no-models');
     await mkdir(empty);
     const { page } = await open(empty);
@@ -96,7 +96,26 @@ describe.skipIf(!haveChromium)('page result panel states in headless Chromium', 
     await page.click('#generate');
     await page.waitForTimeout(1500);
     expect(await page.evaluate(() => window.__depthcast!.framesSent)).toBe(0);
+    await page.locator('#make-demo').waitFor({ state: 'visible', timeout: 15_000 });
     await shot(page, 'page-onboarding.png');
+
+    // The endpoint behind the button passes the service's checks: a foreign page cannot use it.
+    const port = new URL(page.url()).port;
+    const foreign = await fetch(`http://127.0.0.1:${port}/v1/models/demo`, { method: 'POST', headers: { Origin: 'http://evil.example' } });
+    expect(foreign.status).toBe(403);
+    expect(existsSync(path.join(empty, 'tiny'))).toBe(false);
+
+    // The button writes the tiny model; the page reloads, leaves onboarding and makes an image.
+    await page.click('#make-demo');
+    await page.waitForFunction(() => window.__depthcast?.state === 'ready' && (window.__depthcast.hello as { models: unknown[] } | undefined)?.models.length === 1, null, { timeout: 60_000 });
+    expect(existsSync(path.join(empty, 'tiny', 'model_index.json'))).toBe(true);
+    await page.fill('#steps', '2');
+    await page.selectOption('#size', '256');
+    await page.click('#generate');
+    await waitState(page, 'result', 90_000);
+    const again = await fetch(`http://127.0.0.1:${port}/v1/models/demo`, { method: 'POST' });
+    expect(again.status).toBe(400);
+    expect(((await again.json()) as { error: { message: string } }).error.message).toMatch(/already installed/);
     await page.close();
   });
 

@@ -233,6 +233,7 @@ function onMessage(m: ServerMessage): void {
     case 'hello':
       hook.hello = m;
       ui.setHello(m.models, m.schedulers, m.device, m.limits);
+      if (m.models.length === 0) void offerDemoModel();
       live.markDirty(performance.now());
       break;
     case 'accepted':
@@ -286,11 +287,42 @@ function onBinary(h: ServerBinaryHeader, payload: Uint8Array): void {
   hook.lastResult = { jobId: h.jobId, width: h.width, height: h.height, seed: h.seed, bytes: payload.byteLength, model: h.model.name, timings: h.timings };
 }
 
+/** Onboarding: offer the demo-model button when the service can write its models folder. */
+async function offerDemoModel(): Promise<void> {
+  const headers = authHeaders();
+  try {
+    const res = await fetch('/v1/models/demo', { headers });
+    const demo = (await res.json()) as { available?: boolean };
+    ui.offerDemo(!!demo.available);
+  } catch {
+    ui.offerDemo(false);
+  }
+}
+
+ui.makeDemo.addEventListener('click', async () => {
+  ui.makeDemo.disabled = true;
+  ui.setStatus('writing the demo model…');
+  try {
+    const res = await fetch('/v1/models/demo', { method: 'POST', headers: authHeaders() });
+    const body = (await res.json()) as { error?: { code: string; message: string } };
+    if (body.error) throw Object.assign(new Error(body.error.message), { code: body.error.code });
+    // The service lists it from now on; a fresh connection brings a hello that has it.
+    location.reload();
+  } catch (err) {
+    reportError((err as { code?: string }).code ?? 'PAGE', `the demo model was not written: ${(err as Error).message}`);
+    ui.makeDemo.disabled = false;
+  }
+});
+
+function authHeaders(): Record<string, string> {
+  const token = new URLSearchParams(location.search).get('token');
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
 /** The header names the device the model loaded on: /v1/health knows it once a model ran. */
 async function refreshDevice(): Promise<void> {
   try {
-    const token = new URLSearchParams(location.search).get('token');
-    const res = await fetch('/v1/health', token ? { headers: { Authorization: `Bearer ${token}` } } : {});
+    const res = await fetch('/v1/health', { headers: authHeaders() });
     const health = (await res.json()) as { model?: { device?: string } | null };
     if (health.model?.device) ui.setDevice(health.model.device);
   } catch {

@@ -73,6 +73,8 @@ export class Ui {
   private readonly resultPanel = el<HTMLElement>('result-panel');
   private readonly resultBadge = el<HTMLSpanElement>('result-badge');
   private readonly onboarding = el<HTMLDivElement>('onboarding');
+  private readonly demoOffer = el<HTMLParagraphElement>('demo-offer');
+  readonly makeDemo = el<HTMLButtonElement>('make-demo');
   private readonly progress = el<HTMLProgressElement>('progress');
   private readonly overlayImg = el<HTMLImageElement>('overlay-img');
   private readonly split = el<HTMLInputElement>('split');
@@ -192,6 +194,11 @@ export class Ui {
     this.onboarding.hidden = models.length > 0;
     if (models.length === 0) this.setPanelState('onboarding');
     else if (this.resultPanel.dataset.state === 'onboarding') this.setPanelState('empty');
+  }
+
+  /** Shows the demo-model button in the onboarding state (the service can write its models folder). */
+  offerDemo(available: boolean): void {
+    this.demoOffer.hidden = !available;
   }
 
   /** Whether the service has a model to run; live frames wait for one. */
