@@ -110,6 +110,9 @@ describe.skipIf(!hasGit)('the README, literally, in a fresh clone with an empty 
     expect(curl.some((c) => c.includes('/v1/generate'))).toBe(true);
 
     expect(spawnSync('git', ['clone', '-q', REPO_ROOT, clone]).status).toBe(0);
+    // DEPTHCAST_TEST_CLONE_REF runs today's README against an older commit (to see this test fail on an old bug).
+    const ref = process.env.DEPTHCAST_TEST_CLONE_REF;
+    if (ref) expect(spawnSync('git', ['-C', clone, 'checkout', '-q', ref]).status).toBe(0);
     const shared = join(REPO_ROOT, '..', 'shared');
     if (existsSync(shared)) symlinkSync(realpathSync(shared), join(root, 'shared'));
     const modules = realpathSync(join(REPO_ROOT, 'node_modules'));
