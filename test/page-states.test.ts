@@ -19,7 +19,9 @@ import { createTinyModel } from '../src/tiny/build-tiny.ts';
 const CHROMIUM = '/usr/bin/chromium';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const PAGE_DIR = path.join(ROOT, 'dist', 'page');
-const SHOTS = path.join(ROOT, 'docs', 'img');
+// docs/img holds the committed screenshots docs/page.md shows; a plain run writes to test-artifacts/
+// so it leaves the tree clean (the tiny model's images differ per seed). DEPTHCAST_UPDATE_SCREENSHOTS=1 refreshes docs/img.
+const SHOTS = process.env.DEPTHCAST_UPDATE_SCREENSHOTS === '1' ? path.join(ROOT, 'docs', 'img') : path.join(ROOT, 'test-artifacts');
 const haveChromium = existsSync(CHROMIUM);
 if (!haveChromium) console.warn(`page-states test skipped: ${CHROMIUM} is missing (Debian: apt install chromium)`);
 const LAUNCH_ARGS = ['--no-sandbox', '--disable-gpu', '--enable-unsafe-swiftshader', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--mute-audio'];
