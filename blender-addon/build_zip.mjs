@@ -129,6 +129,9 @@ function main() {
     name: ['depthcast', ...relative(packageDir, full).split(sep)].join('/'),
     data: readFileSync(full),
   }));
+  // The add-on's "start a local service" runs this folder's CLI (core/service.py resolve_command),
+  // so a zip built from a clone finds the service without a path typed into its preferences.
+  entries.push({ name: 'depthcast/depthcast_root.txt', data: Buffer.from(`${resolve(here, '..')}\n`, 'utf8') });
   mkdirSync(dirname(out), { recursive: true });
   const zip = buildZip(entries);
   writeFileSync(out, zip);

@@ -29,6 +29,8 @@ export interface HttpDeps {
   health: () => Record<string, unknown>;
   isClosing: () => boolean;
   pageDir: string;
+  /** Routes kept in files of their own (e.g. demo-model.ts), mounted before the /v1 catch-all. */
+  routes?: express.Router[];
 }
 
 const STATE_CHANGING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -270,6 +272,9 @@ export function createApp(deps: HttpDeps): express.Express {
       failed: (error) => finish(() => sendError(res, error)),
     });
   });
+
+  // Extra routes (the demo-model maker) sit behind the same token check as everything else.
+  for (const router of deps.routes ?? []) app.use(router);
 
   app.use((req, res, next) => {
     if (isPublicPage(req, deps.pageDir) && req.path !== '/') return serveStatic(req, res, next);

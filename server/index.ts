@@ -14,6 +14,7 @@ import { type Limits, PROTOCOL_VERSION, SCHEDULER_NAMES, type ServerMessage } fr
 import type { Device } from '../src/runtime/ort.ts';
 import { VERSION } from '../src/version.ts';
 import { createApp } from './http.ts';
+import { DEMO_MODEL_NAME, demoModelRouter } from './demo-model.ts';
 import { JobStore } from './jobs.ts';
 import { type Budgets, resolveBudgets, resolveLimits } from './limits.ts';
 import { ServiceModels } from './models.ts';
@@ -21,6 +22,7 @@ import { Scheduler, type SchedulerStats } from './scheduler.ts';
 import { isLoopbackHost, Security, urlHost } from './security.ts';
 import { DEFAULT_SIMILARITY_THRESHOLD } from './similarity.ts';
 import { WsEndpoint, type WsStats } from './ws.ts';
+import { CLI } from '../src/cli/command.ts';
 
 export interface StartServerOptions {
   /** Default 127.0.0.1. Anything beyond loopback needs a token. */
@@ -117,7 +119,8 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
     };
   };
 
-  const app = createApp({ budgets, scheduler, store, models, security, limits, health, isClosing: () => closing, pageDir: opts.pageDir ?? DEFAULT_PAGE_DIR });
+  const app = createApp({ budgets, scheduler, store, models, security, limits, health, isClosing: () => closing, pageDir: opts.pageDir ?? DEFAULT_PAGE_DIR,
+    routes: [demoModelRouter(opts.modelsDir, () => log(`wrote the demo model to ${opts.modelsDir}/${DEMO_MODEL_NAME} (asked for by a client)`))] });
   const server: Server = createServer(app);
   const ws = new WsEndpoint(server, {
     scheduler, security, limits, hello, isClosing: () => closing,
@@ -140,7 +143,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
   const url = `http://${urlHost(host)}:${port}`;
 
   if (catalog.list().length === 0) {
-    log(`no model installed in ${opts.modelsDir ?? '(no models dir)'}; requests that need one get MODEL_NOT_FOUND. Get one with \`depthcast models pull <id>\`, or make an offline demo model with \`depthcast models create-tiny ${opts.modelsDir ?? '<models-dir>'}/tiny\``);
+    log(`no model installed in ${opts.modelsDir ?? '(no models dir)'}; requests that need one get MODEL_NOT_FOUND. Get one with \`${CLI} models pull <id>\`, or make an offline demo model with \`${CLI} models create-tiny ${opts.modelsDir ?? '<models-dir>'}/tiny\``);
   }
 
   let closed: Promise<void> | undefined;

@@ -3,6 +3,8 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import sharp from 'sharp';
+import { withDepthRange } from '../src/depth/read.ts';
 import { readPngText } from '../src/image/codec.ts';
 import { writeNpy } from '../src/util/npy.ts';
 import { REPO_ROOT, SHARED_CONFORMANCE, sceneDepth, tinyModelDir } from './support/tiny.ts';
@@ -46,6 +48,45 @@ describe('depthcast generate', () => {
     const r = depthcast('generate', '--model', join(dir, 'nope'), '--depth', depthFile, '--prompt', 'x', '--out', join(dir, 'x.png'));
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('MODEL_NOT_FOUND');
+  });
+
+  it('--model takes a name in the models folder, as serve does, and gives the same image as its path', async () => {
+    const models = mkdtempSync(join(dir, 'models-'));
+    cpSync(await tinyModelDir({ family: 'depth2img' }), join(models, 'tiny'), { recursive: true });
+    const run = (model: string, out: string, ...more: string[]) =>
+      depthcast('generate', '--model', model, ...more, '--depth', depthFile, '--prompt', 'x', '--steps', '2', '--seed', '3', '--out', join(dir, out), '--device', 'cpu');
+    const byName = run('tiny', 'by-name.png', '--models-dir', models);
+    expect(byName.stderr).toContain('wrote');
+    expect(byName.code).toBe(0);
+    expect(run(join(models, 'tiny'), 'by-path.png').code).toBe(0);
+    expect(readFileSync(join(dir, 'by-name.png')).equals(readFileSync(join(dir, 'by-path.png')))).toBe(true);
+    const missing = run('nope', 'nope.png', '--models-dir', models);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/MODEL_NOT_FOUND: model "nope" not found \(available: tiny\)/);
+  });
+
+  it('16-bit PNG depth: near/far from its depth-range chunk, else a typed refusal, never a guess', async () => {
+    const model = await tinyModelDir({ family: 'depth2img' });
+    const z = sceneDepth();
+    let near = Infinity;
+    let far = 0;
+    for (const v of z) if (Number.isFinite(v)) { near = Math.min(near, v); far = Math.max(far, v); }
+    const samples = Uint16Array.from(z, (v) => (Number.isFinite(v) ? Math.round(((v - near) / (far - near)) * 65534) : 65535));
+    const plain = await sharp(samples, { raw: { width: 64, height: 64, channels: 1 } }).toColourspace('grey16').png().toBuffer();
+    writeFileSync(join(dir, 'plain16.png'), plain);
+    writeFileSync(join(dir, 'ranged16.png'), withDepthRange(plain, near, far));
+    const run = (depth: string, out: string, ...more: string[]) =>
+      depthcast('generate', '--model', model, '--depth', join(dir, depth), ...more, '--prompt', 'x', '--steps', '2', '--seed', '5', '--out', join(dir, out), '--device', 'cpu');
+    const refused = run('plain16.png', 'plain16-out.png');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/BAD_DEPTH: .*plain16\.png: a 16-bit PNG holds 0\.\.65535, not camera Z.*--near\/--far/);
+    expect(existsSync(join(dir, 'plain16-out.png'))).toBe(false);
+    expect(run('ranged16.png', 'from-chunk.png').code).toBe(0);
+    expect(run('plain16.png', 'from-flags.png', '--near', String(near), '--far', String(far)).code).toBe(0);
+    expect(readFileSync(join(dir, 'from-chunk.png')).equals(readFileSync(join(dir, 'from-flags.png')))).toBe(true);
+    // The flags win over the chunk.
+    expect(run('ranged16.png', 'flags-win.png', '--near', String(near), '--far', String(far * 3)).code).toBe(0);
+    expect(readFileSync(join(dir, 'flags-win.png')).equals(readFileSync(join(dir, 'from-chunk.png')))).toBe(false);
   });
 
   it('models create-tiny writes a loadable model and says its images are abstract', () => {

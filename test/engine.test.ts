@@ -52,3 +52,28 @@ describe('engine depth hand-off', () => {
     expect(result.width).toBe(64);
   });
 });
+
+describe('scheduler round trip', () => {
+  it('a result reports the model scheduler by class, and sending that back gives the same image', async () => {
+    const header = (jobId: string, params: Record<string, unknown>) =>
+      FrameHeader.parse(frameHeader({ jobId, mode: 'batch', params: { seed: 9, ...params } }));
+    const model = { name: 'tiny', dir: join(models.dir, 'tiny') };
+    const plainHeader = header('plain', {});
+    delete (plainHeader.params as { scheduler?: string }).scheduler;
+    const first = await engine.run({ jobId: 'plain', model, header: plainHeader, depth: ownBytes() });
+    const reported = first.params.scheduler as string;
+    expect(reported).toMatch(/^[A-Za-z]+Scheduler$/);
+    const again = await engine.run({ jobId: 'again', model, header: header('again', { scheduler: reported }), depth: ownBytes() });
+    expect(again.params.scheduler).toBe(reported);
+    expect(Buffer.from(again.image).equals(Buffer.from(first.image))).toBe(true);
+    const other = reported === 'LCMScheduler' ? 'DDIMScheduler' : 'LCMScheduler';
+    await expect(engine.run({ jobId: 'other', model, header: header('other', { scheduler: other }), depth: ownBytes() }))
+      .rejects.toMatchObject({ code: 'UNSUPPORTED_SCHEDULER', message: expect.stringContaining(`this model's is ${reported}`) });
+  });
+
+  it('the wire accepts exactly the scheduler classes depthcast builds', async () => {
+    const { SUPPORTED_SCHEDULER_CLASSES } = await import('../src/schedulers/index.ts');
+    const { SCHEDULER_CLASS_NAMES } = await import('../src/protocol/schemas.ts');
+    expect([...SCHEDULER_CLASS_NAMES].sort()).toEqual([...SUPPORTED_SCHEDULER_CLASSES].sort());
+  });
+});

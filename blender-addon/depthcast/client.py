@@ -96,7 +96,9 @@ def start(context=None):
         if _service is None or not _service.running:
             port = service.free_port()
             log_path = os.path.join(tempfile.gettempdir(), "depthcast-service-%d.log" % os.getpid())
-            argv = service.build_command(prefs.service_command, port, models_dir=bpy.path.abspath(
+            command = service.resolve_command(prefs.service_command, service.shipped_package_root(
+                os.path.dirname(os.path.abspath(__file__))))
+            argv = service.build_command(command, port, models_dir=bpy.path.abspath(
                 prefs.service_models_dir) if prefs.service_models_dir else "", model=prefs.service_model,
                 extra=prefs.service_args)
             _service = service.LocalService(argv, "127.0.0.1", port, log_path=log_path).start()

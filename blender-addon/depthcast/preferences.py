@@ -12,7 +12,7 @@ class _Defaults:
     server_url = "ws://127.0.0.1:7788/v1/ws"
     token = ""
     start_local_service = False
-    service_command = "depthcast"
+    service_command = "npx depthcast"
     service_models_dir = ""
     service_model = ""
     service_args = ""
@@ -54,7 +54,7 @@ class DepthcastPreferences(bpy.types.AddonPreferences):
         description="Run 'depthcast serve' on a free local port while Blender runs, and stop it on exit")
     service_command: StringProperty(
         name="Command", default=_Defaults.service_command,
-        description="How to run the depthcast CLI, e.g. 'depthcast' or 'node /path/to/depthcast/bin/depthcast.js'")
+        description="How to run the depthcast CLI. 'npx depthcast' (the default): the folder this add-on was built from, else 'depthcast' on PATH; or e.g. 'node /path/to/depthcast/bin/depthcast.js'")
     service_models_dir: StringProperty(name="Models folder", default="", subtype="DIR_PATH",
                                        description="--models-dir of the local service (empty: its default)")
     service_model: StringProperty(name="Model", default="", description="--model of the local service")

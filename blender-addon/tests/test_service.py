@@ -20,6 +20,32 @@ class ServiceTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             SV.build_command("", 1)
 
+    def test_resolve_command_finds_the_package_the_zip_was_built_from(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = os.path.join(tmp, "my depthcast")
+            os.makedirs(os.path.join(root, "bin"))
+            open(os.path.join(root, "bin", "depthcast.js"), "w").close()
+            addon = os.path.join(tmp, "addon")
+            os.makedirs(addon)
+            self.assertEqual(SV.shipped_package_root(addon), "")
+            with open(os.path.join(addon, SV.PACKAGE_ROOT_FILE), "w") as f:
+                f.write(root + "\n")
+            self.assertEqual(SV.shipped_package_root(addon), root)
+            which = {"node": "/usr/bin/node"}.get
+            cmd = SV.resolve_command(SV.DEFAULT_COMMAND, root, which=which)
+            self.assertEqual(SV.build_command(cmd, 1)[:2], ["/usr/bin/node", os.path.join(root, "bin", "depthcast.js")])
+            self.assertEqual(SV.resolve_command("depthcast", root, which=which), cmd)
+            # A folder that lost its CLI is not offered.
+            os.remove(os.path.join(root, "bin", "depthcast.js"))
+            self.assertEqual(SV.shipped_package_root(addon), "")
+        # Without a package folder: a linked `depthcast` on PATH, else a clear error, never npx's registry lookup.
+        self.assertEqual(SV.resolve_command("npx depthcast", "", which={"depthcast": "/usr/local/bin/depthcast"}.get),
+                         "depthcast")
+        with self.assertRaisesRegex(RuntimeError, "Command preference"):
+            SV.resolve_command("npx depthcast", "", which=lambda name: None)
+        # Anything else is used as written.
+        self.assertEqual(SV.resolve_command("node /x/bin/depthcast.js", "", which=lambda n: None), "node /x/bin/depthcast.js")
+
     def test_start_ready_stop(self):
         port = SV.free_port()
         with tempfile.TemporaryDirectory() as tmp:

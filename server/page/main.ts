@@ -119,6 +119,8 @@ function captureView(cam: ViewCamera, width: number, height: number): Uint8Array
 }
 
 async function captureAndSend(): Promise<string | undefined> {
+  // Until the service has a model every frame would fail: the onboarding state says what to do.
+  if (hook.hello && !ui.hasModel) return undefined;
   const limits = ui.limits;
   const maxPixels = limits ? Math.min(limits.maxDepthPixels, limits.maxOutputPixels) : Infinity;
   const { width, height } = frameSize(view.aspect, ui.longSide, maxPixels);
@@ -231,6 +233,7 @@ function onMessage(m: ServerMessage): void {
     case 'hello':
       hook.hello = m;
       ui.setHello(m.models, m.schedulers, m.device, m.limits);
+      if (m.models.length === 0) void offerDemoModel();
       live.markDirty(performance.now());
       break;
     case 'accepted':
@@ -243,12 +246,18 @@ function onMessage(m: ServerMessage): void {
       }
       break;
     case 'cancelled':
-      if (m.jobId === latestJob && m.reason !== 'superseded') ui.setStatus(`frame ${seqOf(m.jobId)} cancelled (${m.reason})`);
+      if (m.jobId === latestJob && m.reason !== 'superseded') {
+        ui.setStatus(`frame ${seqOf(m.jobId)} cancelled (${m.reason})`);
+        ui.dropPreview(m.reason === 'shutdown' ? `frame ${seqOf(m.jobId)} cancelled: the service is stopping` : `frame ${seqOf(m.jobId)} cancelled`);
+      }
       break;
     case 'error':
       errorSeq = Math.max(errorSeq, seqOf(m.jobId));
       reportError(m.code, m.message, m.jobId);
-      if (m.jobId && m.jobId === latestJob) ui.setStatus(`frame ${seqOf(m.jobId)} failed`);
+      if (m.jobId && m.jobId === latestJob) {
+        ui.setStatus(`frame ${seqOf(m.jobId)} failed`);
+        ui.dropPreview(`frame ${seqOf(m.jobId)} failed`);
+      }
       break;
   }
 }
@@ -258,7 +267,7 @@ function onBinary(h: ServerBinaryHeader, payload: Uint8Array): void {
   if (h.type === 'preview') {
     if (s < shown.seq || (s === shown.seq && shown.result)) return;
     shown = { seq: s, result: false };
-    ui.showImage(payload, 'image/jpeg', `preview of frame ${s} · step ${h.step}/${h.total} · ${h.width}×${h.height}`);
+    ui.showPreview(payload, `frame ${s} · step ${h.step}/${h.total} · ${h.width}×${h.height}`);
     hook.lastPreview = { jobId: h.jobId, step: h.step, total: h.total, width: h.width, height: h.height, bytes: payload.byteLength };
     return;
   }
@@ -270,17 +279,62 @@ function onBinary(h: ServerBinaryHeader, payload: Uint8Array): void {
     `frame ${s}`, `${h.width}×${h.height}`, `seed ${h.seed}`, h.model.name,
     total !== undefined ? `${(total / 1000).toFixed(2)} s` : '', h.reusedFrom ? `reused from ${h.reusedFrom}` : '',
   ].filter(Boolean).join(' · ');
-  ui.showImage(payload, 'image/png', meta, `depthcast-${h.model.name}-seed${h.seed}.png`);
+  ui.showResult(payload, meta, `depthcast-${h.model.name}-seed${h.seed}.png`);
+  void refreshDevice();
   ui.setProgress(1, 1);
   if (h.jobId === latestJob) ui.setStatus(`frame ${s} done`);
   if (s > errorSeq && ui.errorShown) ui.clearError();
   hook.lastResult = { jobId: h.jobId, width: h.width, height: h.height, seed: h.seed, bytes: payload.byteLength, model: h.model.name, timings: h.timings };
 }
 
+/** Onboarding: offer the demo-model button when the service can write its models folder. */
+async function offerDemoModel(): Promise<void> {
+  const headers = authHeaders();
+  try {
+    const res = await fetch('/v1/models/demo', { headers });
+    const demo = (await res.json()) as { available?: boolean };
+    ui.offerDemo(!!demo.available);
+  } catch {
+    ui.offerDemo(false);
+  }
+}
+
+ui.makeDemo.addEventListener('click', async () => {
+  ui.makeDemo.disabled = true;
+  ui.setStatus('writing the demo model…');
+  try {
+    const res = await fetch('/v1/models/demo', { method: 'POST', headers: authHeaders() });
+    const body = (await res.json()) as { error?: { code: string; message: string } };
+    if (body.error) throw Object.assign(new Error(body.error.message), { code: body.error.code });
+    // The service lists it from now on; a fresh connection brings a hello that has it.
+    location.reload();
+  } catch (err) {
+    reportError((err as { code?: string }).code ?? 'PAGE', `the demo model was not written: ${(err as Error).message}`);
+    ui.makeDemo.disabled = false;
+  }
+});
+
+function authHeaders(): Record<string, string> {
+  const token = new URLSearchParams(location.search).get('token');
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+/** The header names the device the model loaded on: /v1/health knows it once a model ran. */
+async function refreshDevice(): Promise<void> {
+  try {
+    const res = await fetch('/v1/health', { headers: authHeaders() });
+    const health = (await res.json()) as { model?: { device?: string } | null };
+    if (health.model?.device) ui.setDevice(health.model.device);
+  } catch {
+    // The header keeps what hello said; the next result tries again.
+  }
+}
+
 const client = new DepthcastClient(serviceSocketUrl(location), {
   state(s) {
     hook.state = s.kind;
     ui.setConnection(s);
+    if (s.kind === 'closed' || s.kind === 'waiting') ui.dropPreview('service disconnected');
   },
   message: onMessage,
   binary: onBinary,

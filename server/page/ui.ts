@@ -70,6 +70,11 @@ export class Ui {
   private readonly resultImg = el<HTMLImageElement>('result-img');
   private readonly resultEmpty = el<HTMLDivElement>('result-empty');
   private readonly resultMeta = el<HTMLDivElement>('result-meta');
+  private readonly resultPanel = el<HTMLElement>('result-panel');
+  private readonly resultBadge = el<HTMLSpanElement>('result-badge');
+  private readonly onboarding = el<HTMLDivElement>('onboarding');
+  private readonly demoOffer = el<HTMLParagraphElement>('demo-offer');
+  readonly makeDemo = el<HTMLButtonElement>('make-demo');
   private readonly progress = el<HTMLProgressElement>('progress');
   private readonly overlayImg = el<HTMLImageElement>('overlay-img');
   private readonly split = el<HTMLInputElement>('split');
@@ -85,7 +90,10 @@ export class Ui {
   private readonly objects = el<HTMLUListElement>('objects');
 
   private models: ModelInfo[] = [];
-  private imageUrl: string | undefined;
+  /** The last finished result: it stays on screen until a newer one is finished. */
+  private result: { url: string; meta: string } | undefined;
+  /** The preview on screen instead of the result, while its frame runs. */
+  private previewUrl: string | undefined;
   private downloadUrl: string | undefined;
   private retryTimer: ReturnType<typeof setInterval> | undefined;
   limits: Limits | undefined;
@@ -183,7 +191,26 @@ export class Ui {
     this.steps.max = String(limits.maxSteps);
     this.modelInfo.dataset.device = device;
     this.applyModel();
-    if (models.length === 0) this.showError('NO_MODELS', 'the service has no models: run `depthcast models pull <id>` (or `depthcast models create-tiny <models-dir>/tiny` for an offline demo) and reload');
+    // No model: an onboarding state that says what to run, not an error.
+    this.onboarding.hidden = models.length > 0;
+    if (models.length === 0) this.setPanelState('onboarding');
+    else if (this.resultPanel.dataset.state === 'onboarding') this.setPanelState('empty');
+  }
+
+  /** Shows the demo-model button in the onboarding state (the service can write its models folder). */
+  offerDemo(available: boolean): void {
+    this.demoOffer.hidden = !available;
+  }
+
+  /** Whether the service has a model to run; live frames wait for one. */
+  get hasModel(): boolean {
+    return this.models.length > 0;
+  }
+
+  /** The device the model really runs on (hello says "auto" until a model has loaded). */
+  setDevice(device: string): void {
+    this.modelInfo.dataset.device = device;
+    this.applyModel();
   }
 
   /** Controls the user has typed into: a model's defaults no longer replace them. */
@@ -228,30 +255,63 @@ export class Ui {
 
   // ---- images ----
 
-  /** Shows a preview (JPEG) or result (PNG); returns the object URL (owned here, revoked on replace). */
-  showImage(bytes: Uint8Array, type: 'image/png' | 'image/jpeg', meta: string, downloadName?: string): string {
-    const url = URL.createObjectURL(new Blob([bytes.slice().buffer], { type }));
-    const oldImage = this.imageUrl;
-    this.imageUrl = url;
+  /** A finished result (PNG): it replaces the last one and any preview. The object URL is owned here. */
+  showResult(bytes: Uint8Array, meta: string, downloadName: string): void {
+    const url = URL.createObjectURL(new Blob([bytes.slice().buffer], { type: 'image/png' }));
+    const old = [this.result?.url, this.previewUrl, this.downloadUrl];
+    this.result = { url, meta };
+    this.previewUrl = undefined;
+    this.downloadUrl = url;
+    this.download.href = url;
+    this.download.download = downloadName;
+    this.download.classList.remove('disabled');
+    this.download.setAttribute('aria-disabled', 'false');
+    for (const u of new Set(old)) if (u && u !== url) URL.revokeObjectURL(u);
+    this.render(`${meta} · finished result`);
+  }
+
+  /** A step preview (JPEG) of a frame still running, shown as such over the last result. */
+  showPreview(bytes: Uint8Array, meta: string): void {
+    const url = URL.createObjectURL(new Blob([bytes.slice().buffer], { type: 'image/jpeg' }));
+    if (this.previewUrl) URL.revokeObjectURL(this.previewUrl);
+    this.previewUrl = url;
+    const last = this.result ? ` · last finished: ${this.result.meta.split(' · ')[0]}` : '';
+    this.render(`${meta} · preview, unfinished${last}`);
+  }
+
+  /** The previewed frame will not finish (cancelled, failed, service gone): back to the last result. */
+  dropPreview(why: string): void {
+    if (!this.previewUrl) return;
+    URL.revokeObjectURL(this.previewUrl);
+    this.previewUrl = undefined;
+    this.render(this.result ? `${this.result.meta} · finished result · ${why}` : `No image yet · ${why}`);
+  }
+
+  /** What is on screen: the result-panel state says which (empty, preview, result, onboarding). */
+  get shownState(): string {
+    return this.resultPanel.dataset.state ?? 'empty';
+  }
+
+  private setPanelState(state: 'empty' | 'preview' | 'result' | 'onboarding'): void {
+    this.resultPanel.dataset.state = state;
+    this.resultEmpty.hidden = state !== 'empty';
+    this.onboarding.hidden = state !== 'onboarding';
+  }
+
+  private render(caption: string): void {
+    const url = this.previewUrl ?? this.result?.url;
+    const state = this.previewUrl ? 'preview' : this.result ? 'result' : this.hasModel || !this.limits ? 'empty' : 'onboarding';
+    this.setPanelState(state);
     for (const img of [this.resultImg, this.overlayImg]) {
-      img.src = url;
-      img.hidden = false;
-      img.dataset.kind = type === 'image/png' ? 'result' : 'preview';
+      if (url) img.src = url;
+      img.hidden = !url;
+      img.dataset.kind = state;
     }
-    this.resultEmpty.hidden = true;
-    this.resultMeta.textContent = meta;
-    const oldDownload = this.downloadUrl;
-    if (downloadName) {
-      this.downloadUrl = url;
-      this.download.href = url;
-      this.download.download = downloadName;
-      this.download.classList.remove('disabled');
-      this.download.setAttribute('aria-disabled', 'false');
-    }
-    // An object URL lives while the image or the download link still points at it.
-    for (const u of new Set([oldImage, oldDownload])) if (u && u !== this.imageUrl && u !== this.downloadUrl) URL.revokeObjectURL(u);
+    this.resultBadge.hidden = !url;
+    this.resultBadge.textContent = state === 'preview' ? 'PREVIEW · unfinished' : 'RESULT';
+    this.resultMeta.textContent = caption;
+    this.view.classList.toggle('has-image', !!url);
     this.applyDisplay();
-    return url;
   }
 
   private applyDisplay(): void {
@@ -355,6 +415,8 @@ export class Ui {
   editObject(row: ObjectRow | undefined): void {
     this.objEditor.hidden = !row;
     if (!row) return;
+    // The editor sits low in the controls column: bring it into view where the click was made.
+    this.objEditor.scrollIntoView({ block: 'nearest' });
     this.objLabel.textContent = row.label;
     this.objId.textContent = `id ${row.id}`;
     this.objPrompt.value = row.prompt ?? '';

@@ -14,6 +14,7 @@ import { type FrameHeader, PROTOCOL_VERSION, ResultHeader, ServerHelloMessage } 
 import type { Device } from '../runtime/ort.ts';
 import { VERSION } from '../version.ts';
 import type { EngineResult } from '../engine/types.ts';
+import { CLI } from '../cli/command.ts';
 
 export interface BackendJob {
   jobId: string;
@@ -177,7 +178,7 @@ export class ServiceBackend implements Backend {
         ws.terminate();
       });
       ws.on('error', (err: NodeJS.ErrnoException) => {
-        drop(new DepthcastError('OFFLINE', `cannot reach the service at ${shown}: ${err.code ?? err.message}; start it with \`depthcast serve\` or use --in-process`));
+        drop(new DepthcastError('OFFLINE', `cannot reach the service at ${shown}: ${err.code ?? err.message}; start it with \`${CLI} serve\` or use --in-process`));
       });
       ws.on('close', (code, reason) => {
         drop(new DepthcastError('OFFLINE', `the connection to ${shown} closed (${code}${reason.length ? ` ${reason.toString()}` : ''})`));
@@ -258,7 +259,7 @@ export class ServiceBackend implements Backend {
       throw new DepthcastError('MODEL_NOT_FOUND', `the service has no model "${name}" (it has: ${models.map((m) => m.name).join(', ') || 'none'})`);
     }
     const chosen = models.find((m) => m.default) ?? [...models].sort((a, b) => a.name.localeCompare(b.name))[0];
-    if (!chosen) throw new DepthcastError('MODEL_NOT_FOUND', 'the service has no model installed; see `depthcast models`');
+    if (!chosen) throw new DepthcastError('MODEL_NOT_FOUND', `the service has no model installed; see \`${CLI} models\``);
     return chosen.name;
   }
 

@@ -11,7 +11,7 @@ import { readFile } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import sharp from 'sharp';
 import { decodeDepthPixels, type DepthStats, toNearness } from '../depth/convert.ts';
-import { finitePositiveRange, readDepthFile } from '../depth/read.ts';
+import { depthRangeOf, readDepthFile } from '../depth/read.ts';
 import { DepthcastError } from '../errors.ts';
 import { FrameHeader, PROTOCOL_VERSION, describeZodError } from '../protocol/schemas.ts';
 import { readNpy } from '../util/npy.ts';
@@ -211,15 +211,10 @@ export class BatchInputs {
     return this.depths.get(key, async () => {
       if (d.source === 'file') {
         const depth = await readDepthFile(d.file);
-        const range = depth.dtype === 'f32' ? finitePositiveRange(depth.data) : { min: 1, max: 2 };
-        if (depth.dtype === 'f32' && d.kind === 'zdepth' && (d.near === undefined || d.far === undefined) && !(range.max >= range.min)) {
-          throw new DepthcastError('BAD_DEPTH', `${d.file}: no finite positive depth values, so near/far cannot be derived; give depth.near and depth.far`);
-        }
-        const zf = d.kind === 'zdepth' && depth.dtype === 'f32';
+        const { near, far } = depthRangeOf(depth, d.kind, d, d.file);
         return {
           bytes: new Uint8Array(depth.data.buffer, depth.data.byteOffset, depth.data.byteLength),
-          width: depth.width, height: depth.height, dtype: depth.dtype, kind: d.kind,
-          near: d.near ?? (zf ? range.min : 1), far: d.far ?? (zf ? range.max * (1 + 1e-6) : 2), file: d.file,
+          width: depth.width, height: depth.height, dtype: depth.dtype, kind: d.kind, near, far, file: d.file,
         };
       }
       const render = await this.renderScene(o as BatchOutput & { depth: BlendView }, all);

@@ -1,16 +1,20 @@
 /** `depthcast generate`: one image from a depth file, through the same engine the service uses. */
 import { existsSync } from 'node:fs';
 import { readFile, rename, writeFile } from 'node:fs/promises';
-import { basename, resolve } from 'node:path';
-import { finitePositiveRange, readDepthFile } from '../depth/read.ts';
+import { resolve } from 'node:path';
+import { depthRangeOf, readDepthFile } from '../depth/read.ts';
 import { Engine, resultPng } from '../engine/engine.ts';
+import { type CatalogEntry, ModelCatalog } from '../engine/catalog.ts';
 import { DepthcastError } from '../errors.ts';
 import { checkRequestedSize, DEFAULT_SIZE_LIMITS } from '../pipelines/sizing.ts';
+import { depthcastHome, modelsRoot } from '../hub/paths.ts';
 import { FrameHeader, describeZodError } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
 
 export interface GenerateOptions {
+  /** A model name in the models folder, or a model folder (a path: has a slash or starts with '.'), as `serve --model` takes. */
   model: string;
+  modelsDir?: string;
   depth: string;
   prompt: string;
   negative: string;
@@ -32,13 +36,25 @@ export interface GenerateOptions {
   out: string;
 }
 
+/** The model as `serve --model` finds it: a name in the models folder, or a folder given by path. */
+function resolveModel(model: string, modelsDir: string | undefined): CatalogEntry {
+  const isPath = model.includes('/') || model.includes('\\') || model.startsWith('.');
+  if (isPath && !existsSync(resolve(model))) throw new DepthcastError('MODEL_NOT_FOUND', `model folder ${resolve(model)} does not exist`);
+  const dir = resolve(modelsDir ?? process.env.DEPTHCAST_MODELS_DIR?.trim() ?? modelsRoot(depthcastHome()));
+  try {
+    return new ModelCatalog(dir, model).resolve();
+  } catch (err) {
+    if (!isPath && existsSync(model)) {
+      throw new DepthcastError('MODEL_NOT_FOUND', `${(err as Error).message}. A folder named ${model} is here: write ./${model} to use it by path`);
+    }
+    throw err;
+  }
+}
+
 export async function generateCommand(opts: GenerateOptions): Promise<void> {
-  const modelDir = resolve(opts.model);
-  if (!existsSync(modelDir)) throw new DepthcastError('MODEL_NOT_FOUND', `model folder ${modelDir} does not exist`);
+  const model = resolveModel(opts.model, opts.modelsDir);
   const depth = await readDepthFile(opts.depth);
-  const range = depth.dtype === 'f32' ? finitePositiveRange(depth.data) : { min: 1, max: 2 };
-  const near = opts.near ?? (opts.depthKind === 'zdepth' && depth.dtype === 'f32' ? range.min : 1);
-  const far = opts.far ?? (opts.depthKind === 'zdepth' && depth.dtype === 'f32' ? range.max * (1 + 1e-6) : 2);
+  const { near, far } = depthRangeOf(depth, opts.depthKind, opts, opts.depth);
   const init = opts.init ? new Uint8Array(await readFile(opts.init)) : undefined;
   const depthBytes = new Uint8Array(depth.data.buffer, depth.data.byteOffset, depth.data.byteLength);
   const parsed = FrameHeader.safeParse({
@@ -60,7 +76,7 @@ export async function generateCommand(opts: GenerateOptions): Promise<void> {
   const engine = new Engine(opts.device, (line) => process.stderr.write(`${line}\n`));
   try {
     const result = await engine.run(
-      { jobId: 'cli', model: { name: basename(modelDir), dir: modelDir }, header: parsed.data, depth: depthBytes, init },
+      { jobId: 'cli', model: { name: model.name, dir: model.dir }, header: parsed.data, depth: depthBytes, init },
       { onProgress: (p) => process.stderr.write(`step ${p.step}/${p.total} (t=${+p.timestep.toFixed(2)})\n`) },
     );
     const out = resolve(opts.out);

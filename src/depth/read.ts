@@ -3,7 +3,15 @@ import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import sharp from 'sharp';
 import { DepthcastError } from '../errors.ts';
+import { readPngText } from '../image/codec.ts';
+import { addPngText } from '../image/png.ts';
 import { readNpy } from '../util/npy.ts';
+
+/**
+ * The PNG text chunk (keyword) that says which camera Z a 16-bit depth PNG's samples span:
+ * JSON `{"near": z, "far": z}`, 0 = near, 65535 = far (and background).
+ */
+export const DEPTH_RANGE_KEYWORD = 'depthcast:depth-range';
 
 export interface DepthFile {
   /** f32: values as stored; u16: PNG samples (0..65535). */
@@ -11,6 +19,8 @@ export interface DepthFile {
   data: Float32Array | Uint16Array;
   width: number;
   height: number;
+  /** u16 PNG: the near/far its depthcast:depth-range chunk records, when it has one. */
+  range?: { near: number; far: number };
 }
 
 export async function readDepthFile(path: string): Promise<DepthFile> {
@@ -28,14 +38,18 @@ export async function readDepthFile(path: string): Promise<DepthFile> {
     return { dtype: 'f32', data, height: dims[0]!, width: dims[1]! };
   }
   if (ext === '.png') {
+    let samples: Uint16Array;
+    let size: { width: number; height: number };
     try {
       // grey16 keeps 16-bit samples (8-bit files are widened ×257); without it sharp converts to 8-bit sRGB.
       const { data, info } = await sharp(bytes).extractChannel(0).toColourspace('grey16').raw({ depth: 'ushort' }).toBuffer({ resolveWithObject: true });
-      const samples = new Uint16Array(data.buffer, data.byteOffset, info.width * info.height).slice();
-      return { dtype: 'u16', data: samples, width: info.width, height: info.height };
+      samples = new Uint16Array(data.buffer, data.byteOffset, info.width * info.height).slice();
+      size = info;
     } catch (err) {
       throw new DepthcastError('BAD_DEPTH', `${path}: not a readable PNG (${(err as Error).message})`);
     }
+    const range = pngDepthRange(bytes, path);
+    return { dtype: 'u16', data: samples, width: size.width, height: size.height, ...(range ? { range } : {}) };
   }
   if (ext === '.exr') {
     const { EXRLoader } = await import('three/examples/jsm/loaders/EXRLoader.js');
@@ -73,4 +87,56 @@ export function finitePositiveRange(data: Float32Array | Uint16Array): { min: nu
     }
   }
   return { min, max };
+}
+
+function pngDepthRange(png: Uint8Array, path: string): { near: number; far: number } | undefined {
+  const text = readPngText(png)[DEPTH_RANGE_KEYWORD];
+  if (text === undefined) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    value = undefined;
+  }
+  const { near, far } = (value ?? {}) as { near?: unknown; far?: unknown };
+  if (typeof near !== 'number' || typeof far !== 'number' || !(near > 0) || !(far > near) || !Number.isFinite(far)) {
+    throw new DepthcastError('BAD_DEPTH', `${path}: its ${DEPTH_RANGE_KEYWORD} chunk must be JSON {"near": z, "far": z} with 0 < near < far, got ${JSON.stringify(text.slice(0, 80))}`);
+  }
+  return { near, far };
+}
+
+/** Adds the depth-range chunk to an encoded 16-bit depth PNG, so readers need no --near/--far. */
+export function withDepthRange(png: Uint8Array, near: number, far: number): Uint8Array {
+  return addPngText(png, { [DEPTH_RANGE_KEYWORD]: JSON.stringify({ near, far }) });
+}
+
+/**
+ * The near/far a depth file is read with. Given values win; float camera Z defaults to its
+ * smallest and largest finite depth; a 16-bit PNG's samples mean nothing without a range, so it
+ * comes from the file's depth-range chunk or the caller must give it: never a guess. Other
+ * kinds do not use near/far (placeholders 1, 2).
+ */
+export function depthRangeOf(
+  depth: DepthFile,
+  kind: 'zdepth' | 'disparity' | 'normalized',
+  given: { near?: number; far?: number },
+  what: string,
+): { near: number; far: number } {
+  if (kind !== 'zdepth') return { near: given.near ?? 1, far: given.far ?? 2 };
+  if (depth.dtype === 'u16') {
+    const near = given.near ?? depth.range?.near;
+    const far = given.far ?? depth.range?.far;
+    if (near === undefined || far === undefined) {
+      throw new DepthcastError(
+        'BAD_DEPTH',
+        `${what}: a 16-bit PNG holds 0..65535, not camera Z, and this one has no ${DEPTH_RANGE_KEYWORD} chunk saying what they span; give near and far (--near/--far, or depth.near/depth.far in a manifest)`,
+      );
+    }
+    return { near, far };
+  }
+  const range = finitePositiveRange(depth.data);
+  if ((given.near === undefined || given.far === undefined) && !(range.max >= range.min)) {
+    throw new DepthcastError('BAD_DEPTH', `${what}: no finite positive depth values, so near/far cannot be derived; give near and far`);
+  }
+  return { near: given.near ?? range.min, far: given.far ?? range.max * (1 + 1e-6) };
 }

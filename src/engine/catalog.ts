@@ -7,6 +7,7 @@ import { basename, join, resolve } from 'node:path';
 import { DepthcastError } from '../errors.ts';
 import { modelDefaults, type ModelDefaults } from '../models/defaults.ts';
 import { type DepthcastModelConfig, familyOf, SESSION_FILES } from '../models/layout.ts';
+import { CLI } from '../cli/command.ts';
 
 export interface CatalogEntry {
   name: string;
@@ -77,7 +78,7 @@ export class ModelCatalog {
     const known = all.length ? `available: ${all.map((e) => e.name).join(', ')}` : 'no model is installed';
     throw new DepthcastError(
       'MODEL_NOT_FOUND',
-      `${wanted ? `model "${wanted}" not found` : 'no model to run'} (${known}). Get one with \`depthcast models pull <id>\`, or make an offline demo model with \`depthcast models create-tiny <models-dir>/tiny\``,
+      `${wanted ? `model "${wanted}" not found` : 'no model to run'} (${known}). Get one with \`${CLI} models pull <id>\`, or make an offline demo model with \`${CLI} models create-tiny <models-dir>/tiny\``,
     );
   }
 }

@@ -170,8 +170,9 @@ export class Engine {
     if (msg.type === 'loaded') {
       const { type: _, ...info } = msg;
       this.loaded = info;
-      this.log(`model ${msg.name} loaded on ${msg.device} (${msg.family}, ${msg.dtype})`);
-      for (const f of msg.fallbacks) this.log(`device auto: skipped ${f}`);
+      // One line, with why `auto` chose this device when it skipped others.
+      const skipped = msg.fallbacks.length ? `; device auto chose ${msg.device}, skipping ${msg.fallbacks.join('; ')}` : '';
+      this.log(`model ${msg.name} loaded on ${msg.device} (${msg.family}, ${msg.dtype})${skipped}`);
       return;
     }
     const job = this.running;

@@ -10,10 +10,23 @@ import { randomSeed } from '../pipelines/noise.ts';
 import { MAX_REGIONS } from '../pipelines/regions.ts';
 import { planSize, requestedOutput, type SizePlan, UPSCALER } from '../pipelines/sizing.ts';
 import type { GenerateInput, RegionPrompt } from '../pipelines/types.ts';
-import type { FrameHeader } from '../protocol/schemas.ts';
+import { type FrameHeader, SCHEDULER_NAMES } from '../protocol/schemas.ts';
 import { resolveDefaults } from '../models/defaults.ts';
 import { schedulerConfigFor } from '../schedulers/index.ts';
 import { float32For, type Scratch } from '../util/scratch.ts';
+
+/**
+ * The preset a frame's scheduler names; undefined for the model's own scheduler, which a frame
+ * asks for by leaving it out or by naming the model's class (as results report it).
+ */
+function frameScheduler(scheduler: string | undefined, modelConfig: Readonly<Record<string, unknown>>): string | undefined {
+  if (scheduler === undefined || !scheduler.endsWith('Scheduler')) return scheduler;
+  if (scheduler === modelConfig._class_name) return undefined;
+  throw new DepthcastError(
+    'UNSUPPORTED_SCHEDULER',
+    `scheduler "${scheduler}" is a class name, which means this model's own scheduler, and this model's is ${String(modelConfig._class_name)}; name a preset instead (${SCHEDULER_NAMES.join(', ')})`,
+  );
+}
 
 
 export interface PreparedJob {
@@ -90,7 +103,7 @@ export async function prepareJob(model: LoadedModel, header: FrameHeader, parts:
   const frame = { data: pixels, width: depth.width, height: depth.height, kind: depth.kind, near: depth.near, far: depth.far };
   const { nearness, stats } = toNearness(frame, params.depthRange, nearnessOut, parts.depthForeground);
   // What the frame leaves out comes from the model (registry entry, else its scheduler class).
-  const defaults = resolveDefaults(model.defaults, model.schedulerConfig._class_name, params);
+  const defaults = resolveDefaults(model.defaults, model.schedulerConfig._class_name, { ...params, scheduler: frameScheduler(params.scheduler, model.schedulerConfig) });
   const schedulerName = defaults.scheduler;
   const seed = params.seed ?? randomSeed();
   const input: GenerateInput = {
@@ -143,7 +156,7 @@ export async function prepareJob(model: LoadedModel, header: FrameHeader, parts:
       guidance: input.guidanceScale,
       strength: input.strength ?? null,
       seed,
-      scheduler: schedulerName ?? String(model.schedulerConfig._class_name),
+      scheduler: params.scheduler ?? String(model.schedulerConfig._class_name),
       controlnetScale: model.family === 'controlnet' ? input.controlnetScale : null,
       depthRange: params.depthRange,
       regions: regions.length,

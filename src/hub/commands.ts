@@ -12,6 +12,7 @@ import { depthcastHome, downloadsRoot, modelsRoot } from './paths.ts';
 import { assembleControlnet, importCheckpoint, pullModel, type PullEvent, type PullResult, type SourceSpec } from './pull.ts';
 import { removeModel } from './remove.ts';
 import { assertVerified, verifyModel, type VerifyReport } from './verify.ts';
+import { CLI } from '../cli/command.ts';
 
 export type Out = NodeJS.WritableStream & { isTTY?: boolean };
 
@@ -66,7 +67,7 @@ export async function modelsList(o: ModelsListOptions, out: Out, ctx: CommandCon
     return;
   }
   line(out, `Installed models (${modelsRoot(home)}):`);
-  if (!installed.length) line(out, '  none — try: depthcast models pull <name>');
+  if (!installed.length) line(out, `  none — try: ${CLI} models pull <name>`);
   for (const m of installed) {
     const src = m.sources.map((s) => `${s.repo}@${s.commit ? s.commit.slice(0, 10) : s.revision}`).join(' + ') || 'local folder';
     line(out, `  ${pad(m.name, 34)}${pad(m.pipeline, 11)}${pad(formatBytes(m.bytes), 9)}${m.problem ? `PROBLEM: ${m.problem}` : src}`);
@@ -307,7 +308,7 @@ export async function pullCommand(o: ModelsPullOptions, out: Out, ctx: CommandCo
         registry = resolved.entry.name;
         name = o.name ?? resolved.entry.name;
         if (!resolved.entry.verified) {
-          line(errStream, `note: registry entry ${o.id} has not been verified against the hub (see docs/models.md); run depthcast models verify ${name} afterwards.`);
+          line(errStream, `note: registry entry ${o.id} has not been verified against the hub (see docs/models.md); run ${CLI} models verify ${name} afterwards.`);
         }
       }
       if (o.controlnet) {

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { DepthcastError } from '../errors.ts';
 import { checkRelPath } from './paths.ts';
+import { CLI } from '../cli/command.ts';
 
 export const MANIFEST_FILE = 'depthcast-manifest.json';
 
@@ -43,7 +44,7 @@ export async function readManifest(dir: string): Promise<Manifest | undefined> {
   try {
     parsed = JSON.parse(text);
   } catch {
-    throw new DepthcastError('BAD_MODEL', `${join(dir, MANIFEST_FILE)} is not valid JSON; re-install the model (depthcast models pull … --force)`);
+    throw new DepthcastError('BAD_MODEL', `${join(dir, MANIFEST_FILE)} is not valid JSON; re-install the model (${CLI} models pull … --force)`);
   }
   const r = Manifest.safeParse(parsed);
   if (!r.success) {

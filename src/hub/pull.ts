@@ -32,6 +32,7 @@ import { MANIFEST_FILE, readManifest, walk, type Manifest, type SourceRecord } f
 import { readExternalRefs, resolveRefPath } from './onnx-external.ts';
 import { checkModelName, checkRelPath, checkRepoId, depthcastHome, downloadKey, downloadsRoot, modelDir, modelsRoot, safeJoin } from './paths.ts';
 import { pidAlive } from '../util/process.ts';
+import { CLI } from '../cli/command.ts';
 
 export interface SourceSpec {
   /** `owner/name` on the hub. */
@@ -657,7 +658,7 @@ export async function assembleControlnet(o: AssembleOptions): Promise<PullResult
   const ctx = makeCtx(o);
   const baseDir = modelDir(ctx.home, checkModelName(o.base));
   if (!(await exists(baseDir))) {
-    throw new DepthcastError('MODEL_NOT_FOUND', `no installed model named ${o.base} (looked in ${baseDir}); pull it first with depthcast models pull`);
+    throw new DepthcastError('MODEL_NOT_FOUND', `no installed model named ${o.base} (looked in ${baseDir}); pull it first with ${CLI} models pull`);
   }
   if (baseDir === modelDir(ctx.home, name)) throw new DepthcastError('BAD_REQUEST', 'the assembled model needs a name other than its base');
   const target = modelDir(ctx.home, name);

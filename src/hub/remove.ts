@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { DepthcastError } from '../errors.ts';
 import { readManifest, walk } from './manifest.ts';
 import { checkModelName, downloadKey, downloadsRoot, modelDir, modelsRoot } from './paths.ts';
+import { CLI } from '../cli/command.ts';
 
 export interface RemoveOptions {
   home: string;
@@ -26,7 +27,7 @@ export async function removeModel(name: string, o: RemoveOptions): Promise<Remov
     st = await lstat(dir);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
-      throw new DepthcastError('MODEL_NOT_FOUND', `no installed model named ${name} (looked in ${dir}); see depthcast models list`);
+      throw new DepthcastError('MODEL_NOT_FOUND', `no installed model named ${name} (looked in ${dir}); see ${CLI} models list`);
     }
     throw err;
   }

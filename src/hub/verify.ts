@@ -18,6 +18,7 @@ import { REQUIRED_COMPONENTS, REQUIRED_FILES, isControlnetIndex } from './layout
 import { MANIFEST_FILE, readManifest, walk } from './manifest.ts';
 import { checkExternalData } from './onnx-external.ts';
 import { checkModelName, depthcastHome, modelDir } from './paths.ts';
+import { CLI } from '../cli/command.ts';
 
 export interface VerifyProblem {
   code: Extract<ErrorCode, 'UNSAFE_PATH' | 'BAD_MODEL' | 'HASH_MISMATCH'>;
@@ -79,7 +80,7 @@ export async function verifyModel(nameOrDir: string, o: VerifyOptions = {}): Pro
     entries = await walk(dir);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') {
-      throw new DepthcastError('MODEL_NOT_FOUND', `no model folder at ${dir}; see depthcast models list`);
+      throw new DepthcastError('MODEL_NOT_FOUND', `no model folder at ${dir}; see ${CLI} models list`);
     }
     throw err;
   }
@@ -119,7 +120,7 @@ export async function verifyModel(nameOrDir: string, o: VerifyOptions = {}): Pro
     problem(e.code === 'UNSAFE_PATH' ? 'UNSAFE_PATH' : 'BAD_MODEL', e.message, MANIFEST_FILE);
   }
   if (!manifest) {
-    if (!report.problems.some((p) => p.path === MANIFEST_FILE)) report.notes.push(`no ${MANIFEST_FILE} (not installed by depthcast models pull): file hashes were not checked`);
+    if (!report.problems.some((p) => p.path === MANIFEST_FILE)) report.notes.push(`no ${MANIFEST_FILE} (not installed by ${CLI} models pull): file hashes were not checked`);
   } else {
     const listed = Object.entries(manifest.files);
     let i = 0;

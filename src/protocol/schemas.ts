@@ -13,6 +13,14 @@ export const StreamName = z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'stream: 1
 export const SCHEDULER_NAMES = ['ddim', 'pndm', 'euler', 'euler-a', 'dpmpp-2m', 'dpmpp-2m-karras', 'lcm'] as const;
 export const SchedulerName = z.enum(SCHEDULER_NAMES);
 export type SchedulerName = z.infer<typeof SchedulerName>;
+/**
+ * diffusers class names: results report the model's own scheduler by its class when a frame
+ * named none, and sending that back means the same thing (the model's scheduler_config.json).
+ */
+export const SCHEDULER_CLASS_NAMES = [
+  'DDIMScheduler', 'PNDMScheduler', 'EulerDiscreteScheduler', 'EulerAncestralDiscreteScheduler', 'DPMSolverMultistepScheduler', 'LCMScheduler',
+] as const;
+export const SchedulerParam = z.union([SchedulerName, z.enum(SCHEDULER_CLASS_NAMES)]);
 
 export const DEVICE_NAMES = ['auto', 'cpu', 'cuda', 'dml', 'webgpu', 'coreml'] as const;
 export const DeviceName = z.enum(DEVICE_NAMES);
@@ -61,7 +69,7 @@ export const GenerationParams = z.object({
   strength: z.number().gt(0).max(1).optional(),
   /** Unsigned 32-bit seed; omitted = random (the result reports the seed used). */
   seed: z.number().int().min(0).max(0xffffffff).optional(),
-  scheduler: SchedulerName.optional(),
+  scheduler: SchedulerParam.optional(),
   controlnetScale: z.number().min(0).max(4).optional(),
   /** auto: per-frame min/max, as the reference does (default). fixed: map near..far, steady across frames. */
   depthRange: DepthRange.default('auto'),

@@ -89,7 +89,7 @@ export function autoDeviceOrder(platform: NodeJS.Platform = process.platform): E
 
 /**
  * Whether the CUDA EP's provider library was installed beside the binding
- * (`npm install --onnxruntime-node-install=cuda12`); without it ORT can only fail, loudly.
+ * (`node node_modules/onnxruntime-node/script/install --onnxruntime-node-install=cuda12`); without it ORT can only fail, loudly.
  */
 export function cudaProviderInstalled(): boolean {
   try {
@@ -331,6 +331,43 @@ function preallocated(outputNames: string[], into: Record<string, { data: Float3
   return fetches;
 }
 
+let webgpuProbe: Promise<string | undefined> | undefined;
+
+/**
+ * Whether WebGPU gives onnxruntime an adapter, asked in a child process: Dawn writes its Vulkan
+ * and XDG_RUNTIME_DIR complaints straight to stderr, where a GPU-less machine would show them on
+ * every model load. Resolves undefined when it works, else the reason; asked once per process.
+ */
+function probeWebgpu(): Promise<string | undefined> {
+  webgpuProbe ??= (async () => {
+    const { GraphBuilder } = await import('../tiny/onnx-graph.ts');
+    const g = new GraphBuilder('webgpu-probe');
+    g.op('Relu', [g.input('x', 'float32', [1])], {}, 'y');
+    g.output('y', 'float32', [1]);
+    const model = g.toBytes({ producer: 'depthcast', version: 'probe' });
+    const script = `const ort = require(${JSON.stringify(createRequire(import.meta.url).resolve('onnxruntime-node'))});
+const chunks = []; process.stdin.on('data', (c) => chunks.push(c)).on('end', async () => {
+  try { await ort.InferenceSession.create(Buffer.concat(chunks), { executionProviders: ['webgpu'] }); process.exit(0); }
+  catch (e) { process.stdout.write(String(e && e.message).split('\\n')[0]); process.exit(1); } });`;
+    const { spawn } = await import('node:child_process');
+    return new Promise<string | undefined>((resolve) => {
+      const child = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+      let out = '';
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      child.stderr.resume();
+      child.on('error', (err) => resolve(`probe failed: ${err.message}`));
+      child.on('close', (code) => {
+        clearTimeout(timer);
+        const reason = out.replace(/^.*?(Failed to get a WebGPU adapter[^\n]*|$)/s, '$1').trim() || out.trim();
+        resolve(code === 0 ? undefined : reason || `probe exited ${code}`);
+      });
+      child.stdin.end(model);
+    });
+  })();
+  return webgpuProbe;
+}
+
 /**
  * Opens a session on the requested device. `auto` tries the platform's devices best first and
  * falls back to the CPU; `onFallback` hears about each device that did not work.
@@ -343,7 +380,7 @@ export async function openSession(
 ): Promise<ModelSession> {
   if (device !== 'auto') {
     if (device === 'cuda' && !cudaProviderInstalled()) {
-      throw new DepthcastError('UNSUPPORTED_DEVICE', `device "cuda" is not available: the CUDA EP is not installed. Install it with \`npm install --onnxruntime-node-install=cuda12\` (needs CUDA 12 and cuDNN 9), or use --device cpu.`);
+      throw new DepthcastError('UNSUPPORTED_DEVICE', `device "cuda" is not available: the CUDA EP is not installed. Install it with \`node node_modules/onnxruntime-node/script/install --onnxruntime-node-install=cuda12\` (needs CUDA 12 and cuDNN 9), or use --device cpu.`);
     }
     try {
       return await ModelSession.create(name, path, device);
@@ -353,7 +390,7 @@ export async function openSession(
         throw new DepthcastError(
           'UNSUPPORTED_DEVICE',
           `device "${device}" is not available for ${name}: ${message.split('\n')[0]}. ` +
-            (device === 'cuda' ? 'Install the CUDA EP with `npm install --onnxruntime-node-install=cuda12`, or use --device cpu.' : 'Use --device auto or --device cpu.'),
+            (device === 'cuda' ? 'Install the CUDA EP with `node node_modules/onnxruntime-node/script/install --onnxruntime-node-install=cuda12`, or use --device cpu.' : 'Use --device auto or --device cpu.'),
         );
       }
       throw new DepthcastError('BAD_MODEL', `${name}: ${typeof path === 'string' ? path : path.label} could not be loaded: ${message.split('\n')[0]}`);
@@ -362,8 +399,15 @@ export async function openSession(
   let lastError: unknown;
   for (const candidate of autoDeviceOrder()) {
     if (candidate === 'cuda' && !cudaProviderInstalled()) {
-      onFallback?.('cuda', 'CUDA EP not installed (npm install --onnxruntime-node-install=cuda12)');
+      onFallback?.('cuda', 'CUDA EP not installed (node node_modules/onnxruntime-node/script/install --onnxruntime-node-install=cuda12)');
       continue;
+    }
+    if (candidate === 'webgpu') {
+      const why = await probeWebgpu();
+      if (why) {
+        onFallback?.('webgpu', why);
+        continue;
+      }
     }
     try {
       return await ModelSession.create(name, path, candidate);

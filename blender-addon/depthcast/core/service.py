@@ -7,6 +7,7 @@ The process is stopped when the add-on unregisters or Blender exits (atexit).
 import atexit
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,6 +37,42 @@ def build_command(command, port, host="127.0.0.1", models_dir="", model="", toke
     if extra:
         argv += shlex.split(extra, posix=(os.name != "nt"))
     return argv
+
+
+#: The add-on's default "Command": what the README tells users to type in the package folder.
+DEFAULT_COMMAND = "npx depthcast"
+#: Written into the add-on zip by build_zip.mjs: the depthcast folder the zip was built from.
+PACKAGE_ROOT_FILE = "depthcast_root.txt"
+
+
+def shipped_package_root(addon_dir):
+    """The depthcast folder recorded in the add-on at build time, when it still holds the CLI."""
+    try:
+        with open(os.path.join(addon_dir, PACKAGE_ROOT_FILE), encoding="utf-8") as f:
+            root = f.read().strip()
+    except OSError:
+        return ""
+    return root if root and os.path.isfile(os.path.join(root, "bin", "depthcast.js")) else ""
+
+
+def resolve_command(command, package_root="", which=shutil.which):
+    """The command that starts the CLI, as a string for build_command.
+
+    ``npx depthcast`` (the default) and a bare ``depthcast`` only work in the package folder or
+    after ``npm link``; Blender runs elsewhere and npx would look for the name on the registry.
+    So for those two the add-on runs ``node <package root>/bin/depthcast.js`` when it knows the
+    package folder, then a ``depthcast`` on PATH. Any other command is used as written.
+    """
+    argv = shlex.split(command, posix=(os.name != "nt")) if command else []
+    if argv not in (["npx", "depthcast"], ["depthcast"], []):
+        return command
+    if package_root:
+        node = which("node") or "node"
+        return " ".join(shlex.quote(a) for a in (node, os.path.join(package_root, "bin", "depthcast.js")))
+    if which("depthcast"):
+        return "depthcast"
+    raise RuntimeError("cannot find the depthcast CLI: set the add-on's Command preference to "
+                       "'node /path/to/depthcast/bin/depthcast.js' (or run 'npm link' in the depthcast folder)")
 
 
 def wait_for_port(host, port, timeout, proc=None):
