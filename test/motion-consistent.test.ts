@@ -7,7 +7,9 @@ import { describe, expect, it } from 'vitest';
 import { loadModel } from '../src/models/load.ts';
 import { CarriedNoise, planConsistentFrame, type PreviousFrame } from '../src/motion/consistent.ts';
 import { movingObjectScene } from '../src/motion/scenes.ts';
+import { renderScorePlot, scorePlotSvg } from '../src/motion/plot.ts';
 import { runSequence, scoreSequence } from '../src/motion/sequence.ts';
+import sharp from 'sharp';
 import { generate } from '../src/pipelines/index.ts';
 import { SeededNoise } from '../src/pipelines/noise.ts';
 import { SCHEDULER_NAMES } from '../src/protocol/schemas.ts';
@@ -74,7 +76,7 @@ describe('noise carried along the motion', () => {
     const expected = new Float32Array(S * S).fill(4);
     for (let y = 0; y < S; y++) for (let x = 0; x < 16; x++) expected[y * S + x] = 2;
     // Content moved 16 px right and 8 px down: latent (lx, ly) came from (lx − 2, ly − 1).
-    const plan = planConsistentFrame(previous, shiftFlow(16, 8), expected, 8);
+    const plan = planConsistentFrame(previous, shiftFlow(16, 8), expected, 8, 'image');
     const before = new SeededNoise(1).next(4 * 16);
     const carried = new CarriedNoise(new SeededNoise(2), [before], plan.latentSource);
     const fresh = new SeededNoise(2).next(4 * 16);
@@ -105,6 +107,11 @@ describe('sequences', () => {
     const b = scoreSequence(consistent.images, scene.frames, 64, 64);
     expect(a.pairs.length).toBe(3);
     expect(b.meanError).toBeLessThan(0.8 * a.meanError);
+    expect(b.worst!.error).toBe(Math.max(...b.pairs.map((p) => p.error)));
+    const series = [{ label: 'per-frame', score: a }, { label: 'consistent', score: b }];
+    expect(scorePlotSvg(series, 'moving object')).toContain(`consistent: mean ${b.meanError.toFixed(4)}`);
+    const png = await sharp(await renderScorePlot(series, 'moving object')).metadata();
+    expect([png.format, png.width, png.height]).toEqual(['png', 480, 220]);
     const broken = scene.frames.map((f, i) => (i === 2 ? { depth: f.depth } : f));
     const fallback = await runSequence(model, broken, { ...options, mode: 'consistent' });
     expect(fallback.fallbacks).toEqual([{ frame: 2, reason: 'no motion to the previous frame' }]);

@@ -117,7 +117,7 @@ export interface ConsistentFrame {
  * previous Z from reprojection; for a flow field the current depth stands in). `factor` is the
  * VAE's downsampling (8). A latent pixel is kept when every pixel it covers is valid.
  */
-export function planConsistentFrame(previous: PreviousFrame, flow: FlowField, expectedPrevious: Float32Array, factor: number, source: ConsistentSource = 'image'): ConsistentFrame {
+export function planConsistentFrame(previous: PreviousFrame, flow: FlowField, expectedPrevious: Float32Array, factor: number, source: ConsistentSource = 'latents'): ConsistentFrame {
   const { width, height } = previous;
   if (flow.width !== width || flow.height !== height) {
     throw new DepthcastError('BAD_FRAME', `motion is ${flow.width}×${flow.height} but the output is ${width}×${height}; the consistent mode needs them at the same size`);

@@ -27,7 +27,7 @@ export interface SequenceOptions {
   mode: SequenceMode;
   /** Img2img strength of consistent frames. */
   strength: number;
-  /** Where kept latents come from (consistent.ts); default 'image'. */
+  /** Where kept latents come from (consistent.ts); default 'latents' (chosen by measurement, docs/batch.md). */
   source?: ConsistentSource;
   /** Depth range for the conditioning: nearness = (1/z − 1/far)/(1/near − 1/far), steady across frames. */
   near: number;
