@@ -49,7 +49,7 @@ for (const scene of [panScene(count, size, size), movingObjectScene(count, size,
   await writeFile(join(outDir, `${scene.name}-score.png`), await renderScorePlot(series, `${scene.name}: warp error per frame pair`));
   await sharp({ create: { width: size * shown, height: size * 2 + 2, channels: 3, background: '#fff' } })
     .composite(strips.map((s, i) => ({ input: s, raw: { width: size * shown, height: size, channels: 3 as const }, left: 0, top: i * (size + 2) })))
-    .png({ compressionLevel: 9 }).toFile(join(outDir, `${scene.name}-frames.png`));
+    .png({ compressionLevel: 9, palette: true }).toFile(join(outDir, `${scene.name}-frames.png`));
   const pf = row['per-frame'] as { meanError: number; meanFidelity: number };
   const cs = row.consistent as { meanError: number; meanFidelity: number };
   row.errorRatio = cs.meanError / pf.meanError;
