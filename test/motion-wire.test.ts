@@ -64,6 +64,12 @@ describe('motion on the wire', () => {
     const e = await outcome(encodeBinaryMessage(header, new Uint8Array(depth.buffer)), 'm-pose');
     expect(e.type).toBe('error');
     expect(e.message).toMatch(/motion\.pose/);
+    const skewed = [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 5, 0, 0, 1, 1];
+    const rigid = [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 5, 0, 0, 0, 1];
+    const bad = frameHeader({ jobId: 'm-rigid', header: { motion: { kind: 'pose', intrinsics: { fx: 50, fy: 50, cx: 32, cy: 32 }, pose: rigid, previousPose: skewed } } });
+    const r = await outcome(encodeBinaryMessage(bad, new Uint8Array(depth.buffer)), 'm-rigid');
+    expect(r).toMatchObject({ type: 'error', code: 'BAD_FRAME' });
+    expect(r.message).toMatch(/motion.previousPose's last row must be 0 0 0 1/);
   });
 
   it('accepts well-formed f16 flow planes and generates the frame', async () => {

@@ -23,7 +23,8 @@ export function intrinsicsFromFov(width: number, height: number, fovX: number): 
   return { fx: f, fy: f, cx: width / 2, cy: height / 2 };
 }
 
-function checkPose(name: string, pose: Pose): void {
+/** A pose must be 16 finite numbers with a last row of 0 0 0 1; BAD_FRAME otherwise. */
+export function checkPose(name: string, pose: Pose): void {
   if (pose.length !== 16 || !pose.every(Number.isFinite)) throw new DepthcastError('BAD_FRAME', `${name} must be 16 finite numbers (a row-major camera-to-world matrix)`);
   if (pose[12] !== 0 || pose[13] !== 0 || pose[14] !== 0 || pose[15] !== 1) throw new DepthcastError('BAD_FRAME', `${name}'s last row must be 0 0 0 1 (a rigid camera-to-world matrix)`);
 }

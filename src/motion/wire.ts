@@ -6,11 +6,16 @@ import { DepthcastError } from '../errors.ts';
 import type { MotionPart } from '../protocol/schemas.ts';
 import { float16ToFloat32 } from '../runtime/float16.ts';
 import { checkFlow, type FlowField } from './flow.ts';
+import { checkPose } from './reproject.ts';
 
 export const MOTION_BYTES_PER_SAMPLE = { f32: 4, f16: 2 } as const;
 
-/** Header-level checks: the flow planes must match the depth's size and their byte count. */
+/** Header-level checks: poses must be rigid; flow planes must match the depth's size and their byte count. */
 export function checkMotionHeader(motion: MotionPart | undefined, width: number, height: number): void {
+  if (motion?.kind === 'pose') {
+    checkPose('motion.pose', motion.pose);
+    checkPose('motion.previousPose', motion.previousPose);
+  }
   if (motion?.kind !== 'flow') return;
   if (motion.width !== width || motion.height !== height) {
     throw new DepthcastError('BAD_FRAME', `motion flow is ${motion.width}×${motion.height} but the depth is ${width}×${height}; send them at the same size`);
