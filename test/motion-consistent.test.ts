@@ -108,6 +108,10 @@ describe('sequences', () => {
     expect(a.pairs.length).toBe(3);
     expect(b.meanError).toBeLessThan(0.8 * a.meanError);
     expect(b.worst!.error).toBe(Math.max(...b.pairs.map((p) => p.error)));
+    // Where the box uncovered the wall, the consistent mode generates rather than copies.
+    const uncovered = b.pairs.reduce((t, p) => t + p.disoccludedDifference, 0) / b.pairs.length;
+    console.log(`consistent: warp error ${b.meanError.toFixed(4)}, disoccluded difference ${uncovered.toFixed(4)}; per frame ${a.meanError.toFixed(4)}`);
+    expect(uncovered).toBeGreaterThan(2 * b.meanError);
     const series = [{ label: 'per-frame', score: a }, { label: 'consistent', score: b }];
     expect(scorePlotSvg(series, 'moving object')).toContain(`consistent: mean ${b.meanError.toFixed(4)}`);
     const png = await sharp(await renderScorePlot(series, 'moving object')).metadata();

@@ -55,6 +55,12 @@ for (const scene of [panScene(count, size, size), movingObjectScene(count, size,
   row.errorRatio = cs.meanError / pf.meanError;
   row.fidelityRatio = cs.meanFidelity / pf.meanFidelity;
   summary.push(row);
+  const disoccluded = (m: string) => {
+    const pairs = (row[m] as { pairs: { disoccludedDifference: number }[] }).pairs;
+    return pairs.reduce((t, p) => t + p.disoccludedDifference, 0) / pairs.length;
+  };
+  row.disoccludedDifference = { 'per-frame': disoccluded('per-frame'), consistent: disoccluded('consistent') };
+  console.log(`${scene.name}: disoccluded |I - warp| per-frame ${disoccluded('per-frame').toFixed(4)} consistent ${disoccluded('consistent').toFixed(4)}`);
   console.log(`${scene.name}: warp error per-frame ${pf.meanError.toFixed(4)} consistent ${cs.meanError.toFixed(4)} (ratio ${(row.errorRatio as number).toFixed(3)}); fidelity ${pf.meanFidelity.toFixed(3)} vs ${cs.meanFidelity.toFixed(3)} (ratio ${(row.fidelityRatio as number).toFixed(3)})`);
 }
 await writeFile(join(outDir, 'summary.json'), JSON.stringify(summary, null, 2));

@@ -10,7 +10,7 @@ import { SeededNoise } from '../pipelines/noise.ts';
 import type { GenerateInput, PlanarImage } from '../pipelines/types.ts';
 import { CarriedNoise, type ConsistentSource, planConsistentFrame, type PreviousFrame } from './consistent.ts';
 import { edgeAlignment } from './fidelity.ts';
-import { disocclusionMask, type FlowField, warpError, warpImage } from './flow.ts';
+import { disocclusionMask, type FlowField, inFrame, warpError, warpImage } from './flow.ts';
 
 export interface SequenceFrame {
   /** Linear camera Z at the output size, +Infinity = background. */
@@ -82,6 +82,11 @@ export interface PairScore {
   frame: number;
   error: number;
   validFraction: number;
+  /**
+   * mean |I_t − warp(I_{t−1})| over disoccluded pixels inside the frame (new surfaces): must stay
+   * well above `error`, or the mode copies the warp where it should generate. 0 when there are none.
+   */
+  disoccludedDifference: number;
 }
 
 export interface SequenceScore {
@@ -101,7 +106,9 @@ export function scoreSequence(images: Float32Array[], frames: SequenceFrame[], w
     if (!motion) continue;
     const valid = disocclusionMask(motion.flow, frames[f - 1]!.depth, motion.expectedPrevious ?? frames[f]!.depth);
     const warped = warpImage(images[f - 1]!, 3, motion.flow);
-    pairs.push({ frame: f, ...warpError(images[f]!, warped, 3, valid) });
+    const hidden = new Uint8Array(valid.length);
+    for (let i = 0; i < valid.length; i++) hidden[i] = !valid[i] && inFrame(motion.flow, i) ? 1 : 0;
+    pairs.push({ frame: f, ...warpError(images[f]!, warped, 3, valid), disoccludedDifference: warpError(images[f]!, warped, 3, hidden).error });
   }
   const fidelity = images.map((img, f) => edgeAlignment(img, frames[f]!.depth, width, height));
   const meanError = pairs.length ? pairs.reduce((s, p) => s + p.error, 0) / pairs.length : 0;
