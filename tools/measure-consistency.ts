@@ -12,6 +12,9 @@ import { movingObjectScene, orbitScene, panScene } from '../src/motion/scenes.ts
 import { runSequence, scoreSequence } from '../src/motion/sequence.ts';
 import { renderScorePlot } from '../src/motion/plot.ts';
 import { schedulerConfigFor } from '../src/schedulers/index.ts';
+import { planConsistentFrame } from '../src/motion/consistent.ts';
+import { warpError } from '../src/motion/flow.ts';
+import { decodeLatents, StageTimer } from '../src/pipelines/steps.ts';
 
 const [modelDir, outDir, framesArg = '6', stepsArg = '12', strengthArg = '0.6', schedulerArg = '', sourceArg = 'latents'] = process.argv.slice(2);
 if (!modelDir || !outDir) throw new Error('usage: measure-consistency <tiny-model-dir> <out-dir> [frames] [steps] [strength] [scheduler]');
@@ -41,6 +44,20 @@ for (const scene of [panScene(count, size, size), movingObjectScene(count, size,
     const score = scoreSequence(run.images, scene.frames, size, size);
     row[mode] = { meanError: score.meanError, worst: score.worst, meanFidelity: score.meanFidelity, pairs: score.pairs, fallbacks: run.fallbacks };
     series.push({ label: mode, score });
+    if (mode === 'consistent') {
+      // The floor of any latent-space method: the previous latents moved perfectly and decoded,
+      // against the previous image moved in pixels. The VAE decoder sets it, not the generation.
+      let floor = 0;
+      for (const p of score.pairs) {
+        const frame = scene.frames[p.frame]!;
+        const prev = { image: run.images[p.frame - 1]!, depth: scene.frames[p.frame - 1]!.depth, width: size, height: size, draws: [], latents: run.latents[p.frame - 1]! };
+        const plan = planConsistentFrame(prev, frame.motion!.flow, frame.motion!.expectedPrevious ?? frame.depth, model.vaeScaleFactor, 'latents');
+        const decoded = await decodeLatents(model, plan.latentBlend.initLatents!, size / 8, size / 8, new StageTimer(), 'planar');
+        floor += warpError(decoded.image!.data, plan.initImage.data, 3, plan.valid).error;
+      }
+      row.latentFloor = floor / score.pairs.length;
+      console.log(`${scene.name}: floor of a perfect latent warp ${(row.latentFloor as number).toFixed(4)}`);
+    }
     // One row of the first frames per mode, at their own size (the docs keep small PNGs).
     strips.push(await sharp({ create: { width: size * shown, height: size, channels: 3, background: '#000' } })
       .composite(run.images.slice(0, shown).map((img, i) => ({ input: rgb(img, size, size), raw: { width: size, height: size, channels: 3 as const }, left: i * size, top: 0 })))

@@ -36,6 +36,8 @@ export interface SequenceOptions {
 
 export interface SequenceResult {
   images: Float32Array[];
+  /** Each frame's final latents [C,h,w]. */
+  latents: Float32Array[];
   /** Why a frame ran per frame in consistent mode (index → reason). */
   fallbacks: { frame: number; reason: string }[];
 }
@@ -51,6 +53,7 @@ export async function runSequence(model: LoadedModel, frames: SequenceFrame[], o
   const { base, mode, strength, near, far } = options;
   const { width, height } = base;
   const images: Float32Array[] = [];
+  const latents: Float32Array[] = [];
   const fallbacks: SequenceResult['fallbacks'] = [];
   let previous: PreviousFrame | undefined;
   for (let f = 0; f < frames.length; f++) {
@@ -72,9 +75,10 @@ export async function runSequence(model: LoadedModel, frames: SequenceFrame[], o
     const out = await generate(model, input);
     const image = out.image!.data.slice();
     images.push(image);
+    latents.push(out.latents.slice());
     previous = carried ? { image, depth: frame.depth.slice(), width, height, draws: carried.draws, latents: out.latents.slice() } : undefined;
   }
-  return { images, fallbacks };
+  return { images, latents, fallbacks };
 }
 
 export interface PairScore {
