@@ -7,12 +7,16 @@ import { DepthcastError } from '../src/errors.ts';
 import type { FrameHeader, Limits } from '../src/protocol/schemas.ts';
 import { checkRequestedSize } from '../src/pipelines/sizing.ts';
 import { BYTES_PER_SAMPLE, type ScannedDepth, scanDepth } from './depth-scan.ts';
+import type { FlowField } from '../src/motion/flow.ts';
+import { checkMotionHeader, decodeFlow } from '../src/motion/wire.ts';
 
 export interface Frame {
   header: FrameHeader;
   depth: ScannedDepth;
   init?: Uint8Array;
   layout?: Uint8Array;
+  /** Decoded, checked flow to the previous frame (header.motion kind "flow"); owned. */
+  flow?: FlowField;
   /** performance.now() when the bytes arrived. */
   receivedAt: number;
 }
@@ -21,6 +25,7 @@ export interface FrameParts {
   depth: Uint8Array;
   init?: Uint8Array;
   layout?: Uint8Array;
+  motion?: Uint8Array;
 }
 
 function limit(what: string, value: number, max: number, unit: string): void {
@@ -48,14 +53,16 @@ function checkParams(header: FrameHeader, limits: Limits): void {
 /** Splits the payload into depth | init | layout by the header's byte lengths; every byte must be accounted for. */
 function splitPayload(header: FrameHeader, payload: Uint8Array): FrameParts {
   const { depth, init, layout } = header;
-  const expected = depth.byteLength + (init?.byteLength ?? 0) + (layout?.byteLength ?? 0);
+  const flow = header.motion?.kind === 'flow' ? header.motion : undefined;
+  const expected = depth.byteLength + (init?.byteLength ?? 0) + (layout?.byteLength ?? 0) + (flow?.byteLength ?? 0);
   if (expected !== payload.byteLength) {
-    throw new DepthcastError('BAD_FRAME', `payload has ${payload.byteLength} bytes but the header's byteLengths add up to ${expected} (depth ${depth.byteLength}${init ? ` + init ${init.byteLength}` : ''}${layout ? ` + layout ${layout.byteLength}` : ''})`);
+    throw new DepthcastError('BAD_FRAME', `payload has ${payload.byteLength} bytes but the header's byteLengths add up to ${expected} (depth ${depth.byteLength}${init ? ` + init ${init.byteLength}` : ''}${layout ? ` + layout ${layout.byteLength}` : ''}${flow ? ` + motion ${flow.byteLength}` : ''})`);
   }
   let offset = depth.byteLength;
   const parts: FrameParts = { depth: payload.subarray(0, offset) };
   if (init) parts.init = payload.subarray(offset, (offset += init.byteLength));
   if (layout) parts.layout = payload.subarray(offset, (offset += layout.byteLength));
+  if (flow) parts.motion = payload.subarray(offset, (offset += flow.byteLength));
   return parts;
 }
 
@@ -90,6 +97,7 @@ function checkHeader(header: FrameHeader, limits: Limits): void {
     }
     limit('layout regions with prompts', regions, limits.maxRegions, 'regions');
   }
+  checkMotionHeader(header.motion, depth.width, depth.height);
   checkParams(header, limits);
 }
 
@@ -110,6 +118,10 @@ function toFrame(header: FrameHeader, parts: FrameParts, receivedAt: number): Fr
   checkNotConstant(header, frame.depth);
   if (parts.init) frame.init = parts.init;
   if (parts.layout) frame.layout = parts.layout;
+  if (header.motion?.kind === 'flow') {
+    if (!parts.motion) throw new DepthcastError('BAD_FRAME', 'motion kind "flow" needs its bytes in the payload');
+    frame.flow = decodeFlow(header.motion, parts.motion);
+  }
   return frame;
 }
 

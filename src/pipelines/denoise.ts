@@ -53,6 +53,7 @@ export async function denoise(ctx: DenoiseContext): Promise<Float32Array> {
     plan.combine(values, guided);
     input.onPrediction?.(k, values, guided);
     latents = scheduler.step(guided, t, latents, ctx.noise);
+    if (input.latentBlend) latents = input.latentBlend.afterStep(latents, k, timesteps, scheduler);
     timer.add('scheduler', performance.now() - start);
 
     if (input.onStep) {

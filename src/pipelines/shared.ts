@@ -99,7 +99,8 @@ export async function prepareLatents(
   const length = model.latentChannels * h * w;
   const latentNoise = noise.next(length);
   if (input.initImage) {
-    const init = await encodeImage(model, input.initImage, timer);
+    const init = input.latentBlend?.initLatents ?? await encodeImage(model, input.initImage, timer);
+    input.latentBlend?.start(init, latentNoise);
     return { latents: scheduler.addNoise(init, latentNoise, timesteps[0]!), noise, seed };
   }
   const sigma = scheduler.initNoiseSigma;

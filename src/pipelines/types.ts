@@ -4,6 +4,7 @@
  */
 import type { NoiseSource, SchedulerConfig } from '../schedulers/types.ts';
 import type { Scratch } from '../util/scratch.ts';
+import type { LatentBlend } from '../motion/consistent.ts';
 
 /** Planar float image, channel-major [C,H,W]. */
 export interface PlanarImage {
@@ -59,6 +60,11 @@ export interface GenerateInput {
   /** [3,H,W] in [0,1] at output size. */
   initImage?: PlanarImage;
   regions?: RegionPrompt[];
+  /**
+   * Consistent animation (src/motion/consistent.ts): with an init image, keeps the init's latents,
+   * noised to each step's level, where the blend's mask says so.
+   */
+  latentBlend?: LatentBlend;
   /** Feather width of region masks in latent pixels. */
   regionFeather?: number;
   /**

@@ -126,7 +126,33 @@ export const LayoutPart = z.object({
   objects: z.array(LayoutObject).max(256),
 }).strict();
 
-/** Header of a client→server binary depth frame. Payload: depth bytes, then init bytes, then layout bytes. */
+const Matrix4 = z.array(z.number().finite()).length(16);
+
+/**
+ * Motion to the previous frame of the stream (docs/protocol.md#motion): 2 planes of pixel offsets
+ * (x then y, current → previous, rows top to bottom) in the payload, or the camera poses for
+ * reprojecting the depth (static scenes). Conventions: src/motion/flow.ts.
+ */
+export const MotionPart = z.discriminatedUnion('kind', [
+  z.object({
+    kind: z.literal('flow'),
+    dtype: z.enum(['f32', 'f16']),
+    width: z.number().int().positive(),
+    height: z.number().int().positive(),
+    byteLength: z.number().int().nonnegative(),
+  }).strict(),
+  z.object({
+    kind: z.literal('pose'),
+    /** Pinhole intrinsics in pixels of the depth frame; (cx, cy) from the top-left corner. */
+    intrinsics: z.object({ fx: z.number().positive().finite(), fy: z.number().positive().finite(), cx: z.number().finite(), cy: z.number().finite() }).strict(),
+    /** Camera-to-world, row-major, camera looking down −Z with +Y up (Blender's matrix_world). */
+    pose: Matrix4,
+    previousPose: Matrix4,
+  }).strict(),
+]);
+export type MotionPart = z.infer<typeof MotionPart>;
+
+/** Header of a client→server binary depth frame. Payload: depth bytes, then init bytes, then layout bytes, then motion flow bytes. */
 export const FrameHeader = z.object({
   type: z.literal('frame'),
   protocol: z.literal(PROTOCOL_VERSION),
@@ -137,6 +163,7 @@ export const FrameHeader = z.object({
   depth: DepthPart,
   init: InitImagePart.optional(),
   layout: LayoutPart.optional(),
+  motion: MotionPart.optional(),
   params: GenerationParams,
 }).strict();
 export type FrameHeader = z.infer<typeof FrameHeader>;
