@@ -75,7 +75,10 @@ describe.skipIf(!haveChromium)('page result panel states in headless Chromium', 
   });
 
   async function open(modelsDir: string, model?: string): Promise<{ page: Page; server: DepthcastServer }> {
-    const server = await startServer({ host: '127.0.0.1', port: 0, modelsDir, ...(model ? { model } : {}), device: 'cpu', shutdownWaitMs: 2000, log: () => undefined });
+    const server = await startServer({ host: '127.0.0.1', port: 0, modelsDir, ...(model ? { model } : {}), device: 'cpu', shutdownWaitMs: 2000, log: () => undefined,
+      // From step 20 on, every step is held for 40 ms, so the 150-step "long frame" is still in flight
+      // when the test cancels it, however fast the machine (the short frames never reach step 20).
+      engine: { faults: [{ jobId: '*', step: 20, kind: 'stall', ms: 40 }] } });
     servers.push(server);
     const page = await browser.newPage({ viewport: { width: 1280, height: 720 } });
     page.on('pageerror', (e) => pageErrors.push(e.message));

@@ -103,8 +103,11 @@ export async function prepareJob(model: LoadedModel, header: FrameHeader, parts:
   const frame = { data: pixels, width: depth.width, height: depth.height, kind: depth.kind, near: depth.near, far: depth.far };
   const { nearness, stats } = toNearness(frame, params.depthRange, nearnessOut, parts.depthForeground);
   // What the frame leaves out comes from the model (registry entry, else its scheduler class).
-  const defaults = resolveDefaults(model.defaults, model.schedulerConfig._class_name, { ...params, scheduler: frameScheduler(params.scheduler, model.schedulerConfig) });
-  const schedulerName = defaults.scheduler;
+  // A frame that names the model's own class asks for its own scheduler_config.json, whatever preset
+  // the registry prefers: that is what a result reports, so sending it back reproduces the result.
+  const named = frameScheduler(params.scheduler, model.schedulerConfig);
+  const defaults = resolveDefaults(model.defaults, model.schedulerConfig._class_name, { ...params, scheduler: named });
+  const schedulerName = params.scheduler !== undefined && named === undefined ? undefined : defaults.scheduler;
   const seed = params.seed ?? randomSeed();
   const input: GenerateInput = {
     prompt: params.prompt,
@@ -156,7 +159,7 @@ export async function prepareJob(model: LoadedModel, header: FrameHeader, parts:
       guidance: input.guidanceScale,
       strength: input.strength ?? null,
       seed,
-      scheduler: params.scheduler ?? String(model.schedulerConfig._class_name),
+      scheduler: schedulerName ?? String(model.schedulerConfig._class_name),
       controlnetScale: model.family === 'controlnet' ? input.controlnetScale : null,
       depthRange: params.depthRange,
       regions: regions.length,

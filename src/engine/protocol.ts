@@ -9,9 +9,13 @@ import type { Device } from '../runtime/ort.ts';
  * the Engine's constructor options; nothing on the wire can reach it.
  */
 export interface InferenceFault {
+  /** The job it hits; '*' hits every job. */
   jobId: string;
+  /** The first step it hits (1-based); a stall holds every step from there on. */
   step: number;
-  kind: 'throw' | 'exit';
+  /** throw / exit: fail as a provider error or a crashed worker would; stall: hold each step for `ms`, so a job stays in flight. */
+  kind: 'throw' | 'exit' | 'stall';
+  ms?: number;
 }
 
 export interface WorkerInit {

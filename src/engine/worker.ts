@@ -83,9 +83,9 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     // chain keeps progress messages in order and ahead of the result.
     const previewFormat = msg.header.params.previewFormat ?? 'jpeg';
     let previews = Promise.resolve();
-    const fault = init.faults?.find((f) => f.jobId === msg.jobId);
+    const fault = init.faults?.find((f) => f.jobId === msg.jobId || f.jobId === '*');
     prepared.input.onStep = (event) => {
-      if (fault && event.step + 1 === fault.step) injectFault(fault);
+      if (fault && (event.step + 1 === fault.step || (fault.kind === 'stall' && event.step + 1 > fault.step))) injectFault(fault);
       const base = { type: 'progress' as const, seq, step: event.step + 1, total: event.total, timestep: event.timestep };
       const preview = event.preview;
       const encoded = preview && previewFormat === 'jpeg' ? encodeJpeg(preview.rgb, preview.width, preview.height) : preview?.rgb;
@@ -135,6 +135,10 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
 
 /** Test-only (InferenceFault): fail the way a provider error or a crashed worker would. */
 function injectFault(fault: NonNullable<WorkerInit['faults']>[number]): void {
+  if (fault.kind === 'stall') {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, fault.ms ?? 50);
+    return;
+  }
   if (fault.kind === 'exit') process.exit(70);
   throw new Error(`injected inference fault at step ${fault.step} of job ${fault.jobId}`);
 }
