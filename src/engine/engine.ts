@@ -65,6 +65,8 @@ export interface EngineOptions {
   workerHeap?: 'sized' | 'v8-default';
   /** Test-only: make the worker throw or exit at a chosen step of chosen jobs (InferenceFault). */
   faults?: InferenceFault[];
+  /** ControlNet models: one composed graph (the default, when the pair composes) or two sessions. */
+  controlnetGraph?: 'composed' | 'separate';
 }
 
 export interface LoadedModelInfo {
@@ -135,6 +137,7 @@ export class Engine {
   private spawn(): Worker {
     const init: WorkerInit = { device: this.device, cancel: this.cancel };
     if (this.options.faults) init.faults = this.options.faults;
+    if (this.options.controlnetGraph) init.controlnetGraph = this.options.controlnetGraph;
     this.workersStarted++;
     if (this.options.workerHeap !== 'v8-default') configureInferenceWorkerHeap();
     const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: init });

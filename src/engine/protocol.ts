@@ -21,6 +21,7 @@ export interface InferenceFault {
 export interface WorkerInit {
   device: Device;
   faults?: InferenceFault[];
+  controlnetGraph?: 'composed' | 'separate';
   /** Shared Int32Array(1): the sequence number of the job to cancel, checked at every step boundary. */
   cancel: SharedArrayBuffer;
 }

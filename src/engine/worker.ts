@@ -32,7 +32,7 @@ async function modelFor(name: string, dir: string): Promise<LoadedModel> {
   await current?.release();
   current = undefined;
   const fallbacks: string[] = [];
-  const model = await loadModel(dir, { device: init.device, onFallback: (d, reason) => fallbacks.push(`${d}: ${reason}`) });
+  const model = await loadModel(dir, { device: init.device, ...(init.controlnetGraph ? { controlnetGraph: init.controlnetGraph } : {}), onFallback: (d, reason) => fallbacks.push(`${d}: ${reason}`) });
   model.name = name;
   checkSchedulerConfig(model);
   current = model;
