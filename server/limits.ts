@@ -24,14 +24,19 @@ export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
   maxRegions: 8,
 });
 
-export function resolveLimits(overrides: Partial<Limits> = {}): Limits {
-  const limits = { ...DEFAULT_LIMITS };
-  for (const [key, value] of Object.entries(overrides) as [keyof Limits, number | undefined][]) {
+/** Defaults with the overrides applied; every override must be a positive integer. */
+function withOverrides<T extends object>(what: string, defaults: Readonly<T>, overrides: Partial<T>): T {
+  const resolved: Record<string, number> = { ...(defaults as Record<string, number>) };
+  for (const [key, value] of Object.entries(overrides) as [string, number | undefined][]) {
     if (value === undefined) continue;
-    if (!Number.isInteger(value) || value < 1) throw new RangeError(`limit ${key} must be a positive integer, got ${value}`);
-    limits[key] = value;
+    if (!Number.isInteger(value) || value < 1) throw new RangeError(`${what} ${key} must be a positive integer, got ${value}`);
+    resolved[key] = value;
   }
-  return limits;
+  return resolved as T;
+}
+
+export function resolveLimits(overrides: Partial<Limits> = {}): Limits {
+  return withOverrides('limit', DEFAULT_LIMITS, overrides);
 }
 
 /**
@@ -85,11 +90,5 @@ export const DEFAULT_BUDGETS: Readonly<Budgets> = Object.freeze({
 });
 
 export function resolveBudgets(overrides: Partial<Budgets> = {}): Budgets {
-  const budgets = { ...DEFAULT_BUDGETS };
-  for (const [key, value] of Object.entries(overrides) as [keyof Budgets, number | undefined][]) {
-    if (value === undefined) continue;
-    if (!Number.isInteger(value) || value < 1) throw new RangeError(`budget ${key} must be a positive integer, got ${value}`);
-    budgets[key] = value;
-  }
-  return budgets;
+  return withOverrides('budget', DEFAULT_BUDGETS, overrides);
 }

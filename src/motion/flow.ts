@@ -40,19 +40,21 @@ export function checkFlow(flow: FlowField, width: number, height: number): void 
   }
 }
 
+/** The four taps and weights of a bilinear sample at (px, py) (pixel centres at +0.5), clamped at the border. */
+function bilinearTaps(width: number, height: number, px: number, py: number): { x0: number; y0: number; x1: number; y1: number; ax: number; ay: number } {
+  const fx = Math.min(Math.max(px - 0.5, 0), width - 1);
+  const fy = Math.min(Math.max(py - 0.5, 0), height - 1);
+  const x0 = Math.floor(fx);
+  const y0 = Math.floor(fy);
+  return { x0, y0, x1: Math.min(x0 + 1, width - 1), y1: Math.min(y0 + 1, height - 1), ax: fx - x0, ay: fy - y0 };
+}
+
 /**
  * Bilinear sample of plane `c` of a [C,H,W] image at continuous position (px, py) (pixel centres
  * at +0.5), clamped at the border. Positions outside [0,W]×[0,H] are the caller's to reject.
  */
 export function sampleBilinear(data: Float32Array, width: number, height: number, c: number, px: number, py: number): number {
-  const fx = Math.min(Math.max(px - 0.5, 0), width - 1);
-  const fy = Math.min(Math.max(py - 0.5, 0), height - 1);
-  const x0 = Math.floor(fx);
-  const y0 = Math.floor(fy);
-  const x1 = Math.min(x0 + 1, width - 1);
-  const y1 = Math.min(y0 + 1, height - 1);
-  const ax = fx - x0;
-  const ay = fy - y0;
+  const { x0, y0, x1, y1, ax, ay } = bilinearTaps(width, height, px, py);
   const base = c * width * height;
   const a = data[base + y0 * width + x0]!;
   const b = data[base + y0 * width + x1]!;
@@ -112,12 +114,7 @@ export function disocclusionMask(flow: FlowField, previousDepth: Float32Array, e
       const px = x + 0.5 + data[i]!;
       const py = y + 0.5 + data[plane + i]!;
       if (!(px >= 0 && px <= width && py >= 0 && py <= height)) continue;
-      const fx = Math.min(Math.max(px - 0.5, 0), width - 1);
-      const fy = Math.min(Math.max(py - 0.5, 0), height - 1);
-      const x0 = Math.floor(fx);
-      const y0 = Math.floor(fy);
-      const x1 = Math.min(x0 + 1, width - 1);
-      const y1 = Math.min(y0 + 1, height - 1);
+      const { x0, y0, x1, y1 } = bilinearTaps(width, height, px, py);
       const expected = expectedPrevious[i]!;
       let ok = false;
       for (const j of [y0 * width + x0, y0 * width + x1, y1 * width + x0, y1 * width + x1]) {
