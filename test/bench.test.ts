@@ -7,8 +7,8 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { BenchWorker } from '../src/bench/in-worker.ts';
-import { benchSdUnet } from '../src/bench/sd-unet-bench.ts';
+import { BenchWorker } from '../tools/bench/in-worker.ts';
+import { benchSdUnet } from '../tools/bench/sd-unet-bench.ts';
 import { createTinyModel } from '../src/tiny/build-tiny.ts';
 
 describe('bench tasks in the inference worker', () => {

@@ -17,7 +17,7 @@ import {
   clipTextConfig, clipTextShapes, controlnetConfig, controlnetShapes, unetConfig, unetShapes, vaeConfig, vaeShapes,
   writeSyntheticControlnet, writeSyntheticPipeline, type TensorShapes,
 } from '../src/checkpoint/synthetic.ts';
-import { runConformance } from '../src/conformance/run.ts';
+import { runConformance } from '../tools/conformance/run.ts';
 import { DepthcastError } from '../src/errors.ts';
 import { type ModelSession, openSession } from '../src/runtime/ort.ts';
 import { tinyTokenizerFiles } from '../src/tiny/tokenizer-files.ts';

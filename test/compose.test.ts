@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
-import { runCase } from '../src/conformance/run.ts';
+import { runCase } from '../tools/conformance/run.ts';
 import { composeControlnetUnet, NotComposable } from '../src/models/compose.ts';
 import { type LoadedModel, loadModel } from '../src/models/load.ts';
 import { runControlnet } from '../src/pipelines/controlnet.ts';

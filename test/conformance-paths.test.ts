@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runCase } from '../src/conformance/run.ts';
+import { runCase } from '../tools/conformance/run.ts';
 import type { LoadedModel } from '../src/models/load.ts';
 import { SeededNoise } from '../src/pipelines/noise.ts';
 import { writeNpy } from '../src/util/npy.ts';

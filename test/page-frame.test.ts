@@ -5,11 +5,11 @@
 import { describe, expect, it } from 'vitest';
 import { decodeBinaryMessage } from '../src/protocol/frame.ts';
 import { FrameHeader } from '../src/protocol/schemas.ts';
-import { serviceSocketUrl } from '../server/page/client.ts';
+import { serviceSocketUrl } from '../page/client.ts';
 import {
   FrameBuildError, buildFrameMessage, buildLayout, depthFromFloatRGBA, depthFromPackedRGBA, depthStats, frameSize, idToColor, idsFromRGBA8,
-} from '../server/page/frame-data.ts';
-import { LiveScheduler, backoffMs } from '../server/page/live.ts';
+} from '../page/frame-data.ts';
+import { LiveScheduler, backoffMs } from '../page/live.ts';
 
 /** A GL-style readback (rows bottom-up) of a w×h image whose top-down value at (x, y) is f(x, y). */
 function glRows(w: number, h: number, channels: number, f: (x: number, y: number) => number[]): number[] {

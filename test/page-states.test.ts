@@ -62,7 +62,7 @@ describe.skipIf(!haveChromium)('page result panel states in headless Chromium', 
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
-    if (!existsSync(path.join(PAGE_DIR, 'index.html'))) execFileSync(process.execPath, [path.join(ROOT, 'server/page/build.mjs')], { stdio: 'inherit' });
+    if (!existsSync(path.join(PAGE_DIR, 'index.html'))) execFileSync(process.execPath, [path.join(ROOT, 'page/build.mjs')], { stdio: 'inherit' });
     await mkdir(SHOTS, { recursive: true });
     dir = await mkdtemp(path.join(tmpdir(), 'depthcast-page-states-'));
     browser = await chromium.launch({ executablePath: CHROMIUM, args: LAUNCH_ARGS });

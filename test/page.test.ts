@@ -156,7 +156,7 @@ describe.skipIf(!haveChromium)('preview page in headless Chromium', () => {
 
   beforeAll(async () => {
     // `npm test` builds the page first; a bare `vitest run` may not have.
-    if (!existsSync(path.join(PAGE_DIR, 'index.html'))) execFileSync(process.execPath, [path.join(ROOT, 'server/page/build.mjs')], { stdio: 'inherit' });
+    if (!existsSync(path.join(PAGE_DIR, 'index.html'))) execFileSync(process.execPath, [path.join(ROOT, 'page/build.mjs')], { stdio: 'inherit' });
     await mkdir(ARTIFACTS, { recursive: true });
     dir = await mkdtemp(path.join(tmpdir(), 'depthcast-page-'));
     await createTinyModel(path.join(dir, MODEL), { family: 'depth2img' });

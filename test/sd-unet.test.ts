@@ -1,5 +1,5 @@
 /**
- * The real-architecture UNet the bench times on a device (src/bench/sd-unet.ts): its size is
+ * The real-architecture UNet the bench times on a device (tools/bench/sd-unet.ts): its size is
  * Stable Diffusion's to the parameter, a narrow twin of the same graph runs on ONNX Runtime, and
  * ORT turns every Expand into its own weight (folded, none merged), so a session holds a
  * checkpoint's worth of memory, as a real model would.
@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { afterAll, describe, expect, it } from 'vitest';
-import { buildSdUnet, SD15_UNET, SD2_DEPTH_UNET } from '../src/bench/sd-unet.ts';
+import { buildSdUnet, SD15_UNET, SD2_DEPTH_UNET } from '../tools/bench/sd-unet.ts';
 import { ModelSession } from '../src/runtime/ort.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'depthcast-sd-unet-test-'));

@@ -6,7 +6,7 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readPngText } from '../src/image/codec.ts';
 import { type DepthcastServer, startServer } from '../server/index.ts';
-import { FAST_PARAMS, sceneDepth, tinyModelsDir } from './support/server-helpers.ts';
+import { FAST_PARAMS, sceneDepth, tinyModelsDir, jsonOf } from './support/server-helpers.ts';
 
 let models: Awaited<ReturnType<typeof tinyModelsDir>>;
 let pageDir: string;
@@ -39,19 +39,19 @@ function post(body: unknown, headers: Record<string, string> = {}): Promise<Resp
 
 async function expectError(res: Response, status: number, code: string): Promise<string> {
   expect(res.status).toBe(status);
-  const body = (await res.json()) as { error: { code: string; message: string } };
+  const body = (await jsonOf(res)) as { error: { code: string; message: string } };
   expect(body.error.code).toBe(code);
   return body.error.message;
 }
 
 describe('GET', () => {
   it('/v1/health reports status, version, device, loaded model and queue', async () => {
-    const health = await (await fetch(`${server.url}/v1/health`)).json();
+    const health = await jsonOf(await fetch(`${server.url}/v1/health`));
     expect(health).toMatchObject({ status: 'ok', version: expect.any(String), protocol: 1, device: 'cpu', queue: { length: 0, running: 0, max: 32 } });
   });
 
   it('/v1/models lists the registry', async () => {
-    const { models: list } = await (await fetch(`${server.url}/v1/models`)).json();
+    const { models: list } = await jsonOf(await fetch(`${server.url}/v1/models`));
     // The tiny model's own scheduler (PNDM) needs no few-step settings: the general defaults.
     expect(list).toEqual([{ name: 'tiny', family: 'depth2img', loaded: false, default: true, tiny: true, defaults: { steps: 20, guidance: 7.5 } }]);
   });
@@ -74,7 +74,7 @@ describe('POST /v1/generate', () => {
   it('returns base64 artifacts with seed and finishReason; the PNG decodes; the job is on record', async () => {
     const res = await post(request({ params: { seed: 1234 } }));
     expect(res.status).toBe(200);
-    const body = await res.json();
+    const body = await jsonOf(res);
     expect(body).toMatchObject({ seed: 1234, finishReason: 'SUCCESS', width: 64, height: 64, model: { name: 'tiny' } });
     expect(body.artifacts).toHaveLength(1);
     expect(body.artifacts[0]).toMatchObject({ seed: 1234, finishReason: 'SUCCESS', mime: 'image/png' });
@@ -84,11 +84,11 @@ describe('POST /v1/generate', () => {
     expect(new Set(data).size).toBeGreaterThan(1); // an image, not a blank
     expect(JSON.parse(readPngText(png).parameters!)).toMatchObject({ seed: 1234, prompt: FAST_PARAMS.prompt });
 
-    const job = await (await fetch(`${server.url}/v1/jobs/${body.jobId}`)).json();
+    const job = await jsonOf(await fetch(`${server.url}/v1/jobs/${body.jobId}`));
     expect(job).toMatchObject({ jobId: body.jobId, state: 'succeeded', mode: 'batch', result: { seed: 1234, finishReason: 'SUCCESS' } });
 
     // Same request, same seed: the same image.
-    const again = await (await post(request({ params: { seed: 1234 } }))).json();
+    const again = await jsonOf(await post(request({ params: { seed: 1234 } })));
     expect(again.artifacts[0].base64).toBe(body.artifacts[0].base64);
   });
 
@@ -108,9 +108,9 @@ describe('POST /v1/generate', () => {
     form.append('depth', new Blob([sceneDepth().buffer as ArrayBuffer]), 'depth.f32');
     const res = await fetch(`${server.url}/v1/generate`, { method: 'POST', body: form });
     expect(res.status).toBe(200);
-    const body = await res.json();
+    const body = await jsonOf(res);
     expect(body.seed).toBe(1234);
-    const json = await (await post(request({ params: { seed: 1234 } }))).json();
+    const json = await jsonOf(await post(request({ params: { seed: 1234 } })));
     expect(body.artifacts[0].base64).toBe(json.artifacts[0].base64);
   });
 

@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadServeConfig } from '../server/config.ts';
 import { startServer } from '../server/index.ts';
-import { FAST_PARAMS, frameBytes, sceneDepth, SLOW_PARAMS, TestClient, tinyModelsDir } from './support/server-helpers.ts';
+import { FAST_PARAMS, frameBytes, sceneDepth, SLOW_PARAMS, TestClient, tinyModelsDir, jsonOf } from './support/server-helpers.ts';
 
 const BIN = fileURLToPath(new URL('../bin/depthcast.js', import.meta.url));
 let models: Awaited<ReturnType<typeof tinyModelsDir>>;
@@ -70,7 +70,7 @@ describe('depthcast serve', () => {
     const proc = serve(['--models-dir', models.dir]);
     const url = await proc.url;
     expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
-    expect((await (await fetch(`${url}/v1/health`)).json()).status).toBe('ok');
+    expect((await jsonOf(await fetch(`${url}/v1/health`))).status).toBe('ok');
     const client = await TestClient.connect(url);
     client.send(frameBytes({ jobId: 'cli-slow', stream: 's', mode: 'batch', params: SLOW_PARAMS }));
     client.send(frameBytes({ jobId: 'cli-queued', stream: 's', mode: 'batch' }));
@@ -115,7 +115,7 @@ describe('shutdown while busy', () => {
     }
     const res = await http;
     expect(res.status).toBe(503);
-    expect((await res.json()).error.code).toBe('SHUTTING_DOWN');
+    expect((await jsonOf(res)).error.code).toBe('SHUTTING_DOWN');
     await client.waitFor(() => false, 5000).catch(() => {});
     expect(client.closed?.code).toBe(1001);
     await expect(fetch(`${server.url}/v1/health`)).rejects.toThrow();

@@ -6,7 +6,7 @@ import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DepthcastServer, startServer } from '../server/index.ts';
 import { loadServeConfig } from '../server/config.ts';
-import { FAST_PARAMS, frameBytes, sceneDepth, TestClient, tinyModelsDir } from './support/server-helpers.ts';
+import { FAST_PARAMS, frameBytes, sceneDepth, TestClient, tinyModelsDir, jsonOf } from './support/server-helpers.ts';
 
 let models: Awaited<ReturnType<typeof tinyModelsDir>>;
 let open: DepthcastServer;
@@ -60,7 +60,7 @@ describe('Origin', () => {
   it('refuses state-changing HTTP from another site; reads stay open', async () => {
     const res = await fetch(`${open.url}/v1/generate`, { method: 'POST', headers: { 'content-type': 'application/json', origin: 'https://evil.example' }, body: generateBody() });
     expect(res.status).toBe(403);
-    expect((await res.json()).error.code).toBe('FORBIDDEN_ORIGIN');
+    expect((await jsonOf(res)).error.code).toBe('FORBIDDEN_ORIGIN');
     expect(open.stats().submitted).toBe(3); // only the three WebSocket frames above
     const own = await fetch(`${open.url}/v1/generate`, { method: 'POST', headers: { 'content-type': 'application/json', origin: open.url }, body: generateBody() });
     expect(own.status).toBe(200);
@@ -92,7 +92,7 @@ describe('token', () => {
     const none = await fetch(`${locked.url}/v1/health`);
     expect(none.status).toBe(401);
     expect(none.headers.get('www-authenticate')).toBe('Bearer');
-    expect((await none.json()).error.code).toBe('UNAUTHORIZED');
+    expect((await jsonOf(none)).error.code).toBe('UNAUTHORIZED');
     expect((await fetch(`${locked.url}/v1/models`, { headers: { authorization: 'Bearer wrong' } })).status).toBe(401);
     expect((await fetch(`${locked.url}/v1/health?token=${TOKEN}`)).status).toBe(401); // query tokens are for WebSocket only
     expect((await fetch(`${locked.url}/v1/health`, { headers: { authorization: `Bearer ${TOKEN}` } })).status).toBe(200);

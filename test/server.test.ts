@@ -9,7 +9,7 @@ import { encodeJpeg } from '../src/image/codec.ts';
 import { encodeBinaryMessage } from '../src/protocol/frame.ts';
 import { PreviewHeader, ResultHeader, ServerHelloMessage } from '../src/protocol/schemas.ts';
 import { type DepthcastServer, startServer } from '../server/index.ts';
-import { emptyDir, FAST_PARAMS, frameBytes, frameHeader, sceneDepth, SLOW_PARAMS, TestClient, tinyModelsDir } from './support/server-helpers.ts';
+import { emptyDir, FAST_PARAMS, frameBytes, frameHeader, sceneDepth, SLOW_PARAMS, TestClient, tinyModelsDir, jsonOf } from './support/server-helpers.ts';
 
 let models: Awaited<ReturnType<typeof tinyModelsDir>>;
 let server: DepthcastServer;
@@ -338,7 +338,7 @@ describe('cancel and disconnect', () => {
     const after = server.stats();
     expect(after.cancelled - before.cancelled).toBe(2);
     expect(after.started - before.started).toBe(1); // only "next": gone-2 never started
-    const job = await (await fetch(`${server.url}/v1/jobs/gone-2`)).json();
+    const job = await jsonOf(await fetch(`${server.url}/v1/jobs/gone-2`));
     expect(job).toMatchObject({ jobId: 'gone-2', state: 'cancelled', cancelReason: 'disconnect' });
     expect(job.startedAt).toBeUndefined();
     await other.close();
@@ -353,7 +353,7 @@ describe('no model installed', () => {
     try {
       expect(lines.join('\n')).toMatch(/models pull/);
       expect(lines.join('\n')).toMatch(/create-tiny/);
-      const health = await (await fetch(`${bare.url}/v1/health`)).json();
+      const health = await jsonOf(await fetch(`${bare.url}/v1/health`));
       expect(health).toMatchObject({ status: 'ok', model: null });
       const client = await TestClient.connect(bare.url);
       expect(client.received[0]!.msg.models).toEqual([]);
@@ -366,7 +366,7 @@ describe('no model installed', () => {
         body: JSON.stringify({ depth: { data: Buffer.from(sceneDepth().buffer).toString('base64'), width: 64, height: 64, near: 1, far: 10 }, params: FAST_PARAMS }),
       });
       expect(res.status).toBe(404);
-      expect((await res.json()).error.code).toBe('MODEL_NOT_FOUND');
+      expect((await jsonOf(res)).error.code).toBe('MODEL_NOT_FOUND');
       await client.close();
     } finally {
       await bare.close();

@@ -14,7 +14,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { Engine, type EngineOptions } from '../src/engine/engine.ts';
 import { FrameHeader, PROTOCOL_VERSION } from '../src/protocol/schemas.ts';
 import { createTinyModel } from '../src/tiny/build-tiny.ts';
-import { benchDepth } from '../src/bench/pipeline-bench.ts';
+import { benchDepth } from '../tools/bench/pipeline-bench.ts';
 
 const FRAMES = 40;
 const WARM_UP = 3;

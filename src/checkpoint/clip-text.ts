@@ -4,7 +4,7 @@
  * and pooler_output [B,D] (the hidden state at the end-of-text position).
  */
 import { DepthcastError } from '../errors.ts';
-import { attr } from '../tiny/onnx-graph.ts';
+import { attr } from '../models/onnx-graph.ts';
 import { checkConfig, is, num, type Rule } from './config.ts';
 import type { Net } from './nn.ts';
 import { TEXT_LENGTH } from './unet.ts';

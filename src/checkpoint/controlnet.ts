@@ -6,7 +6,7 @@
  * conditioning_scale (scalar) → down_block_res_sample_{i}, mid_block_res_sample.
  */
 import { DepthcastError } from '../errors.ts';
-import { attr } from '../tiny/onnx-graph.ts';
+import { attr } from '../models/onnx-graph.ts';
 import { checkConfig, is, type Rule } from './config.ts';
 import type { Net } from './nn.ts';
 import { declareDownPathInputs, DOWN_PATH_RULES, downPath, resolveDownPath, type UnetInfo } from './unet.ts';

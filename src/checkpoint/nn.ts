@@ -5,7 +5,7 @@
  * config did not account for.
  */
 import { DepthcastError } from '../errors.ts';
-import { attr, GraphBuilder } from '../tiny/onnx-graph.ts';
+import { attr, GraphBuilder } from '../models/onnx-graph.ts';
 import type { SafetensorsFile } from './safetensors.ts';
 import type { ModelFileWriter } from './weights.ts';
 

@@ -6,7 +6,7 @@
  * The down path (time embedding, down blocks, mid block) is shared with ControlNetModel.
  */
 import { DepthcastError } from '../errors.ts';
-import { attr } from '../tiny/onnx-graph.ts';
+import { attr } from '../models/onnx-graph.ts';
 import { checkConfig, is, num, perBlock, type Rule } from './config.ts';
 import type { Net } from './nn.ts';
 

@@ -8,7 +8,7 @@ import { type FileHandle, open, rm } from 'node:fs/promises';
 import { endianness } from 'node:os';
 import { basename, join } from 'node:path';
 import { DepthcastError } from '../errors.ts';
-import { type GraphBuilder, initializerChunk } from '../tiny/onnx-graph.ts';
+import { type GraphBuilder, initializerChunk } from '../models/onnx-graph.ts';
 
 /** Protobuf refuses messages over 2 GiB; components above this keep their weights outside model.onnx. */
 export const DEFAULT_INLINE_LIMIT_BYTES = 2 ** 31 - 2 ** 26;

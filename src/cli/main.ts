@@ -79,7 +79,7 @@ export function buildProgram(): Command {
     .description('run reference conformance cases (<dir>/cases/*) and tokenizer vectors (<dir>/tokenizer.json)')
     .argument('<dir>', 'folder holding cases/ and tokenizer.json')
     .action(async (dir: string) => {
-      const { runConformance } = await import('../conformance/run.ts');
+      const { runConformance } = await import('../../tools/conformance/run.ts');
       const { failed } = await runConformance(dir);
       process.exitCode = failed ? 1 : 0;
     });
@@ -176,7 +176,7 @@ export function buildProgram(): Command {
     .option('--unet-runs <n>', 'with --sd-unet: timed runs after a first one', intArg('unet-runs'), 3)
     .option('--controlnet-only', "only the ControlNet pipelines at SD 1.5's residual sizes: composed graph and two sessions, fp32 and fp16")
     .action(async (opts) => {
-      const { benchCommand } = await import('../bench/cli.ts');
+      const { benchCommand } = await import('../../tools/bench/cli.ts');
       await benchCommand(opts);
     });
 

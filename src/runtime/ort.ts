@@ -340,7 +340,7 @@ let webgpuProbe: Promise<string | undefined> | undefined;
  */
 function probeWebgpu(): Promise<string | undefined> {
   webgpuProbe ??= (async () => {
-    const { GraphBuilder } = await import('../tiny/onnx-graph.ts');
+    const { GraphBuilder } = await import('../models/onnx-graph.ts');
     const g = new GraphBuilder('webgpu-probe');
     g.op('Relu', [g.input('x', 'float32', [1])], {}, 'y');
     g.output('y', 'float32', [1]);

@@ -10,7 +10,7 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { GraphBuilder, attr, type Dim, type ElemType } from './onnx-graph.ts';
+import { GraphBuilder, attr, type Dim, type ElemType } from '../models/onnx-graph.ts';
 import { randomNormal } from './random.ts';
 import { END_TOKEN, START_TOKEN, tinyTokenizerFiles, tinyVocab } from './tokenizer-files.ts';
 

@@ -206,3 +206,9 @@ export class TestClient {
     });
   }
 }
+
+/** A response body as loosely typed JSON (Node's fetch types it `unknown`); the assertions check its shape. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export async function jsonOf(res: Response): Promise<any> {
+  return res.json();
+}

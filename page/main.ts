@@ -2,7 +2,7 @@
  * Preview page wiring: 3D view → depth + id passes → one binary frame per change (throttled,
  * newest wins) over /v1/ws → previews and the result shown beside or over the view.
  */
-import type { FrameHeaderInput, ServerBinaryHeader, ServerMessage } from '../../src/protocol/schemas.ts';
+import type { FrameHeaderInput, ServerBinaryHeader, ServerMessage } from '../src/protocol/schemas.ts';
 import { DepthcastClient, serviceSocketUrl, type ConnectionState } from './client.ts';
 import { DepthPass, type DepthEncoding } from './depth-pass.ts';
 import { FrameBuildError, buildFrameMessage, buildLayout, depthStats, frameSize, type DepthStats } from './frame-data.ts';

@@ -5,8 +5,8 @@
  */
 import { fork } from 'node:child_process';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import type { ResultFormat } from '../protocol/schemas.ts';
-import type { Device } from '../runtime/ort.ts';
+import type { ResultFormat } from '../../src/protocol/schemas.ts';
+import type { Device } from '../../src/runtime/ort.ts';
 import type { FloodCounts, FloodRequest } from './flood-client.ts';
 import { benchDepth } from './pipeline-bench.ts';
 import { median, percentile, round } from './stats.ts';

@@ -1,13 +1,13 @@
 /**
  * `depthcast bench --sd-unet sd15|sd2-depth`: the model's own time, per denoising step, for a
- * UNet of Stable Diffusion's real architecture and size (src/bench/sd-unet.ts) on the requested
+ * UNet of Stable Diffusion's real architecture and size (tools/bench/sd-unet.ts) on the requested
  * device, at the sizes a 512² image with CFG runs: sample [2,C,64,64], text [2,77,D]. The
  * regular bench's models have SD's I/O shapes but trivial compute; this is the other half.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Device, openSession } from '../runtime/ort.ts';
+import { type Device, openSession } from '../../src/runtime/ort.ts';
 import { buildSdUnet, SD15_UNET, SD2_DEPTH_UNET, type UnetArchitecture } from './sd-unet.ts';
 import { median, round } from './stats.ts';
 

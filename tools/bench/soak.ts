@@ -16,8 +16,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
-import { decodeBinaryMessage, encodeBinaryMessage } from '../protocol/frame.ts';
-import { createTinyModel } from '../tiny/build-tiny.ts';
+import { decodeBinaryMessage, encodeBinaryMessage } from '../../src/protocol/frame.ts';
+import { createTinyModel } from '../../src/tiny/build-tiny.ts';
 import { percentile, round } from './stats.ts';
 
 const SIZE = 64;

@@ -5,7 +5,7 @@
  * while. (A fresh worker per task measured the first generations' colder code instead.)
  */
 import { parentPort, Worker, workerData } from 'node:worker_threads';
-import { configureInferenceWorkerHeap } from '../engine/heap.ts';
+import { configureInferenceWorkerHeap } from '../../src/engine/heap.ts';
 import { benchCodecs, benchPipeline, benchRegions } from './pipeline-bench.ts';
 
 const TASKS = { benchPipeline, benchRegions, benchCodecs };

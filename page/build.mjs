@@ -1,13 +1,13 @@
 // Builds the preview page into dist/page/: one minified ESM bundle (three.js, zod and the shared
 // protocol modules included; nothing loaded from a CDN), the stylesheet, index.html; sourcemaps.
-// Usage: node server/page/build.mjs [--watch]
+// Usage: node page/build.mjs [--watch]
 import { build, context } from 'esbuild';
 import { copyFile, mkdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, '../..');
+const root = path.resolve(here, '..');
 const outdir = path.join(root, 'dist', 'page');
 const watch = process.argv.includes('--watch');
 
@@ -53,7 +53,7 @@ if (watch) {
   await mkdir(outdir, { recursive: true });
   const ctx = await context({ ...options, plugins: [...options.plugins, { name: 'copy', setup(b) { b.onEnd(() => copyStatic()); } }] });
   await ctx.watch();
-  console.log(`watching server/page → ${path.relative(root, outdir)}/`);
+  console.log(`watching page → ${path.relative(root, outdir)}/`);
 } else {
   await rm(outdir, { recursive: true, force: true });
   await mkdir(outdir, { recursive: true });

@@ -5,9 +5,9 @@
  */
 import { dirname } from 'node:path';
 import os from 'node:os';
-import type { Device } from '../runtime/ort.ts';
-import { listBundledBackends } from '../runtime/ort.ts';
-import { VERSION } from '../version.ts';
+import type { Device } from '../../src/runtime/ort.ts';
+import { listBundledBackends } from '../../src/runtime/ort.ts';
+import { VERSION } from '../../src/version.ts';
 import { BenchWorker } from './in-worker.ts';
 import { buildSdSizeModels, type PipelineFigures, type RegionFigures } from './pipeline-bench.ts';
 import { benchSdUnet } from './sd-unet-bench.ts';

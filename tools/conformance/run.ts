@@ -6,16 +6,16 @@
 import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { cachedBuild } from '../checkpoint/cache.ts';
-import { isPipelineCheckpoint } from '../checkpoint/build.ts';
-import { type LoadedModel, loadModel } from '../models/load.ts';
-import { runControlnet } from '../pipelines/controlnet.ts';
-import { runDepth2Img } from '../pipelines/depth2img.ts';
-import { ArrayNoise } from '../pipelines/noise.ts';
-import type { GenerateInput, PlanarImage } from '../pipelines/types.ts';
-import type { SchedulerConfig } from '../schedulers/types.ts';
-import { ClipTokenizer } from '../tokenizer/clip.ts';
-import { readNpy } from '../util/npy.ts';
+import { cachedBuild } from '../../src/checkpoint/cache.ts';
+import { isPipelineCheckpoint } from '../../src/checkpoint/build.ts';
+import { type LoadedModel, loadModel } from '../../src/models/load.ts';
+import { runControlnet } from '../../src/pipelines/controlnet.ts';
+import { runDepth2Img } from '../../src/pipelines/depth2img.ts';
+import { ArrayNoise } from '../../src/pipelines/noise.ts';
+import type { GenerateInput, PlanarImage } from '../../src/pipelines/types.ts';
+import type { SchedulerConfig } from '../../src/schedulers/types.ts';
+import { ClipTokenizer } from '../../src/tokenizer/clip.ts';
+import { readNpy } from '../../src/util/npy.ts';
 
 interface CaseJson {
   name: string;

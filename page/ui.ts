@@ -3,7 +3,7 @@
  * errors, progress, the result panel (beside or split-overlay), download, the depth/id inset,
  * and the object prompt editor/list.
  */
-import type { GenerationParamsInput, Limits, ModelInfo, SCHEDULER_NAMES } from '../../src/protocol/schemas.ts';
+import type { GenerationParamsInput, Limits, ModelInfo, SCHEDULER_NAMES } from '../src/protocol/schemas.ts';
 import type { ConnectionState } from './client.ts';
 
 type SchedulerName = (typeof SCHEDULER_NAMES)[number];

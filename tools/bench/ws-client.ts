@@ -4,8 +4,8 @@
  * process for the flood (flood-client.ts).
  */
 import WebSocket from 'ws';
-import { decodeBinaryMessage, encodeBinaryMessage } from '../protocol/frame.ts';
-import { PROTOCOL_VERSION, type FrameHeaderInput, type ResultFormat } from '../protocol/schemas.ts';
+import { decodeBinaryMessage, encodeBinaryMessage } from '../../src/protocol/frame.ts';
+import { PROTOCOL_VERSION, type FrameHeaderInput, type ResultFormat } from '../../src/protocol/schemas.ts';
 import { benchDepth, SD } from './pipeline-bench.ts';
 
 export interface Result {

@@ -4,8 +4,8 @@
  *
  * WebGL's readPixels returns rows bottom-up; the protocol wants row 0 = top of the image.
  */
-import { encodeBinaryMessage } from '../../src/protocol/frame.ts';
-import { FrameHeader, PROTOCOL_VERSION, describeZodError, type FrameHeaderInput, type GenerationParamsInput } from '../../src/protocol/schemas.ts';
+import { encodeBinaryMessage } from '../src/protocol/frame.ts';
+import { FrameHeader, PROTOCOL_VERSION, describeZodError, type FrameHeaderInput, type GenerationParamsInput } from '../src/protocol/schemas.ts';
 
 /** Copies `src` (rows bottom-up, `channels` values per pixel) into a top-down array of one channel. */
 export function flipRowsTakeChannel<T extends Float32Array | Uint8Array>(

@@ -3,7 +3,7 @@
  * the shared protocol (src/protocol, bundled). It only moves messages; main.ts decides what to
  * send and ui.ts what to show.
  */
-import { decodeBinaryMessage } from '../../src/protocol/frame.ts';
+import { decodeBinaryMessage } from '../src/protocol/frame.ts';
 import {
   PROTOCOL_VERSION,
   ServerBinaryHeader,
@@ -11,7 +11,7 @@ import {
   describeZodError,
   type ServerMessage as ServerMessageT,
   type ServerBinaryHeader as ServerBinaryHeaderT,
-} from '../../src/protocol/schemas.ts';
+} from '../src/protocol/schemas.ts';
 import { backoffMs } from './live.ts';
 
 export type ConnectionState =

@@ -15,7 +15,7 @@
  * merged same-shaped weights (0.9 instead of 3.4 GiB), which would flatter the cache. Timing does
  * not depend on the values, and GroupNorm keeps the activations in range.
  */
-import { attr, type Dim, type ElemType, GraphBuilder } from '../tiny/onnx-graph.ts';
+import { attr, type Dim, type ElemType, GraphBuilder } from '../../src/models/onnx-graph.ts';
 
 export interface UnetArchitecture {
   name: string;

@@ -6,7 +6,7 @@
  * channel means back), so what the bench measures beside the model is the pipeline's and the
  * boundary's cost. Weights are `Expand(constant)`, folded by ORT at load, as in sd-unet.ts.
  */
-import { attr, type ElemType, GraphBuilder } from '../tiny/onnx-graph.ts';
+import { attr, type ElemType, GraphBuilder } from '../../src/models/onnx-graph.ts';
 
 /** SD 1.5's ControlNet residuals: [channels, downscale of the 64² latent]; the last is the mid block. */
 export const SD15_RESIDUALS: readonly (readonly [number, number])[] = [
