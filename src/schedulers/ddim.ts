@@ -7,24 +7,11 @@
  * The step goes from t to t − T // n whatever the spacing; below 0 it lands on the "final" ᾱ
  * (1, or ᾱ_0 without set_alpha_to_one). Never draws noise (η is fixed at 0).
  */
-import {
-  alphaBarAddNoise,
-  applyClipping,
-  checkStepCount,
-  combine,
-  predictionCoefficients,
-  readClipping,
-  sameLength,
-  spacedTimesteps,
-  trainIndex,
-  trainingSchedule,
-  PREDICTION_TYPES,
-  TIMESTEP_SPACINGS,
-  type PredictionType,
-  type SampleClipping,
-  type SchedulerSettings,
-  type TimestepSpacing,
-} from './common.ts';
+import type { SchedulerSettings } from './config.ts';
+import { alphaBarAddNoise, trainIndex, trainingSchedule } from './training-schedule.ts';
+import { checkStepCount, spacedTimesteps, TIMESTEP_SPACINGS, type TimestepSpacing } from './timesteps.ts';
+import { applyClipping, combine, PREDICTION_TYPES, predictionCoefficients, type PredictionType, readClipping, type SampleClipping } from './prediction.ts';
+import { sameLength } from './step-inputs.ts';
 import { DepthcastError } from '../errors.ts';
 import type { Scheduler } from './types.ts';
 

@@ -7,7 +7,8 @@
  * grid, σ interpolated linearly), prediction_type epsilon / v_prediction. Refuses prediction_type
  * sample (the reference raises on it). The class has no Karras or interpolation options in 0.27.2.
  */
-import { drawNoise, sameLength, type SchedulerSettings } from './common.ts';
+import type { SchedulerSettings } from './config.ts';
+import { drawNoise, sameLength } from './step-inputs.ts';
 import { EulerFamily, eulerGrid } from './euler.ts';
 import { ancestral } from '../util/elementwise.ts';
 import type { NoiseSource } from './types.ts';

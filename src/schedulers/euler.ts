@@ -11,23 +11,13 @@
  * (the reference draws a tensor every step but ignores it when s_churn = 0).
  */
 import { euler as eulerStep, scale as scaleValues } from '../util/elementwise.ts';
-import {
-  f32,
-  interpTable,
-  karrasSigmas,
-  logTable,
-  sameLength,
-  sigmaTable,
-  sigmaToTimestep,
-  spacedTimesteps,
-  checkStepCount,
-  torchLinspaceF32,
-  trainingSchedule,
-  IndexedScheduler,
-  TIMESTEP_SPACINGS,
-  type SchedulerSettings,
-  type TimestepSpacing,
-} from './common.ts';
+import type { SchedulerSettings } from './config.ts';
+import { f32 } from './precision.ts';
+import { torchLinspaceF32, trainingSchedule } from './training-schedule.ts';
+import { checkStepCount, spacedTimesteps, TIMESTEP_SPACINGS, type TimestepSpacing } from './timesteps.ts';
+import { interpTable, karrasSigmas, logTable, sigmaTable, sigmaToTimestep } from './sigmas.ts';
+import { sameLength } from './step-inputs.ts';
+import { IndexedScheduler } from './indexed.ts';
 
 export const EULER_DEFAULTS = {
   num_train_timesteps: 1000,

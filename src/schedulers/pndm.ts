@@ -9,17 +9,10 @@
  * Refuses skip_prk_steps = false (the Runge–Kutta warm-up is not implemented) and prediction_type
  * sample (the reference refuses it too). Never draws noise.
  */
-import {
-  alphaBarAddNoise,
-  checkStepCount,
-  refuse,
-  sameLength,
-  spacedTimesteps,
-  trainingSchedule,
-  TIMESTEP_SPACINGS,
-  type SchedulerSettings,
-  type TimestepSpacing,
-} from './common.ts';
+import { refuse, type SchedulerSettings } from './config.ts';
+import { alphaBarAddNoise, trainingSchedule } from './training-schedule.ts';
+import { checkStepCount, spacedTimesteps, TIMESTEP_SPACINGS, type TimestepSpacing } from './timesteps.ts';
+import { sameLength } from './step-inputs.ts';
 import { DepthcastError } from '../errors.ts';
 import type { Scheduler } from './types.ts';
 
