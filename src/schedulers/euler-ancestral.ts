@@ -9,7 +9,7 @@
  */
 import type { SchedulerSettings } from './config.ts';
 import { drawNoise, sameLength } from './step-inputs.ts';
-import { EulerFamily, eulerGrid } from './euler.ts';
+import { EulerFamily } from './euler.ts';
 import { ancestral } from '../util/elementwise.ts';
 import type { NoiseSource } from './types.ts';
 
@@ -31,21 +31,11 @@ export class EulerAncestralDiscreteScheduler extends EulerFamily {
 
   constructor(settings: SchedulerSettings) {
     super(settings);
-    const numTrain = this.numTrain;
     this.prediction = settings.choice('prediction_type', ['epsilon', 'v_prediction'] as const);
-    this.stepTimesteps = Array.from({ length: numTrain }, (_, i) => numTrain - 1 - i);
   }
 
   setTimesteps(numInferenceSteps: number): void {
-    this.checkSteps(numInferenceSteps);
-    const grid = eulerGrid(numInferenceSteps, {
-      numTrain: this.numTrain,
-      spacing: this.spacing,
-      stepsOffset: this.stepsOffset,
-      table: this.table,
-    });
-    this.sigmas = grid.sigmas;
-    this.resetIndices(grid.timesteps);
+    this.resetIndices(this.setGrid(numInferenceSteps));
   }
 
   step(modelOutput: Float32Array, t: number, sample: Float32Array, noise?: NoiseSource): Float32Array {
