@@ -8,16 +8,12 @@
  * (1, or ᾱ_0 without set_alpha_to_one). Never draws noise (η is fixed at 0).
  */
 import type { SchedulerSettings } from './config.ts';
-import { trainIndex } from './training-schedule.ts';
+import { DDPM_SCHEDULE_DEFAULTS, trainIndex } from './training-schedule.ts';
 import { applyClipping, combine, PREDICTION_TYPES, predictionCoefficients, type PredictionType, readClipping, type SampleClipping } from './prediction.ts';
 import { TimestepKeyedScheduler } from './timestep-keyed.ts';
 
 export const DDIM_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: 'linear',
-  trained_betas: null,
+  ...DDPM_SCHEDULE_DEFAULTS,
   clip_sample: true,
   set_alpha_to_one: true,
   steps_offset: 0,

@@ -8,17 +8,14 @@
  * sample (the reference raises on it). The class has no Karras or interpolation options in 0.27.2.
  */
 import type { SchedulerSettings } from './config.ts';
+import { DDPM_SCHEDULE_DEFAULTS } from './training-schedule.ts';
 import { drawNoise, sameLength } from './step-inputs.ts';
 import { EulerFamily } from './euler.ts';
 import { ancestral } from '../util/elementwise.ts';
 import type { NoiseSource } from './types.ts';
 
 export const EULER_ANCESTRAL_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: 'linear',
-  trained_betas: null,
+  ...DDPM_SCHEDULE_DEFAULTS,
   prediction_type: 'epsilon',
   timestep_spacing: 'linspace',
   steps_offset: 0,

@@ -13,18 +13,14 @@
 import { euler as eulerStep, scale as scaleValues } from '../util/elementwise.ts';
 import type { SchedulerSettings } from './config.ts';
 import { f32 } from './precision.ts';
-import { torchLinspaceF32, trainingSchedule } from './training-schedule.ts';
+import { DDPM_SCHEDULE_DEFAULTS, torchLinspaceF32, trainingSchedule } from './training-schedule.ts';
 import { checkStepCount, spacedTimesteps, TIMESTEP_SPACINGS, type TimestepSpacing } from './timesteps.ts';
 import { interpTable, karrasSigmas, logTable, sigmaTable, sigmaToTimestep } from './sigmas.ts';
 import { sameLength } from './step-inputs.ts';
 import { IndexedScheduler } from './indexed.ts';
 
 export const EULER_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: 'linear',
-  trained_betas: null,
+  ...DDPM_SCHEDULE_DEFAULTS,
   prediction_type: 'epsilon',
   interpolation_type: 'linear',
   use_karras_sigmas: false,

@@ -11,14 +11,11 @@
  */
 import { DepthcastError } from '../errors.ts';
 import { refuse, type SchedulerSettings } from './config.ts';
+import { DDPM_SCHEDULE_DEFAULTS } from './training-schedule.ts';
 import { TimestepKeyedScheduler } from './timestep-keyed.ts';
 
 export const PNDM_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: 'linear',
-  trained_betas: null,
+  ...DDPM_SCHEDULE_DEFAULTS,
   skip_prk_steps: false,
   set_alpha_to_one: false,
   prediction_type: 'epsilon',

@@ -9,6 +9,15 @@ import { sameLength } from './step-inputs.ts';
 
 export const BETA_SCHEDULES = ['linear', 'scaled_linear', 'squaredcos_cap_v2'] as const;
 
+/** The training-schedule keys' class defaults (DDPM's linear betas) shared by every diffusers 0.27.2 class here but LCM. */
+export const DDPM_SCHEDULE_DEFAULTS = {
+  num_train_timesteps: 1000,
+  beta_start: 0.0001,
+  beta_end: 0.02,
+  beta_schedule: 'linear',
+  trained_betas: null,
+} as const;
+
 /**
  * torch.linspace(start, end, steps, dtype=float32) on CPU: float32 step, the first half counted up
  * from `start` and the second half down from `end`. (torch's vectorised path can differ by one ulp
