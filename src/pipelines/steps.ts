@@ -187,6 +187,8 @@ export function decoderOutputToRgb8(data: Float32Array, plane: number, rgb8: Uin
 export function floatDecoderOutputToRgb8(data: Float32Array, plane: number, rgb8: Uint8Array = new Uint8Array(plane * 3)): Uint8Array {
   const done = planarToRgb8Simd(data, plane, rgb8);
   if (done === plane) return rgb8;
+  // No SIMD here, or an image too large for its memory: read the planes in place, not through a tail copy.
+  if (done === 0) return decoderOutputToRgb8(data, plane, rgb8);
   const rest = plane - done;
   const tail = new Float32Array(3 * rest);
   for (let c = 0; c < 3; c++) tail.set(data.subarray(c * plane + done, (c + 1) * plane), c * rest);
