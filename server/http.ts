@@ -1,7 +1,7 @@
 /**
  * HTTP routes (express). Errors are mapped once, here, from DepthcastError.httpStatus to
  * `{error: {code, message}}`. POST /v1/generate runs a batch job through the same intake and
- * scheduler as WebSocket frames.
+ * queue as WebSocket frames.
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
@@ -16,11 +16,11 @@ import type { JobStore } from './jobs.ts';
 import type { ServiceModels } from './models.ts';
 import type { Budgets } from './limits.ts';
 import { parseMultipart } from './multipart.ts';
-import type { JobResult, Scheduler } from './scheduler.ts';
+import type { JobResult, JobQueue } from './job-queue.ts';
 import type { Security } from './security.ts';
 
 export interface HttpDeps {
-  scheduler: Scheduler;
+  queue: JobQueue;
   budgets: Pick<Budgets, 'largeBodyBytes' | 'maxLargeBodies'>;
   store: JobStore;
   models: ServiceModels;
@@ -166,7 +166,7 @@ function isPublicPage(req: Request, pageDir: string): boolean {
 }
 
 export function createApp(deps: HttpDeps): express.Express {
-  const { scheduler, store, security, limits } = deps;
+  const { queue, store, security, limits } = deps;
   const serveStatic = express.static(deps.pageDir, { index: false, dotfiles: 'ignore', fallthrough: true, redirect: false });
   const app = express();
   app.disable('x-powered-by');
@@ -256,13 +256,13 @@ export function createApp(deps: HttpDeps): express.Express {
     const frame = intakeParts(toHeader(jobId, input), input.parts, limits, receivedAt);
     let settled = false;
     res.on('close', () => {
-      if (!settled) scheduler.cancelJob(owner, jobId, 'disconnect');
+      if (!settled) queue.cancelJob(owner, jobId, 'disconnect');
     });
     const finish = (fn: () => void) => {
       settled = true;
       fn();
     };
-    scheduler.submit(owner, frame, {
+    queue.submit(owner, frame, {
       accepted: () => {},
       progress: () => {},
       result: (r: JobResult) => finish(() => respond(res, r, wantsPng)),

@@ -1,6 +1,6 @@
 /**
  * startServer: one process, one port — express for HTTP, ws for WebSocket, one Engine (one
- * inference worker) behind one Scheduler. Used by `depthcast serve`, tests, bench and the
+ * inference worker) behind one job queue (job-queue.ts). Used by `depthcast serve`, tests, bench and the
  * page/Blender tests.
  */
 import { once } from 'node:events';
@@ -18,7 +18,7 @@ import { DEMO_MODEL_NAME, demoModelRouter } from './demo-model.ts';
 import { JobStore } from './jobs.ts';
 import { type Budgets, resolveBudgets, resolveLimits } from './limits.ts';
 import { ServiceModels } from './models.ts';
-import { Scheduler, type SchedulerStats } from './scheduler.ts';
+import { JobQueue, type JobQueueStats } from './job-queue.ts';
 import { isLoopbackHost, Security, urlHost } from './security.ts';
 import { DEFAULT_SIMILARITY_THRESHOLD } from './similarity.ts';
 import { WsEndpoint, type WsStats } from './ws.ts';
@@ -59,9 +59,9 @@ export interface DepthcastServer {
   host: string;
   port: number;
   engine: Engine;
-  scheduler: Scheduler;
+  queue: JobQueue;
   limits: Limits;
-  stats(): SchedulerStats & WsStats & { queued: number };
+  stats(): JobQueueStats & WsStats & { queued: number };
   close(): Promise<void>;
 }
 
@@ -90,7 +90,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
   const engine = new Engine(device, log, opts.engine);
   const models = new ServiceModels(catalog, engine);
   const store = new JobStore();
-  const scheduler = new Scheduler(engine, {
+  const queue = new JobQueue(engine, {
     maxQueuedJobs: limits.maxQueuedJobs,
     maxQueuedPerOwner: budgets.maxQueuedPerConnection,
     maxStreamsPerOwner: budgets.maxStreamsPerConnection,
@@ -114,16 +114,16 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
       protocol: PROTOCOL_VERSION,
       device: loaded?.device ?? device,
       model: loaded ? { name: loaded.name, family: loaded.family, dtype: loaded.dtype, hash: loaded.hash, device: loaded.device } : null,
-      queue: { length: scheduler.queueLength, running: scheduler.running ? 1 : 0, max: limits.maxQueuedJobs },
+      queue: { length: queue.queueLength, running: queue.running ? 1 : 0, max: limits.maxQueuedJobs },
       connections: ws.stats.connections,
     };
   };
 
-  const app = createApp({ budgets, scheduler, store, models, security, limits, health, isClosing: () => closing, pageDir: opts.pageDir ?? DEFAULT_PAGE_DIR,
+  const app = createApp({ budgets, queue, store, models, security, limits, health, isClosing: () => closing, pageDir: opts.pageDir ?? DEFAULT_PAGE_DIR,
     routes: [demoModelRouter(opts.modelsDir, () => log(`wrote the demo model to ${opts.modelsDir}/${DEMO_MODEL_NAME} (asked for by a client)`))] });
   const server: Server = createServer(app);
   const ws = new WsEndpoint(server, {
-    scheduler, security, limits, hello, isClosing: () => closing,
+    queue, security, limits, hello, isClosing: () => closing,
     heartbeatMs: opts.heartbeatMs ?? 30_000,
     budgets,
     previewDropBytes: opts.previewDropBytes ?? 1024 * 1024,
@@ -151,7 +151,7 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
     closing = true;
     const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
     server.closeIdleConnections();
-    await scheduler.close(opts.shutdownWaitMs ?? 30_000);
+    await queue.close(opts.shutdownWaitMs ?? 30_000);
     ws.close();
     await engine.close();
     server.closeIdleConnections();
@@ -163,8 +163,8 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
   })());
 
   return {
-    url, host, port, engine, scheduler, limits,
-    stats: () => ({ ...scheduler.stats, ...ws.stats, queued: scheduler.queueLength }),
+    url, host, port, engine, queue, limits,
+    stats: () => ({ ...queue.stats, ...ws.stats, queued: queue.queueLength }),
     close,
   };
 }

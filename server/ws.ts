@@ -1,6 +1,6 @@
 /**
  * The WebSocket endpoint /v1/ws, kept thin: check the upgrade (Host, Origin, token), then per
- * message parse → validate (zod) → intake → scheduler, and send the scheduler's callbacks back.
+ * message parse → validate (zod) → intake → queue, and send the queue's callbacks back.
  * A bad message gets an `error` reply and the socket stays open. Each connection has budgets
  * (server/limits.ts): previews are dropped while its send buffer is backed up, results wait, and
  * a connection that stays over its output budget, takes too long to send one message, or
@@ -15,11 +15,11 @@ import { decodeBinaryMessage, encodeBinaryHeader } from '../src/protocol/frame.t
 import { ClientMessage, describeZodError, FrameHeader, JobId, type Limits, PROTOCOL_VERSION, type ServerMessage } from '../src/protocol/schemas.ts';
 import { intakeFrame } from './intake.ts';
 import { type Budgets, hardPayloadCap } from './limits.ts';
-import type { JobSink, Scheduler } from './scheduler.ts';
+import type { JobSink, JobQueue } from './job-queue.ts';
 import type { Security } from './security.ts';
 
 export interface WsDeps {
-  scheduler: Scheduler;
+  queue: JobQueue;
   security: Security;
   limits: Limits;
   hello: () => ServerMessage;
@@ -163,7 +163,7 @@ export class WsEndpoint {
       this.assembled(conn);
       clearTimeout(conn.outputTimer);
       this.conns.delete(ws);
-      this.deps.scheduler.releaseOwner(owner, 'disconnect');
+      this.deps.queue.releaseOwner(owner, 'disconnect');
     });
     ws.on('message', (data, isBinary) => {
       this.assembled(conn);
@@ -239,7 +239,7 @@ export class WsEndpoint {
     conn.closing = true;
     this.deps.log(`closing WebSocket ${conn.owner}: ${reason}`);
     this.assembled(conn);
-    this.deps.scheduler.releaseOwner(conn.owner, 'disconnect');
+    this.deps.queue.releaseOwner(conn.owner, 'disconnect');
     conn.ws.close(code, reason.slice(0, 123));
     if (cut) conn.ws.terminate();
     else setTimeout(() => conn.ws.terminate(), CLOSE_GRACE_MS).unref();
@@ -302,7 +302,7 @@ export class WsEndpoint {
       const frame = intakeFrame(parsed.data, payload, this.deps.limits, receivedAt);
       const release = this.hold(data.byteLength);
       try {
-        this.deps.scheduler.submit(owner, frame, this.sink(ws, parsed.data.jobId, parsed.data.stream, release));
+        this.deps.queue.submit(owner, frame, this.sink(ws, parsed.data.jobId, parsed.data.stream, release));
       } catch (err) {
         release();
         throw err;
@@ -333,11 +333,11 @@ export class WsEndpoint {
         if (message.protocol !== PROTOCOL_VERSION) throw new DepthcastError('BAD_REQUEST', `client protocol ${message.protocol} is not supported; this service speaks protocol ${PROTOCOL_VERSION}`);
         return;
       }
-      const { scheduler } = this.deps;
-      if (message.jobId !== undefined && !scheduler.cancelJob(owner, message.jobId, 'client') && message.stream === undefined) {
+      const { queue } = this.deps;
+      if (message.jobId !== undefined && !queue.cancelJob(owner, message.jobId, 'client') && message.stream === undefined) {
         throw new DepthcastError('JOB_NOT_FOUND', `no queued or running job ${message.jobId} on this connection`);
       }
-      if (message.stream !== undefined) scheduler.cancelStream(owner, message.stream, 'client');
+      if (message.stream !== undefined) queue.cancelStream(owner, message.stream, 'client');
     } catch (err) {
       this.sendError(ws, err, jobId);
     }

@@ -231,7 +231,7 @@ describe('streams and queue shares', () => {
     payload.set(init, depth.byteLength);
     client.send(frameBytes({ jobId: 'kept', width, height: width, depth, payload, params: { width: 64, height: 64, steps: 2 }, header: { init: { format: 'rgba8', width: 8, height: 8, byteLength: init.byteLength } } }));
     expect((await client.terminal('kept')).type).toBe('result');
-    const kept = server.scheduler.rememberedBytes();
+    const kept = server.queue.rememberedBytes();
     expect(kept).toBeGreaterThan(init.byteLength);
     expect(kept).toBeLessThan(depth.byteLength);
     await client.close();

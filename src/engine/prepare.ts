@@ -13,7 +13,7 @@ import type { GenerateInput, RegionPrompt } from '../pipelines/types.ts';
 import { type FrameHeader, SCHEDULER_NAMES } from '../protocol/schemas.ts';
 import { resolveDefaults } from '../models/defaults.ts';
 import { schedulerConfigFor } from '../schedulers/index.ts';
-import { float32For, type Scratch } from '../util/scratch.ts';
+import type { Scratch } from '../util/scratch.ts';
 
 /**
  * The preset a frame's scheduler names; undefined for the model's own scheduler, which a frame
@@ -96,10 +96,10 @@ export async function prepareJob(model: LoadedModel, header: FrameHeader, parts:
   const { width, height } = size.generation;
   const pixels = decodeDepthPixels(depthBytes, depth.dtype, depth.kind, depth.near, depth.far, depth.width * depth.height);
   const depthPixels = depth.width * depth.height;
-  const controlData = model.family === 'controlnet' ? float32For(scratch, 'controlImage', width * height) : undefined;
+  const controlData = model.family === 'controlnet' ? (scratch?.controlImage.view(width * height) ?? new Float32Array(width * height)) : undefined;
   const nearnessOut = controlData && depthPixels === width * height && depth.width === width
     ? controlData.subarray(0, depthPixels)
-    : float32For(scratch, 'nearness', depthPixels);
+    : (scratch?.nearness.view(depthPixels) ?? new Float32Array(depthPixels));
   const frame = { data: pixels, width: depth.width, height: depth.height, kind: depth.kind, near: depth.near, far: depth.far };
   const { nearness, stats } = toNearness(frame, params.depthRange, nearnessOut, parts.depthForeground);
   // What the frame leaves out comes from the model (registry entry, else its scheduler class).

@@ -8,7 +8,7 @@
  *   <home>/models/.tmp-<name>-<rand>/     staging folder of an install in progress (renamed into place)
  *   <home>/downloads/<owner>--<repo>@<rev>/  verified and partial downloads of one repo revision
  */
-import { lstat } from 'node:fs/promises';
+import { lstat, stat } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve, sep } from 'node:path';
 import { DepthcastError } from '../errors.ts';
@@ -122,4 +122,14 @@ export function isInside(root: string, child: string): boolean {
   const r = resolve(root);
   const c = resolve(child);
   return c === r || c.startsWith(r + sep);
+}
+
+/** Whether anything exists at `p` (following links). */
+export async function exists(p: string): Promise<boolean> {
+  try {
+    await stat(p);
+    return true;
+  } catch {
+    return false;
+  }
 }

@@ -11,7 +11,7 @@ import { guidanceScaleEmbedding, timestepCondFeed } from './guidance.ts';
 import { concatEmbeddings, StageTimer } from './steps.ts';
 import type { GenerateInput, GenerateOutput, PlanarImage } from './types.ts';
 import { float32ToFloat16 } from '../runtime/float16.ts';
-import { float32For, type Scratch, uint16For } from '../util/scratch.ts';
+import type { Scratch } from '../util/scratch.ts';
 
 /**
  * The control image as the ControlNet's [batch, 3, H, W] input, repeated for each batch entry;
@@ -24,10 +24,10 @@ export function controlBatchFor(control: PlanarImage, batch: number, half: boole
   const size = 3 * plane;
   let out: Float32Array | Uint16Array;
   if (half) {
-    out = uint16For(scratch, 'controlBatchHalf', batch * size);
+    out = scratch?.controlBatchHalf.view(batch * size) ?? new Uint16Array(batch * size);
     float32ToFloat16(control.data, out.subarray(0, control.data.length));
   } else {
-    out = float32For(scratch, 'controlBatch', batch * size);
+    out = scratch?.controlBatch.view(batch * size) ?? new Float32Array(batch * size);
     out.set(control.data, 0);
   }
   if (control.channels === 1) {

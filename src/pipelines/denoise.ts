@@ -6,7 +6,6 @@ import { DepthcastError } from '../errors.ts';
 import type { LoadedModel } from '../models/load.ts';
 import type { OutputTensor } from '../runtime/ort.ts';
 import type { NoiseSource, Scheduler } from '../schedulers/types.ts';
-import { float32For } from '../util/scratch.ts';
 import type { PredictionPlan } from './guidance.ts';
 import { latentPreview, type StageTimer, tinyDecoderPreview } from './steps.ts';
 import type { GenerateInput } from './types.ts';
@@ -48,7 +47,7 @@ export async function denoise(ctx: DenoiseContext): Promise<Float32Array> {
     const prediction = await ctx.predict(scaledBatch, batch, t);
 
     start = performance.now();
-    readBack ??= float32For(input.scratch, 'prediction', batch * perImage);
+    readBack ??= input.scratch?.prediction.view(batch * perImage) ?? new Float32Array(batch * perImage);
     const values = prediction.float32Into(readBack);
     plan.combine(values, guided);
     input.onPrediction?.(k, values, guided);

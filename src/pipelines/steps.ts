@@ -7,7 +7,7 @@ import type { LoadedModel } from '../models/load.ts';
 import type { Scheduler } from '../schedulers/types.ts';
 import type { PlanarImage } from './types.ts';
 import { float16ToFloat32 } from '../runtime/float16.ts';
-import { type Scratch, uint8For } from '../util/scratch.ts';
+import type { Scratch } from '../util/scratch.ts';
 import { planarToRgb8Simd, rgb8Staging } from '../image/rgb8.ts';
 
 /** Most prompts of a live session repeat; keep this many embeddings per model. */
@@ -145,7 +145,7 @@ export async function decodeLatents(
   const height = dims[2]!;
   const t0 = performance.now();
   if (output === 'rgb8') {
-    const target = uint8For(scratch, 'rgb8', 3 * width * height);
+    const target = scratch?.rgb8.view(3 * width * height) ?? new Uint8Array(3 * width * height);
     // An fp16 decoder's halves go straight to bytes: no float32 image in between.
     const rgb8 = sample.half ? halfDecoderOutputToRgb8(sample.half, width * height, target) : floatDecoderOutputToRgb8(sample.data, width * height, target);
     timer.add('decodeToRgb8', performance.now() - t0);
@@ -187,6 +187,8 @@ export function decoderOutputToRgb8(data: Float32Array, plane: number, rgb8: Uin
 export function floatDecoderOutputToRgb8(data: Float32Array, plane: number, rgb8: Uint8Array = new Uint8Array(plane * 3)): Uint8Array {
   const done = planarToRgb8Simd(data, plane, rgb8);
   if (done === plane) return rgb8;
+  // No SIMD here, or an image too large for its memory: read the planes in place, not through a tail copy.
+  if (done === 0) return decoderOutputToRgb8(data, plane, rgb8);
   const rest = plane - done;
   const tail = new Float32Array(3 * rest);
   for (let c = 0; c < 3; c++) tail.set(data.subarray(c * plane + done, (c + 1) * plane), c * rest);

@@ -7,33 +7,13 @@
  * The step goes from t to t − T // n whatever the spacing; below 0 it lands on the "final" ᾱ
  * (1, or ᾱ_0 without set_alpha_to_one). Never draws noise (η is fixed at 0).
  */
-import {
-  alphaBarAddNoise,
-  applyClipping,
-  checkStepCount,
-  combine,
-  predictionCoefficients,
-  readClipping,
-  sameLength,
-  spacedTimesteps,
-  trainIndex,
-  trainingSchedule,
-  PREDICTION_TYPES,
-  TIMESTEP_SPACINGS,
-  type PredictionType,
-  type SampleClipping,
-  type SchedulerSettings,
-  type TimestepSpacing,
-} from './common.ts';
-import { DepthcastError } from '../errors.ts';
-import type { Scheduler } from './types.ts';
+import type { SchedulerSettings } from './config.ts';
+import { DDPM_SCHEDULE_DEFAULTS, trainIndex } from './training-schedule.ts';
+import { applyClipping, combine, PREDICTION_TYPES, predictionCoefficients, type PredictionType, readClipping, type SampleClipping } from './prediction.ts';
+import { TimestepKeyedScheduler } from './timestep-keyed.ts';
 
 export const DDIM_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: 'linear',
-  trained_betas: null,
+  ...DDPM_SCHEDULE_DEFAULTS,
   clip_sample: true,
   set_alpha_to_one: true,
   steps_offset: 0,
@@ -46,53 +26,23 @@ export const DDIM_DEFAULTS = {
   rescale_betas_zero_snr: false,
 } as const;
 
-export class DDIMScheduler implements Scheduler {
+export class DDIMScheduler extends TimestepKeyedScheduler {
   readonly className = 'DDIMScheduler';
-  readonly order = 1;
-  readonly initNoiseSigma = 1;
-  private readonly numTrain: number;
-  private readonly alphasCumprod: Float32Array;
-  private readonly finalAlphaCumprod: number;
   private readonly prediction: PredictionType;
-  private readonly spacing: TimestepSpacing;
-  private readonly stepsOffset: number;
   private readonly clipping: SampleClipping;
-  private numInferenceSteps = 0;
-  private stepTimesteps: number[] = [];
 
   constructor(settings: SchedulerSettings) {
-    const schedule = trainingSchedule(settings, { rescaleKey: true, sigmaSpace: false });
-    this.numTrain = schedule.numTrainTimesteps;
-    this.alphasCumprod = schedule.alphasCumprod;
-    this.finalAlphaCumprod = settings.flag('set_alpha_to_one') ? 1 : this.alphasCumprod[0]!;
+    super(settings, { rescaleKey: true });
     this.prediction = settings.choice('prediction_type', PREDICTION_TYPES);
-    this.spacing = settings.choice('timestep_spacing', TIMESTEP_SPACINGS);
-    this.stepsOffset = settings.integer('steps_offset', 0);
     this.clipping = readClipping(settings);
   }
 
-  get timesteps(): readonly number[] {
-    return this.stepTimesteps;
-  }
-
   setTimesteps(numInferenceSteps: number): void {
-    checkStepCount(this.className, numInferenceSteps, this.numTrain);
-    this.numInferenceSteps = numInferenceSteps;
-    this.stepTimesteps = spacedTimesteps(this.spacing, this.numTrain, numInferenceSteps, this.stepsOffset, true);
-  }
-
-  /** DDIM works from the timestep alone; img2img needs nothing more. */
-  setBeginIndex(index: number): void {
-    if (!Number.isInteger(index) || index < 0) throw new DepthcastError('INTERNAL', `${this.className}: bad begin index ${index}`);
-  }
-
-  scaleModelInput(sample: Float32Array): Float32Array {
-    return sample;
+    this.stepTimesteps = this.spacedGrid(numInferenceSteps);
   }
 
   step(modelOutput: Float32Array, t: number, sample: Float32Array): Float32Array {
-    if (this.numInferenceSteps === 0) throw new DepthcastError('INTERNAL', `${this.className}: call setTimesteps before stepping`);
-    sameLength(this.className, modelOutput, sample, 'model output and sample');
+    this.checkStepInputs(modelOutput, sample);
     const prevT = t - Math.floor(this.numTrain / this.numInferenceSteps);
     const abarT = this.alphasCumprod[trainIndex(this.className, t, this.numTrain)]!;
     const abarPrev = prevT >= 0 ? this.alphasCumprod[prevT]! : this.finalAlphaCumprod;
@@ -114,9 +64,5 @@ export class DDIMScheduler implements Scheduler {
       out[i] = towardsX0 * x0[i]! + towardsEps * eps;
     }
     return out;
-  }
-
-  addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
-    return alphaBarAddNoise(this.className, this.alphasCumprod, original, noise, t);
   }
 }

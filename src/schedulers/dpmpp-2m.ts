@@ -21,37 +21,17 @@
  * variants) and variance_type learned / learned_range. Never draws noise.
  */
 import { secondOrder } from '../util/elementwise.ts';
-import {
-  combine,
-  f32,
-  interpTable,
-  karrasSigmas,
-  logTable,
-  npArange,
-  npLinspace,
-  predictionCoefficients,
-  refuse,
-  roundHalfEven,
-  sameLength,
-  sigmaTable,
-  sigmaToTimestep,
-  thresholdInPlace,
-  trainingSchedule,
-  checkStepCount,
-  IndexedScheduler,
-  PREDICTION_TYPES,
-  TIMESTEP_SPACINGS,
-  type PredictionType,
-  type SchedulerSettings,
-  type TimestepSpacing,
-} from './common.ts';
+import { refuse, type SchedulerSettings } from './config.ts';
+import { f32 } from './precision.ts';
+import { DDPM_SCHEDULE_DEFAULTS, trainingSchedule } from './training-schedule.ts';
+import { checkStepCount, npArange, npLinspace, roundHalfEven, TIMESTEP_SPACINGS, type TimestepSpacing } from './timesteps.ts';
+import { interpTable, karrasSigmas, logTable, sigmaTable, sigmaToTimestep } from './sigmas.ts';
+import { combine, PREDICTION_TYPES, predictionCoefficients, type PredictionType, thresholdInPlace } from './prediction.ts';
+import { sameLength } from './step-inputs.ts';
+import { IndexedScheduler } from './indexed.ts';
 
 export const DPM_SOLVER_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: 'linear',
-  trained_betas: null,
+  ...DDPM_SCHEDULE_DEFAULTS,
   solver_order: 2,
   prediction_type: 'epsilon',
   thresholding: false,

@@ -7,17 +7,15 @@
  * grid, σ interpolated linearly), prediction_type epsilon / v_prediction. Refuses prediction_type
  * sample (the reference raises on it). The class has no Karras or interpolation options in 0.27.2.
  */
-import { drawNoise, sameLength, type SchedulerSettings } from './common.ts';
-import { EulerFamily, eulerGrid } from './euler.ts';
+import type { SchedulerSettings } from './config.ts';
+import { DDPM_SCHEDULE_DEFAULTS } from './training-schedule.ts';
+import { drawNoise, sameLength } from './step-inputs.ts';
+import { EulerFamily } from './euler.ts';
 import { ancestral } from '../util/elementwise.ts';
 import type { NoiseSource } from './types.ts';
 
 export const EULER_ANCESTRAL_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: 'linear',
-  trained_betas: null,
+  ...DDPM_SCHEDULE_DEFAULTS,
   prediction_type: 'epsilon',
   timestep_spacing: 'linspace',
   steps_offset: 0,
@@ -30,21 +28,11 @@ export class EulerAncestralDiscreteScheduler extends EulerFamily {
 
   constructor(settings: SchedulerSettings) {
     super(settings);
-    const numTrain = this.numTrain;
     this.prediction = settings.choice('prediction_type', ['epsilon', 'v_prediction'] as const);
-    this.stepTimesteps = Array.from({ length: numTrain }, (_, i) => numTrain - 1 - i);
   }
 
   setTimesteps(numInferenceSteps: number): void {
-    this.checkSteps(numInferenceSteps);
-    const grid = eulerGrid(numInferenceSteps, {
-      numTrain: this.numTrain,
-      spacing: this.spacing,
-      stepsOffset: this.stepsOffset,
-      table: this.table,
-    });
-    this.sigmas = grid.sigmas;
-    this.resetIndices(grid.timesteps);
+    this.resetIndices(this.setGrid(numInferenceSteps));
   }
 
   step(modelOutput: Float32Array, t: number, sample: Float32Array, noise?: NoiseSource): Float32Array {

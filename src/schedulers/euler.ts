@@ -11,30 +11,16 @@
  * (the reference draws a tensor every step but ignores it when s_churn = 0).
  */
 import { euler as eulerStep, scale as scaleValues } from '../util/elementwise.ts';
-import {
-  f32,
-  interpTable,
-  karrasSigmas,
-  logTable,
-  sameLength,
-  sigmaTable,
-  sigmaToTimestep,
-  spacedTimesteps,
-  checkStepCount,
-  torchLinspaceF32,
-  trainingSchedule,
-  IndexedScheduler,
-  TIMESTEP_SPACINGS,
-  type SchedulerSettings,
-  type TimestepSpacing,
-} from './common.ts';
+import type { SchedulerSettings } from './config.ts';
+import { f32 } from './precision.ts';
+import { DDPM_SCHEDULE_DEFAULTS, torchLinspaceF32, trainingSchedule } from './training-schedule.ts';
+import { checkStepCount, spacedTimesteps, TIMESTEP_SPACINGS, type TimestepSpacing } from './timesteps.ts';
+import { interpTable, karrasSigmas, logTable, sigmaTable, sigmaToTimestep } from './sigmas.ts';
+import { sameLength } from './step-inputs.ts';
+import { IndexedScheduler } from './indexed.ts';
 
 export const EULER_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: 'linear',
-  trained_betas: null,
+  ...DDPM_SCHEDULE_DEFAULTS,
   prediction_type: 'epsilon',
   interpolation_type: 'linear',
   use_karras_sigmas: false,
@@ -95,9 +81,10 @@ export abstract class EulerFamily extends IndexedScheduler {
     const table = this.table;
     this.spacing = settings.choice('timestep_spacing', TIMESTEP_SPACINGS);
     this.stepsOffset = settings.integer('steps_offset', 0);
-    // Before setTimesteps the reference holds the full train table (σ_max first, then 0).
+    // Before setTimesteps the reference holds the full train table (σ_max first, then 0) and every train timestep, descending.
     this.sigmas = new Float32Array(table.length + 1);
     this.sigmas.set(table.slice().reverse());
+    this.stepTimesteps = Array.from({ length: this.numTrain }, (_, i) => this.numTrain - 1 - i);
   }
 
   get initNoiseSigma(): number {
@@ -106,8 +93,12 @@ export abstract class EulerFamily extends IndexedScheduler {
     return this.spacing === 'leading' ? f32(Math.sqrt(f32(f32(max * max) + 1))) : max;
   }
 
-  protected checkSteps(n: number): void {
+  /** Checks the step count, sets this run's sigmas from the family's grid and returns its timesteps. */
+  protected setGrid(n: number, shape: Pick<EulerGridOptions, 'logLinear' | 'karras'> = {}): number[] {
     checkStepCount(this.className, n, this.numTrain);
+    const grid = eulerGrid(n, { numTrain: this.numTrain, spacing: this.spacing, stepsOffset: this.stepsOffset, table: this.table, ...shape });
+    this.sigmas = grid.sigmas;
+    return grid.timesteps;
   }
 
   /** Reused by scaleModelInput: a fresh 64 KiB typed array per step costs more than the multiply. */
@@ -148,6 +139,9 @@ export abstract class EulerFamily extends IndexedScheduler {
   }
 }
 
+/** The timestep a continuous-time v-prediction model is fed for σ: 0.25·ln σ, in float32. */
+const continuousTimestep = (sigma: number): number => f32(0.25 * f32(Math.log(sigma)));
+
 export class EulerDiscreteScheduler extends EulerFamily {
   readonly className = 'EulerDiscreteScheduler';
   private readonly prediction: 'epsilon' | 'v_prediction' | 'sample';
@@ -157,7 +151,6 @@ export class EulerDiscreteScheduler extends EulerFamily {
 
   constructor(settings: SchedulerSettings) {
     super(settings);
-    const numTrain = this.numTrain;
     const prediction = settings.choice('prediction_type', ['epsilon', 'v_prediction', 'sample', 'original_sample'] as const);
     this.prediction = prediction === 'original_sample' ? 'sample' : prediction;
     this.logLinear = settings.choice('interpolation_type', ['linear', 'log_linear'] as const) === 'log_linear';
@@ -166,28 +159,14 @@ export class EulerDiscreteScheduler extends EulerFamily {
       : undefined;
     const timestepType = settings.choice('timestep_type', ['discrete', 'continuous'] as const);
     this.continuousTimesteps = timestepType === 'continuous' && this.prediction === 'v_prediction';
-    if (this.continuousTimesteps) {
-      this.stepTimesteps = Array.from(this.table, (s) => f32(0.25 * f32(Math.log(s)))).reverse();
-    } else {
-      this.stepTimesteps = Array.from({ length: numTrain }, (_, i) => numTrain - 1 - i);
-    }
+    if (this.continuousTimesteps) this.stepTimesteps = Array.from(this.table, continuousTimestep).reverse();
   }
 
   setTimesteps(numInferenceSteps: number): void {
-    this.checkSteps(numInferenceSteps);
-    const grid = eulerGrid(numInferenceSteps, {
-      numTrain: this.numTrain,
-      spacing: this.spacing,
-      stepsOffset: this.stepsOffset,
-      table: this.table,
-      logLinear: this.logLinear,
-      karras: this.karras,
-    });
-    this.sigmas = grid.sigmas;
-    const timesteps = this.continuousTimesteps
-      ? Array.from(grid.sigmas.subarray(0, grid.sigmas.length - 1), (s) => f32(0.25 * f32(Math.log(s))))
-      : grid.timesteps;
-    this.resetIndices(timesteps);
+    const timesteps = this.setGrid(numInferenceSteps, { logLinear: this.logLinear, karras: this.karras });
+    this.resetIndices(
+      this.continuousTimesteps ? Array.from(this.sigmas.subarray(0, this.sigmas.length - 1), continuousTimestep) : timesteps,
+    );
   }
 
   step(modelOutput: Float32Array, t: number, sample: Float32Array): Float32Array {

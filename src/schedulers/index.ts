@@ -8,7 +8,7 @@
  */
 import { DepthcastError } from '../errors.ts';
 import type { SCHEDULER_NAMES } from '../protocol/schemas.ts';
-import { SchedulerSettings } from './common.ts';
+import { SchedulerSettings } from './config.ts';
 import { DDIM_DEFAULTS, DDIMScheduler } from './ddim.ts';
 import { DPM_SOLVER_DEFAULTS, DPMSolverMultistepScheduler } from './dpmpp-2m.ts';
 import { EULER_ANCESTRAL_DEFAULTS, EulerAncestralDiscreteScheduler } from './euler-ancestral.ts';

@@ -13,25 +13,12 @@
  * prediction_type epsilon/sample/v_prediction, clip_sample(+range), thresholding, set_alpha_to_one.
  */
 import { lcmNoisy } from '../util/elementwise.ts';
-import {
-  alphaBarAddNoise,
-  applyClipping,
-  checkStepCount,
-  combine,
-  drawNoise,
-  npLinspace,
-  predictionCoefficients,
-  readClipping,
-  refuse,
-  sameLength,
-  trainIndex,
-  trainingSchedule,
-  IndexedScheduler,
-  PREDICTION_TYPES,
-  type PredictionType,
-  type SampleClipping,
-  type SchedulerSettings,
-} from './common.ts';
+import { refuse, type SchedulerSettings } from './config.ts';
+import { alphaBarAddNoise, trainIndex, trainingSchedule } from './training-schedule.ts';
+import { checkStepCount, npLinspace } from './timesteps.ts';
+import { applyClipping, combine, PREDICTION_TYPES, predictionCoefficients, type PredictionType, readClipping, type SampleClipping } from './prediction.ts';
+import { drawNoise, sameLength } from './step-inputs.ts';
+import { IndexedScheduler } from './indexed.ts';
 import type { NoiseSource } from './types.ts';
 
 export const LCM_DEFAULTS = {

@@ -9,26 +9,13 @@
  * Refuses skip_prk_steps = false (the Runge–Kutta warm-up is not implemented) and prediction_type
  * sample (the reference refuses it too). Never draws noise.
  */
-import {
-  alphaBarAddNoise,
-  checkStepCount,
-  refuse,
-  sameLength,
-  spacedTimesteps,
-  trainingSchedule,
-  TIMESTEP_SPACINGS,
-  type SchedulerSettings,
-  type TimestepSpacing,
-} from './common.ts';
 import { DepthcastError } from '../errors.ts';
-import type { Scheduler } from './types.ts';
+import { refuse, type SchedulerSettings } from './config.ts';
+import { DDPM_SCHEDULE_DEFAULTS } from './training-schedule.ts';
+import { TimestepKeyedScheduler } from './timestep-keyed.ts';
 
 export const PNDM_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: 'linear',
-  trained_betas: null,
+  ...DDPM_SCHEDULE_DEFAULTS,
   skip_prk_steps: false,
   set_alpha_to_one: false,
   prediction_type: 'epsilon',
@@ -36,18 +23,9 @@ export const PNDM_DEFAULTS = {
   steps_offset: 0,
 } as const;
 
-export class PNDMScheduler implements Scheduler {
+export class PNDMScheduler extends TimestepKeyedScheduler {
   readonly className = 'PNDMScheduler';
-  readonly order = 1;
-  readonly initNoiseSigma = 1;
-  private readonly numTrain: number;
-  private readonly alphasCumprod: Float32Array;
-  private readonly finalAlphaCumprod: number;
   private readonly vPrediction: boolean;
-  private readonly spacing: TimestepSpacing;
-  private readonly stepsOffset: number;
-  private numInferenceSteps = 0;
-  private stepTimesteps: number[] = [];
   /**
    * Up to the last four model outputs (ε or v), oldest first: copies in buffers this scheduler
    * owns, since `step`'s arguments are only borrowed (the pipeline reuses one guidance buffer).
@@ -60,26 +38,15 @@ export class PNDMScheduler implements Scheduler {
   private counter = 0;
 
   constructor(settings: SchedulerSettings) {
-    const schedule = trainingSchedule(settings, { rescaleKey: false, sigmaSpace: false });
-    this.numTrain = schedule.numTrainTimesteps;
-    this.alphasCumprod = schedule.alphasCumprod;
-    this.finalAlphaCumprod = settings.flag('set_alpha_to_one') ? 1 : this.alphasCumprod[0]!;
+    super(settings, { rescaleKey: false });
     this.vPrediction = settings.choice('prediction_type', ['epsilon', 'v_prediction'] as const) === 'v_prediction';
-    this.spacing = settings.choice('timestep_spacing', TIMESTEP_SPACINGS);
-    this.stepsOffset = settings.integer('steps_offset', 0);
     if (!settings.flag('skip_prk_steps')) {
       refuse(this.className, 'skip_prk_steps false (Runge-Kutta warm-up steps) is not supported; supported: skip_prk_steps true (PLMS)');
     }
   }
 
-  get timesteps(): readonly number[] {
-    return this.stepTimesteps;
-  }
-
   setTimesteps(numInferenceSteps: number): void {
-    checkStepCount(this.className, numInferenceSteps, this.numTrain);
-    this.numInferenceSteps = numInferenceSteps;
-    const grid = spacedTimesteps(this.spacing, this.numTrain, numInferenceSteps, this.stepsOffset, true);
+    const grid = this.spacedGrid(numInferenceSteps);
     // Descending grid with its second entry repeated (the reference's plms_timesteps); a one-step grid has nothing to repeat.
     this.stepTimesteps = grid.length >= 2 ? [grid[0]!, grid[1]!, ...grid.slice(1)] : grid;
     this.spare.push(...this.history);
@@ -96,18 +63,8 @@ export class PNDMScheduler implements Scheduler {
     return owned;
   }
 
-  /** PLMS keys off the timestep and its own call counter; img2img simply starts the counter at the first timestep run. */
-  setBeginIndex(index: number): void {
-    if (!Number.isInteger(index) || index < 0) throw new DepthcastError('INTERNAL', `${this.className}: bad begin index ${index}`);
-  }
-
-  scaleModelInput(sample: Float32Array): Float32Array {
-    return sample;
-  }
-
   step(modelOutput: Float32Array, t: number, sample: Float32Array): Float32Array {
-    if (this.numInferenceSteps === 0) throw new DepthcastError('INTERNAL', `${this.className}: call setTimesteps before stepping`);
-    sameLength(this.className, modelOutput, sample, 'model output and sample');
+    this.checkStepInputs(modelOutput, sample);
     const ratio = Math.floor(this.numTrain / this.numInferenceSteps);
     let from = t;
     let to = t - ratio;
@@ -174,9 +131,5 @@ export class PNDMScheduler implements Scheduler {
       for (let i = 0; i < out.length; i++) out[i] = sampleGain * sample[i]! - outputGain * output[i]!;
     }
     return out;
-  }
-
-  addNoise(original: Float32Array, noise: Float32Array, t: number): Float32Array {
-    return alphaBarAddNoise(this.className, this.alphasCumprod, original, noise, t);
   }
 }

@@ -4,7 +4,8 @@
  * WebAssembly SIMD (elementwise.wat), which writes the same bits as the JavaScript loops below:
  * those stay the reference and the fallback (no SIMD, or arrays too large for the module's
  * fixed memory). On this project's 2-core VM a JavaScript pass over 16384 float32 values (one
- * 512×512 image's latents) took 45-65 µs; a scheduler step makes two to four of them.
+ * 512×512 image's latents) takes 23-49 µs and the WebAssembly one 6-16 µs; a step makes two to
+ * four of them, which is 10-20 % of a step's time outside the model (docs/performance.md).
  */
 import { ELEMENTWISE_WASM_BASE64 } from './elementwise-wasm.ts';
 import { lazyWasm } from './wasm.ts';

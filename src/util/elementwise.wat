@@ -6,7 +6,8 @@
 ;; $n is rounded up to an even count, so a slot holds one spare value that is computed and
 ;; never read back. Assembled by tools/build-wasm.mjs.
 (module
-  ;; 8 MiB, never grown (see src/image/rgb8.ts): five slots of 1024×1024's 4-channel latents.
+  ;; 8 MiB, never grown (see src/image/rgb8.ts): 32 slots of 1024×1024's 4-channel latents
+  ;; (256 KiB each), where a pass uses at most four (three inputs and the output).
   (memory (export "memory") 128)
 
   ;; out = cx·x + cm·m

@@ -193,13 +193,13 @@ export async function benchCodecs(repeats: number): Promise<Record<string, numbe
   return {
     depthDecodeAndConvert: await time(() => {
       const px = decodeDepthPixels(bytes, 'f32', 'zdepth', 1, 100, plane);
-      const control = scratch.float32('control', plane);
+      const control = scratch.controlImage.view(plane);
       const { nearness } = toNearness({ data: px, width: SD.width, height: SD.height, kind: 'zdepth', near: 1, far: 100 }, 'auto', control);
       controlImageFromNearness(nearness, SD.width, SD.height, SD.width, SD.height, control, 1);
     }),
-    decodeToRgb8: await time(() => floatDecoderOutputToRgb8(decoderOutput, plane, scratch.uint8('rgb8', 3 * plane))),
+    decodeToRgb8: await time(() => floatDecoderOutputToRgb8(decoderOutput, plane, scratch.rgb8.view(3 * plane))),
     // The JavaScript reference the WebAssembly form replaced (src/image/rgb8.ts), for comparison.
-    decodeToRgb8Js: await time(() => decoderOutputToRgb8(decoderOutput, plane, scratch.uint8('rgb8', 3 * plane))),
+    decodeToRgb8Js: await time(() => decoderOutputToRgb8(decoderOutput, plane, scratch.rgb8.view(3 * plane))),
     latentPreview: await time(() => latentPreview(latents, SD.latent, SD.latent)),
     previewJpeg: await time(() => encodeJpeg(latentPreview(latents, SD.latent, SD.latent).rgb, SD.latent, SD.latent)),
     pngLive: await time(() => writeRgbPng(rgb, SD.width, SD.height, {}, 0)),

@@ -39,7 +39,7 @@ export interface JobSink {
   failed(error: DepthcastError): void;
 }
 
-export interface SchedulerOptions {
+export interface JobQueueOptions {
   maxQueuedJobs: number;
   /** Jobs one owner may have waiting (its fair share; server/limits.ts). */
   maxQueuedPerOwner: number;
@@ -51,7 +51,7 @@ export interface SchedulerOptions {
   log?: (line: string) => void;
 }
 
-export interface SchedulerStats {
+export interface JobQueueStats {
   submitted: number;
   /** Jobs handed to the engine. */
   started: number;
@@ -89,7 +89,7 @@ interface Stream extends LiveStreamState {
   last?: ComputedFrame;
 }
 
-export class Scheduler {
+export class JobQueue {
   private readonly streams = new Map<string, Stream>();
   /** Streams with queued work, in serving order. */
   private ring: Stream[] = [];
@@ -101,9 +101,9 @@ export class Scheduler {
   /** The job the engine is working on (possibly already cancelled, until the engine lets go). */
   private gpu?: { job: Job; done: Promise<void> };
   private closing = false;
-  readonly stats: SchedulerStats = { submitted: 0, started: 0, succeeded: 0, reused: 0, cancelled: 0, failed: 0, refusedBusy: 0 };
+  readonly stats: JobQueueStats = { submitted: 0, started: 0, succeeded: 0, reused: 0, cancelled: 0, failed: 0, refusedBusy: 0 };
 
-  constructor(private readonly engine: Pick<Engine, 'run'>, private readonly opts: SchedulerOptions) {}
+  constructor(private readonly engine: Pick<Engine, 'run'>, private readonly opts: JobQueueOptions) {}
 
   /** Jobs waiting for the engine. */
   get queueLength(): number {
