@@ -40,9 +40,6 @@ export interface SizeLimits {
   maxGenerationPixels: number;
 }
 
-/** The service's defaults (4096² out, 1024² generated exactly); `generate` and in-process batches use them too. */
-export const DEFAULT_SIZE_LIMITS: Readonly<SizeLimits> = Object.freeze({ maxOutputPixels: 4096 * 4096, maxGenerationPixels: 1024 * 1024 });
-
 function limit(what: string, value: number, max: number, unit: string): void {
   if (value > max) throw new DepthcastError('LIMIT_EXCEEDED', `${what} is ${value} ${unit}; this service allows at most ${max}`, { limit: max });
 }
