@@ -6,7 +6,7 @@
 import { DepthcastError } from '../src/errors.ts';
 import type { FrameHeader, Limits } from '../src/protocol/schemas.ts';
 import { checkRequestedSize } from '../src/pipelines/sizing.ts';
-import { BYTES_PER_SAMPLE, type ScannedDepth, scanDepth } from './depth-scan.ts';
+import { BYTES_PER_SAMPLE, type ScannedDepth, scanDepth } from '../src/depth/scan.ts';
 import type { FlowField } from '../src/motion/flow.ts';
 import { checkMotionHeader, decodeFlow } from '../src/motion/wire.ts';
 

@@ -1,7 +1,7 @@
-;; The intake scan of linear-Z depth (server/depth-scan.ts, scanRow's zdepth branch) for the
+;; The intake scan of linear-Z depth (src/depth/scan.ts, scanRow's zdepth branch) for the
 ;; whole frame in one call, in the same double-precision arithmetic and order, so its totals and
 ;; nearness grid are bit-identical to the JavaScript form (~2× its speed). Assembled by
-;; tools/build-wasm.mjs into depth-scan-wasm.ts.
+;; tools/build-wasm.mjs into depth-wasm.ts.
 (module
   ;; 20 MiB, never grown (see src/image/rgb8.ts): room for the default 4 MP depth limit.
   (memory (export "memory") 320)

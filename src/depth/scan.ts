@@ -9,11 +9,11 @@
  * structured clone of a view of the received message (two copies) plus the worker's own
  * realignment copy, since a header of any length leaves f32 samples at any byte offset.
  */
-import { DepthcastError } from '../src/errors.ts';
-import type { ForegroundStats } from '../src/depth/convert.ts';
-import { float16ToFloat32 } from '../src/runtime/float16.ts';
-import { lazyWasm } from '../src/util/wasm.ts';
-import { DEPTH_SCAN_WASM_BASE64 } from './depth-scan-wasm.ts';
+import { DepthcastError } from '../errors.ts';
+import type { ForegroundStats } from './convert.ts';
+import { float16ToFloat32 } from '../runtime/float16.ts';
+import { lazyWasm } from '../util/wasm.ts';
+import { DEPTH_WASM_BASE64 } from './depth-wasm.ts';
 
 export interface DepthLayout {
   width: number;
@@ -133,7 +133,7 @@ interface DepthScanModule {
   ): void;
 }
 
-const loadDepthScan = lazyWasm<DepthScanModule>(DEPTH_SCAN_WASM_BASE64);
+const loadDepthScan = lazyWasm<DepthScanModule>(DEPTH_WASM_BASE64);
 
 /** Whether linear-Z f32 frames are scanned in WebAssembly here (false: WebAssembly is unavailable). */
 export function depthScanInWasm(): boolean {
@@ -141,7 +141,7 @@ export function depthScanInWasm(): boolean {
 }
 
 /**
- * The linear-Z f32 scan in WebAssembly (depth-scan.wat): the same arithmetic and order as
+ * The linear-Z f32 scan in WebAssembly (depth.wat): the same arithmetic and order as
  * scanRow, so the same totals and grid bits, at about twice the speed. False when the module is
  * unavailable or the frame does not fit its fixed memory; the caller then scans in JavaScript.
  */
