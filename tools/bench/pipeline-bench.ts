@@ -6,7 +6,8 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { controlImageFromNearness, decodeDepthPixels, toNearness } from '../../src/depth/convert.ts';
+import { controlImageFromNearness, toNearness } from '../../src/depth/convert.ts';
+import { decodeDepthPixels } from '../../src/depth/scan.ts';
 import { encodeJpeg, encodePng } from '../../src/image/codec.ts';
 import { writeRgbPng } from '../../src/image/png.ts';
 import { type LoadedModel, loadModel } from '../../src/models/load.ts';
