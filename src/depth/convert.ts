@@ -10,10 +10,8 @@
  */
 import { DepthcastError } from '../errors.ts';
 import type { PlanarImage } from '../pipelines/types.ts';
-import { lazyWasm } from '../util/wasm.ts';
-import { NEARNESS_WASM_BASE64 } from './nearness-wasm.ts';
 import { resizeBicubic } from './resize.ts';
-import { type ForegroundStats, foregroundOf } from './scan.ts';
+import { type ForegroundStats, foregroundOf, loadDepthKernels } from './scan.ts';
 
 export type DepthKind = 'zdepth' | 'disparity' | 'normalized';
 export type DepthRange = 'fixed' | 'auto';
@@ -36,19 +34,12 @@ export interface DepthStats {
   background: number;
 }
 
-interface NearnessModule {
-  memory: WebAssembly.Memory;
-  zdepthToNearness(src: number, dst: number, n: number, far: number, zNear: number, zFar: number, invFar: number, scale: number): void;
-}
-
-const loadNearness = lazyWasm<NearnessModule>(NEARNESS_WASM_BASE64);
-
 /**
- * zdepthToNearness in WebAssembly (nearness.wat), the same float32 results, ~2× the speed of
+ * zdepthToNearness in WebAssembly (depth.wat), the same float32 results, ~2× the speed of
  * the JavaScript loop; false when unavailable or when the frame does not fit its fixed memory.
  */
 export function zdepthToNearnessInWasm(data: Float32Array, out: Float32Array, far: number, zNear: number, zFar: number, invFar: number, scale: number): boolean {
-  const module = loadNearness();
+  const module = loadDepthKernels();
   if (!module || module.memory.buffer.byteLength < 2 * data.byteLength) return false;
   const { buffer } = module.memory;
   new Float32Array(buffer, 0, data.length).set(data);
@@ -57,7 +48,7 @@ export function zdepthToNearnessInWasm(data: Float32Array, out: Float32Array, fa
   return true;
 }
 
-/** Inverse depth between zNear and zFar, 0 for background (z >= far); the reference for nearness.wat. */
+/** Inverse depth between zNear and zFar, 0 for background (z >= far); the reference for depth.wat. */
 export function zdepthToNearness(data: Float32Array, out: Float32Array, far: number, zNear: number, zFar: number, invFar: number, scale: number): void {
   // Written without an early `continue`: this form measured ~1.5× faster in V8.
   for (let i = 0; i < data.length; i++) {
@@ -147,5 +138,5 @@ export function controlImageFromNearness(nearness: Float32Array, width: number, 
 
 /** Whether toNearness runs its linear-Z pass in WebAssembly here, for the tests that compare it with the JavaScript loop. */
 export function nearnessInWasm(): boolean {
-  return loadNearness() !== null;
+  return loadDepthKernels() !== null;
 }

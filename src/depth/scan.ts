@@ -180,19 +180,21 @@ export function decodeDepthPixels(bytes: Uint8Array, dtype: DepthLayout['dtype']
   return out;
 }
 
-interface DepthScanModule {
+/** depth.wat: the scan below and convert.ts's linear Z → nearness, in one module and one memory. */
+export interface DepthKernels {
   memory: WebAssembly.Memory;
   scanZdepth(
     src: number, width: number, height: number, near: number, far: number, invFar: number, invSpan: number,
     withGrid: number, grid: number, gridWidth: number, rows: number, cols: number, totals: number,
   ): void;
+  zdepthToNearness(src: number, dst: number, n: number, far: number, zNear: number, zFar: number, invFar: number, scale: number): void;
 }
 
-const loadDepthScan = lazyWasm<DepthScanModule>(DEPTH_WASM_BASE64);
+export const loadDepthKernels = lazyWasm<DepthKernels>(DEPTH_WASM_BASE64);
 
 /** Whether linear-Z f32 frames are scanned in WebAssembly here (false: WebAssembly is unavailable). */
 export function depthScanInWasm(): boolean {
-  return loadDepthScan() !== null;
+  return loadDepthKernels() !== null;
 }
 
 /**
@@ -204,7 +206,7 @@ function scanZdepthInWasm(
   values: Uint8Array, part: DepthLayout, invFar: number, invSpan: number,
   grid: Float32Array | undefined, gridWidth: number, rowCell: Int32Array | undefined, colCell: Int32Array | undefined, totals: Float64Array,
 ): boolean {
-  const module = loadDepthScan();
+  const module = loadDepthKernels();
   if (!module) return false;
   const { width, height } = part;
   const gridAt = values.byteLength;
