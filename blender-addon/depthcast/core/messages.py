@@ -63,6 +63,12 @@ def _param(name, value, schema=None, hi=None):
     return _num("params." + name, value, lo, schema_hi if hi is None else hi, integer=integer, lo_open=lo_open)
 
 
+def _choice(name, value, allowed):
+    if value not in allowed:
+        raise MessageError("params." + name, "one of %s (got %r)" % (", ".join(allowed), value))
+    return value
+
+
 def build_params(prompt, negative_prompt="", *, model=None, width=None, height=None, steps=None, guidance=None,
                  strength=None, seed=None, scheduler=None, controlnet_scale=None, depth_range=None,
                  preview_every=None, preview_format=None, result_format=None, compose_from_labels=None, feather=None):
@@ -91,25 +97,17 @@ def build_params(prompt, negative_prompt="", *, model=None, width=None, height=N
     if seed is not None:
         params["seed"] = _param("seed", seed)
     if scheduler:
-        if scheduler not in SCHEDULERS:
-            raise MessageError("params.scheduler", "one of %s (got %r)" % (", ".join(SCHEDULERS), scheduler))
-        params["scheduler"] = scheduler
+        params["scheduler"] = _choice("scheduler", scheduler, SCHEDULERS)
     if controlnet_scale is not None:
         params["controlnetScale"] = _param("controlnetScale", controlnet_scale)
     if depth_range is not None:
-        if depth_range not in DEPTH_RANGES:
-            raise MessageError("params.depthRange", "one of %s (got %r)" % (", ".join(DEPTH_RANGES), depth_range))
-        params["depthRange"] = depth_range
+        params["depthRange"] = _choice("depthRange", depth_range, DEPTH_RANGES)
     if preview_every is not None:
         params["previewEvery"] = _param("previewEvery", preview_every)
     if preview_format is not None:
-        if preview_format not in PREVIEW_FORMATS:
-            raise MessageError("params.previewFormat", "one of %s (got %r)" % (", ".join(PREVIEW_FORMATS), preview_format))
-        params["previewFormat"] = preview_format
+        params["previewFormat"] = _choice("previewFormat", preview_format, PREVIEW_FORMATS)
     if result_format is not None:
-        if result_format not in RESULT_FORMATS:
-            raise MessageError("params.resultFormat", "one of %s (got %r)" % (", ".join(RESULT_FORMATS), result_format))
-        params["resultFormat"] = result_format
+        params["resultFormat"] = _choice("resultFormat", result_format, RESULT_FORMATS)
     if compose_from_labels is not None or feather is not None:
         regions = {}
         if compose_from_labels is not None:
