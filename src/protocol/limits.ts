@@ -8,6 +8,7 @@
  * The Blender add-on reads both from blender-addon/depthcast/core/protocol_limits.json, which
  * tools/build-protocol-json.ts writes from this module and the schemas.
  */
+import { DepthcastError } from '../errors.ts';
 import type { Limits } from './schemas.ts';
 
 export const WIRE_BOUNDS = Object.freeze({
@@ -48,3 +49,8 @@ export const LIMIT_BOUNDS: Readonly<Partial<Record<keyof Limits, number>>> = Obj
   maxSteps: WIRE_BOUNDS.steps,
   maxRegions: WIRE_BOUNDS.layoutObjects,
 });
+
+/** LIMIT_EXCEEDED when `value` (of `what`, counted in `unit`) is above the limit `max`. */
+export function checkLimit(what: string, value: number, max: number, unit: string): void {
+  if (value > max) throw new DepthcastError('LIMIT_EXCEEDED', `${what} is ${value} ${unit}; this service allows at most ${max}`, { limit: max });
+}
