@@ -9,7 +9,7 @@
  */
 import * as THREE from 'three';
 import { depthFromFloatRGBA, depthFromPackedRGBA } from './frame-data.ts';
-import { readTarget, renderPass, type ReadbackMode } from './gpu.ts';
+import { fitTarget, passTarget, readTarget, renderPass, type ReadbackMode } from './gpu.ts';
 
 const vertexShader = /* glsl */ `
 #include <common>
@@ -68,16 +68,7 @@ export class DepthPass {
   constructor(private readonly renderer: THREE.WebGLRenderer, width = 1, height = 1) {
     const floatOk = renderer.extensions.has('EXT_color_buffer_float');
     this.encoding = floatOk ? 'float32' : 'rgba8-packed';
-    this.target = new THREE.WebGLRenderTarget(width, height, {
-      type: floatOk ? THREE.FloatType : THREE.UnsignedByteType,
-      format: THREE.RGBAFormat,
-      minFilter: THREE.NearestFilter,
-      magFilter: THREE.NearestFilter,
-      generateMipmaps: false,
-      depthBuffer: true,
-      samples: 0,
-    });
-    this.target.texture.name = 'depthcast.depth';
+    this.target = passTarget(width, height, floatOk ? THREE.FloatType : THREE.UnsignedByteType, 'depthcast.depth');
     this.material = new THREE.ShaderMaterial({
       name: 'depthcast.linearDepth',
       vertexShader,
@@ -91,7 +82,7 @@ export class DepthPass {
   }
 
   setSize(width: number, height: number): void {
-    if (this.target.width !== width || this.target.height !== height) this.target.setSize(width, height);
+    fitTarget(this.target, width, height);
   }
 
   /** Renders now (synchronously); `read()` then fetches the pixels. */

@@ -11,6 +11,29 @@ export const HELPER_LAYER = 1;
 export type ReadbackMode = 'async' | 'sync';
 
 /**
+ * An offscreen pass's target: RGBA with a depth buffer, no filtering, mipmaps or multisampling,
+ * so every texel read back is exactly the value the pass wrote for that pixel.
+ */
+export function passTarget(width: number, height: number, type: THREE.TextureDataType, name: string): THREE.WebGLRenderTarget {
+  const target = new THREE.WebGLRenderTarget(width, height, {
+    type,
+    format: THREE.RGBAFormat,
+    minFilter: THREE.NearestFilter,
+    magFilter: THREE.NearestFilter,
+    generateMipmaps: false,
+    depthBuffer: true,
+    samples: 0,
+  });
+  target.texture.name = name;
+  return target;
+}
+
+/** Resizes a pass target only when the size changed (setSize reallocates). */
+export function fitTarget(target: THREE.WebGLRenderTarget, width: number, height: number): void {
+  if (target.width !== width || target.height !== height) target.setSize(width, height);
+}
+
+/**
  * Renders `scene` into `target` with `prepare()` applied and undone around it. Everything the
  * pass touches (render target, clear colour/alpha, autoClear, background, fog, override
  * material, shadow auto-update, non-mesh visibility) is put back, even when rendering throws.

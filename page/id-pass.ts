@@ -6,7 +6,7 @@
  */
 import * as THREE from 'three';
 import { idToColor, idsFromRGBA8 } from './frame-data.ts';
-import { readTarget, renderPass, type ReadbackMode } from './gpu.ts';
+import { fitTarget, passTarget, readTarget, renderPass, type ReadbackMode } from './gpu.ts';
 
 export interface IdCapture {
   ids: Uint16Array;
@@ -20,20 +20,11 @@ export class IdPass {
   private readonly materials = new Map<number, THREE.MeshBasicMaterial>();
 
   constructor(private readonly renderer: THREE.WebGLRenderer, width = 1, height = 1) {
-    this.target = new THREE.WebGLRenderTarget(width, height, {
-      type: THREE.UnsignedByteType,
-      format: THREE.RGBAFormat,
-      minFilter: THREE.NearestFilter,
-      magFilter: THREE.NearestFilter,
-      generateMipmaps: false,
-      depthBuffer: true,
-      samples: 0,
-    });
-    this.target.texture.name = 'depthcast.ids';
+    this.target = passTarget(width, height, THREE.UnsignedByteType, 'depthcast.ids');
   }
 
   setSize(width: number, height: number): void {
-    if (this.target.width !== width || this.target.height !== height) this.target.setSize(width, height);
+    fitTarget(this.target, width, height);
   }
 
   private materialFor(id: number): THREE.MeshBasicMaterial {

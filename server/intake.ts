@@ -4,9 +4,10 @@
  * Payload parts stay views of the received bytes.
  */
 import { DepthcastError } from '../src/errors.ts';
+import { checkLimit } from '../src/protocol/limits.ts';
 import type { FrameHeader, Limits } from '../src/protocol/schemas.ts';
 import { checkRequestedSize } from '../src/pipelines/sizing.ts';
-import { BYTES_PER_SAMPLE, type ScannedDepth, scanDepth } from './depth-scan.ts';
+import { BYTES_PER_SAMPLE, type ScannedDepth, scanDepth } from '../src/depth/scan.ts';
 import type { FlowField } from '../src/motion/flow.ts';
 import { checkMotionHeader, decodeFlow } from '../src/motion/wire.ts';
 
@@ -28,10 +29,6 @@ export interface FrameParts {
   motion?: Uint8Array;
 }
 
-function limit(what: string, value: number, max: number, unit: string): void {
-  if (value > max) throw new DepthcastError('LIMIT_EXCEEDED', `${what} is ${value} ${unit}; this service allows at most ${max}`, { limit: max });
-}
-
 /** Clients name models from GET /v1/models; anything path-like is refused outright. */
 export function checkModelName(name: string | undefined): void {
   if (name !== undefined && (/[/\\]/.test(name) || name.startsWith('.') || name.includes(':'))) {
@@ -41,9 +38,9 @@ export function checkModelName(name: string | undefined): void {
 
 function checkParams(header: FrameHeader, limits: Limits): void {
   const { params, depth } = header;
-  limit('params.prompt', params.prompt.length, limits.maxPromptChars, 'characters');
-  limit('params.negativePrompt', params.negativePrompt.length, limits.maxPromptChars, 'characters');
-  if (params.steps !== undefined) limit('params.steps', params.steps, limits.maxSteps, 'steps');
+  checkLimit('params.prompt', params.prompt.length, limits.maxPromptChars, 'characters');
+  checkLimit('params.negativePrompt', params.negativePrompt.length, limits.maxPromptChars, 'characters');
+  if (params.steps !== undefined) checkLimit('params.steps', params.steps, limits.maxSteps, 'steps');
   // The requested size is the output size; the generated size follows from the model's
   // (src/pipelines/sizing.ts), so only sizing "exact" meets the generation limit here.
   checkRequestedSize(params, depth, limits);
@@ -70,14 +67,14 @@ function splitPayload(header: FrameHeader, payload: Uint8Array): FrameParts {
 function checkHeader(header: FrameHeader, limits: Limits): void {
   const { depth, init, layout } = header;
   const pixels = depth.width * depth.height;
-  limit(`depth ${depth.width}×${depth.height}`, pixels, limits.maxDepthPixels, 'pixels');
+  checkLimit(`depth ${depth.width}×${depth.height}`, pixels, limits.maxDepthPixels, 'pixels');
   const depthBytes = pixels * BYTES_PER_SAMPLE[depth.dtype];
   if (depth.byteLength !== depthBytes) {
     throw new DepthcastError('BAD_FRAME', `depth.byteLength is ${depth.byteLength}, expected ${depth.width}×${depth.height} ${depth.dtype} = ${depthBytes} bytes`);
   }
   if (init?.format === 'rgba8') {
     if (!init.width || !init.height) throw new DepthcastError('BAD_FRAME', 'an rgba8 init image needs init.width and init.height');
-    limit(`init image ${init.width}×${init.height}`, init.width * init.height, limits.maxDepthPixels, 'pixels');
+    checkLimit(`init image ${init.width}×${init.height}`, init.width * init.height, limits.maxDepthPixels, 'pixels');
     if (init.byteLength !== init.width * init.height * 4) {
       throw new DepthcastError('BAD_FRAME', `init.byteLength is ${init.byteLength}, expected ${init.width}×${init.height}×4 = ${init.width * init.height * 4}`);
     }
@@ -92,10 +89,10 @@ function checkHeader(header: FrameHeader, limits: Limits): void {
     const compose = header.params.regions?.composeFromLabels ?? false;
     let regions = 0;
     for (const o of layout.objects) {
-      if (o.prompt !== undefined) limit(`layout object ${o.id} prompt`, o.prompt.length, limits.maxPromptChars, 'characters');
+      if (o.prompt !== undefined) checkLimit(`layout object ${o.id} prompt`, o.prompt.length, limits.maxPromptChars, 'characters');
       if (o.prompt || compose) regions++;
     }
-    limit('layout regions with prompts', regions, limits.maxRegions, 'regions');
+    checkLimit('layout regions with prompts', regions, limits.maxRegions, 'regions');
   }
   checkMotionHeader(header.motion, depth.width, depth.height);
   checkParams(header, limits);

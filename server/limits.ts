@@ -1,28 +1,11 @@
 /**
- * The service's explicit limits (docs/protocol.md, "Limits"). Every one is announced in `hello`
- * and enforced before a job is queued, so a client learns what it did wrong at once.
+ * The service's limits and budgets, with a deployment's overrides applied. The protocol limits'
+ * defaults and bounds live in src/protocol/limits.ts; the budgets below are the service's own.
+ * Every limit is announced in `hello` and enforced before a job is queued, so a client learns
+ * what it did wrong at once.
  */
-import { DEFAULT_SIZE_LIMITS } from '../src/pipelines/sizing.ts';
+import { DEFAULT_LIMITS, LIMIT_BOUNDS } from '../src/protocol/limits.ts';
 import type { Limits } from '../src/protocol/schemas.ts';
-
-export const DEFAULT_LIMITS: Readonly<Limits> = Object.freeze({
-  /** Largest WebSocket message or HTTP body the service accepts (64 MiB: a 2048² f32 depth map is 16 MiB). */
-  maxMessageBytes: 64 * 1024 * 1024,
-  /** Depth (and layout) pixels per frame: 2048². */
-  maxDepthPixels: 2048 * 2048,
-  /** Output pixels per image (the requested size, reached by upscaling the generated image): 4096². */
-  maxOutputPixels: DEFAULT_SIZE_LIMITS.maxOutputPixels,
-  /** Pixels a model generates when a frame asks for sizing "exact": 1024². Native sizing stays at the model's own size. */
-  maxGenerationPixels: DEFAULT_SIZE_LIMITS.maxGenerationPixels,
-  /** Characters of the prompt, the negative prompt and each layout object's prompt. */
-  maxPromptChars: 2000,
-  /** Denoising steps per job. */
-  maxSteps: 150,
-  /** Jobs waiting (not running) across all clients; past it a frame gets BUSY. */
-  maxQueuedJobs: 32,
-  /** Layout objects that carry a prompt (each adds a UNet evaluation per step). */
-  maxRegions: 8,
-});
 
 /** Defaults with the overrides applied; every override must be a positive integer. */
 function withOverrides<T extends object>(what: string, defaults: Readonly<T>, overrides: Partial<T>): T {
@@ -35,8 +18,13 @@ function withOverrides<T extends object>(what: string, defaults: Readonly<T>, ov
   return resolved as T;
 }
 
+/** The limits with the overrides applied; none may exceed its wire bound, which the schema would enforce first. */
 export function resolveLimits(overrides: Partial<Limits> = {}): Limits {
-  return withOverrides('limit', DEFAULT_LIMITS, overrides);
+  const limits = withOverrides('limit', DEFAULT_LIMITS, overrides);
+  for (const [key, bound] of Object.entries(LIMIT_BOUNDS) as [keyof Limits, number][]) {
+    if (limits[key] > bound) throw new RangeError(`limit ${key} may be at most ${bound} (the protocol's bound), got ${limits[key]}`);
+  }
+  return limits;
 }
 
 /**

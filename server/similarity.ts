@@ -6,7 +6,7 @@
  * recomputed; the earlier result is sent again with `reusedFrom`.
  */
 import type { ResultHeader } from '../src/protocol/schemas.ts';
-import { nearnessWithin } from './depth-scan.ts';
+import { nearnessWithin } from '../src/depth/scan.ts';
 import type { Frame } from './intake.ts';
 
 /** Mean |Δ nearness| (nearness in [0,1], near = 1) below which a frame counts as unchanged. */
@@ -21,7 +21,7 @@ export const SIMILARITY_MAX_CELL = 0.05;
 export interface ComputedFrame {
   jobId: string;
   signature: string;
-  /** The frame's nearness grid (depth-scan.ts); the depth bytes themselves are not kept. */
+  /** The frame's nearness grid (src/depth/scan.ts); the depth bytes themselves are not kept. */
   nearness: Float32Array;
   init?: Uint8Array;
   layout?: Uint8Array;

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32, deflateSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { controlImageFromNearness, decodeDepthPixels, toNearness } from '../src/depth/convert.ts';
+import { controlImageFromNearness, toNearness } from '../src/depth/convert.ts';
+import { decodeDepthPixels, scanDepth } from '../src/depth/scan.ts';
 import { readDepthFile } from '../src/depth/read.ts';
 import { resizeBicubic } from '../src/depth/resize.ts';
 import { float32ToFloat16 } from '../src/runtime/float16.ts';
@@ -122,6 +123,23 @@ describe('wire dtypes', () => {
     const u16 = Uint16Array.from([0, 65535]);
     expect([...decodeDepthPixels(new Uint8Array(u16.buffer), 'u16', 'zdepth', 1, 10, 2)]).toEqual([1, Infinity]);
     expect(() => decodeDepthPixels(new Uint8Array(10), 'f32', 'zdepth', 1, 10, 3)).toThrow(expect.objectContaining({ code: 'BAD_FRAME' }));
+  });
+});
+
+describe('one validation rule for the intake and the engine', () => {
+  it('refuses the same depth with the same message whether the service scans it or a file is converted', () => {
+    const refusal = (run: () => unknown) => { try { run(); return 'accepted'; } catch (err) { return (err as Error).message; } };
+    const cases: [string, number[]][] = [['NaN', [1, NaN, 2]], ['negative', [1, -1, 2]], ['background only', [Infinity, 0, Infinity]], ['good', [1, 2, Infinity]]];
+    for (const kind of ['zdepth', 'disparity', 'normalized'] as const) {
+      for (const [what, values] of cases) {
+        const data = Float32Array.from(values.map((v) => (kind === 'zdepth' && v === 0 ? 20 : v)));
+        const part = { width: 3, height: 1, dtype: 'f32' as const, kind, near: 1, far: 10 };
+        const atIntake = refusal(() => scanDepth(new Uint8Array(data.buffer), part, true));
+        const inEngine = refusal(() => toNearness({ data, width: 3, height: 1, kind, near: 1, far: 10 }, 'auto'));
+        expect(inEngine, `${kind} ${what}`).toBe(atIntake);
+        expect(atIntake === 'accepted', `${kind} ${what}`).toBe(what === 'good');
+      }
+    }
   });
 });
 

@@ -1,9 +1,9 @@
 /** Server pieces without a server: the depth scan and nearness grid, and job-record retention. */
 import { describe, expect, it } from 'vitest';
 import { DepthcastError } from '../src/errors.ts';
-import { decodeDepthPixels, toNearness } from '../src/depth/convert.ts';
+import { toNearness } from '../src/depth/convert.ts';
 import { toHalf } from '../src/runtime/float16.ts';
-import { type DepthLayout, depthScanInWasm, nearnessDifference, nearnessWithin, scanDepth, SIMILARITY_GRID } from '../server/depth-scan.ts';
+import { decodeDepthPixels, type DepthLayout, depthScanInWasm, nearnessDifference, nearnessWithin, scanDepth, SIMILARITY_GRID } from '../src/depth/scan.ts';
 import { SIMILARITY_MAX_CELL } from '../server/similarity.ts';
 import { JobStore } from '../server/jobs.ts';
 import { sceneDepth } from './support/server-helpers.ts';

@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readPngText } from '../src/image/codec.ts';
-import { checkRequestedSize, DEFAULT_SIZE_LIMITS, planSize } from '../src/pipelines/sizing.ts';
+import { checkRequestedSize, planSize } from '../src/pipelines/sizing.ts';
+import { DEFAULT_LIMITS } from '../src/protocol/limits.ts';
 import { ResultHeader } from '../src/protocol/schemas.ts';
 import { writeNpy } from '../src/util/npy.ts';
 import { type DepthcastServer, startServer } from '../server/index.ts';
@@ -44,12 +45,12 @@ describe('the size plan', () => {
   it('"exact" generates at the requested size, within the generation limit and in multiples of 8', () => {
     expect(planSize({ width: 1024, height: 576 }, 'exact', SD15)).toMatchObject({ generation: { width: 1024, height: 576 }, resampled: false });
     const depth = { width: 64, height: 64 };
-    expect(() => checkRequestedSize({ width: 1920, height: 1080, sizing: 'exact' }, depth, DEFAULT_SIZE_LIMITS)).toThrow(/generated pixels; this service allows at most 1048576/);
-    expect(() => checkRequestedSize({ width: 1001, height: 512, sizing: 'exact' }, depth, DEFAULT_SIZE_LIMITS)).toThrow(/multiple of 8/);
-    expect(checkRequestedSize({ width: 1920, height: 1080 }, depth, DEFAULT_SIZE_LIMITS)).toEqual({ width: 1920, height: 1080 });
-    expect(() => checkRequestedSize({ width: 8192, height: 4096 }, depth, DEFAULT_SIZE_LIMITS)).toThrow(/output size 8192×4096 is 33554432 pixels/);
+    expect(() => checkRequestedSize({ width: 1920, height: 1080, sizing: 'exact' }, depth, DEFAULT_LIMITS)).toThrow(/generated pixels; this service allows at most 1048576/);
+    expect(() => checkRequestedSize({ width: 1001, height: 512, sizing: 'exact' }, depth, DEFAULT_LIMITS)).toThrow(/multiple of 8/);
+    expect(checkRequestedSize({ width: 1920, height: 1080 }, depth, DEFAULT_LIMITS)).toEqual({ width: 1920, height: 1080 });
+    expect(() => checkRequestedSize({ width: 8192, height: 4096 }, depth, DEFAULT_LIMITS)).toThrow(/output size 8192×4096 is 33554432 pixels/);
     // One side alone keeps the depth's aspect.
-    expect(checkRequestedSize({ width: 1920 }, { width: 64, height: 36 }, DEFAULT_SIZE_LIMITS)).toEqual({ width: 1920, height: 1080 });
+    expect(checkRequestedSize({ width: 1920 }, { width: 64, height: 36 }, DEFAULT_LIMITS)).toEqual({ width: 1920, height: 1080 });
   });
 });
 

@@ -12,8 +12,7 @@ const root = new URL('../', import.meta.url);
 /** Each .wat, the module it is written to, and the constant holding its bytes. */
 export const WASM_MODULES = [
   { wat: 'src/image/rgb8.wat', out: 'src/image/rgb8-wasm.ts', constant: 'RGB8_WASM_BASE64' },
-  { wat: 'server/depth-scan.wat', out: 'server/depth-scan-wasm.ts', constant: 'DEPTH_SCAN_WASM_BASE64' },
-  { wat: 'src/depth/nearness.wat', out: 'src/depth/nearness-wasm.ts', constant: 'NEARNESS_WASM_BASE64' },
+  { wat: 'src/depth/depth.wat', out: 'src/depth/depth-wasm.ts', constant: 'DEPTH_WASM_BASE64' },
   { wat: 'src/runtime/float16.wat', out: 'src/runtime/float16-wasm.ts', constant: 'FLOAT16_WASM_BASE64' },
   { wat: 'src/util/elementwise.wat', out: 'src/util/elementwise-wasm.ts', constant: 'ELEMENTWISE_WASM_BASE64' },
 ];

@@ -10,6 +10,7 @@ import bpy
 from bpy.props import (BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty)
 
 from .core.messages import SCHEDULERS
+from .core.protocol_limits import MAX_STEPS, PARAMS
 from .core.runtime import SEED_MAX, parse_seed
 
 def model_search(self, context, edit_text):
@@ -67,13 +68,13 @@ class DepthcastSettings(bpy.types.PropertyGroup):
     scheduler: EnumProperty(name="Scheduler", items=SCHEDULER_ITEMS, default="default")
     use_steps: BoolProperty(name="Set steps", default=False,
                             description="Send a step count (off: the model's default)")
-    steps: IntProperty(name="Steps", default=20, min=1, max=1000, soft_max=100)
+    steps: IntProperty(name="Steps", default=20, min=1, max=MAX_STEPS, soft_max=100)
     use_guidance: BoolProperty(name="Set guidance", default=False,
                                description="Send a guidance scale (off: the model's default)")
-    guidance: FloatProperty(name="Guidance", default=7.5, min=0.0, max=50.0, soft_max=20.0, precision=2)
-    controlnet_scale: FloatProperty(name="ControlNet scale", default=1.0, min=0.0, max=4.0,
+    guidance: FloatProperty(name="Guidance", default=7.5, min=0.0, max=PARAMS["guidance"]["maximum"], soft_max=20.0, precision=2)
+    controlnet_scale: FloatProperty(name="ControlNet scale", default=1.0, min=0.0, max=PARAMS["controlnetScale"]["maximum"],
                                     description="Depth conditioning strength (ControlNet models)")
-    preview_every: IntProperty(name="Preview every", default=1, min=0, max=1000,
+    preview_every: IntProperty(name="Preview every", default=1, min=0, max=PARAMS["previewEvery"]["maximum"],
                                description="Send a preview every N steps (0 = no previews)")
 
     # ---- seed ----

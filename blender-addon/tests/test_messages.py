@@ -1,4 +1,5 @@
 import json
+import os
 import struct
 import unittest
 
@@ -32,6 +33,18 @@ class MessagesTest(unittest.TestCase):
             self.assertTrue(str(cm.exception).startswith("params."), str(cm.exception))
         with self.assertRaises(M.MessageError):
             M.build_params("x" * 4001)
+
+    def test_limits_are_the_services_from_the_generated_json(self):
+        # protocol_limits.json is written from src/protocol/limits.ts (test/protocol-limits.test.ts
+        # keeps it current): the service's default limits, not the looser schema bounds.
+        with open(os.path.join(os.path.dirname(M.__file__), "protocol_limits.json"), encoding="utf-8") as f:
+            limits = json.load(f)["limits"]
+        n, steps = limits["maxPromptChars"], limits["maxSteps"]
+        self.assertEqual(M.build_params("x" * n, "y" * n, steps=steps)["steps"], steps)
+        for kwargs in (dict(prompt="x" * (n + 1)), dict(prompt="x", negative_prompt="y" * (n + 1)),
+                       dict(prompt="x", steps=steps + 1)):
+            with self.assertRaises(M.MessageError, msg=str(kwargs)):
+                M.build_params(**kwargs)
 
     def test_frame_header_and_payload_order(self):
         params = M.build_params("p", steps=2, strength=0.5)

@@ -8,7 +8,8 @@ import { ModelCatalog } from '../engine/catalog.ts';
 import { Engine, resultPng } from '../engine/engine.ts';
 import { DepthcastError, isErrorCode, toDepthcastError } from '../errors.ts';
 import { depthcastHome, modelsRoot } from '../hub/paths.ts';
-import { checkRequestedSize, DEFAULT_SIZE_LIMITS } from '../pipelines/sizing.ts';
+import { checkRequestedSize } from '../pipelines/sizing.ts';
+import { DEFAULT_LIMITS } from '../protocol/limits.ts';
 import { decodeBinaryMessage, encodeBinaryMessage } from '../protocol/frame.ts';
 import { type FrameHeader, PROTOCOL_VERSION, ResultHeader, ServerHelloMessage } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
@@ -68,7 +69,7 @@ export class InProcessBackend implements Backend {
   async run(job: BackendJob, signal?: AbortSignal): Promise<BackendResult> {
     const entry = this.catalog.resolve(job.header.params.model);
     // The service's default size limits, so a manifest that runs in process also runs through a service.
-    checkRequestedSize(job.header.params, job.header.depth, DEFAULT_SIZE_LIMITS);
+    checkRequestedSize(job.header.params, job.header.depth, DEFAULT_LIMITS);
     // A signal of its own per job: the engine never removes its abort listener, and the batch's signal outlives thousands of jobs.
     const local = new AbortController();
     const forward = () => local.abort();

@@ -10,7 +10,7 @@ import { dirname, extname, resolve } from 'node:path';
 import { LineCounter, isMap, isSeq, parseDocument, type Node as YamlNode } from 'yaml';
 import { z } from 'zod';
 import { DepthcastError } from '../errors.ts';
-import { DepthKind, DepthRange, LayoutObject, RegionOptions, SchedulerName, SizingMode } from '../protocol/schemas.ts';
+import { DepthKind, GenerationParams, LayoutObject, RegionOptions } from '../protocol/schemas.ts';
 
 /** Scene, variation and camera labels become file names: keep them plain. */
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -21,17 +21,23 @@ const Seed = z.number().int().min(0).max(0xffffffff);
 /** Manifests may not expand into more outputs than this (a typo in a sweep should not queue a million jobs). */
 export const MAX_OUTPUTS = 100_000;
 
+/**
+ * The generation parameters a manifest may set, as the protocol schema declares them (without
+ * their optional/default wrappers, since a manifest leaves unset what the run should default).
+ */
+const P = GenerationParams.shape;
 const PARAM = {
-  model: z.string().min(1).max(128),
-  steps: z.number().int().min(1).max(1000),
-  guidance: z.number().min(0).max(50),
-  strength: z.number().gt(0).max(1),
-  scheduler: SchedulerName,
-  controlnetScale: z.number().min(0).max(4),
-  width: z.number().int().positive(),
-  height: z.number().int().positive(),
-  sizing: SizingMode,
-  depthRange: DepthRange,
+  model: P.model.unwrap(),
+  steps: P.steps.unwrap(),
+  guidance: P.guidance.unwrap(),
+  strength: P.strength.unwrap(),
+  scheduler: P.scheduler.unwrap(),
+  controlnetScale: P.controlnetScale.unwrap(),
+  width: P.width.unwrap(),
+  height: P.height.unwrap(),
+  sizing: P.sizing.unwrap(),
+  depthRange: P.depthRange.unwrap(),
+  prompt: P.prompt,
 };
 
 export const ManifestParams = z.object({
@@ -121,8 +127,8 @@ export const Layout = z.object({
 export const Variation = z.object({
   name: Name,
   /** Replaces the scene prompt; `{prompt}` inside it stands for the scene prompt. */
-  prompt: z.string().max(4000).optional(),
-  negative: z.string().max(4000).optional(),
+  prompt: PARAM.prompt.optional(),
+  negative: PARAM.prompt.optional(),
   params: ManifestParams.optional(),
 }).strict();
 
@@ -132,8 +138,8 @@ export const Scene = z.object({
   /** Init image (PNG or JPEG) for img2img. */
   init: FilePath.optional(),
   layout: Layout.optional(),
-  prompt: z.string().max(4000),
-  negative: z.string().max(4000).optional(),
+  prompt: PARAM.prompt,
+  negative: PARAM.prompt.optional(),
   seeds: z.array(Seed).min(1).optional(),
   /** N seeds derived from the scene name, the same on every run. */
   seedCount: z.number().int().min(1).max(10_000).optional(),
@@ -144,7 +150,7 @@ export const Scene = z.object({
 export type Scene = z.infer<typeof Scene>;
 
 export const Defaults = z.object({
-  negative: z.string().max(4000).optional(),
+  negative: PARAM.prompt.optional(),
   params: ManifestParams.optional(),
   seeds: z.array(Seed).min(1).optional(),
   seedCount: z.number().int().min(1).max(10_000).optional(),

@@ -6,7 +6,8 @@ import { depthRangeOf, readDepthFile } from '../depth/read.ts';
 import { Engine, resultPng } from '../engine/engine.ts';
 import { type CatalogEntry, ModelCatalog } from '../engine/catalog.ts';
 import { DepthcastError } from '../errors.ts';
-import { checkRequestedSize, DEFAULT_SIZE_LIMITS } from '../pipelines/sizing.ts';
+import { checkRequestedSize } from '../pipelines/sizing.ts';
+import { DEFAULT_LIMITS } from '../protocol/limits.ts';
 import { depthcastHome, modelsRoot } from '../hub/paths.ts';
 import { FrameHeader, describeZodError } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
@@ -72,7 +73,7 @@ export async function generateCommand(opts: GenerateOptions): Promise<void> {
   });
   if (!parsed.success) throw new DepthcastError('BAD_REQUEST', describeZodError(parsed.error));
   // The same size rule and limits as the service (src/pipelines/sizing.ts).
-  checkRequestedSize(parsed.data.params, parsed.data.depth, DEFAULT_SIZE_LIMITS);
+  checkRequestedSize(parsed.data.params, parsed.data.depth, DEFAULT_LIMITS);
   const engine = new Engine(opts.device, (line) => process.stderr.write(`${line}\n`));
   try {
     const result = await engine.run(

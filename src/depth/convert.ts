@@ -9,11 +9,9 @@
  * inverse depth from a 0.1 clip plane leaves everything past a few metres near black.
  */
 import { DepthcastError } from '../errors.ts';
-import { float16ToFloat32 } from '../runtime/float16.ts';
 import type { PlanarImage } from '../pipelines/types.ts';
-import { lazyWasm } from '../util/wasm.ts';
-import { NEARNESS_WASM_BASE64 } from './nearness-wasm.ts';
 import { resizeBicubic } from './resize.ts';
+import { type ForegroundStats, foregroundOf, loadDepthKernels } from './scan.ts';
 
 export type DepthKind = 'zdepth' | 'disparity' | 'normalized';
 export type DepthRange = 'fixed' | 'auto';
@@ -28,18 +26,6 @@ export interface DepthFrame {
   far: number;
 }
 
-/**
- * Foreground totals of a frame's decoded values (background excluded, as toNearness defines it).
- * The service's intake scan computes them on its way through the frame; handing them to
- * toNearness spares the engine a second full-resolution pass.
- */
-export interface ForegroundStats {
-  min: number;
-  max: number;
-  sum: number;
-  count: number;
-}
-
 export interface DepthStats {
   min: number;
   max: number;
@@ -49,69 +35,11 @@ export interface DepthStats {
 }
 
 /**
- * acc = [min, max, sum, foreground, invalid]; zdepth foreground is 0 <= v < far, invalid is NaN
- * or negative. Kept apart from otherStats on purpose: every live frame takes this path, and one
- * loop testing the kind per pixel measured ~15% slower.
- */
-function zdepthStats(data: Float32Array, far: number, acc: Float64Array): void {
-  let min = Infinity;
-  let max = -Infinity;
-  let sum = 0;
-  let fg = 0;
-  let invalid = 0;
-  for (let i = 0; i < data.length; i++) {
-    const v = data[i]!;
-    if (v >= 0 && v < far) {
-      if (v < min) min = v;
-      if (v > max) max = v;
-      sum += v;
-      fg++;
-    } else if (!(v >= 0)) {
-      invalid++;
-    }
-  }
-  acc.set([min, max, sum, fg, invalid]);
-}
-
-/** Disparity and normalized depth: background is +inf, or <= bgAtOrBelow, or 0 for disparity. */
-function isOtherBackground(v: number, bgAtOrBelow: number, disparity: boolean): boolean {
-  return v === Infinity || v <= bgAtOrBelow || (disparity && v === 0);
-}
-
-function otherStats(data: Float32Array, bgAtOrBelow: number, disparity: boolean, acc: Float64Array): void {
-  let min = Infinity;
-  let max = -Infinity;
-  let sum = 0;
-  let fg = 0;
-  let invalid = 0;
-  for (let i = 0; i < data.length; i++) {
-    const v = data[i]!;
-    if (!(v >= 0)) {
-      invalid++;
-      continue;
-    }
-    if (isOtherBackground(v, bgAtOrBelow, disparity)) continue;
-    if (v < min) min = v;
-    if (v > max) max = v;
-    sum += v;
-    fg++;
-  }
-  acc.set([min, max, sum, fg, invalid]);
-}
-
-interface NearnessModule {
-  memory: WebAssembly.Memory;
-  zdepthToNearness(src: number, dst: number, n: number, far: number, zNear: number, zFar: number, invFar: number, scale: number): void;
-}
-
-const loadNearness = lazyWasm<NearnessModule>(NEARNESS_WASM_BASE64);
-
-/**
- * zdepthToNearness in WebAssembly (nearness.wat), the same float32 results, ~2× the speed of
+ * zdepthToNearness in WebAssembly (depth.wat), the same float32 results, ~2× the speed of
  * the JavaScript loop; false when unavailable or when the frame does not fit its fixed memory.
  */
 export function zdepthToNearnessInWasm(data: Float32Array, out: Float32Array, far: number, zNear: number, zFar: number, invFar: number, scale: number): boolean {
-  const module = loadNearness();
+  const module = loadDepthKernels();
   if (!module || module.memory.buffer.byteLength < 2 * data.byteLength) return false;
   const { buffer } = module.memory;
   new Float32Array(buffer, 0, data.length).set(data);
@@ -120,7 +48,7 @@ export function zdepthToNearnessInWasm(data: Float32Array, out: Float32Array, fa
   return true;
 }
 
-/** Inverse depth between zNear and zFar, 0 for background (z >= far); the reference for nearness.wat. */
+/** Inverse depth between zNear and zFar, 0 for background (z >= far); the reference for depth.wat. */
 export function zdepthToNearness(data: Float32Array, out: Float32Array, far: number, zNear: number, zFar: number, invFar: number, scale: number): void {
   // Written without an early `continue`: this form measured ~1.5× faster in V8.
   for (let i = 0; i < data.length; i++) {
@@ -131,10 +59,10 @@ export function zdepthToNearness(data: Float32Array, out: Float32Array, far: num
 }
 
 /**
- * Validates a frame and returns nearness in [0,1] (near = 1, background = 0) plus statistics of
- * the foreground; written into `out` (width×height values, every one overwritten) when given.
- * With `known` (from a scan of these same values that also refused NaN and negatives) the
- * statistics pass is skipped.
+ * Validates a frame (scan.ts's rule) and returns nearness in [0,1] (near = 1, background = 0)
+ * plus statistics of the foreground; written into `out` (width×height values, every one
+ * overwritten) when given. With `known` (the intake's scan of these same values) the statistics
+ * pass is skipped.
  */
 export function toNearness(frame: DepthFrame, range: DepthRange, out?: Float32Array, known?: ForegroundStats): { nearness: Float32Array; stats: DepthStats } {
   const { data, width, height, kind, near, far } = frame;
@@ -143,32 +71,12 @@ export function toNearness(frame: DepthFrame, range: DepthRange, out?: Float32Ar
   }
   if (!(near > 0) || !(far > near)) throw new DepthcastError('BAD_DEPTH', `depth near/far must satisfy 0 < near < far (got ${near}, ${far})`);
   const n = data.length;
-  // Background: zdepth at or beyond far (inf included); disparity 0; normalized <= 0; any +inf.
-  // Written as one threshold test per kind so both passes stay tight loops over the frame.
-  // No closures over these locals: a captured variable lives in a heap context, and loading it
-  // on every pixel made these loops 3-4× slower (2-3.5 ms instead of ~0.5 at 512×512).
-  const zdepth = kind === 'zdepth';
-  const bgAtOrBelow = kind === 'normalized' ? 0 : -1;
-  const acc = new Float64Array(5);
-  if (known) acc.set([known.min, known.max, known.sum, known.count, 0]);
-  else if (zdepth) zdepthStats(data, far, acc);
-  else otherStats(data, bgAtOrBelow, kind === 'disparity', acc);
-  const min = acc[0]!;
-  const max = acc[1]!;
-  const sum = acc[2]!;
-  const fg = acc[3]!;
-  const invalid = acc[4]!;
-  let nan = 0;
-  let negative = 0;
-  if (invalid) for (let i = 0; i < n; i++) { const v = data[i]!; if (v !== v) nan++; else if (v < 0) negative++; }
-  if (nan) throw new DepthcastError('BAD_DEPTH', `depth has ${nan} NaN values; write background as +inf or a value >= far`);
-  if (negative) throw new DepthcastError('BAD_DEPTH', `depth has ${negative} negative values; ${kind} depth must be >= 0`);
-  if (fg === 0) throw new DepthcastError('BAD_DEPTH', `depth has no foreground: every pixel is background (>= far = ${far} or infinite); move the camera or raise far`);
-
+  // With `known`, the intake's scan of these same values has already refused bad depth.
+  const { min, max, sum, count: fg } = known ?? foregroundOf(data, kind, near, far);
   if (out && out.length !== n) throw new RangeError(`toNearness: out has ${out.length} values, expected ${n}`);
   const nearness = out ?? new Float32Array(n);
   const bgCount = n - fg;
-  if (zdepth) {
+  if (kind === 'zdepth') {
     // auto stretches the foreground to the frame, but where there is background (sky) the far
     // end stays at `far`, so the farthest object keeps a value above the background's 0.
     const zNear = range === 'auto' ? Math.max(min, near) : near;
@@ -181,10 +89,10 @@ export function toNearness(frame: DepthFrame, range: DepthRange, out?: Float32Ar
     const lo = range === 'auto' || kind === 'disparity' ? min : 0;
     const hi = range === 'auto' || kind === 'disparity' ? max : 1;
     const inv = 1 / (hi > lo ? hi - lo : 1);
-    const disparity = kind === 'disparity';
     for (let i = 0; i < n; i++) {
       const v = data[i]!;
-      if (isOtherBackground(v, bgAtOrBelow, disparity)) {
+      // Background of disparity and normalized depth (scan.ts): 0 or +inf; validation refused negatives.
+      if (v === 0 || v === Infinity) {
         nearness[i] = 0;
         continue;
       }
@@ -228,27 +136,7 @@ export function controlImageFromNearness(nearness: Float32Array, width: number, 
   return { data, width: outW, height: outH, channels };
 }
 
-/** Decodes raw little-endian depth pixels of a wire dtype to float32 values (u16 and f16 documented in docs/depth.md). */
-export function decodeDepthPixels(bytes: Uint8Array, dtype: 'f32' | 'f16' | 'u16', kind: DepthKind, near: number, far: number, count: number): Float32Array {
-  const bytesPer = dtype === 'f32' ? 4 : 2;
-  if (bytes.byteLength !== count * bytesPer) {
-    throw new DepthcastError('BAD_FRAME', `depth payload has ${bytes.byteLength} bytes, expected ${count} pixels × ${bytesPer} bytes (${dtype}) = ${count * bytesPer}`);
-  }
-  const aligned = bytes.byteOffset % bytesPer === 0 ? bytes : bytes.slice();
-  // f32 is read in place (a view of the caller's bytes); nothing downstream writes to it.
-  if (dtype === 'f32') return new Float32Array(aligned.buffer, aligned.byteOffset, count);
-  const u16 = new Uint16Array(aligned.buffer, aligned.byteOffset, count);
-  if (dtype === 'f16') return float16ToFloat32(u16);
-  // u16: 0..65535 spans near..far for zdepth (65535 = background); [0,1] otherwise.
-  const out = new Float32Array(count);
-  for (let i = 0; i < count; i++) {
-    const v = u16[i]! / 65535;
-    out[i] = kind === 'zdepth' ? (u16[i] === 65535 ? Infinity : near + v * (far - near)) : v;
-  }
-  return out;
-}
-
 /** Whether toNearness runs its linear-Z pass in WebAssembly here, for the tests that compare it with the JavaScript loop. */
 export function nearnessInWasm(): boolean {
-  return loadNearness() !== null;
+  return loadDepthKernels() !== null;
 }

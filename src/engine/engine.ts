@@ -5,7 +5,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { DepthcastError, isErrorCode } from '../errors.ts';
-import type { ForegroundStats } from '../depth/convert.ts';
+import type { ForegroundStats } from '../depth/scan.ts';
 import type { FrameHeader } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
 import { configureInferenceWorkerHeap } from './heap.ts';

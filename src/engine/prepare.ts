@@ -2,7 +2,8 @@
  * Turns a validated frame (header + raw parts) into pipeline input for a loaded model:
  * depth contract → model conditioning, init image, layout → region prompts, defaults.
  */
-import { controlImageFromNearness, decodeDepthPixels, type DepthStats, depthForDepth2img, type ForegroundStats, toNearness } from '../depth/convert.ts';
+import { controlImageFromNearness, type DepthStats, depthForDepth2img, toNearness } from '../depth/convert.ts';
+import { decodeDepthPixels, type ForegroundStats } from '../depth/scan.ts';
 import { DepthcastError } from '../errors.ts';
 import { decodeToPlanar } from '../image/codec.ts';
 import type { LoadedModel } from '../models/load.ts';

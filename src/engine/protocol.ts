@@ -1,5 +1,5 @@
 /** Messages between the engine (main thread) and its inference worker thread. */
-import type { ForegroundStats } from '../depth/convert.ts';
+import type { ForegroundStats } from '../depth/scan.ts';
 import type { FrameHeader, PreviewFormat, ResultFormat } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
 

@@ -5,12 +5,12 @@
 import { GCProfiler } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import { toDepthcastError } from '../errors.ts';
-import { encodeJpeg, encodePng, resizeRgb } from '../image/codec.ts';
+import { encodeJpeg, resizeRgb } from '../image/codec.ts';
 import { type LoadedModel, loadModel } from '../models/load.ts';
 import { DepthcastError } from '../errors.ts';
 import { generate } from '../pipelines/index.ts';
 import { createScheduler } from '../schedulers/index.ts';
-import { writeRgbPng } from '../image/png.ts';
+import { encodePng } from '../image/png.ts';
 import { Scratch } from '../util/scratch.ts';
 import { prepareJob } from './prepare.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts';
@@ -112,7 +112,7 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
       const text = { parameters: JSON.stringify(prepared.params), Software: 'depthcast' };
       // Live: a stored PNG written here while the last preview's JPEG encodes on the libuv pool.
       // Batch: sharp's adaptive filtering at level 6, where file size matters more than milliseconds.
-      image = msg.header.mode === 'live' ? writeRgbPng(rgb8, size.width, size.height, text, 0) : await encodePng(rgb8, size.width, size.height, text, 6);
+      image = await encodePng(rgb8, size.width, size.height, text, msg.header.mode === 'live' ? 0 : 6);
     }
     const encodeMs = performance.now() - t0;
     await previews;

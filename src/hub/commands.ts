@@ -269,13 +269,32 @@ export async function modelsPull(o: ModelsPullOptions, out: Out, ctx: CommandCon
   await pullCommand(o, out, ctx);
 }
 
+/** Progress on stderr as --progress asks: bars on a terminal or lines otherwise (auto), bars, lines, or none. */
+function progressView(mode: 'auto' | 'bars' | 'lines' | 'none' = 'auto', err: Out): PullProgressView | undefined {
+  if (mode === 'none') return undefined;
+  return new PullProgressView(err, mode === 'bars' ? true : mode === 'lines' ? false : Boolean(err.isTTY));
+}
+
+function printProblems(out: Out, report: VerifyReport): void {
+  for (const p of report.problems) line(out, `  ${p.code}: ${p.message}`);
+}
+
+/** The verify step after an install: `okLine`, or `problemsLine` and one line per problem. */
+function reportVerify(out: Out, report: VerifyReport, okLine: string, problemsLine: string): void {
+  if (report.ok) {
+    line(out, okLine);
+    return;
+  }
+  line(out, problemsLine);
+  printProblems(out, report);
+}
+
 /** modelsPull, returning what it did (for tests and callers that want the result). */
 export async function pullCommand(o: ModelsPullOptions, out: Out, ctx: CommandContext = {}): Promise<PullResult & { verify?: VerifyReport }> {
   const env = ctx.env ?? process.env;
   const home = homeOf(o, ctx);
   const errStream: Out = ctx.err ?? process.stderr;
-  const mode = o.progress ?? 'auto';
-  const view = mode === 'none' ? undefined : new PullProgressView(errStream, mode === 'bars' ? true : mode === 'lines' ? false : Boolean(errStream.isTTY));
+  const view = progressView(o.progress, errStream);
   const hubUrl = o.hubUrl ?? o.hub;
   const hub = { ...(hubUrl ? { hubUrl: hubUrl.replace(/\/+$/, '') } : {}), ...(o.fetch ? { fetch: o.fetch } : {}) };
   const common = {
@@ -331,11 +350,8 @@ export async function pullCommand(o: ModelsPullOptions, out: Out, ctx: CommandCo
   line(out, `installed ${result.name}: ${result.files} files, ${formatBytes(result.bytes)} in ${result.dir}${result.resumed ? ' (resumed)' : ''}`);
   if (o.verify === false) return result;
   const report = await verifyModel(result.dir, { home, hashes: false });
-  if (report.ok) line(out, `verify: ok${report.io.ran ? '' : ` (${report.notes.find((n) => n.startsWith('ONNX I/O')) ?? 'I/O not checked'})`}`);
-  else {
-    line(out, `verify found problems (the model is installed; fix or pick another model):`);
-    for (const p of report.problems) line(out, `  ${p.code}: ${p.message}`);
-  }
+  reportVerify(out, report, `verify: ok${report.io.ran ? '' : ` (${report.notes.find((n) => n.startsWith('ONNX I/O')) ?? 'I/O not checked'})`}`,
+    'verify found problems (the model is installed; fix or pick another model):');
   return { ...result, verify: report };
 }
 
@@ -360,8 +376,7 @@ export interface ModelsImportOptions {
 export async function modelsImport(o: ModelsImportOptions, out: Out, ctx: CommandContext = {}): Promise<PullResult & { verify?: VerifyReport }> {
   const home = homeOf(o, ctx);
   const errStream: Out = ctx.err ?? process.stderr;
-  const mode = o.progress ?? 'auto';
-  const view = mode === 'none' ? undefined : new PullProgressView(errStream, mode === 'bars' ? true : mode === 'lines' ? false : Boolean(errStream.isTTY));
+  const view = progressView(o.progress, errStream);
   const folderName = (dir: string) => nameFromRepo(dir.replace(/[\\/]+$/, '').split(/[\\/]/).pop() ?? 'model');
   const name = o.name ?? (o.controlnet ? `${folderName(o.dir)}-${folderName(o.controlnet)}` : folderName(o.dir));
   let result: PullResult;
@@ -379,11 +394,7 @@ export async function modelsImport(o: ModelsImportOptions, out: Out, ctx: Comman
   }
   line(out, `built and installed ${result.name}: ${result.files} files, ${formatBytes(result.bytes)} in ${result.dir}`);
   const report = await verifyModel(result.dir, { home, hashes: true });
-  if (report.ok) line(out, 'verify: ok');
-  else {
-    line(out, 'verify found problems:');
-    for (const p of report.problems) line(out, `  ${p.code}: ${p.message}`);
-  }
+  reportVerify(out, report, 'verify: ok', 'verify found problems:');
   return { ...result, verify: report };
 }
 
@@ -409,7 +420,7 @@ export async function modelsVerify(o: ModelsVerifyOptions, out: Out, ctx: Comman
   else {
     line(out, `${report.dir}: ${report.files} files, ${report.hashed} hashed, ${report.onnx} ONNX checked${report.io.ran ? `, loaded and dry-run on ${o.device ?? 'cpu'}` : ''}`);
     for (const n of report.notes) line(out, `  note: ${n}`);
-    for (const p of report.problems) line(out, `  ${p.code}: ${p.message}`);
+    printProblems(out, report);
     line(out, report.ok ? 'ok' : 'FAILED');
   }
   assertVerified(report);

@@ -1,8 +1,7 @@
-/** Image encode/decode through sharp, plus PNG text chunks for generation parameters. */
+/** Image decode, JPEG encode and resizing through sharp, and reading PNG text chunks (png.ts writes PNGs). */
 import sharp from 'sharp';
 import { DepthcastError } from '../errors.ts';
 import type { PlanarImage } from '../pipelines/types.ts';
-import { addPngText } from './png.ts';
 
 /** Reads the tEXt chunks of a PNG. */
 export function readPngText(png: Uint8Array): Record<string, string> {
@@ -21,16 +20,6 @@ export function readPngText(png: Uint8Array): Record<string, string> {
     offset += 12 + length;
   }
   return out;
-}
-
-/**
- * Live frames use level 0 (stored, ~2 ms at 512×512 whatever the content, 770 KiB): zlib at
- * level 1 takes 4-10 ms and level 6 up to 12 ms, which is latency a user watches on a local
- * link. Batches and saved files keep level 6.
- */
-export async function encodePng(rgb: Uint8Array, width: number, height: number, text?: Record<string, string>, compressionLevel = 6): Promise<Uint8Array> {
-  const png = await sharp(rgb, { raw: { width, height, channels: 3 } }).png({ compressionLevel, adaptiveFiltering: compressionLevel > 0 }).toBuffer();
-  return text ? addPngText(png, text) : new Uint8Array(png);
 }
 
 export async function encodeJpeg(rgb: Uint8Array, width: number, height: number, quality = 70): Promise<Uint8Array> {

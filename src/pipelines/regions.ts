@@ -27,33 +27,28 @@ function downsample(mask: Float32Array, width: number, height: number, factor: n
   return out;
 }
 
-function boxBlur(src: Float32Array, w: number, h: number, radius: number): Float32Array {
-  if (radius <= 0) return src;
-  const tmp = new Float32Array(src.length);
+/** One box-blur pass along rows (horizontal) or columns, averaging only the taps inside the image. */
+function blurPass(src: Float32Array, w: number, h: number, radius: number, horizontal: boolean): Float32Array {
   const out = new Float32Array(src.length);
+  const length = horizontal ? w : h;
+  const stride = horizontal ? 1 : w;
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {
+      const at = horizontal ? x : y;
       let sum = 0;
       let count = 0;
       for (let d = -radius; d <= radius; d++) {
-        const xx = x + d;
-        if (xx >= 0 && xx < w) { sum += src[y * w + xx]!; count++; }
-      }
-      tmp[y * w + x] = sum / count;
-    }
-  }
-  for (let y = 0; y < h; y++) {
-    for (let x = 0; x < w; x++) {
-      let sum = 0;
-      let count = 0;
-      for (let d = -radius; d <= radius; d++) {
-        const yy = y + d;
-        if (yy >= 0 && yy < h) { sum += tmp[yy * w + x]!; count++; }
+        if (at + d >= 0 && at + d < length) { sum += src[y * w + x + d * stride]!; count++; }
       }
       out[y * w + x] = sum / count;
     }
   }
   return out;
+}
+
+function boxBlur(src: Float32Array, w: number, h: number, radius: number): Float32Array {
+  if (radius <= 0) return src;
+  return blurPass(blurPass(src, w, h, radius, true), w, h, radius, false);
 }
 
 export interface MergedRegion {

@@ -7,6 +7,7 @@
  * exactly the requested size instead, within the service's generation-pixel limit.
  */
 import { DepthcastError } from '../errors.ts';
+import { checkLimit } from '../protocol/limits.ts';
 
 export type SizingMode = 'native' | 'exact';
 
@@ -40,25 +41,18 @@ export interface SizeLimits {
   maxGenerationPixels: number;
 }
 
-/** The service's defaults (4096² out, 1024² generated exactly); `generate` and in-process batches use them too. */
-export const DEFAULT_SIZE_LIMITS: Readonly<SizeLimits> = Object.freeze({ maxOutputPixels: 4096 * 4096, maxGenerationPixels: 1024 * 1024 });
-
-function limit(what: string, value: number, max: number, unit: string): void {
-  if (value > max) throw new DepthcastError('LIMIT_EXCEEDED', `${what} is ${value} ${unit}; this service allows at most ${max}`, { limit: max });
-}
-
 /**
  * Checks a request's sizes against the limits before any work: the output size, and for
  * sizing "exact" the multiples and the generation limit. Returns the output size.
  */
 export function checkRequestedSize(params: { width?: number; height?: number; sizing?: SizingMode }, depth: Size, limits: SizeLimits): Size {
   const out = requestedOutput(params, depth);
-  limit(`output size ${out.width}×${out.height}`, out.width * out.height, limits.maxOutputPixels, 'pixels');
+  checkLimit(`output size ${out.width}×${out.height}`, out.width * out.height, limits.maxOutputPixels, 'pixels');
   if (params.sizing === 'exact') {
     for (const key of ['width', 'height'] as const) {
       if (out[key] % EXACT_STEP !== 0) throw new DepthcastError('BAD_REQUEST', `sizing "exact" needs params.${key} in a multiple of ${EXACT_STEP}, got ${out[key]}; leave sizing at "native" for any output size`);
     }
-    limit(`sizing "exact" at ${out.width}×${out.height}`, out.width * out.height, limits.maxGenerationPixels, 'generated pixels');
+    checkLimit(`sizing "exact" at ${out.width}×${out.height}`, out.width * out.height, limits.maxGenerationPixels, 'generated pixels');
   }
   return out;
 }

@@ -4,6 +4,7 @@
  * incompatible change. docs/protocol.md is the prose version of this file.
  */
 import { z } from 'zod';
+import { WIRE_BOUNDS } from './limits.ts';
 
 export const PROTOCOL_VERSION = 1;
 
@@ -51,9 +52,9 @@ export const SizingMode = z.enum(['native', 'exact']);
 
 export const GenerationParams = z.object({
   /** A model name from the service's registry (GET /v1/models). Never a path. */
-  model: z.string().min(1).max(128).optional(),
-  prompt: z.string().max(4000),
-  negativePrompt: z.string().max(4000).default(''),
+  model: z.string().min(1).max(WIRE_BOUNDS.modelNameChars).optional(),
+  prompt: z.string().max(WIRE_BOUNDS.promptChars),
+  negativePrompt: z.string().max(WIRE_BOUNDS.promptChars).default(''),
   /** Output size (any size within maxOutputPixels); defaults to the depth frame's size. One side alone keeps the depth's aspect. */
   width: z.number().int().positive().optional(),
   height: z.number().int().positive().optional(),
@@ -63,7 +64,7 @@ export const GenerationParams = z.object({
    * of 8, within maxGenerationPixels). See src/pipelines/sizing.ts.
    */
   sizing: SizingMode.default('native'),
-  steps: z.number().int().min(1).max(1000).optional(),
+  steps: z.number().int().min(1).max(WIRE_BOUNDS.steps).optional(),
   guidance: z.number().min(0).max(50).optional(),
   /** Img2img strength in (0,1]; only used with an init image. */
   strength: z.number().gt(0).max(1).optional(),
@@ -110,8 +111,8 @@ export const InitImagePart = z.object({
 export const LayoutObject = z.object({
   /** Value of this object in the index map; 0 is background. */
   id: z.number().int().min(1).max(65535),
-  label: z.string().min(1).max(200),
-  prompt: z.string().max(4000).optional(),
+  label: z.string().min(1).max(WIRE_BOUNDS.labelChars),
+  prompt: z.string().max(WIRE_BOUNDS.promptChars).optional(),
   weight: z.number().min(0).max(10).default(1),
   /** Screen-space box [x0, y0, x1, y1] in frame pixels, informational. */
   bbox: z.tuple([z.number(), z.number(), z.number(), z.number()]).optional(),
@@ -123,7 +124,7 @@ export const LayoutPart = z.object({
   width: z.number().int().positive(),
   height: z.number().int().positive(),
   byteLength: z.number().int().nonnegative(),
-  objects: z.array(LayoutObject).max(256),
+  objects: z.array(LayoutObject).max(WIRE_BOUNDS.layoutObjects),
 }).strict();
 
 const Matrix4 = z.array(z.number().finite()).length(16);
@@ -311,7 +312,7 @@ export const HttpGenerateRequest = z.object({
     data: z.string(),
     width: z.number().int().positive(),
     height: z.number().int().positive(),
-    objects: z.array(LayoutObject).max(256),
+    objects: z.array(LayoutObject).max(WIRE_BOUNDS.layoutObjects),
   }).strict().optional(),
   params: GenerationParams,
 }).strict();

@@ -6,9 +6,10 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { controlImageFromNearness, decodeDepthPixels, toNearness } from '../../src/depth/convert.ts';
-import { encodeJpeg, encodePng } from '../../src/image/codec.ts';
-import { writeRgbPng } from '../../src/image/png.ts';
+import { controlImageFromNearness, toNearness } from '../../src/depth/convert.ts';
+import { decodeDepthPixels } from '../../src/depth/scan.ts';
+import { encodeJpeg } from '../../src/image/codec.ts';
+import { encodePng } from '../../src/image/png.ts';
 import { type LoadedModel, loadModel } from '../../src/models/load.ts';
 import { generate } from '../../src/pipelines/index.ts';
 import { decoderOutputToRgb8, floatDecoderOutputToRgb8, latentPreview } from '../../src/pipelines/steps.ts';
@@ -202,7 +203,7 @@ export async function benchCodecs(repeats: number): Promise<Record<string, numbe
     decodeToRgb8Js: await time(() => decoderOutputToRgb8(decoderOutput, plane, scratch.rgb8.view(3 * plane))),
     latentPreview: await time(() => latentPreview(latents, SD.latent, SD.latent)),
     previewJpeg: await time(() => encodeJpeg(latentPreview(latents, SD.latent, SD.latent).rgb, SD.latent, SD.latent)),
-    pngLive: await time(() => writeRgbPng(rgb, SD.width, SD.height, {}, 0)),
+    pngLive: await time(() => encodePng(rgb, SD.width, SD.height, {}, 0)),
     pngBatch: await time(() => encodePng(rgb, SD.width, SD.height)),
     jpeg512: await time(() => encodeJpeg(rgb, SD.width, SD.height)),
   };

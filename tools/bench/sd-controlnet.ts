@@ -53,6 +53,19 @@ class Builder {
     return this.g.int64(`i${++this.n}`, [values.length], values);
   }
 
+  /** The inputs the ControlNet and the UNet share: sample [B,4,h,w], timestep float32 [B], encoder_hidden_states [B,77,768]. */
+  sdInputs(): void {
+    this.g.input('sample', this.type, ['batch', 4, 'height', 'width']);
+    this.g.input('timestep', 'float32', ['batch']);
+    this.g.input('encoder_hidden_states', this.type, ['batch', 77, 768]);
+  }
+
+  /** A per-batch-entry scalar [B,1,1,1]: the mean of the text states, so the model reads them. */
+  textBias(): string {
+    const mean = this.g.op('ReduceMean', ['encoder_hidden_states'], { axes: attr.ints([1, 2]), keepdims: attr.int(1) });
+    return this.g.op('Unsqueeze', [mean, this.ints([3])]);
+  }
+
   /** A per-batch-entry scalar [B,1,1,1] from the timestep (float32 [B]). */
   timeBias(): string {
     return this.cast(this.g.op('Reshape', [this.g.op('Mul', ['timestep', this.g.float(`t${++this.n}`, [], [1e-4])]), this.ints([-1, 1, 1, 1])]));
@@ -66,14 +79,11 @@ class Builder {
 export function buildSdControlnet(dtype: 'fp32' | 'fp16'): Uint8Array {
   const b = new Builder('sd15_controlnet_io', dtype === 'fp16' ? 'float16' : 'float32');
   const { g } = b;
-  g.input('sample', b.type, ['batch', 4, 'height', 'width']);
-  g.input('timestep', 'float32', ['batch']);
-  g.input('encoder_hidden_states', b.type, ['batch', 77, 768]);
+  b.sdInputs();
   g.input('controlnet_cond', b.type, ['batch', 3, 'image_height', 'image_width']);
   g.input('conditioning_scale', b.type, []);
   const cond = g.op('AveragePool', ['controlnet_cond'], { kernel_shape: attr.ints([8, 8]), strides: attr.ints([8, 8]) });
-  const text = g.op('ReduceMean', ['encoder_hidden_states'], { axes: attr.ints([1, 2]), keepdims: attr.int(1) });
-  const bias = g.op('Add', [b.timeBias(), g.op('Unsqueeze', [text, b.ints([3])])]);
+  const bias = g.op('Add', [b.timeBias(), b.textBias()]);
   const base = g.op('Add', [g.op('Concat', [cond, 'sample'], { axis: attr.int(1) }), bias]);
   const pooled = new Map<number, string>([[1, base]]);
   SD15_RESIDUALS.forEach(([channels, scale], i) => {
@@ -97,11 +107,9 @@ export function buildSdControlnet(dtype: 'fp32' | 'fp16'): Uint8Array {
 export function buildSdControlledUnet(dtype: 'fp32' | 'fp16'): Uint8Array {
   const b = new Builder('sd15_unet_io', dtype === 'fp16' ? 'float16' : 'float32');
   const { g } = b;
-  g.input('sample', b.type, ['batch', 4, 'height', 'width']);
-  g.input('timestep', 'float32', ['batch']);
-  g.input('encoder_hidden_states', b.type, ['batch', 77, 768]);
+  b.sdInputs();
   let acc = g.op('Add', [g.op('Mul', ['sample', b.constant(0.9)]), b.timeBias()]);
-  acc = g.op('Add', [acc, g.op('Unsqueeze', [g.op('ReduceMean', ['encoder_hidden_states'], { axes: attr.ints([1, 2]), keepdims: attr.int(1) }), b.ints([3])])]);
+  acc = g.op('Add', [acc, b.textBias()]);
   SD15_RESIDUALS.forEach(([channels, scale], i) => {
     const name = residualNames(i).unet;
     g.input(name, b.type, ['batch', channels, `height/${scale}`, `width/${scale}`]);

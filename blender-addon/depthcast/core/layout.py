@@ -3,10 +3,12 @@ optional prompt, weight and screen-space bounding box (protocol ``LayoutPart``).
 import array
 import math
 
+from .protocol_limits import BOUNDS, LAYOUT_OBJECT, MAX_PROMPT_CHARS
+
 #: The protocol allows at most this many objects in a layout.
-MAX_OBJECTS = 256
-MAX_LABEL_CHARS = 200
-MAX_PROMPT_CHARS = 4000
+MAX_OBJECTS = BOUNDS["layoutObjects"]
+MAX_LABEL_CHARS = BOUNDS["labelChars"]
+_WEIGHT = LAYOUT_OBJECT["weight"]
 
 
 class LayoutEntry:
@@ -35,14 +37,14 @@ def clean_prompt(value):
 
 
 def clean_weight(value, default=1.0):
-    """A custom-property weight clamped to the protocol's [0, 10]; junk becomes ``default``."""
+    """A custom-property weight clamped to the protocol's range ([0, 10]); junk becomes ``default``."""
     try:
         w = float(value)
     except (TypeError, ValueError):
         return default
     if not math.isfinite(w):
         return default
-    return min(10.0, max(0.0, w))
+    return min(float(_WEIGHT["maximum"]), max(float(_WEIGHT["minimum"]), w))
 
 
 def build_layout(index_values, width, height, entries, max_objects=MAX_OBJECTS):

@@ -1,6 +1,6 @@
 """Messages of the depthcast wire protocol, built and checked on the client side
-(mirror of src/protocol/schemas.ts, protocol 1). Checking here lets the panel say which field is
-wrong before anything is sent; the service checks again."""
+(src/protocol/schemas.ts; its bounds and limits come from protocol_limits.json). Checking here
+lets the panel say which field is wrong before anything is sent; the service checks again."""
 import json
 import os
 import re
@@ -9,20 +9,19 @@ import time
 from . import framing
 from .depth import DepthImage
 from .layout import wire_objects
+from .protocol_limits import MAX_PROMPT_CHARS, MAX_STEPS, PARAMS, PROTOCOL_VERSION, choices, param_range
 
-PROTOCOL_VERSION = 1
 CLIENT_NAME = "depthcast-blender"
 
-SCHEDULERS = ("ddim", "pndm", "euler", "euler-a", "dpmpp-2m", "dpmpp-2m-karras", "lcm")
-DEPTH_RANGES = ("fixed", "auto")
+SCHEDULERS = choices(PARAMS["scheduler"])
+DEPTH_RANGES = choices(PARAMS["depthRange"])
 #: rgb8 previews are raw bytes: nothing for the service to encode or for Blender to decode.
-PREVIEW_FORMATS = ("jpeg", "rgb8")
+PREVIEW_FORMATS = choices(PARAMS["previewFormat"])
 #: Live results can come raw too (rgb8); "png" (the default) is what gets saved.
-RESULT_FORMATS = ("png", "rgb8")
+RESULT_FORMATS = choices(PARAMS["resultFormat"])
 MODES = ("live", "batch")
 ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-MAX_PROMPT_CHARS = 4000
-MAX_SEED = 0xFFFFFFFF
+MAX_SEED = PARAMS["seed"]["maximum"]
 
 
 class MessageError(ValueError):
@@ -58,6 +57,18 @@ def _num(field, value, lo=None, hi=None, integer=False, lo_open=False):
     return int(value) if integer else float(value)
 
 
+def _param(name, value, schema=None, hi=None):
+    """A numeric parameter checked against its protocol schema (``hi`` lowers the schema's maximum to a limit)."""
+    lo, schema_hi, integer, lo_open = param_range(schema or PARAMS[name])
+    return _num("params." + name, value, lo, schema_hi if hi is None else hi, integer=integer, lo_open=lo_open)
+
+
+def _choice(name, value, allowed):
+    if value not in allowed:
+        raise MessageError("params." + name, "one of %s (got %r)" % (", ".join(allowed), value))
+    return value
+
+
 def build_params(prompt, negative_prompt="", *, model=None, width=None, height=None, steps=None, guidance=None,
                  strength=None, seed=None, scheduler=None, controlnet_scale=None, depth_range=None,
                  preview_every=None, preview_format=None, result_format=None, compose_from_labels=None, feather=None):
@@ -70,47 +81,39 @@ def build_params(prompt, negative_prompt="", *, model=None, width=None, height=N
         raise MessageError("params.negativePrompt", "at most %d characters" % MAX_PROMPT_CHARS)
     params = {"prompt": prompt, "negativePrompt": negative_prompt or ""}
     if model:
-        if len(model) > 128:
-            raise MessageError("params.model", "at most 128 characters")
+        if len(model) > PARAMS["model"]["maxLength"]:
+            raise MessageError("params.model", "at most %d characters" % PARAMS["model"]["maxLength"])
         params["model"] = model
     if width is not None:
-        params["width"] = _num("params.width", width, 1, integer=True)
+        params["width"] = _param("width", width)
     if height is not None:
-        params["height"] = _num("params.height", height, 1, integer=True)
+        params["height"] = _param("height", height)
     if steps is not None:
-        params["steps"] = _num("params.steps", steps, 1, 1000, integer=True)
+        params["steps"] = _param("steps", steps, hi=MAX_STEPS)
     if guidance is not None:
-        params["guidance"] = _num("params.guidance", guidance, 0, 50)
+        params["guidance"] = _param("guidance", guidance)
     if strength is not None:
-        params["strength"] = _num("params.strength", strength, 0, 1, lo_open=True)
+        params["strength"] = _param("strength", strength)
     if seed is not None:
-        params["seed"] = _num("params.seed", seed, 0, MAX_SEED, integer=True)
+        params["seed"] = _param("seed", seed)
     if scheduler:
-        if scheduler not in SCHEDULERS:
-            raise MessageError("params.scheduler", "one of %s (got %r)" % (", ".join(SCHEDULERS), scheduler))
-        params["scheduler"] = scheduler
+        params["scheduler"] = _choice("scheduler", scheduler, SCHEDULERS)
     if controlnet_scale is not None:
-        params["controlnetScale"] = _num("params.controlnetScale", controlnet_scale, 0, 4)
+        params["controlnetScale"] = _param("controlnetScale", controlnet_scale)
     if depth_range is not None:
-        if depth_range not in DEPTH_RANGES:
-            raise MessageError("params.depthRange", "'fixed' or 'auto' (got %r)" % (depth_range,))
-        params["depthRange"] = depth_range
+        params["depthRange"] = _choice("depthRange", depth_range, DEPTH_RANGES)
     if preview_every is not None:
-        params["previewEvery"] = _num("params.previewEvery", preview_every, 0, 1000, integer=True)
+        params["previewEvery"] = _param("previewEvery", preview_every)
     if preview_format is not None:
-        if preview_format not in PREVIEW_FORMATS:
-            raise MessageError("params.previewFormat", "one of %s (got %r)" % (", ".join(PREVIEW_FORMATS), preview_format))
-        params["previewFormat"] = preview_format
+        params["previewFormat"] = _choice("previewFormat", preview_format, PREVIEW_FORMATS)
     if result_format is not None:
-        if result_format not in RESULT_FORMATS:
-            raise MessageError("params.resultFormat", "one of %s (got %r)" % (", ".join(RESULT_FORMATS), result_format))
-        params["resultFormat"] = result_format
+        params["resultFormat"] = _choice("resultFormat", result_format, RESULT_FORMATS)
     if compose_from_labels is not None or feather is not None:
         regions = {}
         if compose_from_labels is not None:
             regions["composeFromLabels"] = bool(compose_from_labels)
         if feather is not None:
-            regions["feather"] = _num("params.regions.feather", feather, 0, 16)
+            regions["feather"] = _param("regions.feather", feather, PARAMS["regions"]["properties"]["feather"])
         params["regions"] = regions
     return params
 

@@ -1,19 +1,20 @@
 /**
- * Cheap checks on raw depth payloads: NaN / negative / all-background depth is refused before
- * queueing (BAD_DEPTH), mirroring src/depth/convert.ts, which still does the real conversion in
- * the engine. For live frames the same pass also records a small nearness grid (block means,
- * at most SIMILARITY_GRID² cells) that the similarity skip compares.
+ * Reading and validating depth: the wire dtypes decoded to floats, NaN / negative /
+ * all-background depth refused (BAD_DEPTH), and the foreground totals that toNearness
+ * (convert.ts) stretches by. The service's intake scans each payload here before queueing; the
+ * CLI and local batches validate decoded files through foregroundOf, the same rule. For live
+ * frames the intake's pass also records a small nearness grid (block means, at most
+ * SIMILARITY_GRID² cells) that the similarity skip compares.
  *
  * The scan copies the payload once into a buffer of its own, aligned, reads it in place, and
  * the engine then moves (transfers) that buffer to the inference worker: cheaper than the
  * structured clone of a view of the received message (two copies) plus the worker's own
  * realignment copy, since a header of any length leaves f32 samples at any byte offset.
  */
-import { DepthcastError } from '../src/errors.ts';
-import type { ForegroundStats } from '../src/depth/convert.ts';
-import { float16ToFloat32 } from '../src/runtime/float16.ts';
-import { lazyWasm } from '../src/util/wasm.ts';
-import { DEPTH_SCAN_WASM_BASE64 } from './depth-scan-wasm.ts';
+import { DepthcastError } from '../errors.ts';
+import { float16ToFloat32 } from '../runtime/float16.ts';
+import { lazyWasm } from '../util/wasm.ts';
+import { DEPTH_WASM_BASE64 } from './depth-wasm.ts';
 
 export interface DepthLayout {
   width: number;
@@ -25,6 +26,18 @@ export interface DepthLayout {
 }
 
 export const BYTES_PER_SAMPLE = { f32: 4, f16: 2, u16: 2 } as const;
+
+/**
+ * Foreground totals of a frame's decoded values (background: zdepth at or beyond far, other kinds
+ * 0; +inf always). The intake computes them on its way through the frame; handing them to
+ * toNearness spares the engine a second full-resolution pass.
+ */
+export interface ForegroundStats {
+  min: number;
+  max: number;
+  sum: number;
+  count: number;
+}
 
 /** Largest side of the nearness grid; frames up to this size are compared pixel by pixel. */
 export const SIMILARITY_GRID = 256;
@@ -42,15 +55,17 @@ export interface ScannedDepth {
   gridHeight: number;
 }
 
-/** Decodes one row of 16-bit samples (`raw16`, the row's view of the aligned copy) into `out` as the floats the engine will see (docs/depth.md: u16 65535 = zdepth background). */
-function decodeRow(raw16: Uint16Array, part: DepthLayout, out: Float32Array): void {
-  const width = part.width;
+/**
+ * Decodes 16-bit samples (`raw16`: a row of the intake's aligned copy, or a whole frame) into
+ * `out` (as many values) as the floats the engine converts (docs/depth.md: u16 0..65535 spans
+ * near..far for zdepth, 65535 = background; [0,1] otherwise). The intake's statistics and the
+ * engine's values come from this one function, so they describe the same numbers.
+ */
+function decodeRow(raw16: Uint16Array, part: Omit<DepthLayout, 'width' | 'height'>, out: Float32Array): void {
+  const width = out.length;
   if (part.dtype === 'f16') {
-    // As decodeDepthPixels decodes them, through the same table.
     float16ToFloat32(raw16, out);
   } else if (part.kind === 'zdepth') {
-    // The same expression as decodeDepthPixels, so the foreground statistics handed to the
-    // engine are those of the very values it converts.
     const span = part.far - part.near;
     for (let i = 0; i < width; i++) {
       const h = raw16[i]!;
@@ -125,23 +140,65 @@ function scanRow(
   totals[SUM]! += sum;
 }
 
-interface DepthScanModule {
+function emptyTotals(): Float64Array {
+  return new Float64Array([0, 0, 0, Infinity, -Infinity, 0]);
+}
+
+/** The foreground of a finished scan; BAD_DEPTH for NaN, negative or all-background depth. */
+function checkedForeground(totals: Float64Array, kind: DepthLayout['kind'], far: number): ForegroundStats {
+  const nan = totals[NAN]!;
+  const negative = totals[NEGATIVE]!;
+  if (nan) throw new DepthcastError('BAD_DEPTH', `depth has ${nan} NaN values; write background as +inf or a value >= far`);
+  if (negative) throw new DepthcastError('BAD_DEPTH', `depth has ${negative} negative values; ${kind} depth must be >= 0`);
+  if (!totals[FOREGROUND]) {
+    throw new DepthcastError('BAD_DEPTH', `depth has no foreground: every pixel is background (${kind === 'zdepth' ? `>= far = ${far} or infinite; move the camera or raise far` : 'zero or infinite'})`);
+  }
+  return { min: totals[MIN]!, max: totals[MAX]!, sum: totals[SUM]!, count: totals[FOREGROUND]! };
+}
+
+/**
+ * Foreground totals of decoded depth values, refusing what the intake refuses (BAD_DEPTH): the
+ * check for depth that did not pass the intake's scan (files read by the CLI and local batches).
+ */
+export function foregroundOf(values: Float32Array, kind: DepthLayout['kind'], near: number, far: number): ForegroundStats {
+  const totals = emptyTotals();
+  scanRow(values, kind === 'zdepth', kind === 'normalized', near, far, 1 / far, 1 / (1 / near - 1 / far), undefined, 0, undefined, totals);
+  return checkedForeground(totals, kind, far);
+}
+
+/** Decodes raw little-endian depth pixels of a wire dtype to float32 values (decodeRow says how). */
+export function decodeDepthPixels(bytes: Uint8Array, dtype: DepthLayout['dtype'], kind: DepthLayout['kind'], near: number, far: number, count: number): Float32Array {
+  const bytesPer = BYTES_PER_SAMPLE[dtype];
+  if (bytes.byteLength !== count * bytesPer) {
+    throw new DepthcastError('BAD_FRAME', `depth payload has ${bytes.byteLength} bytes, expected ${count} pixels × ${bytesPer} bytes (${dtype}) = ${count * bytesPer}`);
+  }
+  const aligned = bytes.byteOffset % bytesPer === 0 ? bytes : bytes.slice();
+  // f32 is read in place (a view of the caller's bytes); nothing downstream writes to it.
+  if (dtype === 'f32') return new Float32Array(aligned.buffer, aligned.byteOffset, count);
+  const out = new Float32Array(count);
+  decodeRow(new Uint16Array(aligned.buffer, aligned.byteOffset, count), { dtype, kind, near, far }, out);
+  return out;
+}
+
+/** depth.wat: the scan below and convert.ts's linear Z → nearness, in one module and one memory. */
+export interface DepthKernels {
   memory: WebAssembly.Memory;
   scanZdepth(
     src: number, width: number, height: number, near: number, far: number, invFar: number, invSpan: number,
     withGrid: number, grid: number, gridWidth: number, rows: number, cols: number, totals: number,
   ): void;
+  zdepthToNearness(src: number, dst: number, n: number, far: number, zNear: number, zFar: number, invFar: number, scale: number): void;
 }
 
-const loadDepthScan = lazyWasm<DepthScanModule>(DEPTH_SCAN_WASM_BASE64);
+export const loadDepthKernels = lazyWasm<DepthKernels>(DEPTH_WASM_BASE64);
 
 /** Whether linear-Z f32 frames are scanned in WebAssembly here (false: WebAssembly is unavailable). */
 export function depthScanInWasm(): boolean {
-  return loadDepthScan() !== null;
+  return loadDepthKernels() !== null;
 }
 
 /**
- * The linear-Z f32 scan in WebAssembly (depth-scan.wat): the same arithmetic and order as
+ * The linear-Z f32 scan in WebAssembly (depth.wat): the same arithmetic and order as
  * scanRow, so the same totals and grid bits, at about twice the speed. False when the module is
  * unavailable or the frame does not fit its fixed memory; the caller then scans in JavaScript.
  */
@@ -149,7 +206,7 @@ function scanZdepthInWasm(
   values: Uint8Array, part: DepthLayout, invFar: number, invSpan: number,
   grid: Float32Array | undefined, gridWidth: number, rowCell: Int32Array | undefined, colCell: Int32Array | undefined, totals: Float64Array,
 ): boolean {
-  const module = loadDepthScan();
+  const module = loadDepthKernels();
   if (!module) return false;
   const { width, height } = part;
   const gridAt = values.byteLength;
@@ -190,7 +247,7 @@ export function scanDepth(bytes: Uint8Array, part: DepthLayout, withNearness: bo
   const rows = grid ? blocks(height, gridHeight) : undefined;
   const invFar = 1 / far;
   const invSpan = 1 / (1 / near - invFar);
-  const totals = new Float64Array([0, 0, 0, Infinity, -Infinity, 0]);
+  const totals = emptyTotals();
   const inWasm = zdepth && direct !== undefined && !inJavaScript &&
     scanZdepthInWasm(owned, part, invFar, invSpan, grid, gridWidth, rows?.index, cols?.index, totals);
   for (let y = 0; y < height && !inWasm; y++) {
@@ -203,14 +260,7 @@ export function scanDepth(bytes: Uint8Array, part: DepthLayout, withNearness: bo
     }
     scanRow(values, zdepth, part.kind === 'normalized', near, far, invFar, invSpan, grid, rows ? rows.index[y]! * gridWidth : 0, cols?.index, totals);
   }
-  const nan = totals[NAN]!;
-  const negative = totals[NEGATIVE]!;
-  if (nan) throw new DepthcastError('BAD_DEPTH', `depth has ${nan} NaN values; write background as +inf or a value >= far`);
-  if (negative) throw new DepthcastError('BAD_DEPTH', `depth has ${negative} negative values; ${part.kind} depth must be >= 0`);
-  if (!totals[FOREGROUND]) {
-    throw new DepthcastError('BAD_DEPTH', `depth has no foreground: every pixel is background (${zdepth ? `>= far = ${far} or infinite` : 'zero or infinite'})`);
-  }
-  const foreground = { min: totals[MIN]!, max: totals[MAX]!, sum: totals[SUM]!, count: totals[FOREGROUND]! };
+  const foreground = checkedForeground(totals, part.kind, far);
   const scanned: ScannedDepth = { part, bytes: owned, foreground, gridWidth, gridHeight };
   if (grid) {
     // Block means; disparity is scaled by its largest value so that it lands in [0, 1].

@@ -1,10 +1,12 @@
-;; The intake scan of linear-Z depth (server/depth-scan.ts, scanRow's zdepth branch) for the
-;; whole frame in one call, in the same double-precision arithmetic and order, so its totals and
-;; nearness grid are bit-identical to the JavaScript form (~2× its speed). Assembled by
-;; tools/build-wasm.mjs into depth-scan-wasm.ts.
+;; The two full-frame passes over linear-Z depth, each in the same double-precision arithmetic
+;; and order as the JavaScript it stands in for, so every value it writes is bit-identical:
+;; the intake scan (src/depth/scan.ts, scanRow's zdepth branch) and linear Z → nearness
+;; (src/depth/convert.ts, zdepthToNearness). Both pay at 512² and 1024² frames
+;; (docs/performance.md). Assembled by tools/build-wasm.mjs into depth-wasm.ts.
 (module
-  ;; 20 MiB, never grown (see src/image/rgb8.ts): room for the default 4 MP depth limit.
-  (memory (export "memory") 320)
+  ;; 36 MiB, never grown (see src/image/rgb8.ts): the nearness pass's in and out planes for the
+  ;; default 4 MP depth limit; the scan's frame, grid and cell maps fit in less.
+  (memory (export "memory") 576)
 
   ;; Depth values (f32, $width × $height, rows top-down) at $src. Counts NaN and negative values;
   ;; for each foreground value (0 <= v < far) keeps min, max, the sum (added per row, then per
@@ -68,4 +70,25 @@
     (f64.store offset=24 (local.get $totals) (local.get $min))
     (f64.store offset=32 (local.get $totals) (local.get $max))
     (f64.store offset=40 (local.get $totals) (local.get $sum)))
+
+  ;; $n f32 values at $src → $n f32 nearness values at $dst.
+  (func (export "zdepthToNearness")
+    (param $src i32) (param $dst i32) (param $n i32) (param $far f64) (param $zNear f64) (param $zFar f64) (param $invFar f64) (param $scale f64)
+    (local $i i32) (local $v f64)
+    (block $done
+      (loop $next
+        (br_if $done (i32.ge_u (local.get $i) (local.get $n)))
+        (local.set $v (f64.promote_f32 (f32.load (local.get $src))))
+        (f32.store (local.get $dst)
+          (f32.demote_f64
+            (select
+              (f64.const 0)
+              (f64.mul
+                (f64.sub (f64.div (f64.const 1) (f64.min (f64.max (local.get $v) (local.get $zNear)) (local.get $zFar))) (local.get $invFar))
+                (local.get $scale))
+              (f64.ge (local.get $v) (local.get $far)))))
+        (local.set $src (i32.add (local.get $src) (i32.const 4)))
+        (local.set $dst (i32.add (local.get $dst) (i32.const 4)))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br $next))))
 )
