@@ -595,7 +595,7 @@ def stop():
 def register():
     if _on_load_pre not in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.append(_on_load_pre)
-    overlay.register()
+    overlay.register(is_running)
 
 
 def unregister():

@@ -157,7 +157,7 @@ class _MockLayout:
 def step_draw_panels(scene):
     """Runs every panel's and the preferences' draw() against a checking mock layout, with and
     without a result, errors and per-object prompts."""
-    from depthcast import preferences, ui
+    from depthcast import preference_values, preferences, ui
 
     class Ctx:
         pass
@@ -194,7 +194,7 @@ def step_draw_panels(scene):
     s.near_far = "CAMERA"
     s.use_steps = s.use_guidance = False
     try:
-        preferences.DepthcastPreferences.draw(_PanelProxy(_MockLayout(), preferences.get_prefs()), ctx)
+        preferences.DepthcastPreferences.draw(_PanelProxy(_MockLayout(), preference_values.get_prefs()), ctx)
     except Exception:
         _MockLayout.problems.append("preferences draw: %s" % traceback.format_exc(limit=3))
     check("panels, object list and preferences draw (checked mock layout)", not _MockLayout.problems and
@@ -289,9 +289,9 @@ def pump(client, until, timeout):
 
 
 def step_connect(client, args):
-    from depthcast import preferences
+    from depthcast import preference_values
 
-    prefs = preferences.get_prefs()
+    prefs = preference_values.get_prefs()
     prefs.server_url = args.server
     prefs.token = args.token
     sess = client.start()
@@ -578,9 +578,9 @@ def step_batch(blend, out, args):
 def step_local_service(client, args):
     """Preferences > "start a local service": spawns `depthcast serve` on a free port, connects,
     and stops it again."""
-    from depthcast import preferences
+    from depthcast import preference_values
 
-    prefs = preferences.get_prefs()
+    prefs = preference_values.get_prefs()
     prefs.service_command = args.service_command
     prefs.service_models_dir = args.service_models_dir
     prefs.service_model = args.model
