@@ -1,5 +1,5 @@
 /**
- * Depth of `.blend` scenes: Blender renders linear Z headless (render_depth.py beside this file)
+ * Depth of `.blend` scenes: Blender renders linear Z headless (blender-addon/scripts/batch_depth_files.py)
  * into float32 .npy files under <out>/.depth/<scene>/, which the batch then reads like any depth
  * file. The folder keeps request.json (what was asked: file hash, cameras, frames, size, engine)
  * and render.json (what came out); a later run reuses it when the request is the same.
@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DepthcastError } from '../errors.ts';
 
-export const RENDER_SCRIPT = fileURLToPath(new URL('./blender/render_depth.py', import.meta.url));
+export const RENDER_SCRIPT = fileURLToPath(new URL('../../blender-addon/scripts/batch_depth_files.py', import.meta.url));
 
 /** The Blender executable: $DEPTHCAST_BLENDER, else `blender` on PATH. */
 export function blenderExecutable(env: NodeJS.ProcessEnv = process.env): string {

@@ -1,6 +1,6 @@
 """Renders linear camera-Z depth of a .blend headless, for `depthcast batch`.
 
-    blender -b scene.blend --python-exit-code 3 --python render_depth.py -- \
+    blender -b scene.blend --python-exit-code 3 --python batch_depth_files.py -- \
         --out DIR [--camera NAME ...] [--frame N ...] [--resolution W H] [--engine auto|cycles|workbench]
 
 For every camera x frame it writes DIR/view-<i>.npy (float32, H x W, row 0 = top; background
@@ -25,7 +25,7 @@ from array import array
 import bpy
 
 # The add-on's capture module renders the depth; this script only picks views and writes files.
-sys.path.insert(0, os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "blender-addon")))
+sys.path.insert(0, os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")))
 from depthcast import capture  # noqa: E402
 
 ENGINES = {"auto": "AUTO", "cycles": "CYCLES", "workbench": "WORKBENCH"}
@@ -39,7 +39,7 @@ def fail(message):
 
 def parse_args():
     argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
-    p = argparse.ArgumentParser(prog="render_depth.py")
+    p = argparse.ArgumentParser(prog="batch_depth_files.py")
     p.add_argument("--out", required=True)
     p.add_argument("--camera", action="append", default=[])
     p.add_argument("--frame", action="append", type=int, default=[])
