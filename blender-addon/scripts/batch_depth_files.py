@@ -1,19 +1,15 @@
-"""Renders linear camera-Z depth of a .blend headless, for `depthcast batch`.
+"""The depth-files output of depthcast_batch.py (``--depth-files``), for `depthcast batch` on a
+.blend (src/batch/blender.ts reads what it writes).
 
-    blender -b scene.blend --python-exit-code 3 --python batch_depth_files.py -- \
-        --out DIR [--camera NAME ...] [--frame N ...] [--resolution W H] [--engine auto|cycles|workbench]
-
-For every camera x frame it writes DIR/view-<i>.npy (float32, H x W, row 0 = top; background
-= +inf) and finally DIR/render.json, which lists each view with its camera, frame, size, the
+For every camera x frame it writes OUT/view-<i>.npy (float32, H x W, row 0 = top; background
+= +inf) and finally OUT/render.json, which lists each view with its camera, frame, size, the
 camera's clip range (near/far) and the range of the geometry in view (min/max). render.json is
-written last, so a folder without it is an unfinished render.
+written last, so a folder without it is an unfinished render: the first view that cannot be
+rendered ends the run.
 
-How: through the add-on's own capture (blender-addon/depthcast/capture.py), the one
-implementation of Blender depth rendering in depthcast: a throw-away copy of the scene, the Z
-pass out of a compositor File Output node as 32-bit EXR, rows flipped to top-down, background
-as +inf. The file is never saved. Only Blender's bundled Python is used (no numpy).
+The depth is the add-on's capture (depthcast/capture.py) with the camera's clip range, no
+layout and +inf background. Only Blender's bundled Python is used (no numpy).
 """
-import argparse
 import json
 import math
 import os
@@ -23,29 +19,6 @@ import time
 from array import array
 
 import bpy
-
-# The add-on's capture module renders the depth; this script only picks views and writes files.
-sys.path.insert(0, os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")))
-from depthcast import capture  # noqa: E402
-
-ENGINES = {"auto": "AUTO", "cycles": "CYCLES", "workbench": "WORKBENCH"}
-
-
-def fail(message):
-    sys.stderr.write("DEPTHCAST_ERROR: %s\n" % message)
-    sys.stderr.flush()
-    sys.exit(3)
-
-
-def parse_args():
-    argv = sys.argv[sys.argv.index("--") + 1:] if "--" in sys.argv else []
-    p = argparse.ArgumentParser(prog="batch_depth_files.py")
-    p.add_argument("--out", required=True)
-    p.add_argument("--camera", action="append", default=[])
-    p.add_argument("--frame", action="append", type=int, default=[])
-    p.add_argument("--resolution", nargs=2, type=int)
-    p.add_argument("--engine", choices=["auto", "cycles", "workbench"], default="auto")
-    return p.parse_args(argv)
 
 
 def write_npy(path, values, width, height):
@@ -60,59 +33,28 @@ def write_npy(path, values, width, height):
         f.write(values.tobytes())
 
 
-def main():
-    args = parse_args()
-    scene = bpy.context.scene
-    cameras = []
-    for name in args.camera or [None]:
-        cam = scene.objects.get(name) if name else scene.camera
-        if cam is None:
-            if name:
-                known = ", ".join(sorted(o.name for o in scene.objects if o.type == "CAMERA")) or "none"
-                fail("camera %r is not in scene %r (cameras: %s)" % (name, scene.name, known))
-            fail("scene %r has no active camera; name one with camera/cameras" % scene.name)
-        if cam.type != "CAMERA":
-            fail("%r is not a camera" % cam.name)
-        cameras.append(cam)
-    frames = args.frame or [scene.frame_current]
-    os.makedirs(args.out, exist_ok=True)
-    if args.resolution:
-        # The .blend is never saved, so its render settings can be changed for this run.
-        scene.render.resolution_x, scene.render.resolution_y = args.resolution
-        scene.render.resolution_percentage = 100
-    views = []
+def run(views, out_dir, render):
+    """``views``: [(camera, frame)]; ``render(camera, frame, **capture_options)`` is the batch's
+    one capture call. Raises CaptureError on the first view that fails."""
+    written = []
     engine = ""
-    for cam in cameras:
-        for frame in frames:
-            t0 = time.perf_counter()
-            try:
-                cap = capture.capture_camera(scene, cam, frame=frame, with_layout=False, engine=ENGINES[args.engine],
-                                             near_far="CAMERA", background="inf")
-            except capture.CaptureError as err:
-                fail(str(err))
-            except RuntimeError as err:
-                fail("render failed: %s" % str(err).strip())
-            engine = cap.engine
-            depth = cap.depth
-            finite = [v for v in depth.values if v != math.inf]
-            file = "view-%d.npy" % len(views)
-            write_npy(os.path.join(args.out, file), depth.values, depth.width, depth.height)
-            views.append({
-                "camera": cam.name, "frame": frame, "file": file, "width": depth.width, "height": depth.height,
-                "near": cam.data.clip_start, "far": cam.data.clip_end,
-                "min": min(finite) if finite else None, "max": max(finite) if finite else None,
-                "background": 1.0 - len(finite) / float(depth.width * depth.height),
-                "seconds": round(time.perf_counter() - t0, 4),
-            })
-    info = {"blender": bpy.app.version_string, "engine": engine, "views": views}
-    with open(os.path.join(args.out, "render.json.partial"), "w") as f:
+    for cam, frame in views:
+        t0 = time.perf_counter()
+        cap = render(cam, frame, with_layout=False, near_far="CAMERA", background="inf")
+        engine = cap.engine
+        depth = cap.depth
+        finite = [v for v in depth.values if v != math.inf]
+        file = "view-%d.npy" % len(written)
+        write_npy(os.path.join(out_dir, file), depth.values, depth.width, depth.height)
+        written.append({
+            "camera": cam.name, "frame": frame, "file": file, "width": depth.width, "height": depth.height,
+            "near": cam.data.clip_start, "far": cam.data.clip_end,
+            "min": min(finite) if finite else None, "max": max(finite) if finite else None,
+            "background": 1.0 - len(finite) / float(depth.width * depth.height),
+            "seconds": round(time.perf_counter() - t0, 4),
+        })
+    info = {"blender": bpy.app.version_string, "engine": engine, "views": written}
+    with open(os.path.join(out_dir, "render.json.partial"), "w") as f:
         json.dump(info, f, indent=1)
-    os.replace(os.path.join(args.out, "render.json.partial"), os.path.join(args.out, "render.json"))
-
-
-try:
-    main()
-except SystemExit:
-    raise
-except Exception as err:  # noqa: BLE001 - report anything as one line for the batch runner
-    fail("%s: %s" % (type(err).__name__, err))
+    os.replace(os.path.join(out_dir, "render.json.partial"), os.path.join(out_dir, "render.json"))
+    return 0
