@@ -300,6 +300,22 @@ def step_connect(client, args):
     check("hello lists models", bool(client.known_models()), [m.get("name") for m in client.known_models()])
 
 
+def step_operators(client, scene):
+    """The operators the other steps do not run: object prompts (add, then remove) and polls."""
+    ground = scene.objects["Ground"]
+    bpy.ops.depthcast.object_prompt_add(object_name=ground.name)
+    check("object prompt added", ground.get("depthcast_prompt") == "ground" and ground.get("depthcast_weight") == 1.0,
+          dict(ground.items()))
+    bpy.ops.depthcast.object_prompt_remove(object_name=ground.name)
+    check("object prompt removed", "depthcast_prompt" not in ground and "depthcast_weight" not in ground,
+          dict(ground.items()))
+    has_result = client.last_result() is not None
+    polls = {name: getattr(bpy.ops.depthcast, name).poll() for name in
+             ("generate", "render_animation", "save_result", "copy_params")}
+    check("operator polls", polls == {"generate": True, "render_animation": True, "save_result": has_result,
+                                      "copy_params": has_result}, polls)
+
+
 def step_generate(client, scene, args):
     from depthcast import results
     from depthcast.core import runtime
@@ -630,6 +646,7 @@ def main():
         step_capture(scene, args.size)
         step_connect(client, args)
         step_draw_panels(scene)
+        step_operators(client, scene)
         step_generate(client, scene, args)
         blend = step_save(client, args.out)
         step_animation(client, scene, args.out, args)
