@@ -41,7 +41,7 @@ describe('consistent mode, every scheduler, both pipelines', () => {
         const previous: PreviousFrame = { image: first.image!.data.slice(), depth: z, width: S, height: S, draws: [], latents: first.latents.slice() };
         const expected = new Float32Array(S * S).fill(4);
         for (let y = 0; y < S; y++) for (let x = 0; x < 8; x++) expected[y * S + x] = 2;
-        const plan = planConsistentFrame(previous, shiftFlow(8, 0), expected, model.vaeScaleFactor, 'latents');
+        const plan = planConsistentFrame(previous, shiftFlow(8, 0), expected, model.pixelsPerLatent, 'latents');
         const out = await generate(model, { ...base, initImage: plan.initImage, strength: 0.75, latentBlend: plan.latentBlend });
         const w = S / 8;
         const plane = w * w;

@@ -42,9 +42,9 @@ describe('regional prompting on the tiny depth2img model', () => {
     const checks: number[] = [];
     await generate(model, input({
       regions, regionFeather: 1,
-      onPrediction: (_step, batch, guided) => {
+      onPrediction: (_step, batch, noisePrediction) => {
         // Batch layout: [uncond, global, house].
-        const n = guided.length;
+        const n = noisePrediction.length;
         let maxInside = 0;
         let maxOutside = 0;
         for (let c = 0; c < 4; c++) {
@@ -52,8 +52,8 @@ describe('regional prompting on the tiny depth2img model', () => {
             for (let x = 0; x < 8; x++) {
               const i = c * PLANE + y * 8 + x;
               const u = batch[i]!;
-              if (x <= 1) maxInside = Math.max(maxInside, Math.abs(guided[i]! - (u + g * (batch[2 * n + i]! - u))));
-              if (x >= 5) maxOutside = Math.max(maxOutside, Math.abs(guided[i]! - (u + g * (batch[n + i]! - u))));
+              if (x <= 1) maxInside = Math.max(maxInside, Math.abs(noisePrediction[i]! - (u + g * (batch[2 * n + i]! - u))));
+              if (x >= 5) maxOutside = Math.max(maxOutside, Math.abs(noisePrediction[i]! - (u + g * (batch[n + i]! - u))));
             }
           }
         }
@@ -72,8 +72,8 @@ describe('regional prompting on the tiny depth2img model', () => {
     const regions: RegionPrompt[] = [{ prompt: 'a red brick house', mask: halfMask('left'), weight: 1 }];
     let regional: Float32Array | undefined;
     let single: Float32Array | undefined;
-    await generate(model, input({ regions, onPrediction: (k, batch, guided) => { if (k === 0) regional = batch.slice(2 * guided.length, 3 * guided.length); } }));
-    await generate(model, input({ prompt: 'a red brick house', onPrediction: (k, batch, guided) => { if (k === 0) single = batch.slice(guided.length, 2 * guided.length); } }));
+    await generate(model, input({ regions, onPrediction: (k, batch, noisePrediction) => { if (k === 0) regional = batch.slice(2 * noisePrediction.length, 3 * noisePrediction.length); } }));
+    await generate(model, input({ prompt: 'a red brick house', onPrediction: (k, batch, noisePrediction) => { if (k === 0) single = batch.slice(noisePrediction.length, 2 * noisePrediction.length); } }));
     let max = 0;
     for (let i = 0; i < single!.length; i++) max = Math.max(max, Math.abs(regional![i]! - single![i]!));
     expect(max).toBeLessThan(1e-5);
@@ -127,7 +127,7 @@ describe('region weights', () => {
     // Batch: [global=0, r1=2, r2=4] → blend = (2+4)/2 = 3 everywhere.
     const batch = new Float32Array([0, 0, 0, 0, 2, 2, 2, 2, 4, 4, 4, 4]);
     const out = new Float32Array(4);
-    plan.combine(batch, out);
+    plan.reduceBatch(batch, out);
     expect([...out]).toEqual([3, 3, 3, 3]);
   });
 });

@@ -51,7 +51,7 @@ for (const scene of [panScene(count, size, size), movingObjectScene(count, size,
       for (const p of score.pairs) {
         const frame = scene.frames[p.frame]!;
         const prev = { image: run.images[p.frame - 1]!, depth: scene.frames[p.frame - 1]!.depth, width: size, height: size, draws: [], latents: run.latents[p.frame - 1]! };
-        const plan = planConsistentFrame(prev, frame.motion!.flow, frame.motion!.expectedPrevious ?? frame.depth, model.vaeScaleFactor, 'latents');
+        const plan = planConsistentFrame(prev, frame.motion!.flow, frame.motion!.expectedPrevious ?? frame.depth, model.pixelsPerLatent, 'latents');
         const decoded = await decodeLatents(model, plan.latentBlend.initLatents!, size / 8, size / 8, new StageTimer(), 'planar');
         floor += warpError(decoded.image!.data, plan.initImage.data, 3, plan.valid).error;
       }

@@ -19,6 +19,7 @@ from .core import messages, pixels, runtime, service
 from .core.costs import timed
 from .core.session import (CONNECTED, CONNECTING, DISCONNECTED, RECONNECTING, STOPPED, Backoff, Session,
                            is_loopback_url, normalize_url)
+from .preference_values import get_prefs
 
 ADDON_VERSION = "0.1.0"
 LIVE_STREAM = "blender-live"
@@ -87,8 +88,6 @@ def wrap(text, width=60):
 def start(context=None):
     """Connects (and starts the local service when asked to). Returns the Session."""
     global _session, _service
-    from .preferences import get_prefs
-
     if _session is not None:
         return _session
     prefs = get_prefs(context)
@@ -136,8 +135,6 @@ def stop(stop_service=True):
 
 
 def restart(context=None):
-    from .preferences import get_prefs
-
     prefs = get_prefs(context)
     keep_service = _service is not None and prefs.start_local_service and _service.running
     stop(stop_service=not keep_service)

@@ -54,6 +54,18 @@ def generate(scene):
     return job, cap
 
 
+class _NeedsSceneCamera:
+    @classmethod
+    def poll(cls, context):
+        return context.scene is not None and context.scene.camera is not None
+
+
+class _NeedsLastResult:
+    @classmethod
+    def poll(cls, context):
+        return client.last_result() is not None
+
+
 class DEPTHCAST_OT_connect(bpy.types.Operator):
     bl_idname = "depthcast.connect"
     bl_label = "Connect"
@@ -80,14 +92,10 @@ class DEPTHCAST_OT_disconnect(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class DEPTHCAST_OT_generate(bpy.types.Operator):
+class DEPTHCAST_OT_generate(_NeedsSceneCamera, bpy.types.Operator):
     bl_idname = "depthcast.generate"
     bl_label = "Generate"
     bl_description = "Capture the camera's depth and layout and generate an image"
-
-    @classmethod
-    def poll(cls, context):
-        return context.scene is not None and context.scene.camera is not None
 
     def execute(self, context):
         scene = context.scene
@@ -163,14 +171,10 @@ class DEPTHCAST_OT_live(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class DEPTHCAST_OT_save_result(bpy.types.Operator):
+class DEPTHCAST_OT_save_result(_NeedsLastResult, bpy.types.Operator):
     bl_idname = "depthcast.save_result"
     bl_label = "Save Result"
     bl_description = "Save the last result (PNG and generation parameters as JSON) next to the .blend"
-
-    @classmethod
-    def poll(cls, context):
-        return client.last_result() is not None
 
     def execute(self, context):
         try:
@@ -196,10 +200,9 @@ class DEPTHCAST_OT_show_result(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class DEPTHCAST_OT_object_prompt_add(bpy.types.Operator):
-    bl_idname = "depthcast.object_prompt_add"
-    bl_label = "Add Prompt"
-    bl_description = "Give the object its own prompt and weight (custom properties depthcast_prompt, depthcast_weight)"
+class _ObjectPromptOperator:
+    """Add and remove act on the named object, else the active one."""
+
     bl_options = {"REGISTER", "UNDO"}
 
     object_name: StringProperty()
@@ -208,6 +211,16 @@ class DEPTHCAST_OT_object_prompt_add(bpy.types.Operator):
         obj = context.scene.objects.get(self.object_name) if self.object_name else context.active_object
         if obj is None:
             return {"CANCELLED"}
+        self.change(obj)
+        return {"FINISHED"}
+
+
+class DEPTHCAST_OT_object_prompt_add(_ObjectPromptOperator, bpy.types.Operator):
+    bl_idname = "depthcast.object_prompt_add"
+    bl_label = "Add Prompt"
+    bl_description = "Give the object its own prompt and weight (custom properties depthcast_prompt, depthcast_weight)"
+
+    def change(self, obj):
         if capture.PROMPT_KEY not in obj:
             obj[capture.PROMPT_KEY] = obj.name.split(".")[0].replace("_", " ").lower()
         if capture.WEIGHT_KEY not in obj:
@@ -217,25 +230,17 @@ class DEPTHCAST_OT_object_prompt_add(bpy.types.Operator):
                 ui.update(min=0.0, max=10.0, soft_min=0.0, soft_max=2.0, description="Layout weight for depthcast")
             except (AttributeError, TypeError):
                 pass
-        return {"FINISHED"}
 
 
-class DEPTHCAST_OT_object_prompt_remove(bpy.types.Operator):
+class DEPTHCAST_OT_object_prompt_remove(_ObjectPromptOperator, bpy.types.Operator):
     bl_idname = "depthcast.object_prompt_remove"
     bl_label = "Remove Prompt"
     bl_description = "Remove the object's depthcast prompt and weight"
-    bl_options = {"REGISTER", "UNDO"}
 
-    object_name: StringProperty()
-
-    def execute(self, context):
-        obj = context.scene.objects.get(self.object_name)
-        if obj is None:
-            return {"CANCELLED"}
+    def change(self, obj):
         for key in (capture.PROMPT_KEY, capture.WEIGHT_KEY):
             if key in obj:
                 del obj[key]
-        return {"FINISHED"}
 
 
 class AnimationJob:
@@ -328,7 +333,7 @@ class AnimationJob:
                 "failed": [{"frame": f, "error": e} for f, e in self.failed]}
 
 
-class DEPTHCAST_OT_render_animation(bpy.types.Operator):
+class DEPTHCAST_OT_render_animation(_NeedsSceneCamera, bpy.types.Operator):
     bl_idname = "depthcast.render_animation"
     bl_label = "Render Animation"
     bl_description = ("Send every frame of the scene range and write the images to the scene's output path "
@@ -341,8 +346,7 @@ class DEPTHCAST_OT_render_animation(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        return context.scene is not None and context.scene.camera is not None and \
-            not runtime.of(context.scene).animation_running
+        return super().poll(context) and not runtime.of(context.scene).animation_running
 
     def execute(self, context):
         scene = context.scene
@@ -402,14 +406,10 @@ class DEPTHCAST_OT_dismiss_error(bpy.types.Operator):
         return {"FINISHED"}
 
 
-class DEPTHCAST_OT_copy_params(bpy.types.Operator):
+class DEPTHCAST_OT_copy_params(_NeedsLastResult, bpy.types.Operator):
     bl_idname = "depthcast.copy_params"
     bl_label = "Copy Parameters"
     bl_description = "Copy the last result's generation parameters (JSON) to the clipboard"
-
-    @classmethod
-    def poll(cls, context):
-        return client.last_result() is not None
 
     def execute(self, context):
         info = client.last_result()

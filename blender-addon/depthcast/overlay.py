@@ -125,12 +125,10 @@ def _tag_redraw():
 
 
 @timed("overlay draw")
-def _draw():
+def _draw(live_running):
     import bpy
 
-    from . import viewport
-
-    if _shown.texture is None or _shown.view is None or not viewport.is_running():
+    if _shown.texture is None or _shown.view is None or not live_running():
         return
     ctx = bpy.context
     area, rv3d, scene = ctx.area, ctx.region_data, ctx.scene
@@ -162,11 +160,12 @@ def _draw():
     _shown.draws += 1
 
 
-def register():
+def register(live_running):
+    """``live_running()``: whether live mode runs (viewport.py passes it: it imports this module)."""
     import bpy
 
     if _handle[0] is None:
-        _handle[0] = bpy.types.SpaceView3D.draw_handler_add(_draw, (), "WINDOW", "POST_PIXEL")
+        _handle[0] = bpy.types.SpaceView3D.draw_handler_add(_draw, (live_running,), "WINDOW", "POST_PIXEL")
 
 
 def unregister():

@@ -2,35 +2,11 @@
 import bpy
 from bpy.props import BoolProperty, FloatProperty, StringProperty
 
-ADDON_ID = __package__
-
-
-class _Defaults:
-    """Preference values used when the add-on's preferences are not registered (the batch
-    script and tests import the modules without enabling the add-on)."""
-
-    server_url = "ws://127.0.0.1:7788/v1/ws"
-    token = ""
-    start_local_service = False
-    service_command = "npx depthcast"
-    service_models_dir = ""
-    service_model = ""
-    service_args = ""
-    auto_connect = True
-    connect_timeout = 5.0
-
-
-def get_prefs(context=None):
-    context = context or bpy.context
-    addon = context.preferences.addons.get(ADDON_ID)
-    if addon is None or addon.preferences is None:
-        return _Defaults
-    return addon.preferences
+from . import client
+from .preference_values import ADDON_ID, Defaults
 
 
 def _reconnect(self, context):
-    from . import client
-
     if client.is_started():
         client.restart(context)
 
@@ -39,7 +15,7 @@ class DepthcastPreferences(bpy.types.AddonPreferences):
     bl_idname = ADDON_ID
 
     server_url: StringProperty(
-        name="Server URL", default=_Defaults.server_url, update=_reconnect,
+        name="Server URL", default=Defaults.server_url, update=_reconnect,
         description="WebSocket address of the depthcast service (ws://host:port/v1/ws)")
     token: StringProperty(
         name="Token", default="", subtype="PASSWORD", update=_reconnect,
@@ -53,7 +29,7 @@ class DepthcastPreferences(bpy.types.AddonPreferences):
         name="Start a local service", default=False, update=_reconnect,
         description="Run 'depthcast serve' on a free local port while Blender runs, and stop it on exit")
     service_command: StringProperty(
-        name="Command", default=_Defaults.service_command,
+        name="Command", default=Defaults.service_command,
         description="How to run the depthcast CLI. 'npx depthcast' (the default): the folder this add-on was built from, else 'depthcast' on PATH; or e.g. 'node /path/to/depthcast/bin/depthcast.js'")
     service_models_dir: StringProperty(name="Models folder", default="", subtype="DIR_PATH",
                                        description="--models-dir of the local service (empty: its default)")
@@ -61,8 +37,6 @@ class DepthcastPreferences(bpy.types.AddonPreferences):
     service_args: StringProperty(name="Extra arguments", default="", description="More arguments for 'serve'")
 
     def draw(self, context):
-        from . import client
-
         layout = self.layout
         box = layout.box()
         row = box.row()

@@ -15,6 +15,17 @@ class DepthcastPanel:
         return context.scene is not None and hasattr(context.scene, "depthcast")
 
 
+class DepthcastSubpanel(DepthcastPanel):
+    bl_parent_id = "DEPTHCAST_PT_main"
+
+
+def _split(layout):
+    """``layout`` with labels left of their fields, no animation decorators."""
+    layout.use_property_split = True
+    layout.use_property_decorate = False
+    return layout
+
+
 def _progress(layout, rt):
     """One line of progress: a bar (Blender 4.0+) or a label, the value written once."""
     if not rt.status and not rt.progress:
@@ -83,14 +94,11 @@ class DEPTHCAST_PT_main(DepthcastPanel, bpy.types.Panel):
             _error_box(layout, rt.error, wrap_width(context))
 
 
-class DEPTHCAST_PT_model(DepthcastPanel, bpy.types.Panel):
+class DEPTHCAST_PT_model(DepthcastSubpanel, bpy.types.Panel):
     bl_label = "Model"
-    bl_parent_id = "DEPTHCAST_PT_main"
 
     def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
+        layout = _split(self.layout)
         s = context.scene.depthcast
         rt = runtime.of(context.scene)
         layout.prop(s, "model", icon="FILE_3D")
@@ -121,14 +129,11 @@ class DEPTHCAST_PT_model(DepthcastPanel, bpy.types.Panel):
         layout.prop(s, "preview_every")
 
 
-class DEPTHCAST_PT_image(DepthcastPanel, bpy.types.Panel):
+class DEPTHCAST_PT_image(DepthcastSubpanel, bpy.types.Panel):
     bl_label = "Image"
-    bl_parent_id = "DEPTHCAST_PT_main"
 
     def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
+        layout = _split(self.layout)
         scene = context.scene
         s = scene.depthcast
         w, h = capture.render_size(scene)
@@ -143,15 +148,12 @@ class DEPTHCAST_PT_image(DepthcastPanel, bpy.types.Panel):
         sub.prop(s, "strength", slider=True)
 
 
-class DEPTHCAST_PT_depth(DepthcastPanel, bpy.types.Panel):
+class DEPTHCAST_PT_depth(DepthcastSubpanel, bpy.types.Panel):
     bl_label = "Depth"
-    bl_parent_id = "DEPTHCAST_PT_main"
     bl_options = {"DEFAULT_CLOSED"}
 
     def draw(self, context):
-        layout = self.layout
-        layout.use_property_split = True
-        layout.use_property_decorate = False
+        layout = _split(self.layout)
         s = context.scene.depthcast
         layout.prop(s, "near_far")
         if s.near_far == "MANUAL":
@@ -197,9 +199,8 @@ class DEPTHCAST_UL_objects(bpy.types.UIList):
         return flags, order
 
 
-class DEPTHCAST_PT_layout(DepthcastPanel, bpy.types.Panel):
+class DEPTHCAST_PT_layout(DepthcastSubpanel, bpy.types.Panel):
     bl_label = "Layout"
-    bl_parent_id = "DEPTHCAST_PT_main"
 
     def draw_header(self, context):
         self.layout.prop(context.scene.depthcast, "use_layout", text="")
@@ -219,10 +220,9 @@ class DEPTHCAST_PT_layout(DepthcastPanel, bpy.types.Panel):
             op.object_name = obj.name
 
 
-class DEPTHCAST_PT_live(DepthcastPanel, bpy.types.Panel):
+class DEPTHCAST_PT_live(DepthcastSubpanel, bpy.types.Panel):
     """Open by default and right under the main panel: Start Live is the first thing in it."""
     bl_label = "Live"
-    bl_parent_id = "DEPTHCAST_PT_main"
 
     def draw(self, context):
         layout = self.layout
@@ -250,9 +250,8 @@ class DEPTHCAST_PT_live(DepthcastPanel, bpy.types.Panel):
             col.prop(s, "live_max_side")
 
 
-class DEPTHCAST_PT_output(DepthcastPanel, bpy.types.Panel):
+class DEPTHCAST_PT_output(DepthcastSubpanel, bpy.types.Panel):
     bl_label = "Output"
-    bl_parent_id = "DEPTHCAST_PT_main"
 
     def draw(self, context):
         layout = self.layout

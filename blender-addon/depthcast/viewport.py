@@ -134,18 +134,8 @@ def _bytes(buf):
         return bytes(out)
 
 
-class GpuPass:
-    """Raw output of :func:`gpu_depth_pass`: bottom-up window depth and RGBA8 id colours."""
-
-    __slots__ = ("width", "height", "depth", "color", "projection", "ids")
-
-    def __init__(self, width, height, depth, color, projection, ids):
-        self.width = width
-        self.height = height
-        self.depth = depth
-        self.color = color
-        self.projection = projection
-        self.ids = ids
+#: Raw output of :func:`gpu_depth_pass`: bottom-up window depth and RGBA8 id colours.
+GpuPass = collections.namedtuple("GpuPass", "width height depth color projection ids")
 
 
 def layout_ids(scene, view_layer):
@@ -595,7 +585,7 @@ def stop():
 def register():
     if _on_load_pre not in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.append(_on_load_pre)
-    overlay.register()
+    overlay.register(is_running)
 
 
 def unregister():

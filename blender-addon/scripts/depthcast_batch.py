@@ -1,47 +1,40 @@
-"""Headless batch: depth of every chosen camera and frame -> depthcast service -> images.
+"""Headless batch: the depth of every chosen camera x frame of a .blend, rendered by the add-on's
+capture (depthcast/capture.py), to one of two outputs:
 
+    # images from a depthcast service (batch_service.py)
     blender -b scene.blend --python blender-addon/scripts/depthcast_batch.py -- \
-        --server ws://127.0.0.1:7860/v1/ws [--token T] [--cameras all|NAME,...] [--frames 1-10]
-        [--prompt TEXT] --out DIR
+        --server ws://127.0.0.1:7860/v1/ws [--token T] [--prompt TEXT] ... --out DIR
+    # depth views as .npy + render.json for `depthcast batch` (batch_depth_files.py)
+    blender -b scene.blend --python blender-addon/scripts/depthcast_batch.py -- --depth-files --out DIR
 
-For each camera and frame: renders the Z pass (and the object layout, with per-object prompts
-from the ``depthcast_prompt`` custom property), sends it as a batch job (FIFO: never dropped),
-and writes ``DIR/<camera>_<frame>.png`` (the service's PNG) and ``DIR/<camera>_<frame>.json``
-(parameters, seed, model, timings), plus ``DIR/batch.json`` summarising the run. Existing
-outputs are kept unless --overwrite. Exits 0 when every image was written, 1 when any failed,
-2 on bad arguments. Without --prompt the scene's depthcast settings (if any) provide it.
+Views, for both: [--scene NAME] [--cameras all|NAME,...] or [--camera NAME ...] (exact names, as
+many as wanted), [--frames 5|1-10|1-20:5|1,3,7-9|all] (default: the current frame),
+[--resolution W H] [--engine auto|cycles|workbench]. The .blend is never saved.
 
-Frames render one after another while up to --in-flight jobs wait at the service.
+Exits 0 when every view was done, 1 when any failed (or the service is unreachable), 2 on bad
+arguments. Errors are lines on stderr starting "depthcast batch: ".
 Needs only the files of this repository: the add-on does not have to be installed.
 """
 import argparse
-import json
 import os
 import sys
-import time
 
 import bpy
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.normpath(os.path.join(HERE, "..")))  # the `depthcast` add-on package
+sys.path.insert(0, HERE)
 
-from depthcast import capture, results  # noqa: E402
-from depthcast.core import messages  # noqa: E402
-from depthcast.core.session import Backoff, Session, normalize_url  # noqa: E402
+import batch_depth_files  # noqa: E402
+import batch_service  # noqa: E402
+from depthcast import capture  # noqa: E402
+from depthcast.core.session import normalize_url  # noqa: E402
+
+ENGINES = {"auto": "AUTO", "cycles": "CYCLES", "workbench": "WORKBENCH"}
 
 
-def nothing_listens(url, timeout=3.0):
-    """Why ``url`` cannot be reached right now (refused, unknown host), or '' when something
-    accepts a TCP connection there: the script says so at once instead of retrying for 30 s."""
-    import socket
-
-    from depthcast.core.websocket import parse_ws_url
-
-    _secure, host, port, _resource = parse_ws_url(url)
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-    except OSError as err:
-        return "nothing listens at %s:%d (%s)" % (host, port, err.strerror or err)
-    return ""
+def report(message):
+    print("depthcast batch: %s" % message, file=sys.stderr, flush=True)
 
 
 def parse_frames(spec, scene):
@@ -71,196 +64,93 @@ def parse_frames(spec, scene):
     return sorted(frames)
 
 
-def pick_cameras(spec, scene):
+def pick_cameras(names, spec, scene):
+    """``names``: exact camera names (--camera); ``spec``: 'all' or 'A,B' (--cameras); neither:
+    the scene camera."""
     cams = sorted((o for o in scene.objects if o.type == "CAMERA"), key=lambda o: o.name)
-    if not spec:
-        if scene.camera is None:
-            raise ValueError("the scene has no active camera: pass --cameras all or NAME,...")
-        return [scene.camera]
+    known = ", ".join(c.name for c in cams) or "none"
+    if names and spec:
+        raise ValueError("--camera and --cameras do not mix: use one")
     if spec == "all":
         if not cams:
-            raise ValueError("the scene has no cameras")
+            raise ValueError("scene %r has no cameras" % scene.name)
         return cams
+    if spec:
+        names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        if scene.camera is None:
+            raise ValueError("scene %r has no active camera: name the cameras to render" % scene.name)
+        return [scene.camera]
     out = []
-    for name in (n.strip() for n in spec.split(",") if n.strip()):
+    for name in names:
         obj = scene.objects.get(name)
-        if obj is None or obj.type != "CAMERA":
-            raise ValueError("no camera named %r (cameras: %s)" % (name, ", ".join(c.name for c in cams) or "none"))
+        if obj is None:
+            raise ValueError("camera %r is not in scene %r (cameras: %s)" % (name, scene.name, known))
+        if obj.type != "CAMERA":
+            raise ValueError("%r is not a camera (cameras: %s)" % (name, known))
         out.append(obj)
     return out
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="depthcast_batch.py", description="Render depth per camera and frame and "
-                                "generate images with a depthcast service.")
-    p.add_argument("--server", required=True, help="ws://host:port/v1/ws of the service")
-    p.add_argument("--token", default=os.environ.get("DEPTHCAST_TOKEN", ""), help="access token (or $DEPTHCAST_TOKEN)")
-    p.add_argument("--cameras", default="", help="'all' or comma-separated camera names (default: the scene camera)")
-    p.add_argument("--frames", default="", help="'1-10', '1,5,9', '1-20:5' or 'all' (default: the current frame)")
-    p.add_argument("--scene", default="", help="scene name (default: the active scene)")
-    p.add_argument("--prompt", default=None)
-    p.add_argument("--negative", default=None)
-    p.add_argument("--model", default=None)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--guidance", type=float, default=None)
-    p.add_argument("--scheduler", default=None)
-    p.add_argument("--seed", type=int, default=None, help="seed for every image (default: random per image)")
-    p.add_argument("--controlnet-scale", type=float, default=None)
-    p.add_argument("--near-far", choices=["CAMERA", "SCENE", "MANUAL"], default="CAMERA")
-    p.add_argument("--near", type=float, default=0.1)
-    p.add_argument("--far", type=float, default=100.0)
-    p.add_argument("--depth-range", choices=["fixed", "auto"], default=None)
-    p.add_argument("--init", action="store_true", help="send a solid render as init image (img2img)")
-    p.add_argument("--strength", type=float, default=0.75)
-    p.add_argument("--no-layout", action="store_true", help="do not send the object layout")
-    p.add_argument("--in-flight", type=int, default=2, help="jobs waiting at the service at once")
-    p.add_argument("--verbose-render", action="store_true", help="keep Blender's per-tile render progress lines")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for one image")
-    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p = argparse.ArgumentParser(prog="depthcast_batch.py", description="Render depth per camera and frame, and "
+                                "generate images with a depthcast service or write the depth as files.")
+    output = p.add_mutually_exclusive_group(required=True)
+    output.add_argument("--server", help="ws://host:port/v1/ws of the service: generate images")
+    output.add_argument("--depth-files", action="store_true",
+                        help="write view-<i>.npy + render.json (for `depthcast batch`) instead")
     p.add_argument("--out", required=True, help="output folder")
-    return p.parse_args(argv)
-
-
-def scene_defaults(scene):
-    s = getattr(scene, "depthcast", None)
-    if s is None:
-        return {}
-    return {"prompt": s.prompt, "negative": s.negative_prompt, "model": s.model or None}
+    p.add_argument("--scene", default="", help="scene name (default: the active scene)")
+    p.add_argument("--cameras", default="", help="'all' or comma-separated camera names (default: the scene camera)")
+    p.add_argument("--camera", action="append", default=[], help="one exact camera name; repeat for more")
+    p.add_argument("--frames", default="", help="'1-10', '1,5,9', '1-20:5' or 'all' (default: the current frame)")
+    p.add_argument("--resolution", nargs=2, type=int, metavar=("W", "H"), help="render size (default: the scene's)")
+    p.add_argument("--engine", choices=sorted(ENGINES), default="auto")
+    p.add_argument("--verbose-render", action="store_true", help="keep Blender's per-tile render progress lines")
+    service_only = batch_service.add_arguments(p.add_argument_group("--server only"))
+    args = p.parse_args(argv)
+    if args.depth_files:
+        for action in service_only:
+            if getattr(args, action.dest) != action.default:
+                p.error("%s needs --server (--depth-files writes depth only)" % action.option_strings[0])
+    return args
 
 
 def main(argv):
     args = parse_args(argv)
     scene = bpy.data.scenes.get(args.scene) if args.scene else bpy.context.scene
     if scene is None:
-        print("depthcast batch: no scene named %r" % args.scene, file=sys.stderr)
+        report("no scene named %r" % args.scene)
         return 2
     try:
-        cameras = pick_cameras(args.cameras, scene)
+        cameras = pick_cameras(args.camera, args.cameras, scene)
         frames = parse_frames(args.frames, scene)
-        url = normalize_url(args.server)
+        url = normalize_url(args.server) if args.server else ""
     except ValueError as err:
-        print("depthcast batch: %s" % err, file=sys.stderr)
+        report(err)
         return 2
-    defaults = scene_defaults(scene)
-    prompt = args.prompt if args.prompt is not None else defaults.get("prompt", "")
+    if args.resolution:
+        # The .blend is never saved, so its render settings can be changed for this run.
+        scene.render.resolution_x, scene.render.resolution_y = args.resolution
+        scene.render.resolution_percentage = 100
     out_dir = os.path.abspath(bpy.path.abspath(args.out))
     os.makedirs(out_dir, exist_ok=True)
-
-    refused = nothing_listens(url)
-    if refused:
-        print("depthcast batch: cannot connect: %s" % refused, file=sys.stderr)
-        _write_summary(out_dir, url, [], [{"error": "cannot connect: %s" % refused}])
-        return 1
     capture.quiet_renders = not args.verbose_render
-    session = Session(url, args.token, reconnect=True, backoff=Backoff(initial=0.5, maximum=5.0),
-                      client_version="batch")
-    session.start()
-    deadline = time.monotonic() + min(30.0, args.timeout)
-    while not session.connected and time.monotonic() < deadline:
-        if session.state == "disconnected":  # refused (401/403): no retries
-            break
-        time.sleep(0.05)
-    if not session.connected:
-        print("depthcast batch: cannot connect: %s" % (session.last_error or session.state_message), file=sys.stderr)
-        session.stop()
-        _write_summary(out_dir, url, [], [{"error": "cannot connect: %s" % session.last_error}])
-        return 1
+    views = [(cam, frame) for cam in cameras for frame in frames]
 
-    work = [(cam, f) for cam in cameras for f in frames]
-    written, failed, skipped = [], [], []
-    in_flight = {}  # jobId -> (camera, frame, header, started)
-    t_start = time.monotonic()
-
-    def base_name(cam, frame):
-        return "%s_%04d" % (results.safe_name(cam.name, "camera"), frame)
-
-    def on_final(ev):
-        cam_name, frame, header, started = in_flight.pop(ev.data["jobId"])
-        name = "%s_%04d" % (results.safe_name(cam_name, "camera"), frame)
-        if ev.kind == "result":
-            sidecar = messages.sidecar_json(ev.data, header, camera=cam_name, frame=frame, scene=scene.name,
-                                            blend=bpy.data.filepath or None,
-                                            wallSeconds=round(time.monotonic() - started, 3))
-            path = results.write_result(out_dir, name, ev.payload, sidecar)
-            written.append(path)
-            gen = ev.data.get("generated") or {}
-            print("depthcast batch: %s frame %d -> %s (%sx%s, generated at %sx%s, seed %s)" % (
-                cam_name, frame, path, ev.data.get("width"), ev.data.get("height"), gen.get("width"), gen.get("height"),
-                ev.data.get("seed")), flush=True)
-        else:
-            msg = "%s: %s" % (ev.data.get("code", ev.kind), ev.data.get("message", ev.data.get("reason", "")))
-            failed.append({"camera": cam_name, "frame": frame, "error": msg})
-            print("depthcast batch: %s frame %d FAILED: %s" % (cam_name, frame, msg), file=sys.stderr, flush=True)
-
-    def drain(block_s):
-        end = time.monotonic() + block_s
-        while True:
-            try:
-                ev = session.events.get(timeout=max(0.0, end - time.monotonic()))
-            except Exception:
-                return
-            if ev.kind in ("result", "error", "cancelled") and ev.data.get("jobId") in in_flight:
-                on_final(ev)
-                return
-            if ev.kind == "error" and not ev.data.get("jobId"):
-                print("depthcast batch: service error: %s" % ev.data.get("message"), file=sys.stderr)
-            if time.monotonic() >= end:
-                return
-
-    for cam, frame in work:
-        name = base_name(cam, frame)
-        if not args.overwrite and os.path.exists(os.path.join(out_dir, name + ".png")):
-            skipped.append(name)
-            continue
-        while len(in_flight) >= max(1, args.in_flight):
-            _expire(in_flight, failed, args.timeout)
-            drain(0.5)
-        try:
-            cap = capture.capture_camera(scene, camera=cam, frame=frame, with_layout=not args.no_layout,
-                                         with_init=args.init, near_far=args.near_far, manual_near=args.near,
-                                         manual_far=args.far)
-            # The render size is the output size: the service generates at the model's own size and
-            # upscales (docs/protocol.md#sizes), so a default 1920x1080 scene needs nothing special.
-            params = messages.build_params(
-                prompt, args.negative if args.negative is not None else defaults.get("negative", ""),
-                model=args.model or defaults.get("model"), width=cap.output_size[0], height=cap.output_size[1],
-                steps=args.steps, guidance=args.guidance, strength=args.strength if args.init else None,
-                seed=args.seed, scheduler=args.scheduler, controlnet_scale=args.controlnet_scale,
-                depth_range=args.depth_range, preview_every=0)
-            header, payloads = messages.build_frame(messages.new_job_id("batch"), cap.depth, params,
-                                                    stream="blender-batch", mode="batch", init_png=cap.init_png,
-                                                    layout=cap.layout)
-        except (capture.CaptureError, messages.MessageError, ValueError) as err:
-            failed.append({"camera": cam.name, "frame": frame, "error": str(err)})
-            print("depthcast batch: %s frame %d FAILED: %s" % (cam.name, frame, err), file=sys.stderr)
-            continue
+    def render(cam, frame, **options):
+        cap = capture.capture_camera(scene, cam, frame=frame, engine=ENGINES[args.engine], **options)
         print("depthcast batch: %s frame %d: %dx%d depth in %.2f s (%s)" % (
             cam.name, frame, cap.width, cap.height, cap.timings.get("total", 0), cap.engine), flush=True)
-        in_flight[header["jobId"]] = (cam.name, frame, header, time.monotonic())
-        session.send_frame(header, payloads)
-    while in_flight:
-        _expire(in_flight, failed, args.timeout)
-        drain(0.5)
-    session.stop()
-    _write_summary(out_dir, url, written, failed, skipped=skipped, seconds=round(time.monotonic() - t_start, 3),
-                   cameras=[c.name for c in cameras], frames=frames)
-    print("depthcast batch: %d written, %d skipped, %d failed" % (len(written), len(skipped), len(failed)), flush=True)
-    return 1 if failed else 0
+        return cap
 
-
-def _expire(in_flight, failed, timeout):
-    now = time.monotonic()
-    for job_id, (cam_name, frame, _header, started) in list(in_flight.items()):
-        if now - started > timeout:
-            in_flight.pop(job_id)
-            failed.append({"camera": cam_name, "frame": frame, "error": "no result within %.0f s" % timeout})
-
-
-def _write_summary(out_dir, url, written, failed, **extra):
-    doc = {"server": url, "written": [os.path.basename(p) for p in written], "failed": failed}
-    doc.update(extra)
-    with open(os.path.join(out_dir, "batch.json"), "w") as f:
-        json.dump(doc, f, indent=2)
+    if args.depth_files:
+        try:
+            return batch_depth_files.run(views, out_dir, render)
+        except capture.CaptureError as err:
+            report(err)
+            return 1
+    return batch_service.run(scene, views, url, args, out_dir, render, report)
 
 
 if __name__ == "__main__":
@@ -269,4 +159,7 @@ if __name__ == "__main__":
         code = main(argv)
     except SystemExit as exc:  # argparse errors
         code = exc.code if isinstance(exc.code, int) else 2
+    except Exception as err:  # noqa: BLE001 - anything else is one line for whoever runs the batch
+        report("%s: %s" % (type(err).__name__, err))
+        code = 1
     sys.exit(code)

@@ -157,7 +157,7 @@ class _MockLayout:
 def step_draw_panels(scene):
     """Runs every panel's and the preferences' draw() against a checking mock layout, with and
     without a result, errors and per-object prompts."""
-    from depthcast import preferences, ui
+    from depthcast import preference_values, preferences, ui
 
     class Ctx:
         pass
@@ -194,7 +194,7 @@ def step_draw_panels(scene):
     s.near_far = "CAMERA"
     s.use_steps = s.use_guidance = False
     try:
-        preferences.DepthcastPreferences.draw(_PanelProxy(_MockLayout(), preferences.get_prefs()), ctx)
+        preferences.DepthcastPreferences.draw(_PanelProxy(_MockLayout(), preference_values.get_prefs()), ctx)
     except Exception:
         _MockLayout.problems.append("preferences draw: %s" % traceback.format_exc(limit=3))
     check("panels, object list and preferences draw (checked mock layout)", not _MockLayout.problems and
@@ -289,15 +289,31 @@ def pump(client, until, timeout):
 
 
 def step_connect(client, args):
-    from depthcast import preferences
+    from depthcast import preference_values
 
-    prefs = preferences.get_prefs()
+    prefs = preference_values.get_prefs()
     prefs.server_url = args.server
     prefs.token = args.token
     sess = client.start()
     ok = pump(client, lambda: client.connection_status()[0] == "connected", 30)
     check("connected to the service", ok, client.connection_status())
     check("hello lists models", bool(client.known_models()), [m.get("name") for m in client.known_models()])
+
+
+def step_operators(client, scene):
+    """The operators the other steps do not run: object prompts (add, then remove) and polls."""
+    ground = scene.objects["Ground"]
+    bpy.ops.depthcast.object_prompt_add(object_name=ground.name)
+    check("object prompt added", ground.get("depthcast_prompt") == "ground" and ground.get("depthcast_weight") == 1.0,
+          dict(ground.items()))
+    bpy.ops.depthcast.object_prompt_remove(object_name=ground.name)
+    check("object prompt removed", "depthcast_prompt" not in ground and "depthcast_weight" not in ground,
+          dict(ground.items()))
+    has_result = client.last_result() is not None
+    polls = {name: getattr(bpy.ops.depthcast, name).poll() for name in
+             ("generate", "render_animation", "save_result", "copy_params")}
+    check("operator polls", polls == {"generate": True, "render_animation": True, "save_result": has_result,
+                                      "copy_params": has_result}, polls)
 
 
 def step_generate(client, scene, args):
@@ -578,9 +594,9 @@ def step_batch(blend, out, args):
 def step_local_service(client, args):
     """Preferences > "start a local service": spawns `depthcast serve` on a free port, connects,
     and stops it again."""
-    from depthcast import preferences
+    from depthcast import preference_values
 
-    prefs = preferences.get_prefs()
+    prefs = preference_values.get_prefs()
     prefs.service_command = args.service_command
     prefs.service_models_dir = args.service_models_dir
     prefs.service_model = args.model
@@ -630,6 +646,7 @@ def main():
         step_capture(scene, args.size)
         step_connect(client, args)
         step_draw_panels(scene)
+        step_operators(client, scene)
         step_generate(client, scene, args)
         blend = step_save(client, args.out)
         step_animation(client, scene, args.out, args)

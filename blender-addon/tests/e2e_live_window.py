@@ -193,7 +193,7 @@ def overlay_check(name, key, shot, rx, ry, rw, rh, res_px, w_r, h_r):
 
 
 def run():
-    from depthcast import client, overlay, preferences, viewport
+    from depthcast import client, overlay, preference_values, viewport
     from depthcast.core import runtime
 
     window, area, region, space = view3d()
@@ -220,7 +220,7 @@ def run():
     svc = Service()
     _SERVICE.append(svc)
     svc.start()
-    prefs = preferences.get_prefs()
+    prefs = preference_values.get_prefs()
     prefs.start_local_service = False
     prefs.auto_connect = True
     prefs.server_url = "ws://127.0.0.1:%d/v1/ws" % svc.port

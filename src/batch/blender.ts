@@ -1,8 +1,9 @@
 /**
- * Depth of `.blend` scenes: Blender renders linear Z headless (render_depth.py beside this file)
- * into float32 .npy files under <out>/.depth/<scene>/, which the batch then reads like any depth
- * file. The folder keeps request.json (what was asked: file hash, cameras, frames, size, engine)
- * and render.json (what came out); a later run reuses it when the request is the same.
+ * Depth of `.blend` scenes: Blender renders linear Z headless (the add-on's batch script,
+ * blender-addon/scripts/depthcast_batch.py --depth-files) into float32 .npy files under
+ * <out>/.depth/<scene>/, which the batch then reads like any depth file. The folder keeps
+ * request.json (what was asked: file hash, cameras, frames, size, engine) and render.json (what
+ * came out); a later run reuses it when the request is the same.
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -11,7 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DepthcastError } from '../errors.ts';
 
-export const RENDER_SCRIPT = fileURLToPath(new URL('./blender/render_depth.py', import.meta.url));
+export const BATCH_SCRIPT = fileURLToPath(new URL('../../blender-addon/scripts/depthcast_batch.py', import.meta.url));
 
 /** The Blender executable: $DEPTHCAST_BLENDER, else `blender` on PATH. */
 export function blenderExecutable(env: NodeJS.ProcessEnv = process.env): string {
@@ -108,12 +109,14 @@ export async function renderBlendDepth(request: BlendRenderRequest, dir: string,
     const staging = `${dir}.partial`;
     await rm(staging, { recursive: true, force: true });
     await mkdir(staging, { recursive: true });
-    const args = ['-b', '--factory-startup', request.blend, '--python-exit-code', '3', '--python', RENDER_SCRIPT, '--', '--out', staging, '--engine', request.engine];
+    const args = ['-b', '--factory-startup', request.blend, '--python-exit-code', '3', '--python', BATCH_SCRIPT, '--',
+      '--depth-files', '--out', staging, '--engine', request.engine];
     for (const c of request.cameras) args.push('--camera', c);
-    for (const f of request.frames) args.push('--frame', String(f));
+    // One argument with '=': a negative first frame must not read as an option.
+    if (request.frames.length > 0) args.push(`--frames=${request.frames.join(',')}`);
     if (request.resolution) args.push('--resolution', String(request.resolution[0]), String(request.resolution[1]));
     const { code, stderr, stdout } = await runBlender(args, signal);
-    const reason = /DEPTHCAST_ERROR: (.*)/.exec(stderr)?.[1]
+    const reason = /^depthcast batch: (.*)$/m.exec(stderr)?.[1]
       ?? /^Error: (?!Not freed memory).*$/m.exec(`${stderr}\n${stdout}`)?.[0];
     if (code !== 0 || !existsSync(join(staging, 'render.json'))) {
       await rm(staging, { recursive: true, force: true });

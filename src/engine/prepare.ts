@@ -91,7 +91,7 @@ export interface JobParts {
 export async function prepareJob(model: LoadedModel, header: FrameHeader, parts: JobParts, scratch?: Scratch): Promise<PreparedJob> {
   const { depth: depthBytes, init: initBytes, layout: layoutBytes } = parts;
   const { depth, params } = header;
-  const f = model.vaeScaleFactor;
+  const f = model.pixelsPerLatent;
   // Limits were checked by the caller (service intake, `generate`, the batch runner) with checkRequestedSize.
   const size = planSize(requestedOutput(params, depth), params.sizing ?? 'native', { nativePixels: model.nativeSide ** 2, step: f });
   const { width, height } = size.generation;

@@ -14,7 +14,7 @@ import { loadModel, type LoadedModel } from './load.ts';
 /** The pixel size a dry run uses: the UNet's fixed latent size if it declares one, else 8 latent pixels a side. */
 function dryRunSize(model: LoadedModel): { width: number; height: number } {
   const shape = model.sessions.unet.input('sample')!.shape;
-  const side = (d: number | string | undefined) => (typeof d === 'number' && d > 0 ? d : 8) * model.vaeScaleFactor;
+  const side = (d: number | string | undefined) => (typeof d === 'number' && d > 0 ? d : 8) * model.pixelsPerLatent;
   return { width: side(shape[3]), height: side(shape[2]) };
 }
 

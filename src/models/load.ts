@@ -43,17 +43,17 @@ export interface LoadedModel {
   schedulerConfig: SchedulerConfig;
   /** Steps / guidance / scheduler when the user names none (src/models/defaults.ts). */
   defaults: ModelDefaults;
-  /** VAE latent scaling (config `scaling_factor`). */
-  vaeScalingFactor: number;
-  /** Pixels per latent pixel: 2^(len(block_out_channels)-1). */
-  vaeScaleFactor: number;
+  /** Latents = VAE encoding × this (the VAE config's `scaling_factor`, 0.18215 for SD 1.5). */
+  latentScalingFactor: number;
+  /** Image pixels per latent cell along each side (diffusers' `vae_scale_factor`): 2^(len(block_out_channels)-1). */
+  pixelsPerLatent: number;
   /**
    * Latent sides must be multiples of this (1 = any): a UNet exported with fixed-scale
    * up-samplers runs only these sizes (src/models/sizes.ts). Checked for UNet files up to
    * EXTERNAL_CHECK_MAX_BYTES (all external-data exports); larger single-file UNets are not scanned.
    */
   latentMultiple: number;
-  /** Side of the model's native square generation size in pixels: unet sample_size × vaeScaleFactor (src/pipelines/sizing.ts). */
+  /** Side of the model's native square generation size in pixels: unet sample_size × pixelsPerLatent (src/pipelines/sizing.ts). */
   nativeSide: number;
   latentChannels: number;
   sessions: ModelSessions;
@@ -81,8 +81,8 @@ export interface LoadedModel {
 
 export interface LoadOptions {
   device?: Device;
-  /** The VAE scaling factor for a folder whose VAE config and depthcast.json do not give one (for library callers). */
-  vaeScalingFactor?: number;
+  /** The latent scaling factor for a folder whose VAE config and depthcast.json do not give one (for library callers). */
+  latentScalingFactor?: number;
   /** Hears about devices `auto` skipped. */
   onFallback?: (device: string, reason: string) => void;
   /** ControlNet models: one composed graph (default, when the pair composes) or two sessions. */
@@ -103,8 +103,8 @@ async function readJson(path: string, problems: string[], what: string): Promise
 interface FolderConfig {
   family: ModelFamily;
   schedulerConfig: SchedulerConfig;
-  vaeScalingFactor: number;
-  vaeScaleFactor: number;
+  latentScalingFactor: number;
+  pixelsPerLatent: number;
   nativeSide: number;
   latentChannels: number;
   depthcastConfig: DepthcastModelConfig;
@@ -143,7 +143,7 @@ async function readFolderConfig(dir: string, problems: string[], options: LoadOp
     depthcastConfig = ((await readJson(join(dir, 'depthcast.json'), problems, 'depthcast.json')) ?? {}) as DepthcastModelConfig;
   }
   // The VAE config's value, else depthcast.json's (written at install from the registry), else the caller's.
-  const scaling = [vaeConfig?.scaling_factor, depthcastConfig.vae?.scaling_factor, options.vaeScalingFactor].find((v) => v !== undefined);
+  const scaling = [vaeConfig?.scaling_factor, depthcastConfig.vae?.scaling_factor, options.latentScalingFactor].find((v) => v !== undefined);
   if (typeof scaling !== 'number' || !(scaling > 0)) {
     problems.push(
       scaling === undefined
@@ -152,7 +152,7 @@ async function readFolderConfig(dir: string, problems: string[], options: LoadOp
     );
   }
   const blocks = vaeConfig?.block_out_channels;
-  const vaeScaleFactor = Array.isArray(blocks) && blocks.length > 0 ? 2 ** (blocks.length - 1) : 8;
+  const pixelsPerLatent = Array.isArray(blocks) && blocks.length > 0 ? 2 ** (blocks.length - 1) : 8;
   const latentChannels = typeof vaeConfig?.latent_channels === 'number' ? vaeConfig.latent_channels : 4;
 
   // diffusers' pipelines generate at unet sample_size × VAE factor by default. Exports without
@@ -165,9 +165,9 @@ async function readFolderConfig(dir: string, problems: string[], options: LoadOp
   return {
     family,
     schedulerConfig: sched as SchedulerConfig,
-    vaeScalingFactor: scaling,
-    vaeScaleFactor,
-    nativeSide: nativeSide(sampleSize as number, vaeScaleFactor),
+    latentScalingFactor: scaling,
+    pixelsPerLatent,
+    nativeSide: nativeSide(sampleSize as number, pixelsPerLatent),
     latentChannels,
     depthcastConfig,
   };
@@ -406,8 +406,8 @@ export async function loadModel(dirInput: string, options: LoadOptions = {}): Pr
     tokenizer: tokenizer!,
     schedulerConfig: config.schedulerConfig,
     defaults: modelDefaults(config.depthcastConfig, config.schedulerConfig._class_name),
-    vaeScalingFactor: config.vaeScalingFactor,
-    vaeScaleFactor: config.vaeScaleFactor,
+    latentScalingFactor: config.latentScalingFactor,
+    pixelsPerLatent: config.pixelsPerLatent,
     latentMultiple,
     nativeSide: config.nativeSide,
     latentChannels: config.latentChannels,

@@ -63,7 +63,7 @@ export async function runSequence(model: LoadedModel, frames: SequenceFrame[], o
     let carried: CarriedNoise | undefined;
     if (mode === 'consistent') {
       if (previous && frame.motion) {
-        const plan = planConsistentFrame(previous, frame.motion.flow, frame.motion.expectedPrevious ?? frame.depth, model.vaeScaleFactor, options.source);
+        const plan = planConsistentFrame(previous, frame.motion.flow, frame.motion.expectedPrevious ?? frame.depth, model.pixelsPerLatent, options.source);
         carried = new CarriedNoise(new SeededNoise(base.seed), previous.draws, plan.latentSource);
         Object.assign(input, { initImage: plan.initImage, strength, latentBlend: plan.latentBlend, noise: carried });
       } else {

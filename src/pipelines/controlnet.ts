@@ -63,18 +63,21 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
   const dim = model.guidanceEmbeddingDim;
   const timestepCond = dim ? timestepCondFeed(guidanceScaleEmbedding(input.guidanceScale - 1, dim), batch) : undefined;
   const condFeed: Record<string, Feed> = timestepCond ? { timestep_cond: { ...timestepCond, stableFor: timestepCond } } : {};
+  // The stableFor key of what stays fixed for this generation only (the control image's buffer is borrowed: a later call may refill it).
+  const generation = {};
   // 5. Denoise: ControlNet residuals feed the UNet, matched by name.
   const final = await denoise({
     model, scheduler, timesteps, latents, plan, h, w, noise, timer, input,
     async predict(scaled, n, t) {
-      if (model.controlnetUnet) return predictComposed(model, model.controlnetUnet, timer, { scaled, n, t, h, w, L, D, embeddings, control, scale, condFeed });
+      if (model.controlnetUnet) return predictComposed(model, model.controlnetUnet, timer, { scaled, n, t, h, w, L, D, embeddings, control, generation, scale, condFeed });
       // Both models take this step's latents: an fp16 pair converts them once.
       const step = {};
       const cnFeeds: Record<string, Feed> = {
         sample: { data: scaled, dims: [n, c, h, w], stableFor: step },
         timestep: { data: t, dims: [n] },
         encoder_hidden_states: { data: embeddings, dims: [n, L, D], stableFor: embeddings },
-        controlnet_cond: { data: controlBatch!, dims: [n, 3, input.height, input.width], stableFor: timer },
+        // Already in the ControlNet input's own type (halves for fp16): nothing to convert, so no stableFor.
+        controlnet_cond: { data: controlBatch!, dims: [n, 3, input.height, input.width] },
       };
       if (model.controlnetTakesScale) cnFeeds.conditioning_scale = { data: scale, dims: [] };
       if (controlnet.input('timestep_cond')) Object.assign(cnFeeds, condFeed);
@@ -116,6 +119,8 @@ interface ComposedStep {
   D: number;
   embeddings: Float32Array;
   control: PlanarImage;
+  /** The generation's stableFor key for the control image. */
+  generation: object;
   scale: number;
   /** `timestep_cond` when the UNet (or ControlNet) takes a guidance embedding. */
   condFeed: Record<string, Feed>;
@@ -128,7 +133,7 @@ async function predictComposed(model: LoadedModel, session: ModelSession, timer:
     sample: { data: s.scaled, dims: [s.n, c, s.h, s.w] },
     timestep: { data: s.t, dims: [s.n] },
     encoder_hidden_states: { data: s.embeddings, dims: [s.n, s.L, s.D], stableFor: s.embeddings },
-    control_image: { data: s.control.data, dims: [1, s.control.channels, s.control.height, s.control.width], stableFor: timer },
+    control_image: { data: s.control.data, dims: [1, s.control.channels, s.control.height, s.control.width], stableFor: s.generation },
     conditioning_scale: { data: s.scale, dims: [] },
     ...(session.input('timestep_cond') ? s.condFeed : {}),
   };

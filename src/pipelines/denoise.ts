@@ -30,7 +30,8 @@ export async function denoise(ctx: DenoiseContext): Promise<Float32Array> {
   const batch = plan.embeddings.length;
   const perImage = ctx.latents.length;
   const scaledBatch = new Float32Array(batch * perImage);
-  const guided = new Float32Array(perImage);
+  // The UNet batch reduced to this image's noise prediction (guided, regions blended) each step.
+  const noisePrediction = new Float32Array(perImage);
   // Where an fp16 UNet's halves are read back as float32 (an fp32 UNet's output is used as it is).
   let readBack: Float32Array | undefined;
   let latents = ctx.latents;
@@ -49,9 +50,9 @@ export async function denoise(ctx: DenoiseContext): Promise<Float32Array> {
     start = performance.now();
     readBack ??= input.scratch?.prediction.view(batch * perImage) ?? new Float32Array(batch * perImage);
     const values = prediction.float32Into(readBack);
-    plan.combine(values, guided);
-    input.onPrediction?.(k, values, guided);
-    latents = scheduler.step(guided, t, latents, ctx.noise);
+    plan.reduceBatch(values, noisePrediction);
+    input.onPrediction?.(k, values, noisePrediction);
+    latents = scheduler.step(noisePrediction, t, latents, ctx.noise);
     if (input.latentBlend) latents = input.latentBlend.afterStep(latents, k, timesteps, scheduler);
     timer.add('scheduler', performance.now() - start);
 

@@ -14,8 +14,8 @@ export interface LatentRegion {
 export interface PredictionPlan {
   /** Text embeddings of the UNet batch, in batch order. */
   embeddings: Float32Array[];
-  /** Writes the guided noise prediction for one image into `out` from the batched predictions. */
-  combine(batch: Float32Array, out: Float32Array): void;
+  /** Reduces the UNet batch to one image's noise prediction in `out`: guidance applied, regions blended. */
+  reduceBatch(batch: Float32Array, out: Float32Array): void;
 }
 
 export function planPrediction(
@@ -33,7 +33,7 @@ export function planPrediction(
   if (regions.length === 0) {
     return {
       embeddings,
-      combine(batch, out) {
+      reduceBatch(batch, out) {
         const n = out.length;
         if (!guided) {
           out.set(batch.subarray(0, n));
@@ -57,7 +57,7 @@ export function planPrediction(
   const condOffset = guided ? 1 : 0;
   return {
     embeddings,
-    combine(batch, out) {
+    reduceBatch(batch, out) {
       const n = out.length;
       const channels = n / plane;
       for (let c = 0; c < channels; c++) {

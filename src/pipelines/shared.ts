@@ -31,7 +31,7 @@ function checkImage(name: string, image: PlanarImage | undefined, width: number,
 
 /** 1. Check inputs: sizes, ranges and the conditioning this model family needs. */
 export function checkInputs(model: LoadedModel, input: GenerateInput): { h: number; w: number } {
-  const f = model.vaeScaleFactor;
+  const f = model.pixelsPerLatent;
   if (!Number.isInteger(input.width) || !Number.isInteger(input.height) || input.width <= 0 || input.height <= 0 || input.width % f || input.height % f) {
     throw new DepthcastError('BAD_REQUEST', `width and height must be positive multiples of ${f}, got ${input.width}×${input.height}`);
   }
@@ -68,7 +68,7 @@ export async function encodeConditioning(model: LoadedModel, input: GenerateInpu
   const uncond = guided ? await encodePrompt(model, input.negativePrompt ?? '', timer) : undefined;
   let regions: LatentRegion[] = [];
   if (input.regions?.length) {
-    const merged = prepareRegions(input.regions, input.prompt, input.width, input.height, model.vaeScaleFactor, input.regionFeather ?? 2);
+    const merged = prepareRegions(input.regions, input.prompt, input.width, input.height, model.pixelsPerLatent, input.regionFeather ?? 2);
     regions = [];
     for (const r of merged) regions.push({ embeds: await encodePrompt(model, r.prompt, timer), weights: r.weights });
   }

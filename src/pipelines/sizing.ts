@@ -76,8 +76,8 @@ export function requestedOutput(params: { width?: number; height?: number }, dep
  * A model's native generation size: unet/config.json `sample_size` × the VAE scale factor
  * (512² for SD 1.5, 768² for SD 2 depth), as diffusers' pipelines default to.
  */
-export function nativeSide(sampleSize: number, vaeScaleFactor: number): number {
-  return sampleSize * vaeScaleFactor;
+export function nativeSide(sampleSize: number, pixelsPerLatent: number): number {
+  return sampleSize * pixelsPerLatent;
 }
 
 /**

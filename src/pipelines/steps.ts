@@ -109,7 +109,7 @@ export async function encodeImage(model: LoadedModel, image: PlanarImage, timer:
     model.sessions.vaeEncoder.run({ sample: { data: x, dims: [1, 3, image.height, image.width] } }, ['latent_sample']),
   );
   const latents = out.latent_sample!.data;
-  const sf = Math.fround(model.vaeScalingFactor);
+  const sf = Math.fround(model.latentScalingFactor);
   const scaled = new Float32Array(latents.length);
   for (let i = 0; i < latents.length; i++) scaled[i] = sf * latents[i]!;
   return scaled;
@@ -128,12 +128,12 @@ export async function decodeLatents(
   output: 'planar' | 'rgb8' = 'planar',
   scratch?: Scratch,
 ): Promise<{ width: number; height: number; image?: PlanarImage; rgb8?: Uint8Array }> {
-  const sf = Math.fround(model.vaeScalingFactor);
+  const sf = Math.fround(model.latentScalingFactor);
   const input = new Float32Array(latents.length);
   for (let i = 0; i < latents.length; i++) input[i] = latents[i]! / sf;
   // For bytes from an fp32 decoder, the decoder writes its planes straight into the RGB8
   // converter's memory (see rgb8Staging), saving a 3 MB copy at 512×512.
-  const f = model.vaeScaleFactor;
+  const f = model.pixelsPerLatent;
   const staging = output === 'rgb8' && model.sessions.vaeDecoder.output('sample')?.type === 'float32' ? rgb8Staging(h * f * w * f) : undefined;
   const into = staging ? { sample: { data: staging, dims: [1, 3, h * f, w * f] } } : undefined;
   const out = await timer.time('vaeDecode', () =>
@@ -260,7 +260,7 @@ export function latentPreview(latents: Float32Array, h: number, w: number): { rg
 
 /** Preview through the model's tiny decoder (vae_decoder_tiny/), when the folder has one. */
 export async function tinyDecoderPreview(model: LoadedModel, latents: Float32Array, h: number, w: number, timer: StageTimer) {
-  const sf = Math.fround(model.vaeScalingFactor);
+  const sf = Math.fround(model.latentScalingFactor);
   const input = new Float32Array(latents.length);
   for (let i = 0; i < latents.length; i++) input[i] = latents[i]! / sf;
   const out = await timer.time('preview', () =>

@@ -86,7 +86,7 @@ export interface GenerateInput {
   previewEvery?: number;
   onStep?: (event: StepEvent) => void | Promise<void>;
   /** Test and debugging hook: each step's batched noise predictions and their guided combination (buffers reused by the next step: copy what you keep). */
-  onPrediction?: (step: number, batch: Float32Array, guided: Float32Array) => void;
+  onPrediction?: (step: number, batch: Float32Array, noisePrediction: Float32Array) => void;
   /**
    * Checked before every step, between a ControlNet and its UNet, and before decoding: a
    * superseded live frame stops there. An AbortSignal, or anything with a current `aborted`.

@@ -5,6 +5,7 @@ service's output to learn where it listens. Output goes to a log file the panel 
 The process is stopped when the add-on unregisters or Blender exits (atexit).
 """
 import atexit
+import dataclasses
 import os
 import shlex
 import shutil
@@ -90,19 +91,22 @@ def wait_for_port(host, port, timeout, proc=None):
     return False
 
 
+@dataclasses.dataclass(eq=False)
 class LocalService:
     """One child process running the service."""
 
-    def __init__(self, argv, host, port, log_path=None, env=None, cwd=None):
-        self.argv = list(argv)
-        self.host = host
-        self.port = port
-        self.log_path = log_path
-        self.env = env
-        self.cwd = cwd
-        self.proc = None
-        self._log = None
-        self._lock = threading.Lock()
+    argv: list
+    host: str
+    port: int
+    log_path: str = None
+    env: dict = None
+    cwd: str = None
+    proc: subprocess.Popen = dataclasses.field(default=None, init=False)
+    _log: object = dataclasses.field(default=None, init=False, repr=False)
+    _lock: object = dataclasses.field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self):
+        self.argv = list(self.argv)  # a copy: the caller's list is only borrowed
 
     @property
     def url(self):

@@ -13,6 +13,7 @@ never limit a writer, and a writer fails only when the peer accepts no byte for
 ``send_stall_timeout`` seconds (never half a frame left behind by a reader's timeout).
 """
 import base64
+import collections
 import hashlib
 import os
 import select
@@ -157,15 +158,8 @@ def encode_frame(opcode, payload, fin=True, mask=True, mask_key=None, rsv=0):
     return head + mask_key + apply_mask(payload, mask_key)
 
 
-class Frame:
-    __slots__ = ("fin", "rsv", "opcode", "masked", "payload")
-
-    def __init__(self, fin, rsv, opcode, masked, payload):
-        self.fin = fin
-        self.rsv = rsv
-        self.opcode = opcode
-        self.masked = masked
-        self.payload = payload
+#: One parsed frame; its payload unmasked.
+Frame = collections.namedtuple("Frame", "fin rsv opcode masked payload")
 
 
 def parse_frame(buf, max_payload):
