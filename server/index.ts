@@ -50,6 +50,8 @@ export interface StartServerOptions {
   shutdownWaitMs?: number;
   /** Folder of the built preview page. Default dist/page. */
   pageDir?: string;
+  /** /v1/health adds `debug` (memory per thread, counts of held state). Default: DEPTHCAST_DEBUG_MEMORY=1. */
+  debugMemory?: boolean;
   /** Engine options; tests use `faults` to make the inference worker fail on purpose. */
   engine?: EngineOptions;
 }
@@ -119,7 +121,18 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
     };
   };
 
-  const app = createApp({ budgets, scheduler, store, models, security, limits, health, isClosing: () => closing, pageDir: opts.pageDir ?? DEFAULT_PAGE_DIR,
+  // Memory of both threads and counts of what the service holds, for the soak (docs/reliability.md);
+  // `collect` (GET /v1/health?gc=1, where node runs with --expose-gc) collects garbage first.
+  const diagnostics = async (collect: boolean) => {
+    if (collect) (globalThis as { gc?: () => void }).gc?.();
+    const { rss, heapTotal, heapUsed, external, arrayBuffers } = process.memoryUsage();
+    return {
+      memory: { main: { rss, heapTotal, heapUsed, external, arrayBuffers }, worker: (await engine.workerMemory(collect)) ?? null },
+      retained: { jobRecords: store.size, wsConnections: ws.connectionsHeld, ...scheduler.retained() },
+    };
+  };
+  const app = createApp({ budgets, scheduler, store, models, security, limits, health,
+    ...(opts.debugMemory ?? process.env.DEPTHCAST_DEBUG_MEMORY === '1' ? { diagnostics } : {}), isClosing: () => closing, pageDir: opts.pageDir ?? DEFAULT_PAGE_DIR,
     routes: [demoModelRouter(opts.modelsDir, () => log(`wrote the demo model to ${opts.modelsDir}/${DEMO_MODEL_NAME} (asked for by a client)`))] });
   const server: Server = createServer(app);
   const ws = new WsEndpoint(server, {

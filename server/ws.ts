@@ -95,6 +95,11 @@ export class WsEndpoint {
     this.heartbeat.unref();
   }
 
+  /** Connections whose state this endpoint keeps (diagnostics and tests). */
+  get connectionsHeld(): number {
+    return this.conns.size;
+  }
+
   /** Closes every socket (1001 going away) after what is queued on it was sent. */
   close(): void {
     clearInterval(this.heartbeat);

@@ -9,7 +9,7 @@ import type { ForegroundStats } from '../depth/convert.ts';
 import type { FrameHeader } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
 import { configureInferenceWorkerHeap } from './heap.ts';
-import type { FromWorker, InferenceFault, ToWorker, WorkerInit } from './protocol.ts';
+import type { FromWorker, InferenceFault, MemorySample, ToWorker, WorkerInit } from './protocol.ts';
 import type { EngineProgress, EngineResult } from './types.ts';
 
 /** A result's PNG, for callers that write files: they never ask for another format. */
@@ -94,6 +94,8 @@ export class Engine {
   private queue: Pending[] = [];
   private running?: Pending;
   private closed = false;
+  /** Callers waiting for the worker's memory sample (diagnostics; answered in order). */
+  private memoryWaiters: ((usage: MemorySample | undefined) => void)[] = [];
   /** The model the worker holds, once one was loaded. */
   loaded?: LoadedModelInfo;
   /** Inference workers started so far (a crashed one is replaced on the next job). */
@@ -121,6 +123,28 @@ export class Engine {
       hooks.signal?.addEventListener('abort', () => this.abort(job), { once: true });
       this.queue.push(job);
       this.pump();
+    });
+  }
+
+  /**
+   * Diagnostics: the worker thread's process.memoryUsage() (its own V8 heap; rss is the
+   * process's), or undefined when no worker runs or it does not answer within timeoutMs (a
+   * worker answers between steps, not during one). `collect`: a full GC first, where the process
+   * runs with --expose-gc, so the figures show what is held rather than garbage not yet collected.
+   */
+  workerMemory(collect = false, timeoutMs = 2000): Promise<MemorySample | undefined> {
+    const worker = this.worker;
+    if (!worker) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => settle(undefined), timeoutMs);
+      const settle = (usage: MemorySample | undefined) => {
+        clearTimeout(timer);
+        const i = this.memoryWaiters.indexOf(settle);
+        if (i >= 0) this.memoryWaiters.splice(i, 1);
+        resolve(usage);
+      };
+      this.memoryWaiters.push(settle);
+      worker.postMessage({ type: 'memory', collect } satisfies ToWorker);
     });
   }
 
@@ -176,6 +200,10 @@ export class Engine {
       // One line, with why `auto` chose this device when it skipped others.
       const skipped = msg.fallbacks.length ? `; device auto chose ${msg.device}, skipping ${msg.fallbacks.join('; ')}` : '';
       this.log(`model ${msg.name} loaded on ${msg.device} (${msg.family}, ${msg.dtype})${skipped}`);
+      return;
+    }
+    if (msg.type === 'memory') {
+      this.memoryWaiters[0]?.(msg.usage);
       return;
     }
     const job = this.running;
