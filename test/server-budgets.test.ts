@@ -131,6 +131,23 @@ describe('incoming messages', () => {
     await next.close();
   });
 
+  it('control frames between the fragments of a message do not hold its deadline off', async () => {
+    const server = await serve({ heartbeatMs: 60_000, budgets: { messageAssemblyMs: 300 } });
+    const ws = await rawSocket(server.url);
+    let open = true;
+    const closing = closed(ws).then(() => { open = false; });
+    ws.send(new Uint8Array(1024), { binary: true, fin: false });
+    // Pings and unsolicited pongs keep coming, far past the deadline, but the message never ends.
+    for (let i = 0; i < 150 && open; i++) {
+      ws.ping();
+      ws.pong();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(open).toBe(false);
+    await closing;
+    expect(server.stats().closedAssembly).toBe(1);
+  });
+
   it('the bytes being assembled across connections are bounded: the connection that would exceed it is closed (1013)', async () => {
     const server = await serve({ budgets: { maxIncomingBytes: 1024 * 1024 } });
     const first = await rawSocket(server.url);
