@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Engine, type EngineOptions } from '../src/engine/engine.ts';
 import { ModelCatalog } from '../src/engine/catalog.ts';
 import { DepthcastError } from '../src/errors.ts';
-import { type Limits, PROTOCOL_VERSION, SCHEDULER_NAMES, type ServerMessage } from '../src/protocol/schemas.ts';
+import { type HelloBudgets, type Limits, PROTOCOL_VERSION, SCHEDULER_NAMES, type ServerMessage } from '../src/protocol/schemas.ts';
 import type { Device } from '../src/runtime/ort.ts';
 import { VERSION } from '../src/version.ts';
 import { createApp } from './http.ts';
@@ -104,9 +104,12 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
   const devices = await bundledDevices();
   let closing = false;
 
+  const heartbeatMs = opts.heartbeatMs ?? 30_000;
+  const previewDropBytes = opts.previewDropBytes ?? 1024 * 1024;
+  const helloBudgets: HelloBudgets = { ...budgets, heartbeatMs, previewDropBytes };
   const hello = (): ServerMessage => ({
     type: 'hello', protocol: PROTOCOL_VERSION, server: { name: 'depthcast', version: VERSION },
-    models: models.list(), schedulers: [...SCHEDULER_NAMES], devices, device: engine.loaded?.device ?? device, limits,
+    models: models.list(), schedulers: [...SCHEDULER_NAMES], devices, device: engine.loaded?.device ?? device, limits, budgets: helloBudgets,
   });
   const health = () => {
     const loaded = engine.loaded;
@@ -137,9 +140,9 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
   const server: Server = createServer(app);
   const ws = new WsEndpoint(server, {
     scheduler, security, limits, hello, isClosing: () => closing,
-    heartbeatMs: opts.heartbeatMs ?? 30_000,
+    heartbeatMs,
     budgets,
-    previewDropBytes: opts.previewDropBytes ?? 1024 * 1024,
+    previewDropBytes,
     log,
   });
 

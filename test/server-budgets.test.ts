@@ -8,6 +8,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { type DepthcastServer, startServer, type StartServerOptions } from '../server/index.ts';
+import { DEFAULT_BUDGETS } from '../server/limits.ts';
+import { ServerHelloMessage } from '../src/protocol/schemas.ts';
 import { frameBytes, sceneDepth, SLOW_PARAMS, TestClient, tinyModelsDir } from './support/server-helpers.ts';
 
 let models: Awaited<ReturnType<typeof tinyModelsDir>>;
@@ -55,6 +57,16 @@ function rawSocket(url: string, options: WebSocket.ClientOptions = {}): Promise<
 function closed(ws: WebSocket): Promise<{ code: number; reason: string }> {
   return new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
 }
+
+describe('hello', () => {
+  it('states the budgets the connection runs under: the defaults with this service\'s overrides', async () => {
+    const server = await serve({ heartbeatMs: 4000, previewDropBytes: 300_000, budgets: { maxStreamsPerConnection: 3, messageAssemblyMs: 9000 } });
+    const client = await TestClient.connect(server.url);
+    const hello = ServerHelloMessage.parse(client.received[0]!.msg);
+    expect(hello.budgets).toEqual({ ...DEFAULT_BUDGETS, maxStreamsPerConnection: 3, messageAssemblyMs: 9000, heartbeatMs: 4000, previewDropBytes: 300_000 });
+    await client.close();
+  });
+});
 
 describe('heartbeat', () => {
   it('unsolicited pongs do not keep a connection alive; answering our pings does', async () => {
