@@ -8,7 +8,7 @@ import { DepthcastError, isErrorCode } from '../errors.ts';
 import type { ForegroundStats } from '../depth/convert.ts';
 import type { FrameHeader } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
-import { configureInferenceWorkerHeap } from './heap.ts';
+import { configureInferenceWorkerHeap, INFERENCE_WORKER_LIMITS } from './heap.ts';
 import type { FromWorker, InferenceFault, MemorySample, ToWorker, WorkerInit } from './protocol.ts';
 import type { EngineProgress, EngineResult } from './types.ts';
 
@@ -58,8 +58,8 @@ export interface EngineResultWithStats extends EngineResult {
 
 export interface EngineOptions {
   /**
-   * 'sized' (the default) starts the worker with the larger initial old space of heap.ts;
-   * 'v8-default' leaves V8's sizing, for comparing the two. The setting is a process-wide V8
+   * 'sized' (the default) starts the worker with heap.ts's sizing (a larger initial old space, a
+   * capped young generation); 'v8-default' leaves V8's sizing, for comparing the two. The setting is a process-wide V8
    * flag: once a sized worker has started, workers started later are sized too.
    */
   workerHeap?: 'sized' | 'v8-default';
@@ -163,8 +163,9 @@ export class Engine {
     if (this.options.faults) init.faults = this.options.faults;
     if (this.options.controlnetGraph) init.controlnetGraph = this.options.controlnetGraph;
     this.workersStarted++;
-    if (this.options.workerHeap !== 'v8-default') configureInferenceWorkerHeap();
-    const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: init });
+    const sized = this.options.workerHeap !== 'v8-default';
+    if (sized) configureInferenceWorkerHeap();
+    const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: init, ...(sized ? { resourceLimits: INFERENCE_WORKER_LIMITS } : {}) });
     worker.on('message', (msg: FromWorker) => this.onMessage(msg));
     const fail = (reason: string) => {
       if (this.worker !== worker) return;
