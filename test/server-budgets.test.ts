@@ -284,3 +284,20 @@ describe('streams and queue shares', () => {
     await other.close();
   });
 });
+
+describe('what the service holds', () => {
+  it('after jobs on connections that close or drop, no stream, owner or connection state is left', async () => {
+    const server = await serve({ debugMemory: true });
+    for (let c = 0; c < 4; c++) {
+      const client = await TestClient.connect(server.url);
+      for (let i = 0; i < 3; i++) client.send(frameBytes({ jobId: `c${c}-${i}`, stream: `s${i}`, mode: i === 2 ? 'batch' : 'live' }));
+      for (let i = 0; i < 3; i++) await client.terminal(`c${c}-${i}`);
+      if (c % 2) client.ws.terminate();
+      else await client.close();
+    }
+    const held = async () => ((await (await fetch(`${server.url}/v1/health`)).json()) as { debug: { retained: Record<string, number> } }).debug.retained;
+    await until(() => server.stats().connections === 0, 'every connection to be gone');
+    expect(await held()).toEqual({ jobRecords: 12, wsConnections: 0, streams: 0, remembered: 0, owners: 0, activeOwners: 0, ring: 0 });
+  });
+});
+
