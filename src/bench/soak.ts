@@ -4,7 +4,8 @@
  * live frames over a few streams each, cancel at random and drop their connection at random
  * (terminate, no close handshake). Prints frames sent, last-frame misses (the last frame of a
  * burst that did not get its result), crashes (the server process exiting), the server's RSS at
- * start, middle and end, and GET /v1/health latency p50/p99.
+ * start, middle and end, and GET /v1/health latency p50/p99, and where the memory is: both
+ * threads' heaps and what the service holds, from /v1/health's debug field (docs/reliability.md).
  *
  *   npm run soak -- [--frames 10000] [--clients 6] [--minutes 20]
  */
