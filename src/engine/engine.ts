@@ -59,8 +59,9 @@ export interface EngineResultWithStats extends EngineResult {
 export interface EngineOptions {
   /**
    * 'sized' (the default) starts the worker with heap.ts's sizing (a larger initial old space, a
-   * capped young generation); 'v8-default' leaves V8's sizing, for comparing the two. The setting is a process-wide V8
-   * flag: once a sized worker has started, workers started later are sized too.
+   * capped young generation); 'v8-default' leaves V8's sizing, for comparing the two. The old
+   * space is a process-wide V8 flag: once a sized worker has started, workers started later get
+   * it too. The young generation cap is a resource limit of each sized worker alone.
    */
   workerHeap?: 'sized' | 'v8-default';
   /** Test-only: make the worker throw or exit at a chosen step of chosen jobs (InferenceFault). */
