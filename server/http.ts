@@ -27,6 +27,8 @@ export interface HttpDeps {
   security: Security;
   limits: Limits;
   health: () => Record<string, unknown>;
+  /** Extra figures for /v1/health when the service runs with DEPTHCAST_DEBUG_MEMORY=1 (index.ts). */
+  diagnostics?: (collect: boolean) => Promise<Record<string, unknown>>;
   isClosing: () => boolean;
   pageDir: string;
   /** Routes kept in files of their own (e.g. demo-model.ts), mounted before the /v1 catch-all. */
@@ -199,8 +201,9 @@ export function createApp(deps: HttpDeps): express.Express {
     }
   });
 
-  app.get('/v1/health', (_req, res) => {
-    res.json(deps.health());
+  app.get('/v1/health', async (req, res) => {
+    const health = deps.health();
+    res.json(deps.diagnostics ? { ...health, debug: await deps.diagnostics(req.query.gc === '1') } : health);
   });
 
   app.get('/v1/models', (_req, res) => {

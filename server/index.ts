@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Engine, type EngineOptions } from '../src/engine/engine.ts';
 import { ModelCatalog } from '../src/engine/catalog.ts';
 import { DepthcastError } from '../src/errors.ts';
-import { type Limits, PROTOCOL_VERSION, SCHEDULER_NAMES, type ServerMessage } from '../src/protocol/schemas.ts';
+import { type HelloBudgets, type Limits, PROTOCOL_VERSION, SCHEDULER_NAMES, type ServerMessage } from '../src/protocol/schemas.ts';
 import type { Device } from '../src/runtime/ort.ts';
 import { VERSION } from '../src/version.ts';
 import { createApp } from './http.ts';
@@ -50,6 +50,8 @@ export interface StartServerOptions {
   shutdownWaitMs?: number;
   /** Folder of the built preview page. Default dist/page. */
   pageDir?: string;
+  /** /v1/health adds `debug` (memory per thread, counts of held state). Default: DEPTHCAST_DEBUG_MEMORY=1. */
+  debugMemory?: boolean;
   /** Engine options; tests use `faults` to make the inference worker fail on purpose. */
   engine?: EngineOptions;
 }
@@ -102,9 +104,12 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
   const devices = await bundledDevices();
   let closing = false;
 
+  const heartbeatMs = opts.heartbeatMs ?? 30_000;
+  const previewDropBytes = opts.previewDropBytes ?? 1024 * 1024;
+  const helloBudgets: HelloBudgets = { ...budgets, heartbeatMs, previewDropBytes };
   const hello = (): ServerMessage => ({
     type: 'hello', protocol: PROTOCOL_VERSION, server: { name: 'depthcast', version: VERSION },
-    models: models.list(), schedulers: [...SCHEDULER_NAMES], devices, device: engine.loaded?.device ?? device, limits,
+    models: models.list(), schedulers: [...SCHEDULER_NAMES], devices, device: engine.loaded?.device ?? device, limits, budgets: helloBudgets,
   });
   const health = () => {
     const loaded = engine.loaded;
@@ -119,14 +124,25 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
     };
   };
 
-  const app = createApp({ budgets, queue, store, models, security, limits, health, isClosing: () => closing, pageDir: opts.pageDir ?? DEFAULT_PAGE_DIR,
+  // Memory of both threads and counts of what the service holds, for the soak (docs/reliability.md);
+  // `collect` (GET /v1/health?gc=1, where node runs with --expose-gc) collects garbage first.
+  const diagnostics = async (collect: boolean) => {
+    if (collect) (globalThis as { gc?: () => void }).gc?.();
+    const { rss, heapTotal, heapUsed, external, arrayBuffers } = process.memoryUsage();
+    return {
+      memory: { main: { rss, heapTotal, heapUsed, external, arrayBuffers }, worker: (await engine.workerMemory(collect)) ?? null },
+      retained: { jobRecords: store.size, wsConnections: ws.connectionsHeld, ...queue.retained() },
+    };
+  };
+  const app = createApp({ budgets, queue, store, models, security, limits, health,
+    ...(opts.debugMemory ?? process.env.DEPTHCAST_DEBUG_MEMORY === '1' ? { diagnostics } : {}), isClosing: () => closing, pageDir: opts.pageDir ?? DEFAULT_PAGE_DIR,
     routes: [demoModelRouter(opts.modelsDir, () => log(`wrote the demo model to ${opts.modelsDir}/${DEMO_MODEL_NAME} (asked for by a client)`))] });
   const server: Server = createServer(app);
   const ws = new WsEndpoint(server, {
     queue, security, limits, hello, isClosing: () => closing,
-    heartbeatMs: opts.heartbeatMs ?? 30_000,
+    heartbeatMs,
     budgets,
-    previewDropBytes: opts.previewDropBytes ?? 1024 * 1024,
+    previewDropBytes,
     log,
   });
 

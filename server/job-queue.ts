@@ -173,6 +173,13 @@ export class JobQueue {
     return bytes;
   }
 
+  /** What the scheduler holds, counted (diagnostics and tests: each is bounded or pruned). */
+  retained(): { streams: number; remembered: number; owners: number; activeOwners: number; ring: number } {
+    let remembered = 0;
+    for (const s of this.streams.values()) if (s.last) remembered++;
+    return { streams: this.streams.size, remembered, owners: this.ownerServedAt.size, activeOwners: this.active.size, ring: this.ring.length };
+  }
+
   /** Cancels one of the owner's jobs; false when it has no such queued or running job. */
   cancelJob(owner: string, jobId: string, reason: CancelReason = 'client'): boolean {
     const job = this.active.get(owner)?.get(jobId);

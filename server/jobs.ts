@@ -41,6 +41,11 @@ export class JobStore {
     return record;
   }
 
+  /** Records held (active ones and finished ones not yet aged out). */
+  get size(): number {
+    return this.records.size;
+  }
+
   get(jobId: string): JobRecord | undefined {
     this.prune();
     return this.records.get(jobId)?.record;

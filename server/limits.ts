@@ -5,7 +5,7 @@
  * what it did wrong at once.
  */
 import { DEFAULT_LIMITS, LIMIT_BOUNDS } from '../src/protocol/limits.ts';
-import type { Limits } from '../src/protocol/schemas.ts';
+import type { Budgets, Limits } from '../src/protocol/schemas.ts';
 
 /** Defaults with the overrides applied; every override must be a positive integer. */
 function withOverrides<T extends object>(what: string, defaults: Readonly<T>, overrides: Partial<T>): T {
@@ -37,33 +37,12 @@ export function hardPayloadCap(limits: Limits): number {
 }
 
 /**
- * Server-side budgets per connection and for the whole service (docs/protocol.md, "Budgets").
- * Unlike `Limits` they are not part of a frame's contract, so `hello` does not announce them.
+ * Server-side budgets per connection and for the whole service (docs/protocol.md, "Budgets per
+ * connection"). Unlike `Limits` they bound what a client can make the service hold, not what a
+ * frame may ask for; `hello` announces them too (`budgets`), so a client can pace itself. The
+ * schema, with what each one bounds, is in src/protocol/schemas.ts.
  */
-export interface Budgets {
-  /** Live and batch streams one WebSocket connection may have at once; a frame for one more gets LIMIT_EXCEEDED. */
-  maxStreamsPerConnection: number;
-  /** Jobs one connection (or all HTTP requests together) may have waiting; past it BUSY, while others still get room. */
-  maxQueuedPerConnection: number;
-  /** Bytes a connection may leave unread in its send buffer (previews are dropped before that). */
-  maxOutputBytes: number;
-  /** How long a connection may stay over maxOutputBytes before it is closed (4008). */
-  outputStallMs: number;
-  /** How long one incoming WebSocket message may take to arrive, from its first byte (4008 past it). */
-  messageAssemblyMs: number;
-  /**
-   * Bytes of incoming WebSocket messages, all connections together: being assembled (the
-   * connection that would pass it is closed, 1013) or held by queued and running jobs (a frame
-   * that would pass it gets BUSY).
-   */
-  maxIncomingBytes: number;
-  /** WebSocket connections at once; past it the upgrade gets 429 BUSY. */
-  maxConnections: number;
-  /** An HTTP body above this many bytes (or of unknown length) is large. */
-  largeBodyBytes: number;
-  /** Large HTTP bodies held at once (from reading until the answer); past it 429 BUSY. */
-  maxLargeBodies: number;
-}
+export type { Budgets };
 
 export const DEFAULT_BUDGETS: Readonly<Budgets> = Object.freeze({
   maxStreamsPerConnection: 16,

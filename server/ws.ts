@@ -17,6 +17,7 @@ import { intakeFrame } from './intake.ts';
 import { type Budgets, hardPayloadCap } from './limits.ts';
 import type { JobSink, JobQueue } from './job-queue.ts';
 import type { Security } from './security.ts';
+import { FrameScanner } from './ws-frames.ts';
 
 export interface WsDeps {
   queue: JobQueue;
@@ -54,7 +55,9 @@ interface Conn {
   /** When the send buffer last went over maxOutputBytes (undefined while under). */
   overSince?: number;
   outputTimer?: NodeJS.Timeout;
-  /** Bytes received since the last complete message (an incoming message being assembled). */
+  /** Follows the client's frames: is a message being assembled, and how many of its bytes are here. */
+  frames: FrameScanner;
+  /** Bytes of the message being assembled, as counted in the endpoint's incoming total. */
   assembling: number;
   assemblyTimer?: NodeJS.Timeout;
   closing: boolean;
@@ -93,6 +96,11 @@ export class WsEndpoint {
     server.on('upgrade', (req, socket, head) => this.upgrade(req, socket, head));
     this.heartbeat = setInterval(() => this.ping(), deps.heartbeatMs);
     this.heartbeat.unref();
+  }
+
+  /** Connections whose state this endpoint keeps (diagnostics and tests). */
+  get connectionsHeld(): number {
+    return this.conns.size;
   }
 
   /** Closes every socket (1001 going away) after what is queued on it was sent. */
@@ -147,16 +155,14 @@ export class WsEndpoint {
 
   private connection(ws: WebSocket, socket: Duplex): void {
     const owner = `ws:${++this.nextOwner}`;
-    const conn: Conn = { owner, ws, alive: true, assembling: 0, closing: false };
+    const conn: Conn = { owner, ws, alive: true, frames: new FrameScanner(), assembling: 0, closing: false };
     this.conns.set(ws, conn);
     this.stats.connections++;
     // Counted before ws parses the bytes, so a message completed by this chunk is settled after it.
-    socket.prependListener('data', (chunk: Buffer) => this.received(conn, chunk.byteLength));
+    socket.prependListener('data', (chunk: Buffer) => this.received(conn, chunk));
     ws.on('pong', (data) => {
       if (conn.ping && data.equals(conn.ping)) conn.alive = true;
-      this.controlFrame(conn);
     });
-    ws.on('ping', () => this.controlFrame(conn));
     ws.on('error', (err) => this.deps.log(`WebSocket ${owner}: ${err.message}`));
     ws.on('close', () => {
       this.stats.connections--;
@@ -166,37 +172,33 @@ export class WsEndpoint {
       this.deps.queue.releaseOwner(owner, 'disconnect');
     });
     ws.on('message', (data, isBinary) => {
-      this.assembled(conn);
       this.message(ws, owner, data as Buffer, isBinary);
     });
     this.sendJson(ws, this.deps.hello());
   }
 
-  /** Bytes arrived on a connection: they belong to a message until it completes. */
-  private received(conn: Conn, bytes: number): void {
+  /**
+   * Bytes arrived on a connection, before ws parses them. The frame scanner says which belong to
+   * a data message still being assembled: those count against maxIncomingBytes, and the message
+   * has messageAssemblyMs from its first byte to its last. Control frames start no deadline.
+   */
+  private received(conn: Conn, chunk: Buffer): void {
     if (conn.closing) return;
     const { messageAssemblyMs, maxIncomingBytes } = this.deps.budgets;
-    conn.assembling += bytes;
-    this.incoming += bytes;
+    const completed = conn.frames.feed(chunk);
+    if (completed > 0) this.assembled(conn);
+    this.incoming += conn.frames.pendingBytes - conn.assembling;
+    conn.assembling = conn.frames.pendingBytes;
     if (this.incoming > maxIncomingBytes) {
       this.stats.closedIncoming++;
       this.closeOverBudget(conn, CLOSE_TRY_AGAIN, `BUSY: incoming messages would hold over ${maxIncomingBytes} bytes (maxIncomingBytes); retry later`, true);
       return;
     }
+    if (!conn.frames.inMessage) return;
     conn.assemblyTimer ??= setTimeout(() => {
       this.stats.closedAssembly++;
       this.closeOverBudget(conn, CLOSE_OVER_BUDGET, `LIMIT_EXCEEDED: a message took over ${messageAssemblyMs} ms to arrive (messageAssemblyMs)`, true);
     }, messageAssemblyMs);
-  }
-
-  /**
-   * A ping or pong arrived. Control frames may come between the fragments of a message, so the
-   * count only restarts when ws holds no unfinished fragmented message (its receiver's
-   * `_fragmented` opcode; if a later ws drops that field, every control frame restarts it).
-   */
-  private controlFrame(conn: Conn): void {
-    const receiver = (conn.ws as unknown as { _receiver?: { _fragmented?: number } })._receiver;
-    if (!receiver?._fragmented) this.assembled(conn);
   }
 
   /** A message completed: its bytes are no longer being assembled. */

@@ -8,6 +8,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { type DepthcastServer, startServer, type StartServerOptions } from '../server/index.ts';
+import { DEFAULT_BUDGETS } from '../server/limits.ts';
+import { ServerHelloMessage } from '../src/protocol/schemas.ts';
 import { frameBytes, sceneDepth, SLOW_PARAMS, TestClient, tinyModelsDir } from './support/server-helpers.ts';
 
 let models: Awaited<ReturnType<typeof tinyModelsDir>>;
@@ -55,6 +57,16 @@ function rawSocket(url: string, options: WebSocket.ClientOptions = {}): Promise<
 function closed(ws: WebSocket): Promise<{ code: number; reason: string }> {
   return new Promise((resolve) => ws.once('close', (code, reason) => resolve({ code, reason: reason.toString() })));
 }
+
+describe('hello', () => {
+  it('states the budgets the connection runs under: the defaults with this service\'s overrides', async () => {
+    const server = await serve({ heartbeatMs: 4000, previewDropBytes: 300_000, budgets: { maxStreamsPerConnection: 3, messageAssemblyMs: 9000 } });
+    const client = await TestClient.connect(server.url);
+    const hello = ServerHelloMessage.parse(client.received[0]!.msg);
+    expect(hello.budgets).toEqual({ ...DEFAULT_BUDGETS, maxStreamsPerConnection: 3, messageAssemblyMs: 9000, heartbeatMs: 4000, previewDropBytes: 300_000 });
+    await client.close();
+  });
+});
 
 describe('heartbeat', () => {
   it('unsolicited pongs do not keep a connection alive; answering our pings does', async () => {
@@ -129,6 +141,23 @@ describe('incoming messages', () => {
     expect(next.closed).toBeUndefined();
     expect(server.stats().closedAssembly).toBe(1);
     await next.close();
+  });
+
+  it('control frames between the fragments of a message do not hold its deadline off', async () => {
+    const server = await serve({ heartbeatMs: 60_000, budgets: { messageAssemblyMs: 300 } });
+    const ws = await rawSocket(server.url);
+    let open = true;
+    const closing = closed(ws).then(() => { open = false; });
+    ws.send(new Uint8Array(1024), { binary: true, fin: false });
+    // Pings and unsolicited pongs keep coming, far past the deadline, but the message never ends.
+    for (let i = 0; i < 150 && open; i++) {
+      ws.ping();
+      ws.pong();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(open).toBe(false);
+    await closing;
+    expect(server.stats().closedAssembly).toBe(1);
   });
 
   it('the bytes being assembled across connections are bounded: the connection that would exceed it is closed (1013)', async () => {
@@ -255,3 +284,20 @@ describe('streams and queue shares', () => {
     await other.close();
   });
 });
+
+describe('what the service holds', () => {
+  it('after jobs on connections that close or drop, no stream, owner or connection state is left', async () => {
+    const server = await serve({ debugMemory: true });
+    for (let c = 0; c < 4; c++) {
+      const client = await TestClient.connect(server.url);
+      for (let i = 0; i < 3; i++) client.send(frameBytes({ jobId: `c${c}-${i}`, stream: `s${i}`, mode: i === 2 ? 'batch' : 'live' }));
+      for (let i = 0; i < 3; i++) await client.terminal(`c${c}-${i}`);
+      if (c % 2) client.ws.terminate();
+      else await client.close();
+    }
+    const held = async () => ((await (await fetch(`${server.url}/v1/health`)).json()) as { debug: { retained: Record<string, number> } }).debug.retained;
+    await until(() => server.stats().connections === 0, 'every connection to be gone');
+    expect(await held()).toEqual({ jobRecords: 12, wsConnections: 0, streams: 0, remembered: 0, owners: 0, activeOwners: 0, ring: 0 });
+  });
+});
+

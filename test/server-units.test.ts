@@ -6,6 +6,14 @@ import { toHalf } from '../src/runtime/float16.ts';
 import { decodeDepthPixels, type DepthLayout, depthScanInWasm, nearnessDifference, nearnessWithin, scanDepth, SIMILARITY_GRID } from '../src/depth/scan.ts';
 import { SIMILARITY_MAX_CELL } from '../server/similarity.ts';
 import { JobStore } from '../server/jobs.ts';
+import { FrameScanner } from '../server/ws-frames.ts';
+import * as wsModule from 'ws';
+
+/** ws's own framer and parser (exported at runtime, not in its typings): the reference for FrameScanner. */
+const { Receiver, Sender } = wsModule as unknown as {
+  Sender: { frame(data: Buffer, options: { fin: boolean; opcode: number; mask: boolean; readOnly: boolean; rsv1: boolean }): Buffer[] };
+  Receiver: new (options: { isServer: boolean; maxPayload: number; allowSynchronousEvents: boolean }) => NodeJS.WritableStream & { on(event: 'message', listener: () => void): unknown };
+};
 import { sceneDepth } from './support/server-helpers.ts';
 
 const Z: DepthLayout = { width: 64, height: 64, dtype: 'f32', kind: 'zdepth', near: 1, far: 10 };
@@ -197,5 +205,40 @@ describe('binary message framing', () => {
     const decoded = decodeBinaryMessage(joined);
     expect(decoded.header).toEqual(header);
     expect([...decoded.payload]).toEqual([...payload]);
+  });
+});
+
+describe('FrameScanner follows client framing as ws reads it', () => {
+  /** Masked client frames built by ws's own Sender, the reference framer. */
+  function frame(data: Uint8Array, opcode: number, fin: boolean): Buffer {
+    return Buffer.concat(Sender.frame(Buffer.from(data), { fin, opcode, mask: true, readOnly: false, rsv1: false }));
+  }
+
+  it('counts completed messages and the bytes of the unfinished one, chunk by chunk, as ws’s Receiver does', () => {
+    const ping = frame(new Uint8Array(3), 0x9, true);
+    const pong = frame(new Uint8Array(0), 0xa, true);
+    const stream = Buffer.concat([
+      frame(new Uint8Array(10), 0x2, true), // 7-bit length
+      frame(new Uint8Array(300), 0x1, false), ping, frame(new Uint8Array(70_000), 0x0, false), pong, frame(new Uint8Array(5), 0x0, true), // 16- and 64-bit lengths, control frames between fragments
+      ping,
+      frame(new Uint8Array(0), 0x2, true), // empty message
+      frame(new Uint8Array(1000), 0x2, false), // unfinished at the end
+    ]);
+    for (const size of [5, 7, 125, 4096, stream.length]) {
+      const scanner = new FrameScanner();
+      const receiver = new Receiver({ isServer: true, maxPayload: 0, allowSynchronousEvents: true });
+      let messages = 0;
+      receiver.on('message', () => messages++);
+      let completed = 0;
+      for (let at = 0; at < stream.length; at += size) {
+        const chunk = stream.subarray(at, at + size);
+        completed += scanner.feed(chunk);
+        receiver.write(Buffer.from(chunk)); // a copy: ws unmasks in place
+        expect(completed).toBe(messages);
+      }
+      expect(completed).toBe(3);
+      expect(scanner.inMessage).toBe(true);
+      expect(scanner.pendingBytes).toBe(frame(new Uint8Array(1000), 0x2, false).length);
+    }
   });
 });

@@ -8,8 +8,8 @@ import { DepthcastError, isErrorCode } from '../errors.ts';
 import type { ForegroundStats } from '../depth/scan.ts';
 import type { FrameHeader } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
-import { configureInferenceWorkerHeap } from './heap.ts';
-import type { FromWorker, InferenceFault, ToWorker, WorkerInit } from './protocol.ts';
+import { configureInferenceWorkerHeap, INFERENCE_WORKER_LIMITS } from './heap.ts';
+import type { FromWorker, InferenceFault, MemorySample, ToWorker, WorkerInit } from './protocol.ts';
 import type { EngineProgress, EngineResult } from './types.ts';
 
 /** A result's PNG, for callers that write files: they never ask for another format. */
@@ -58,9 +58,10 @@ export interface EngineResultWithStats extends EngineResult {
 
 export interface EngineOptions {
   /**
-   * 'sized' (the default) starts the worker with the larger initial old space of heap.ts;
-   * 'v8-default' leaves V8's sizing, for comparing the two. The setting is a process-wide V8
-   * flag: once a sized worker has started, workers started later are sized too.
+   * 'sized' (the default) starts the worker with heap.ts's sizing (a larger initial old space, a
+   * capped young generation); 'v8-default' leaves V8's sizing, for comparing the two. The old
+   * space is a process-wide V8 flag: once a sized worker has started, workers started later get
+   * it too. The young generation cap is a resource limit of each sized worker alone.
    */
   workerHeap?: 'sized' | 'v8-default';
   /** Test-only: make the worker throw or exit at a chosen step of chosen jobs (InferenceFault). */
@@ -94,6 +95,8 @@ export class Engine {
   private queue: Pending[] = [];
   private running?: Pending;
   private closed = false;
+  /** Callers waiting for the worker's memory sample (diagnostics; answered in order). */
+  private memoryWaiters: ((usage: MemorySample | undefined) => void)[] = [];
   /** The model the worker holds, once one was loaded. */
   loaded?: LoadedModelInfo;
   /** Inference workers started so far (a crashed one is replaced on the next job). */
@@ -124,6 +127,28 @@ export class Engine {
     });
   }
 
+  /**
+   * Diagnostics: the worker thread's process.memoryUsage() (its own V8 heap; rss is the
+   * process's), or undefined when no worker runs or it does not answer within timeoutMs (a
+   * worker answers between steps, not during one). `collect`: a full GC first, where the process
+   * runs with --expose-gc, so the figures show what is held rather than garbage not yet collected.
+   */
+  workerMemory(collect = false, timeoutMs = 2000): Promise<MemorySample | undefined> {
+    const worker = this.worker;
+    if (!worker) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => settle(undefined), timeoutMs);
+      const settle = (usage: MemorySample | undefined) => {
+        clearTimeout(timer);
+        const i = this.memoryWaiters.indexOf(settle);
+        if (i >= 0) this.memoryWaiters.splice(i, 1);
+        resolve(usage);
+      };
+      this.memoryWaiters.push(settle);
+      worker.postMessage({ type: 'memory', collect } satisfies ToWorker);
+    });
+  }
+
   private abort(job: Pending): void {
     const index = this.queue.indexOf(job);
     if (index >= 0) {
@@ -139,8 +164,9 @@ export class Engine {
     if (this.options.faults) init.faults = this.options.faults;
     if (this.options.controlnetGraph) init.controlnetGraph = this.options.controlnetGraph;
     this.workersStarted++;
-    if (this.options.workerHeap !== 'v8-default') configureInferenceWorkerHeap();
-    const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: init });
+    const sized = this.options.workerHeap !== 'v8-default';
+    if (sized) configureInferenceWorkerHeap();
+    const worker = new Worker(new URL('./worker-entry.mjs', import.meta.url), { workerData: init, ...(sized ? { resourceLimits: INFERENCE_WORKER_LIMITS } : {}) });
     worker.on('message', (msg: FromWorker) => this.onMessage(msg));
     const fail = (reason: string) => {
       if (this.worker !== worker) return;
@@ -176,6 +202,10 @@ export class Engine {
       // One line, with why `auto` chose this device when it skipped others.
       const skipped = msg.fallbacks.length ? `; device auto chose ${msg.device}, skipping ${msg.fallbacks.join('; ')}` : '';
       this.log(`model ${msg.name} loaded on ${msg.device} (${msg.family}, ${msg.dtype})${skipped}`);
+      return;
+    }
+    if (msg.type === 'memory') {
+      this.memoryWaiters[0]?.(msg.usage);
       return;
     }
     const job = this.running;

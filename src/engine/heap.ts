@@ -14,8 +14,21 @@
  * while the main thread's heap, configured at startup, keeps its own sizing.
  */
 import { setFlagsFromString } from 'node:v8';
+import type { ResourceLimits } from 'node:worker_threads';
 
 export const INFERENCE_WORKER_INITIAL_OLD_SPACE_MB = 48;
+
+/**
+ * The young generation is capped (a Worker resource limit, for this isolate alone). By default
+ * V8 grows each semi-space to 16 MB under a steady allocation rate; model outputs, previews and
+ * frames then wait longer for a scavenge, those that get promoted die in old space, and their
+ * backing stores (outside the V8 heap) are freed only by the full collection that external
+ * memory growth eventually triggers. Capped at 8 MB: 3-4 full collections per 40 ControlNet
+ * frames at 512×512 instead of 10-14 (test/worker-heap.test.ts), a worker heap of 25 MB instead
+ * of 50 MB, and the soak's RSS growth over 10,000 frames 69 MB instead of 87-108 MB
+ * (docs/reliability.md). 4 MB measured the same.
+ */
+export const INFERENCE_WORKER_LIMITS: ResourceLimits = Object.freeze({ maxYoungGenerationSizeMb: 8 });
 
 export function configureInferenceWorkerHeap(): void {
   setFlagsFromString(`--initial-old-space-size=${INFERENCE_WORKER_INITIAL_OLD_SPACE_MB}`);

@@ -28,10 +28,22 @@ export interface WorkerInit {
 
 export type ToWorker =
   | { type: 'run'; seq: number; jobId: string; model: { name: string; dir: string }; header: FrameHeader; depth: Uint8Array; init?: Uint8Array; layout?: Uint8Array; depthForeground?: ForegroundStats }
-  | { type: 'unload' };
+  | { type: 'unload' }
+  /** Diagnostics: answer with process.memoryUsage(); `collect` runs a full GC first where the process has --expose-gc. */
+  | { type: 'memory'; collect: boolean };
 
 export type FromWorker =
   | { type: 'loaded'; name: string; device: string; family: string; dtype: string; hash: string; fallbacks: string[] }
   | { type: 'progress'; seq: number; step: number; total: number; timestep: number; preview?: Uint8Array; format?: PreviewFormat; width?: number; height?: number }
   | { type: 'result'; seq: number; image: Uint8Array; format: ResultFormat; width: number; height: number; generated: { width: number; height: number }; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number>; depthStats: Record<string, number>; gcMajor: number }
-  | { type: 'error'; seq: number; code: string; message: string };
+  | { type: 'error'; seq: number; code: string; message: string }
+  | { type: 'memory'; usage: MemorySample };
+
+/** process.memoryUsage() of one thread: rss is the process's; the heap figures are that thread's isolate. */
+export interface MemorySample {
+  rss: number;
+  heapTotal: number;
+  heapUsed: number;
+  external: number;
+  arrayBuffers: number;
+}

@@ -147,5 +147,9 @@ function injectFault(fault: NonNullable<WorkerInit['faults']>[number]): void {
 let chain = Promise.resolve();
 port.on('message', (msg: ToWorker) => {
   if (msg.type === 'run') chain = chain.then(() => run(msg));
+  else if (msg.type === 'memory') {
+    if (msg.collect) (globalThis as { gc?: () => void }).gc?.();
+    post({ type: 'memory', usage: process.memoryUsage() });
+  }
   else if (msg.type === 'unload') chain = chain.then(async () => { await current?.release(); current = undefined; });
 });

@@ -199,6 +199,42 @@ export const Limits = z.object({
 });
 export type Limits = z.infer<typeof Limits>;
 
+/** What one client (or all together) can make the service hold; defaults in server/limits.ts. */
+export const Budgets = z.object({
+  /** Live and batch streams one WebSocket connection may have at once; a frame for one more gets LIMIT_EXCEEDED. */
+  maxStreamsPerConnection: z.number().int(),
+  /** Jobs one connection (or all HTTP requests together) may have waiting; past it BUSY, while others still get room. */
+  maxQueuedPerConnection: z.number().int(),
+  /** Bytes a connection may leave unread in its send buffer (previews are dropped before that). */
+  maxOutputBytes: z.number().int(),
+  /** How long a connection may stay over maxOutputBytes before it is closed (4008). */
+  outputStallMs: z.number().int(),
+  /** How long one incoming WebSocket message may take to arrive, from its first byte (4008 past it). */
+  messageAssemblyMs: z.number().int(),
+  /**
+   * Bytes of incoming WebSocket messages, all connections together: being assembled (the
+   * connection that would pass it is closed, 1013) or held by queued and running jobs (a frame
+   * that would pass it gets BUSY).
+   */
+  maxIncomingBytes: z.number().int(),
+  /** WebSocket connections at once; past it the upgrade gets 429 BUSY. */
+  maxConnections: z.number().int(),
+  /** An HTTP body above this many bytes (or of unknown length) is large. */
+  largeBodyBytes: z.number().int(),
+  /** Large HTTP bodies held at once (from reading until the answer); past it 429 BUSY. */
+  maxLargeBodies: z.number().int(),
+});
+export type Budgets = z.infer<typeof Budgets>;
+
+/** `hello.budgets`: the budgets, with the heartbeat and preview-drop settings that act beside them. */
+export const HelloBudgets = Budgets.extend({
+  /** The service pings this often; a socket that did not echo the last ping's payload is cut. */
+  heartbeatMs: z.number().int(),
+  /** Previews are skipped while more than this many bytes wait unsent on the connection. */
+  previewDropBytes: z.number().int(),
+}).strict();
+export type HelloBudgets = z.infer<typeof HelloBudgets>;
+
 export const ModelInfo = z.object({
   name: z.string(),
   family: z.enum(['depth2img', 'controlnet']),
@@ -221,6 +257,7 @@ export const ServerHelloMessage = z.object({
   devices: z.array(z.string()),
   device: z.string(),
   limits: Limits,
+  budgets: HelloBudgets,
 });
 
 export const AcceptedMessage = z.object({

@@ -4,7 +4,8 @@
  * live frames over a few streams each, cancel at random and drop their connection at random
  * (terminate, no close handshake). Prints frames sent, last-frame misses (the last frame of a
  * burst that did not get its result), crashes (the server process exiting), the server's RSS at
- * start, middle and end, and GET /v1/health latency p50/p99.
+ * start, middle and end, and GET /v1/health latency p50/p99, and where the memory is: both
+ * threads' heaps and what the service holds, from /v1/health's debug field (docs/reliability.md).
  *
  *   npm run soak -- [--frames 10000] [--clients 6] [--minutes 20]
  */
@@ -52,6 +53,18 @@ function rssOf(pid: number): number {
     if (kb) return Number(kb) * 1024;
   } catch { /* not Linux */ }
   return Number.NaN;
+}
+
+const MEMORY_COLUMNS = 'at: rss | main heap total/used ext arrayBuffers | worker heap total/used ext arrayBuffers | job records, streams, remembered, owners, ws conns';
+
+/** One line of the /v1/health debug field, in MB and counts. */
+function describeBreakdown(label: string, health: { debug?: { memory: Record<string, Record<string, number> | null>; retained: Record<string, number> } }): string {
+  const d = health.debug;
+  if (!d) return `${label}: no debug field (DEPTHCAST_DEBUG_MEMORY not honoured)`;
+  const m = (b: number | undefined) => (b === undefined ? '-' : String(round(b / 1048576, 1)));
+  const thread = (t: Record<string, number> | null) => (t ? `${m(t.heapTotal)}/${m(t.heapUsed)} ${m(t.external)} ${m(t.arrayBuffers)}` : '-');
+  const r = d.retained;
+  return `${label}: ${m(d.memory.main?.rss)} | ${thread(d.memory.main!)} | ${thread(d.memory.worker!)} | ${r.jobRecords}, ${r.streams}, ${r.remembered}, ${r.owners}, ${r.wsConnections}`;
 }
 
 /** One connection: sends, remembers each job's terminal message, can be dropped. */
@@ -108,7 +121,11 @@ async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'depthcast-soak-'));
   await createTinyModel(join(dir, 'tiny'), { family: 'depth2img' });
 
-  const child = spawn(process.execPath, [BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--models-dir', dir, '--device', 'cpu'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // --expose-gc only lets the last sample (`/v1/health?gc=1`) collect garbage before it reads memory.
+  const child = spawn(process.execPath, ['--expose-gc', BIN, 'serve', '--host', '127.0.0.1', '--port', '0', '--models-dir', dir, '--device', 'cpu'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, DEPTHCAST_DEBUG_MEMORY: '1' },
+  });
   let crashed = false;
   child.on('exit', (code, signal) => {
     if (!stopping) {
@@ -133,6 +150,9 @@ async function main(): Promise<void> {
   /** RSS every tenth of the frames: a level tail shows nothing accumulates. */
   const rssTail: string[] = [];
   const health: number[] = [];
+  /** Memory of both server threads and counts of what it holds, at every tenth (from /v1/health's debug field). */
+  const breakdown: Promise<string>[] = [];
+  const sampleBreakdown = (label: string, collect = false) => breakdown.push(fetch(`${url}/v1/health${collect ? '?gc=1' : ''}`).then((r) => r.json()).then((h) => describeBreakdown(label, h as Parameters<typeof describeBreakdown>[1]), (e) => `${label}: ${(e as Error).message}`));
   let healthOn = true;
   const healthLoop = (async () => {
     while (healthOn) {
@@ -153,6 +173,7 @@ async function main(): Promise<void> {
     c.ws.close();
   }
   rss.start = rssOf(child.pid!);
+  sampleBreakdown('start');
 
   let nextId = 0;
   const take = () => (figures.frames < totalFrames && performance.now() < deadline && !crashed ? ++figures.frames : 0);
@@ -180,7 +201,10 @@ async function main(): Promise<void> {
           cancelledLast = true;
         }
         if (figures.frames === Math.floor(totalFrames / 2)) rss.middle = rssOf(child.pid!);
-        if (figures.frames % Math.max(1, Math.floor(totalFrames / 10)) === 0) rssTail.push(`${figures.frames}: ${round(rssOf(child.pid!) / 1048576, 1)}`);
+        if (figures.frames % Math.max(1, Math.floor(totalFrames / 10)) === 0) {
+          rssTail.push(`${figures.frames}: ${round(rssOf(child.pid!) / 1048576, 1)}`);
+          sampleBreakdown(String(figures.frames));
+        }
       }
       if (!last) break;
       figures.bursts++;
@@ -203,6 +227,18 @@ async function main(): Promise<void> {
   const clients = Array.from({ length: clientCount }, (_, i) => client(i));
   await Promise.all(clients);
   rss.end = rssOf(child.pid!);
+  sampleBreakdown('end');
+  // Idle a while: what is still held then is kept, not in flight.
+  await new Promise((r) => setTimeout(r, 3000));
+  const idleRss = rssOf(child.pid!);
+  sampleBreakdown('idle');
+  // What the service holds: a leak shows here, garbage does not. Freed backing stores leave the
+  // external and arrayBuffers counts only once V8's sweeper has run, hence a second collection.
+  sampleBreakdown('idle, after a full GC', true);
+  await new Promise((r) => setTimeout(r, 1000));
+  sampleBreakdown('idle, after a second full GC', true);
+  const memory = await Promise.all(breakdown);
+  const collectedRss = rssOf(child.pid!);
   healthOn = false;
   await healthLoop;
   stopping = true;
@@ -215,7 +251,8 @@ async function main(): Promise<void> {
   console.log(JSON.stringify({
     frames: figures.frames, clients: clientCount, connections: figures.connections, disconnects: figures.disconnects, cancels: figures.cancels,
     bursts: figures.bursts, lastFrames: figures.lastFrames, lastFrameMisses: figures.lastFrameMisses, crashes: crashed ? 1 : 0,
-    rss: { start: mb(rss.start), middle: mb(rss.middle), end: mb(rss.end), growth: mb((rss.end ?? 0) - (rss.start ?? 0)), everyTenthMB: rssTail },
+    rss: { start: mb(rss.start), middle: mb(rss.middle), end: mb(rss.end), growth: mb((rss.end ?? 0) - (rss.start ?? 0)), idleAfter3s: mb(idleRss), afterFullGc: mb(collectedRss), everyTenthMB: rssTail },
+    memoryMB: [MEMORY_COLUMNS, ...memory],
     health: { polls: health.length, p50ms: round(percentile(sorted, 50), 1), p99ms: round(percentile(sorted, 99), 1), maxMs: round(sorted.at(-1) ?? NaN, 1) },
     seconds: round((performance.now() - started) / 1000, 0),
     timedOut: figures.frames < totalFrames,
