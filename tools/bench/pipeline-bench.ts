@@ -131,7 +131,10 @@ export async function benchPipeline(dir: string, device: Device, steps: number, 
   if (model.controlnetUnet) {
     const feeds: Record<string, { data: Float32Array | number; dims: number[] }> = {
       ...unetFeeds,
+      sample: { data: new Float32Array(c * hw * hw), dims: [1, c, hw, hw] },
       control_image: { data: new Float32Array(SD.width * SD.height), dims: [1, 1, SD.height, SD.width] },
+      control_image_u8: { data: 0, dims: [1, 1, 1, 1] },
+      control_image_u16: { data: 0, dims: [1, 1, 1, 1] },
       conditioning_scale: { data: 1, dims: [] },
     };
     unetMs = await model.controlnetUnet.timeBareRuns(feeds, iters);
