@@ -6,7 +6,7 @@
  */
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { runCase } from '../tools/conformance/run.ts';
@@ -16,7 +16,8 @@ import { controlLevels, runControlnet } from '../src/pipelines/controlnet.ts';
 import { SeededNoise } from '../src/pipelines/noise.ts';
 import type { GenerateInput } from '../src/pipelines/types.ts';
 import { externalizeWeights } from './support/hub-server.ts';
-import { nearnessOf, sceneDepth, SHARED_CONFORMANCE, tinyModelDir } from './support/tiny.ts';
+import { nearnessOf, REPO_ROOT, sceneDepth, SHARED_CONFORMANCE, tinyModelDir } from './support/tiny.ts';
+import { cachedBuild } from '../src/checkpoint/cache.ts';
 import type { TinyModelOptions } from '../src/tiny/build-tiny.ts';
 
 const { onnx } = onnxProto;
@@ -65,6 +66,30 @@ function sceneControl(levels?: 255 | 65535): Float32Array {
   if (levels) for (let i = 0; i < nearness.length; i++) nearness[i] = Math.round(nearness[i]! * levels) / levels;
   return nearness;
 }
+
+const CHECKPOINT_CASES = join(REPO_ROOT, '..', 'shared', 'checkpoints', 'cases');
+const ckCases = existsSync(CHECKPOINT_CASES)
+  ? readdirSync(CHECKPOINT_CASES).filter((n) => JSON.parse(readFileSync(join(CHECKPOINT_CASES, n, 'case.json'), 'utf8')).pipeline !== 'depth2img')
+  : [];
+
+describe.skipIf(ckCases.length === 0)('composed ControlNet + UNet on models built from the public checkpoints', () => {
+  // The builder streams each weight as its own graph fragment: composing must read them all.
+  it.each(ckCases)('%s: same image as two sessions to 1e-5, and within the reference tolerance', async (name) => {
+    const caseDir = join(CHECKPOINT_CASES, name);
+    const spec = JSON.parse(readFileSync(join(caseDir, 'case.json'), 'utf8'));
+    const { dir } = await cachedBuild({ dir: resolve(caseDir, spec.model) }, { dir: resolve(caseDir, spec.controlnet) });
+    const { composed, separate } = await bothWays(dir);
+    try {
+      const a = await runCase(caseDir, new Map([[dir, composed]]));
+      const b = await runCase(caseDir, new Map([[dir, separate]]));
+      expect(b.passed).toBe(true);
+      expect(a.passed, `${a.name}: max_abs ${a.maxAbs}${a.note ? ` (${a.note})` : ''}`).toBe(true);
+      expect(maxAbsDiff(a.image, b.image)).toBeLessThanOrEqual(1e-5);
+    } finally {
+      await Promise.all([composed.release(), separate.release()]);
+    }
+  });
+});
 
 function tinyInput(scale: number, nearness = sceneControl()): GenerateInput {
   return {

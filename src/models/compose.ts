@@ -21,6 +21,7 @@ import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 import { type Device, type ModelSession, openSession } from '../runtime/ort.ts';
 import { SESSION_FILES } from './layout.ts';
+import { decodeModel } from './onnx-decode.ts';
 
 const { onnx } = onnxProto;
 type Graph = OnnxTypes.IGraphProto;
@@ -95,7 +96,7 @@ function relocateExternalData(g: Graph, dir: string): void {
 
 function decode(bytes: Uint8Array, what: string): OnnxTypes.ModelProto {
   try {
-    return onnx.ModelProto.decode(bytes);
+    return decodeModel(bytes);
   } catch (err) {
     throw new NotComposable(`${what} could not be parsed (${(err as Error).message})`);
   }
