@@ -4,6 +4,7 @@
  * their weights are half the bytes, their graphs keep every node (the patterns GPU providers fuse)
  * with Casts only at the edges, and the image stays close to the float32 model's.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -85,6 +86,20 @@ describe.skipIf(!existsSync(CASE) || !existsSync(SHARED_CONFORMANCE))('models co
     } finally {
       await Promise.all([fp32.release(), fp16.release()]);
     }
+  });
+
+  it('the CLI asks which conversion, and converts with --fp16', () => {
+    const cli = (args: string[]) => spawnSync(process.execPath, [join(REPO_ROOT, 'bin/depthcast.js'), 'models', 'convert', ...args], { encoding: 'utf8', timeout: 120_000 });
+    const out = join(mkdtempSync(join(tmpdir(), 'depthcast-fp16-')), 'model');
+    const src = join(SHARED_CONFORMANCE, 'models', 'controlnet-tiny');
+    const refused = cli([src, out]);
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/BAD_REQUEST: models convert: say which conversion: --fp16/);
+    expect(existsSync(out)).toBe(false);
+    const done = cli([src, out, '--fp16']);
+    expect(done.status, done.stderr).toBe(0);
+    expect(done.stdout).toMatch(/unet: \d+ weights to fp16/);
+    expect(existsSync(join(out, 'tokenizer', 'vocab.json'))).toBe(true);
   });
 
   it('refuses a folder that is not a model, and an output folder that is not empty', async () => {
