@@ -5,11 +5,11 @@
  * with Casts only at the edges, and the image stays close to the float32 model's.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import onnxProto from 'onnx-proto';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { cachedBuild } from '../src/checkpoint/cache.ts';
 import { convertFolderToFp16 } from '../src/checkpoint/convert.ts';
 import { loadModel } from '../src/models/load.ts';
@@ -18,6 +18,16 @@ import { decodeModel } from '../src/models/onnx-decode.ts';
 import { REPO_ROOT, SHARED_CONFORMANCE } from './support/tiny.ts';
 
 const { onnx } = onnxProto;
+const scratchDirs: string[] = [];
+/** A fresh temporary folder, removed after the tests. */
+function scratch(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'depthcast-fp16-'));
+  scratchDirs.push(dir);
+  return dir;
+}
+afterAll(() => {
+  for (const dir of scratchDirs) rmSync(dir, { recursive: true, force: true });
+});
 const CHECKPOINTS = join(REPO_ROOT, '..', 'shared', 'checkpoints');
 const CASE = join(CHECKPOINTS, 'cases', 'ck-cn-pndm');
 
@@ -40,7 +50,7 @@ describe.skipIf(!existsSync(CASE) || !existsSync(SHARED_CONFORMANCE))('models co
     ['the conformance ControlNet export, whose text encoder holds an If subgraph (cn-dpmpp-2m-karras)', conformanceSource],
   ])('%s: fp16 weights and math, float32 I/O, the image close to float32', async (_, source) => {
     const { caseDir, fp32Dir } = await source();
-    const fp16Dir = join(mkdtempSync(join(tmpdir(), 'depthcast-fp16-')), 'model');
+    const fp16Dir = join(scratch(), 'model');
     const reports = await convertFolderToFp16(fp32Dir, fp16Dir);
 
     for (const [name, r] of Object.entries(reports)) {
@@ -90,7 +100,7 @@ describe.skipIf(!existsSync(CASE) || !existsSync(SHARED_CONFORMANCE))('models co
 
   it('the CLI asks which conversion, and converts with --fp16', () => {
     const cli = (args: string[]) => spawnSync(process.execPath, [join(REPO_ROOT, 'bin/depthcast.js'), 'models', 'convert', ...args], { encoding: 'utf8', timeout: 120_000 });
-    const out = join(mkdtempSync(join(tmpdir(), 'depthcast-fp16-')), 'model');
+    const out = join(scratch(), 'model');
     const src = join(SHARED_CONFORMANCE, 'models', 'controlnet-tiny');
     const refused = cli([src, out]);
     expect(refused.status).toBe(1);
@@ -104,7 +114,7 @@ describe.skipIf(!existsSync(CASE) || !existsSync(SHARED_CONFORMANCE))('models co
 
   it('refuses a folder that is not a model, and an output folder that is not empty', async () => {
     await expect(convertFolderToFp16(tmpdir(), join(tmpdir(), 'x'))).rejects.toThrow(/not a model folder/);
-    const out = mkdtempSync(join(tmpdir(), 'depthcast-fp16-'));
+    const out = scratch();
     writeFileSync(join(out, 'keep'), '');
     await expect(convertFolderToFp16(join(SHARED_CONFORMANCE, 'models', 'controlnet-tiny'), out)).rejects.toThrow(/not empty/);
   });
