@@ -6,17 +6,18 @@
  */
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
 import { runCase } from '../tools/conformance/run.ts';
-import { composeControlnetUnet, NotComposable } from '../src/models/compose.ts';
+import { composeControlnetUnet, CONTROL_INPUTS, NotComposable } from '../src/models/compose.ts';
 import { type LoadedModel, loadModel } from '../src/models/load.ts';
-import { runControlnet } from '../src/pipelines/controlnet.ts';
+import { controlLevels, runControlnet } from '../src/pipelines/controlnet.ts';
 import { SeededNoise } from '../src/pipelines/noise.ts';
 import type { GenerateInput } from '../src/pipelines/types.ts';
 import { externalizeWeights } from './support/hub-server.ts';
-import { nearnessOf, sceneDepth, SHARED_CONFORMANCE, tinyModelDir } from './support/tiny.ts';
+import { nearnessOf, REPO_ROOT, sceneDepth, SHARED_CONFORMANCE, tinyModelDir } from './support/tiny.ts';
+import { cachedBuild } from '../src/checkpoint/cache.ts';
 import type { TinyModelOptions } from '../src/tiny/build-tiny.ts';
 
 const { onnx } = onnxProto;
@@ -59,8 +60,38 @@ describe.skipIf(cnCases.length === 0)('composed ControlNet + UNet on the conform
   });
 });
 
-function tinyInput(scale: number): GenerateInput {
+/** The tiny scene's nearness, as is (a float source) or quantized to `levels` (an 8- or 16-bit source). */
+function sceneControl(levels?: 255 | 65535): Float32Array {
   const nearness = nearnessOf(sceneDepth(64, 64));
+  if (levels) for (let i = 0; i < nearness.length; i++) nearness[i] = Math.round(nearness[i]! * levels) / levels;
+  return nearness;
+}
+
+const CHECKPOINT_CASES = join(REPO_ROOT, '..', 'shared', 'checkpoints', 'cases');
+const ckCases = existsSync(CHECKPOINT_CASES)
+  ? readdirSync(CHECKPOINT_CASES).filter((n) => JSON.parse(readFileSync(join(CHECKPOINT_CASES, n, 'case.json'), 'utf8')).pipeline !== 'depth2img')
+  : [];
+
+describe.skipIf(ckCases.length === 0)('composed ControlNet + UNet on models built from the public checkpoints', () => {
+  // The builder streams each weight as its own graph fragment: composing must read them all.
+  it.each(ckCases)('%s: same image as two sessions to 1e-5, and within the reference tolerance', async (name) => {
+    const caseDir = join(CHECKPOINT_CASES, name);
+    const spec = JSON.parse(readFileSync(join(caseDir, 'case.json'), 'utf8'));
+    const { dir } = await cachedBuild({ dir: resolve(caseDir, spec.model) }, { dir: resolve(caseDir, spec.controlnet) });
+    const { composed, separate } = await bothWays(dir);
+    try {
+      const a = await runCase(caseDir, new Map([[dir, composed]]));
+      const b = await runCase(caseDir, new Map([[dir, separate]]));
+      expect(b.passed).toBe(true);
+      expect(a.passed, `${a.name}: max_abs ${a.maxAbs}${a.note ? ` (${a.note})` : ''}`).toBe(true);
+      expect(maxAbsDiff(a.image, b.image)).toBeLessThanOrEqual(1e-5);
+    } finally {
+      await Promise.all([composed.release(), separate.release()]);
+    }
+  });
+});
+
+function tinyInput(scale: number, nearness = sceneControl()): GenerateInput {
   return {
     prompt: 'a red barn', negativePrompt: 'fog', width: 64, height: 64, steps: 4, guidanceScale: 6, seed: 7,
     controlnetScale: scale,
@@ -70,11 +101,11 @@ function tinyInput(scale: number): GenerateInput {
   };
 }
 
-async function sameImage(dir: string, scale: number): Promise<number> {
+async function sameImage(dir: string, scale: number, nearness?: Float32Array): Promise<number> {
   const { composed, separate } = await bothWays(dir);
   try {
-    const a = await runControlnet(composed, tinyInput(scale));
-    const b = await runControlnet(separate, tinyInput(scale));
+    const a = await runControlnet(composed, tinyInput(scale, nearness));
+    const b = await runControlnet(separate, tinyInput(scale, nearness));
     expect(a.timings.controlnetUnet).toBeGreaterThan(0);
     expect(b.timings.controlnetUnet).toBeUndefined();
     // Only out_sample [2,4,8,8] leaves onnxruntime per step on the composed path; the residuals do not.
@@ -102,6 +133,43 @@ describe('composed ControlNet + UNet on tiny models', () => {
     ['down_block_N residual names', { family: 'controlnet', controlnetNames: 'down_block' }],
   ])('%s: same image as two sessions to 1e-5', async (_, options) => {
     expect(await sameImage(await tinyModelDir(options), 0.7)).toBeLessThanOrEqual(1e-5);
+  });
+
+  it.each<[string, 255 | 65535, 1 | 2]>([
+    ['8-bit', 255, 1],
+    ['16-bit', 65535, 2],
+  ])('an %s control image goes in as its levels: the same bits as floats, the same image as two sessions', async (_, levels, bytesPerLevel) => {
+    const nearness = sceneControl(levels);
+    const found = controlLevels(nearness)!;
+    expect(found.input).toBe(levels === 255 ? CONTROL_INPUTS.levels8 : CONTROL_INPUTS.levels16);
+    // A float source stays floats.
+    expect(controlLevels(sceneControl())).toBeUndefined();
+    for (const dtype of ['fp32', 'fp16'] as const) {
+      const dir = await tinyModelDir({ family: 'controlnet', dtype });
+      expect(await sameImage(dir, 0.7, nearness)).toBeLessThanOrEqual(1e-5);
+      // On the composed session itself: levels and floats decode to the same bits.
+      const model = await loadModel(dir, { device: 'cpu' });
+      try {
+        const session = model.controlnetUnet!;
+        const D = session.input('encoder_hidden_states')!.shape[2] as number;
+        const zero = { data: 0, dims: [1, 1, 1, 1] };
+        const common = {
+          sample: { data: new Float32Array(4 * 8 * 8).map((_, i) => Math.sin(i)), dims: [1, 4, 8, 8] },
+          timestep: { data: 500, dims: [2] },
+          encoder_hidden_states: { data: new Float32Array(2 * 77 * D).map((_, i) => Math.cos(i)), dims: [2, 77, D] },
+          conditioning_scale: { data: 0.7, dims: [] },
+        };
+        const dims = [1, 1, 64, 64];
+        const asFloats = await session.run({ ...common, control_image: { data: nearness, dims }, control_image_u8: zero, control_image_u16: zero });
+        const before = session.traffic.bytesIn;
+        const asLevels = await session.run({ ...common, control_image: zero, control_image_u8: zero, control_image_u16: zero, [found.input]: { data: found.data, dims } });
+        expect(session.traffic.bytesIn - before).toBe(4 * 8 * 8 * (dtype === 'fp16' ? 2 : 4) + 2 * 4 + 2 * 77 * D * (dtype === 'fp16' ? 2 : 4) + 64 * 64 * bytesPerLevel + 2 * (dtype === 'fp16' ? 2 : 4) + 3 - bytesPerLevel);
+        expect(asLevels.out_sample!.dims).toEqual([2, 4, 8, 8]);
+        expect(Buffer.from(asLevels.out_sample!.data.buffer).equals(Buffer.from(asFloats.out_sample!.data.buffer))).toBe(true);
+      } finally {
+        await model.release();
+      }
+    }
   });
 
   it('a ControlNet without conditioning_scale: the composed graph scales its residuals as the pipeline does', async () => {

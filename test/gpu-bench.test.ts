@@ -27,13 +27,16 @@ it('dry run: packs, unpacks, and benches both ControlNet paths with the unpacked
     expect(out).toMatch(/gpu-bench: WebGPU \(Vulkan\): loader libvulkan\.so\.1 (yes|no)/);
     expect(out).toContain('gpu-bench: provider cpu: starts');
     const report = JSON.parse(out.split('\n').filter((l) => l.startsWith('{"version"')).at(-1)!);
-    const pipelines = report.pipelines as { graph: string; dtype: string; bytesPerStep: { in: number; out: number } }[];
-    expect(pipelines.map((p) => `${p.graph} ${p.dtype}`)).toEqual(['composed fp32', 'separate fp32', 'composed fp16', 'separate fp16']);
+    const pipelines = report.pipelines as { graph: string; dtype: string; controlSource: string; bytesPerStep: { in: number; out: number } }[];
+    expect(pipelines.map((p) => `${p.graph} ${p.dtype} ${p.controlSource}`)).toEqual([
+      'composed fp32 float', 'separate fp32 float', 'composed fp32 8-bit', 'composed fp32 16-bit', 'composed fp16 float', 'separate fp16 float',
+    ]);
     const total = (p: (typeof pipelines)[number]) => p.bytesPerStep.in + p.bytesPerStep.out;
     // SD 1.5's 13 residuals, 2 × 6.7 M values, go out and back in on the two-session path only.
     expect(total(pipelines[1]!)).toBeGreaterThan(2 * 2 * 6.7e6 * 4);
     expect(total(pipelines[0]!)).toBeLessThan(2e6);
     expect(total(pipelines[2]!)).toBeLessThanOrEqual(1e6);
+    expect(total(pipelines[4]!)).toBeLessThanOrEqual(1e6);
   } finally {
     rmSync(scratch, { recursive: true, force: true });
   }

@@ -132,6 +132,18 @@ export function buildProgram(): Command {
       await (await import('../hub/commands.ts')).modelsImport({ dir, ...opts }, process.stdout);
     });
   models
+    .command('convert')
+    .description('write a copy of a model folder with fp16 weights and math and float32 I/O (for GPUs)')
+    .argument('<dir>', 'model folder (installed models live under the models home)')
+    .argument('<out>', 'new folder for the converted model')
+    .option('--fp16', 'convert to fp16 (the one conversion offered; required)')
+    .action(async (dir: string, out: string, opts) => {
+      if (!opts.fp16) throw new DepthcastError('BAD_REQUEST', 'models convert: say which conversion: --fp16 (the only one offered)');
+      const { convertFolderToFp16 } = await import('../checkpoint/convert.ts');
+      await convertFolderToFp16(dir, out, (line) => console.log(line));
+      console.log(`wrote ${out}`);
+    });
+  models
     .command('verify')
     .description('check files, hashes and ONNX I/O of an installed model (or a folder)')
     .argument('<name>', 'model name or folder')

@@ -6,8 +6,10 @@
  *
  * The composed graph takes the union of both graphs' inputs (the UNet's residual inputs removed;
  * shared names such as `sample`, `timestep`, `encoder_hidden_states` fed once) plus
- * `conditioning_scale`, with `control_image` [1, 1 or 3, H, W] in place of the ControlNet's batched
- * RGB `controlnet_cond`, and gives the UNet's outputs. Every other name of each graph gets its own
+ * `conditioning_scale`, with the control image once in place of the ControlNet's batched RGB
+ * `controlnet_cond` (see CONTROL_INPUTS), and gives the UNet's outputs. `sample` may come as one
+ * batch entry: every entry of a step's batch holds the same latents, so the graph broadcasts it
+ * to the batch of `encoder_hidden_states`. Every other name of each graph gets its own
  * prefix, so nothing clashes; residual outputs are wired to residual inputs by the residual map.
  * A ControlNet without `conditioning_scale` gets one: a Mul per residual, as the two-session path
  * multiplies in JavaScript. Graphs that cannot be joined this way (a shared input typed differently,
@@ -19,6 +21,7 @@ import onnxProto from 'onnx-proto';
 import type { onnx as OnnxTypes } from 'onnx-proto';
 import { type Device, type ModelSession, openSession } from '../runtime/ort.ts';
 import { SESSION_FILES } from './layout.ts';
+import { decodeModel } from './onnx-decode.ts';
 
 const { onnx } = onnxProto;
 type Graph = OnnxTypes.IGraphProto;
@@ -93,7 +96,7 @@ function relocateExternalData(g: Graph, dir: string): void {
 
 function decode(bytes: Uint8Array, what: string): OnnxTypes.ModelProto {
   try {
-    return onnx.ModelProto.decode(bytes);
+    return decodeModel(bytes);
   } catch (err) {
     throw new NotComposable(`${what} could not be parsed (${(err as Error).message})`);
   }
@@ -115,20 +118,55 @@ function mergeOpsets(a: OnnxTypes.IOperatorSetIdProto[], b: OnnxTypes.IOperatorS
 /** The composed graph's control-image input: [1, 1 or 3, H, W], near-is-white, as the ControlNet's controlnet_cond takes it. */
 export const CONTROL_IMAGE = 'control_image';
 
+/**
+ * The control image goes in as exactly one of three inputs, the other two fed as one zero
+ * ([1, 1, 1, 1]): `control_image` (the ControlNet's own element type), or, when every value is
+ * exactly k/255 or k/65535 (8- and 16-bit sources), those levels k as uint8 or uint16. The graph
+ * decodes levels as float32 k/255 and k/65535 (a correctly rounded division, as Math.fround(k/255)
+ * in JavaScript), casts to the ControlNet's type and adds the three: x + 0 is x, so each form
+ * gives the same bits. A quarter or half of the float32 bytes cross per step; a float source
+ * (Blender's float32 depth) still goes in as floats, unrounded.
+ */
+export const CONTROL_INPUTS = { float: CONTROL_IMAGE, levels8: 'control_image_u8', levels16: 'control_image_u16' } as const;
+
 function int64s(name: string, values: number[]): Tensor {
   return { name, dataType: onnx.TensorProto.DataType.INT64, dims: [values.length], int64Data: values };
 }
 
-/** controlnet_cond = Expand(control_image, [batch of sample, 3, H, W]). */
-function controlImageExpand(): Node[] {
-  const node = (opType: string, input: string[], output: string): Node => ({ name: `${output}:${opType}`, opType, input, output: [output] });
+function attrInt(name: string, i: number): OnnxTypes.IAttributeProto {
+  return { name, type: onnx.AttributeProto.AttributeType.INT, i };
+}
+
+/**
+ * sample = Expand(the fed sample, [batch of encoder_hidden_states, C, H, W]);
+ * controlnet_cond = Expand(the decoded control image, [that batch, 3, H, W]).
+ */
+function broadcastNodes(condType: number): Node[] {
+  const node = (opType: string, input: string[], output: string, attribute?: OnnxTypes.IAttributeProto[]): Node => ({ name: `${output}:${opType}`, opType, input, output: [output], ...(attribute ? { attribute } : {}) });
+  const cast8 = node('Cast', [CONTROL_INPUTS.levels8], `${OWN}levels8.f32`, [attrInt('to', FLOAT)]);
+  const cast16 = node('Cast', [CONTROL_INPUTS.levels16], `${OWN}levels16.f32`, [attrInt('to', FLOAT)]);
+  const decoded: Node[] = [
+    cast8,
+    node('Div', [cast8.output![0]!, `${OWN}max8`], `${OWN}levels8`),
+    cast16,
+    node('Div', [cast16.output![0]!, `${OWN}max16`], `${OWN}levels16`),
+    node('Add', [`${OWN}levels8`, `${OWN}levels16`], `${OWN}levels`),
+  ];
+  if (condType !== FLOAT) decoded.push(node('Cast', [`${OWN}levels`], `${OWN}levels_typed`, [attrInt('to', condType)]));
+  const levelsTyped = condType !== FLOAT ? `${OWN}levels_typed` : `${OWN}levels`;
   return [
+    ...decoded,
+    node('Add', [CONTROL_INPUTS.float, levelsTyped], `${OWN}control`),
+    node('Shape', ['encoder_hidden_states'], `${OWN}text_shape`),
+    node('Slice', [`${OWN}text_shape`, `${OWN}at0`, `${OWN}at1`], `${OWN}batch`),
     node('Shape', ['sample'], `${OWN}sample_shape`),
-    node('Slice', [`${OWN}sample_shape`, `${OWN}at0`, `${OWN}at1`], `${OWN}batch`),
-    node('Shape', [CONTROL_IMAGE], `${OWN}control_shape`),
+    node('Slice', [`${OWN}sample_shape`, `${OWN}at1`, `${OWN}at4`], `${OWN}chw`),
+    node('Concat', [`${OWN}batch`, `${OWN}chw`], `${OWN}batch_shape`, [attrInt('axis', 0)]),
+    node('Expand', ['sample', `${OWN}batch_shape`], `${OWN}sample`),
+    node('Shape', [`${OWN}control`], `${OWN}control_shape`),
     node('Slice', [`${OWN}control_shape`, `${OWN}at2`, `${OWN}at4`], `${OWN}hw`),
-    { name: `${OWN}cond_shape`, opType: 'Concat', input: [`${OWN}batch`, `${OWN}rgb`, `${OWN}hw`], output: [`${OWN}cond_shape`], attribute: [{ name: 'axis', type: onnx.AttributeProto.AttributeType.INT, i: 0 }] },
-    node('Expand', [CONTROL_IMAGE, `${OWN}cond_shape`], 'controlnet_cond'),
+    node('Concat', [`${OWN}batch`, `${OWN}rgb`, `${OWN}hw`], `${OWN}cond_shape`, [attrInt('axis', 0)]),
+    node('Expand', [`${OWN}control`, `${OWN}cond_shape`], 'controlnet_cond'),
   ];
 }
 
@@ -171,13 +209,20 @@ export function composeControlnetUnet(input: ComposeInput): Uint8Array {
 
   const cond = cnInputs.get('controlnet_cond');
   if (!cond || cnInits.has('controlnet_cond')) throw new NotComposable('the ControlNet has no controlnet_cond input');
-  if (unInputs.has(CONTROL_IMAGE) || cnInputs.has(CONTROL_IMAGE)) throw new NotComposable(`a graph already has an input named ${CONTROL_IMAGE}`);
+  for (const name of Object.values(CONTROL_INPUTS)) {
+    if (unInputs.has(name) || cnInputs.has(name)) throw new NotComposable(`a graph already has an input named ${name}`);
+  }
+  for (const name of ['sample', 'encoder_hidden_states']) {
+    if (!cnInputs.has(name) || cnInits.has(name)) throw new NotComposable(`the ControlNet has no ${name} input`);
+  }
   // Graph inputs keep their names; everything else gets the graph's prefix.
   const keptCn = new Set([...cnInputs.keys()].filter((n) => !cnInits.has(n)));
   const keptUn = new Set([...unInputs.keys()].filter((n) => !unInits.has(n) && !residualInputs.has(n)));
   const unOutputs = new Set((un.output ?? []).map((o) => o.name!));
-  renameGraph(cn, (n) => (n === '' || keptCn.has(n) ? n : CN + n), CN);
+  // Both graphs read `sample` broadcast to the batch (broadcastNodes), not the fed one.
+  renameGraph(cn, (n) => (n === 'sample' ? OWN + n : n === '' || keptCn.has(n) ? n : CN + n), CN);
   renameGraph(un, (n) => {
+    if (n === 'sample') return OWN + n;
     if (n === '' || keptUn.has(n) || unOutputs.has(n)) return n;
     const residual = residualInputs.get(n);
     return residual !== undefined ? OWN + residual : UN + n;
@@ -189,11 +234,30 @@ export function composeControlnetUnet(input: ComposeInput): Uint8Array {
 
   // The control image goes in once, [1, 1 or 3, H, W], and is broadcast to the batch and to RGB
   // inside the graph: per step, that is a third (grey) of one batch entry instead of the whole batch.
-  const condDims = cond.type?.tensorType?.shape?.dim ?? [];
-  const nodes: Node[] = [...controlImageExpand(), ...(cn.node ?? [])];
-  const inputs: ValueInfo[] = (cn.input ?? []).filter((i) => keptCn.has(i.name!) && i.name !== 'controlnet_cond');
-  inputs.push({ name: CONTROL_IMAGE, type: { tensorType: { elemType: elemType(cond), shape: { dim: [{ dimValue: 1 }, { dimParam: 'control_channels' }, ...condDims.slice(2)] } } } });
-  const initializers: Tensor[] = [int64s(`${OWN}at0`, [0]), int64s(`${OWN}at1`, [1]), int64s(`${OWN}at2`, [2]), int64s(`${OWN}at4`, [4]), int64s(`${OWN}rgb`, [3])];
+  const condType = elemType(cond) ?? FLOAT;
+  const nodes: Node[] = [...broadcastNodes(condType), ...(cn.node ?? [])];
+  const inputs: ValueInfo[] = [];
+  for (const i of cn.input ?? []) {
+    if (i.name === OWN + 'sample') {
+      // The fed `sample` (renamed above with its uses): one batch entry may come; the graph broadcasts it.
+      const dims = i.type?.tensorType?.shape?.dim;
+      if (dims?.length) dims[0] = { dimParam: 'sample_batch' };
+      inputs.push({ ...i, name: 'sample' });
+    } else if (keptCn.has(i.name!) && i.name !== 'controlnet_cond') {
+      inputs.push(i);
+    }
+  }
+  const controlDims = (name: string) => ({ dim: [{ dimParam: `${name}_batch` }, { dimParam: `${name}_channels` }, { dimParam: `${name}_height` }, { dimParam: `${name}_width` }] });
+  inputs.push(
+    { name: CONTROL_INPUTS.float, type: { tensorType: { elemType: condType, shape: controlDims(CONTROL_INPUTS.float) } } },
+    { name: CONTROL_INPUTS.levels8, type: { tensorType: { elemType: onnx.TensorProto.DataType.UINT8, shape: controlDims(CONTROL_INPUTS.levels8) } } },
+    { name: CONTROL_INPUTS.levels16, type: { tensorType: { elemType: onnx.TensorProto.DataType.UINT16, shape: controlDims(CONTROL_INPUTS.levels16) } } },
+  );
+  const initializers: Tensor[] = [
+    int64s(`${OWN}at0`, [0]), int64s(`${OWN}at1`, [1]), int64s(`${OWN}at2`, [2]), int64s(`${OWN}at4`, [4]), int64s(`${OWN}rgb`, [3]),
+    { name: `${OWN}max8`, dataType: FLOAT, dims: [], floatData: [255] },
+    { name: `${OWN}max16`, dataType: FLOAT, dims: [], floatData: [65535] },
+  ];
   const takesScale = cnInputs.has('conditioning_scale');
   if (!takesScale) {
     inputs.push({ name: 'conditioning_scale', type: { tensorType: { elemType: FLOAT, shape: { dim: [] } } } });

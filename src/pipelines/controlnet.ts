@@ -12,6 +12,7 @@ import { concatEmbeddings, StageTimer } from './steps.ts';
 import type { GenerateInput, GenerateOutput, PlanarImage } from './types.ts';
 import { float32ToFloat16 } from '../runtime/float16.ts';
 import type { Scratch } from '../util/scratch.ts';
+import { CONTROL_INPUTS } from '../models/compose.ts';
 
 /**
  * The control image as the ControlNet's [batch, 3, H, W] input, repeated for each batch entry;
@@ -38,6 +39,33 @@ export function controlBatchFor(control: PlanarImage, batch: number, half: boole
   return out;
 }
 
+/**
+ * The control image as the levels k of an 8- or 16-bit source, when every value is exactly
+ * Math.fround(k / 255) or Math.fround(k / 65535): the composed graph decodes them to the same
+ * float32 bits (compose.ts, CONTROL_INPUTS). Undefined for any other image (a float source):
+ * it goes in as floats. Stops at the first value that does not fit.
+ */
+export function controlLevels(values: Float32Array, scratch?: Scratch): { input: typeof CONTROL_INPUTS.levels8; data: Uint8Array } | { input: typeof CONTROL_INPUTS.levels16; data: Uint16Array } | undefined {
+  const n = values.length;
+  const u8 = scratch?.controlLevels8.view(n) ?? new Uint8Array(n);
+  let i = 0;
+  for (; i < n; i++) {
+    const v = values[i]!;
+    const k = Math.round(v * 255);
+    if (!(k >= 0 && k <= 255 && Math.fround(k / 255) === v)) break;
+    u8[i] = k;
+  }
+  if (i === n) return { input: CONTROL_INPUTS.levels8, data: u8 };
+  const u16 = scratch?.controlLevels16.view(n) ?? new Uint16Array(n);
+  for (let j = 0; j < n; j++) {
+    const v = values[j]!;
+    const k = Math.round(v * 65535);
+    if (!(k >= 0 && k <= 65535 && Math.fround(k / 65535) === v)) return undefined;
+    u16[j] = k;
+  }
+  return { input: CONTROL_INPUTS.levels16, data: u16 };
+}
+
 export async function runControlnet(model: LoadedModel, input: GenerateInput): Promise<GenerateOutput> {
   const timer = new StageTimer();
   const started = performance.now();
@@ -56,6 +84,9 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
   // 3. Prepare the control image, repeated for the batch.
   // (The composed graph takes the image once and broadcasts it itself.)
   const controlBatch = model.controlnetUnet ? undefined : controlBatchFor(control, batch, controlnet.input('controlnet_cond')?.type === 'float16', input.scratch);
+  // The stableFor key of what stays fixed for this generation only (the control image's buffer is borrowed: a later call may refill it).
+  const generation = {};
+  const controlFeeds = model.controlnetUnet ? composedControlFeeds(control, generation, input.scratch) : undefined;
   // 4. Timesteps and initial latents (img2img when there is an init image).
   const { scheduler, timesteps } = prepareScheduler(model, input);
   const { latents, noise, seed } = await prepareLatents(model, input, scheduler, timesteps, h, w, timer);
@@ -63,13 +94,11 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
   const dim = model.guidanceEmbeddingDim;
   const timestepCond = dim ? timestepCondFeed(guidanceScaleEmbedding(input.guidanceScale - 1, dim), batch) : undefined;
   const condFeed: Record<string, Feed> = timestepCond ? { timestep_cond: { ...timestepCond, stableFor: timestepCond } } : {};
-  // The stableFor key of what stays fixed for this generation only (the control image's buffer is borrowed: a later call may refill it).
-  const generation = {};
   // 5. Denoise: ControlNet residuals feed the UNet, matched by name.
   const final = await denoise({
     model, scheduler, timesteps, latents, plan, h, w, noise, timer, input,
     async predict(scaled, n, t) {
-      if (model.controlnetUnet) return predictComposed(model, model.controlnetUnet, timer, { scaled, n, t, h, w, L, D, embeddings, control, generation, scale, condFeed });
+      if (model.controlnetUnet) return predictComposed(model, model.controlnetUnet, timer, { scaled, n, t, h, w, L, D, embeddings, controlFeeds: controlFeeds!, scale, condFeed });
       // Both models take this step's latents: an fp16 pair converts them once.
       const step = {};
       const cnFeeds: Record<string, Feed> = {
@@ -118,22 +147,38 @@ interface ComposedStep {
   L: number;
   D: number;
   embeddings: Float32Array;
-  control: PlanarImage;
-  /** The generation's stableFor key for the control image. */
-  generation: object;
+  controlFeeds: Record<string, Feed>;
   scale: number;
   /** `timestep_cond` when the UNet (or ControlNet) takes a guidance embedding. */
   condFeed: Record<string, Feed>;
 }
 
-/** One step on the composed ControlNet + UNet graph: the residuals stay inside onnxruntime; the graph applies the scale. */
+/**
+ * The composed graph's three control-image inputs for one generation: the image in the most
+ * compact exact form (controlLevels), the other two a single zero. `key` is the generation's.
+ */
+function composedControlFeeds(control: PlanarImage, key: object, scratch?: Scratch): Record<string, Feed> {
+  const dims = [1, control.channels, control.height, control.width];
+  const zero = { data: 0, dims: [1, 1, 1, 1] };
+  const feeds: Record<string, Feed> = { [CONTROL_INPUTS.float]: zero, [CONTROL_INPUTS.levels8]: zero, [CONTROL_INPUTS.levels16]: zero };
+  const levels = controlLevels(control.data, scratch);
+  if (levels) feeds[levels.input] = { data: levels.data, dims };
+  else feeds[CONTROL_INPUTS.float] = { data: control.data, dims, stableFor: key };
+  return feeds;
+}
+
+/**
+ * One step on the composed ControlNet + UNet graph: the residuals stay inside onnxruntime; the
+ * graph applies the scale. Every entry of the step's batch holds the same latents, so one goes
+ * in and the graph broadcasts it.
+ */
 async function predictComposed(model: LoadedModel, session: ModelSession, timer: StageTimer, s: ComposedStep): Promise<OutputTensor> {
   const c = model.latentChannels;
   const feeds: Record<string, Feed> = {
-    sample: { data: s.scaled, dims: [s.n, c, s.h, s.w] },
+    sample: { data: s.scaled.subarray(0, c * s.h * s.w), dims: [1, c, s.h, s.w] },
     timestep: { data: s.t, dims: [s.n] },
     encoder_hidden_states: { data: s.embeddings, dims: [s.n, s.L, s.D], stableFor: s.embeddings },
-    control_image: { data: s.control.data, dims: [1, s.control.channels, s.control.height, s.control.width], stableFor: s.generation },
+    ...s.controlFeeds,
     conditioning_scale: { data: s.scale, dims: [] },
     ...(session.input('timestep_cond') ? s.condFeed : {}),
   };

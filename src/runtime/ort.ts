@@ -12,7 +12,7 @@ import { DepthcastError } from '../errors.ts';
 import { float16ToFloat32, float32ToFloat16 } from './float16.ts';
 
 export type Device = 'auto' | 'cpu' | 'cuda' | 'dml' | 'webgpu' | 'coreml';
-export type ElementType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'other';
+export type ElementType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'uint8' | 'uint16' | 'other';
 
 export interface TensorSpec {
   name: string;
@@ -23,10 +23,11 @@ export interface TensorSpec {
 
 /**
  * What callers feed: float data as Float32Array (or as raw IEEE halves in a Uint16Array, passed
- * straight to a float16 input), ints as Int32Array/BigInt64Array, or a number (scalar/broadcast).
+ * straight to a float16 input), ints as Int32Array/BigInt64Array (uint8/uint16 inputs: Uint8Array/
+ * Uint16Array), or a number (scalar/broadcast).
  */
 export interface Feed {
-  data: Float32Array | Uint16Array | Int32Array | BigInt64Array | number;
+  data: Float32Array | Uint16Array | Uint8Array | Int32Array | BigInt64Array | number;
   dims: readonly number[];
   /**
    * The contents stay the same for as long as this key object lives and is passed (one
@@ -108,7 +109,7 @@ export function listBundledBackends(): string[] {
 }
 
 function elementType(type: string): ElementType {
-  return type === 'float32' || type === 'float16' || type === 'float64' || type === 'int64' || type === 'int32' ? type : 'other';
+  return type === 'float32' || type === 'float16' || type === 'float64' || type === 'int64' || type === 'int32' || type === 'uint8' || type === 'uint16' ? type : 'other';
 }
 
 function specsOf(meta: readonly ort.InferenceSession.ValueMetadata[]): TensorSpec[] {
@@ -233,6 +234,13 @@ export class ModelSession {
         if (typeof data === 'number') return new ort.Tensor('int32', new Int32Array(n).fill(Math.trunc(data)), dims);
         if (data instanceof Int32Array) return new ort.Tensor('int32', data, dims);
         return new ort.Tensor('int32', Int32Array.from(data as ArrayLike<number>, Number), dims);
+      }
+      case 'uint8':
+      case 'uint16': {
+        const Typed = spec.type === 'uint8' ? Uint8Array : Uint16Array;
+        if (typeof data === 'number') return new ort.Tensor(spec.type, new Typed(n).fill(data), dims);
+        if (data instanceof Typed) return new ort.Tensor(spec.type, data, dims);
+        throw new DepthcastError('BAD_MODEL', `${this.name}: input "${spec.name}" takes ${spec.type}, fed ${data.constructor.name}`);
       }
       default:
         throw new DepthcastError('BAD_MODEL', `${this.name}: input "${spec.name}" has an element type depthcast cannot feed`);

@@ -12,6 +12,10 @@ export class Scratch {
   readonly controlBatch = new Reused((n) => new Float32Array(n));
   /** The same as raw IEEE halves, for an fp16 ControlNet. */
   readonly controlBatchHalf = new Reused((n) => new Uint16Array(n));
+  /** The control image as 8-bit levels, for the composed graph's exact integer input (pipelines/controlnet.ts). */
+  readonly controlLevels8 = new Reused((n) => new Uint8Array(n));
+  /** The same as 16-bit levels, when the source had 16 bits. */
+  readonly controlLevels16 = new Reused((n) => new Uint16Array(n));
   /** The decoded image as interleaved RGB bytes (pipelines/steps.ts). */
   readonly rgb8 = new Reused((n) => new Uint8Array(n));
   /** The ControlNet control image made from the depth frame (engine/prepare.ts). */

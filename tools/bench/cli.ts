@@ -9,7 +9,7 @@ import type { Device } from '../../src/runtime/ort.ts';
 import { listBundledBackends } from '../../src/runtime/ort.ts';
 import { VERSION } from '../../src/version.ts';
 import { BenchWorker } from './in-worker.ts';
-import { buildSdSizeModels, type PipelineFigures, type RegionFigures } from './pipeline-bench.ts';
+import { buildSdSizeModels, type ControlSource, type PipelineFigures, type RegionFigures } from './pipeline-bench.ts';
 import { benchSdUnet } from './sd-unet-bench.ts';
 import { benchWebSocket, type WsFigures } from './ws-bench.ts';
 
@@ -54,9 +54,11 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
   log('pipelines and codecs run in a worker thread set up as the service\'s inference worker (its heap sizing included)\n');
   const dirs = await buildSdSizeModels();
   const pipelines: PipelineFigures[] = [];
-  type Run = [string, 'euler-a' | 'dpmpp-2m', ('composed' | 'separate')?];
+  type Run = [string, 'euler-a' | 'dpmpp-2m', ('composed' | 'separate')?, ControlSource?];
   const runs: Run[] = [
     [dirs.controlnet, 'euler-a', 'composed'], [dirs.controlnet, 'euler-a', 'separate'],
+    // The composed graph takes 8- and 16-bit control images as their levels: fewer bytes per step.
+    [dirs.controlnet, 'euler-a', 'composed', '8-bit'], [dirs.controlnet, 'euler-a', 'composed', '16-bit'],
     [dirs.controlnetFp16, 'euler-a', 'composed'], [dirs.controlnetFp16, 'euler-a', 'separate'],
     ...(opts.controlnetOnly ? [] : [[dirs.depth2img, 'euler-a'], [dirs.depth2img, 'dpmpp-2m']] as Run[]),
   ];
@@ -64,10 +66,10 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
   let regions: RegionFigures[];
   let codecs: Record<string, number>;
   try {
-    for (const [dir, scheduler, graph] of runs) {
-      const f = await worker.run('benchPipeline', dir, opts.device, steps, repeats, scheduler, graph);
+    for (const [dir, scheduler, graph, control] of runs) {
+      const f = await worker.run('benchPipeline', dir, opts.device, steps, repeats, scheduler, graph, control);
       pipelines.push(f);
-      log(`${f.family}${f.graph ? ` (${f.graph === 'composed' ? 'composed into one graph' : 'two sessions'})` : ''} ${f.dtype}, ${f.steps} steps, CFG batch 2, ${f.scheduler} (median of ${repeats}):`);
+      log(`${f.family}${f.graph ? ` (${f.graph === 'composed' ? 'composed into one graph' : 'two sessions'})` : ''} ${f.dtype}, ${f.steps} steps, CFG batch 2, ${f.scheduler}${f.controlSource ? `, control image from ${f.controlSource} depth` : ''} (median of ${repeats}):`);
       log(`  per image: total ${f.perImage.total} ms, inside session.run ${f.perImage.sessionRun} ms, overhead ${f.perImage.overhead} ms`);
       log(`  per step: ${f.graph === 'composed' ? `controlnet+unet ${f.perStep.controlnetUnet} ms` : `unet ${f.perStep.unet} ms, controlnet ${f.perStep.controlnet} ms`}, scheduler+guidance ${f.perStep.scheduler} ms, overhead ${f.perStep.overhead} ms`);
       log(`  bytes across the onnxruntime boundary per step: in ${mb(f.bytesPerStep.in)} MB, out ${mb(f.bytesPerStep.out)} MB (total ${mb(f.bytesPerStep.in + f.bytesPerStep.out)} MB)`);

@@ -85,7 +85,12 @@ export interface PipelineFigures {
   bare: { perImage: number; ratio: number };
   /** Bytes fed to / taken from the denoising sessions per step (all of them cross to a GPU and back). */
   bytesPerStep: { in: number; out: number };
+  /** ControlNet models: the depth behind the control image (float, or an 8- or 16-bit source). */
+  controlSource?: ControlSource;
 }
+
+/** Where the bench's control image comes from: float depth (as Blender sends), or depth quantized to 8 or 16 bits. */
+export type ControlSource = 'float' | '8-bit' | '16-bit';
 
 /** The denoising sessions' traffic so far: UNet, ControlNet, or the two composed. */
 function denoiseTraffic(model: LoadedModel): { in: number; out: number } {
@@ -94,10 +99,12 @@ function denoiseTraffic(model: LoadedModel): { in: number; out: number } {
   return { in: all.reduce((a, x) => a + x.traffic.bytesIn, 0), out: all.reduce((a, x) => a + x.traffic.bytesOut, 0) };
 }
 
-export async function benchPipeline(dir: string, device: Device, steps: number, repeats: number, scheduler: SchedulerName = 'euler-a', controlnetGraph?: 'composed' | 'separate'): Promise<PipelineFigures> {
+export async function benchPipeline(dir: string, device: Device, steps: number, repeats: number, scheduler: SchedulerName = 'euler-a', controlnetGraph?: 'composed' | 'separate', controlSource: ControlSource = 'float'): Promise<PipelineFigures> {
   const model = await loadModel(dir, { device, controlnetGraph });
   if (controlnetGraph === 'composed' && !model.controlnetUnet) throw new Error(`bench: the ControlNet did not compose: ${model.controlnetNotComposed}`);
   const nearness = toNearness({ data: benchDepth(), width: SD.width, height: SD.height, kind: 'zdepth', near: 1, far: 100 }, 'fixed').nearness;
+  const levels = controlSource === '8-bit' ? 255 : controlSource === '16-bit' ? 65535 : 0;
+  if (levels) for (let i = 0; i < nearness.length; i++) nearness[i] = Math.round(nearness[i]! * levels) / levels;
   const scratch = new Scratch();
   // Warm-up: a service that has been generating a while has its code optimised, buffers
   // allocated and prompts cached; one generation left the first figures noticeably colder.
@@ -132,7 +139,10 @@ export async function benchPipeline(dir: string, device: Device, steps: number, 
   if (model.controlnetUnet) {
     const feeds: Record<string, { data: Float32Array | number; dims: number[] }> = {
       ...unetFeeds,
+      sample: { data: new Float32Array(c * hw * hw), dims: [1, c, hw, hw] },
       control_image: { data: new Float32Array(SD.width * SD.height), dims: [1, 1, SD.height, SD.width] },
+      control_image_u8: { data: 0, dims: [1, 1, 1, 1] },
+      control_image_u16: { data: 0, dims: [1, 1, 1, 1] },
       conditioning_scale: { data: 1, dims: [] },
     };
     unetMs = await model.controlnetUnet.timeBareRuns(feeds, iters);
@@ -156,7 +166,7 @@ export async function benchPipeline(dir: string, device: Device, steps: number, 
   await model.release();
   return {
     family: model.family,
-    ...(model.family === 'controlnet' ? { graph: model.controlnetUnet ? 'composed' as const : 'separate' as const } : {}),
+    ...(model.family === 'controlnet' ? { graph: model.controlnetUnet ? 'composed' as const : 'separate' as const, controlSource } : {}),
     dtype: model.dtype,
     scheduler,
     steps,
