@@ -292,7 +292,7 @@ def run():
         "n": len(cap_s), "mean": round(1000 * sum(cap_s) / max(1, len(cap_s)), 2),
         "max": round(1000 * max(cap_s or [0.0]), 2)}
     REPORT["figures"]["frames_sent_during_orbit"] = during
-    REPORT["figures"]["last_capture_parts"] = viewport.state().capture_parts
+    REPORT["figures"]["last_capture_parts"] = dict(viewport.state().capture_parts)
     REPORT["figures"]["live_trace_during_orbit"] = [(round(t - t_orbit, 3), what) for t, what in viewport.state().trace
                                                     if t >= t_orbit]
     added = sum(per_turn) / max(1, len(per_turn)) / (base["mean_ms"] / 1000.0) if base["mean_ms"] else 0.0
@@ -301,9 +301,18 @@ def run():
         "added_to_plain_redraw": round(added, 3), "worst_piece": [worst_piece[2], round(1000 * worst_piece[1], 2)]}
     check("live's main-thread work adds <= 20 % to a plain redraw's main-loop turn",
           added <= 0.2, REPORT["figures"]["live_work_per_turn_ms"])
-    # The 50 ms pause goal is reported, not asserted: the depth read-back waits for the GPU, and
-    # with software GL on a shared machine that wait measures the machine's load.
-    REPORT["figures"]["pause_goal_50ms_met"] = max(per_turn or [0.0]) <= 0.05
+    # Never a pause over 50 ms beyond a plain redraw: no main-loop turn holds more than 50 ms of
+    # Live's own work (what a turn takes beyond the plain redraw it would do anyway).
+    worst_turn = max(range(len(per_turn)), key=lambda i: per_turn[i]) if per_turn else None
+    if worst_turn is not None:
+        a, b = stamps[worst_turn], stamps[worst_turn + 1]
+        parts = {}
+        for t, d, n in costs.since(a):
+            if t < b:
+                parts[n] = round(parts.get(n, 0.0) + 1000 * d, 2)
+        REPORT["figures"]["worst_turn_parts_ms"] = parts
+    check("no main-loop turn holds more than 50 ms of live's work", max(per_turn or [0.0]) <= 0.05,
+          REPORT["figures"]["live_work_per_turn_ms"])
 
     # 3. stop moving: the result of the final view, drawn exactly over the region
     deadline = time.monotonic() + ARGS.timeout
