@@ -10,7 +10,7 @@ Two sources:
   handler only draws; the live tick reads back after the redraw (software GL would otherwise
   wait for the whole 3D View's rasterisation) and hands the raw buffers to a worker thread,
   which converts and frames them.
-* Camera (``CAMERA``): :func:`capture.capture_camera` (a 1-sample render) on every change.
+* Camera (``CAMERA``): :func:`capture_job.capture_camera_async` (a 1-sample render job) on every change.
 
 Changes are: depsgraph updates of renderable objects and their data, the camera, the render size
 or the frame, and (3D View source) any change of the view matrix or region size.
@@ -25,11 +25,11 @@ import gpu
 from bpy.app.handlers import persistent
 from gpu_extras.batch import batch_for_shader
 
-from . import capture, client, overlay, properties
+from . import capture, capture_job, client, overlay, properties
 from .core import depth as D
-from .core import messages, runtime
-from .core.layout import LayoutEntry, build_layout
+from .core import costs, messages, runtime
 from .core.costs import timed
+from .core.layout import LayoutEntry, build_layout
 from .core.pacing import LivePacer
 
 MESHABLE = {"MESH", "CURVE", "SURFACE", "META", "FONT"}
@@ -292,7 +292,7 @@ class LiveState:
         self.draw_handle = None
         self.frames_sent = 0
         self.captures = 0
-        self.capture_s = []  # main-thread seconds of each draw and each read-back in the draw handler (last 64)
+        self.capture_s = []  # main-thread seconds of each draw (draw handler) and read-back (tick), last 64
         self.capture_parts = {}  # the last capture's main-thread time by part
         self.trace = collections.deque(maxlen=256)  # (monotonic time, what): request/capture/sent
         self.cache = BatchCache(keep_offscreen=True)
@@ -465,15 +465,33 @@ def _live_tick():
 
 
 def _send_camera_frame(scene):
+    """Camera source: a capture as a render job (the UI keeps running); the frame is sent when
+    it is done. Live stays busy meanwhile, so renders never pile up."""
     s = scene.depthcast
-    cap = capture.capture_camera(scene, with_layout=s.use_layout, near_far=s.near_far, manual_near=s.near,
+    scene_name = scene.name
+
+    def captured(cap, err):
+        _live.busy = False
+        target = bpy.data.scenes.get(scene_name)
+        if not _live.enabled or target is None or target.name != _live.scene_name:
+            return
+        if err is not None:
+            runtime.of(target).error = "live: %s" % err
+            return
+        try:
+            params = properties.build_params(target, cap.output_size[0], cap.output_size[1], live=True)
+            header, payloads = messages.build_frame(messages.new_job_id("live"), cap.depth, params,
+                                                    stream=client.LIVE_STREAM, mode="live", layout=cap.layout)
+            job = client.submit(target, header, payloads, "live", meta={"camera": cap.camera, "frame": cap.frame})
+        except (messages.MessageError, ValueError, RuntimeError) as send_err:
+            runtime.of(target).error = "live: %s" % send_err
+            return
+        runtime.of(target).job_id = job.job_id
+        _live.frames_sent += 1
+
+    _live.busy = True
+    capture_job.capture_camera_async(scene, captured, with_layout=s.use_layout, near_far=s.near_far, manual_near=s.near,
                                  manual_far=s.far)
-    params = properties.build_params(scene, cap.output_size[0], cap.output_size[1], live=True)
-    header, payloads = messages.build_frame(messages.new_job_id("live"), cap.depth, params, stream=client.LIVE_STREAM,
-                                            mode="live", layout=cap.layout)
-    job = client.submit(scene, header, payloads, "live", meta={"camera": cap.camera, "frame": cap.frame})
-    runtime.of(scene).job_id = job.job_id
-    _live.frames_sent += 1
 
 
 def _tag_live_area():
@@ -574,7 +592,8 @@ def _read_back():
 def _convert_and_queue(scene_name, gp, params, settings, meta):
     try:
         near_far, near, far = settings
-        image, layout, _objects = convert_gpu_pass(gp, near_far, near, far)
+        with costs.short_gil_slices():
+            image, layout, _objects = convert_gpu_pass(gp, near_far, near, far)
         header, payloads = messages.build_frame(messages.new_job_id("live"), image, params, stream=client.LIVE_STREAM,
                                                 mode="live", layout=layout)
         _outgoing.append((scene_name, header, payloads, meta))
