@@ -17,6 +17,7 @@ or the frame, and (3D View source) any change of the view matrix or region size.
 """
 import array
 import collections
+import queue
 import threading
 import time
 
@@ -584,9 +585,36 @@ def _read_back():
     _live.capture_parts["read_ms"] = round(1000 * dt, 2)
     _live.capture_s = (_live.capture_s + [dt])[-64:]
     t1 = time.perf_counter()
-    threading.Thread(target=_convert_and_queue, args=(scene_name, gp, params, settings, meta), daemon=True,
-                     name="depthcast-live-convert").start()
-    _live.capture_parts["thread_start_ms"] = round(1000 * (time.perf_counter() - t1), 2)
+    _converter().put((scene_name, gp, params, settings, meta))
+    _live.capture_parts["hand_over_ms"] = round(1000 * (time.perf_counter() - t1), 2)
+
+
+#: The conversion worker: one thread for the add-on's life (starting a thread per frame cost the
+#: main thread 8-30 ms on a loaded machine, waiting for the new thread to run).
+_convert_queue = {"queue": None}
+
+
+def _converter():
+    q = _convert_queue["queue"]
+    if q is None:
+        q = _convert_queue["queue"] = queue.Queue()
+        threading.Thread(target=_convert_loop, args=(q,), daemon=True, name="depthcast-live-convert").start()
+    return q
+
+
+def _convert_loop(q):
+    while True:
+        item = q.get()
+        if item is None:
+            return
+        _convert_and_queue(*item)
+
+
+def _stop_converter():
+    q = _convert_queue["queue"]
+    _convert_queue["queue"] = None
+    if q is not None:
+        q.put(None)
 
 
 def _convert_and_queue(scene_name, gp, params, settings, meta):
@@ -688,6 +716,7 @@ def register():
 
 def unregister():
     stop()
+    _stop_converter()
     overlay.unregister()
     while _on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_on_load_pre)
