@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readPngText } from '../src/image/codec.ts';
+import { lanczos3Resize } from '../src/image/lanczos.ts';
 import { checkRequestedSize, planSize } from '../src/pipelines/sizing.ts';
 import { DEFAULT_LIMITS } from '../src/protocol/limits.ts';
 import { ResultHeader } from '../src/protocol/schemas.ts';
@@ -76,14 +77,15 @@ describe('a 1920×1080 request through the service', () => {
     expect(hd.type, JSON.stringify(hd.msg)).toBe('result');
     const header = ResultHeader.parse(hd.msg);
     expect(header).toMatchObject({ width: 1920, height: 1080, generated: { width: 680, height: 384 } });
-    expect(header.params).toMatchObject({ width: 1920, height: 1080, sizing: 'native', generatedWidth: 680, generatedHeight: 384, upscaler: 'bicubic' });
+    expect(header.params).toMatchObject({ width: 1920, height: 1080, sizing: 'native', generatedWidth: 680, generatedHeight: 384, upscaler: 'lanczos3' });
     expect(hd.payload!.byteLength).toBe(1920 * 1080 * 3);
 
-    // The reference: the same frame generated exactly at 680×384, upscaled by sharp as resizeRgb asks it to.
+    // The reference: the same frame generated exactly at 680×384, upscaled with Lanczos-3 (test/lanczos.test.ts
+    // checks that resampler against ImageMagick).
     client.send(frameBytes({ jobId: 'gen', mode: 'batch', depth, width: 1920, height: 1080, params: { ...params, width: 680, height: 384, sizing: 'exact' } }));
     const gen = await client.terminal('gen');
     expect(ResultHeader.parse(gen.msg)).toMatchObject({ width: 680, height: 384, generated: { width: 680, height: 384 } });
-    const reference = await sharp(gen.payload!, { raw: { width: 680, height: 384, channels: 3 } }).resize(1920, 1080, { kernel: 'lanczos3', fit: 'fill' }).raw().toBuffer();
+    const reference = lanczos3Resize(gen.payload!, 680, 384, 3, 1920, 1080);
     expect(Buffer.from(hd.payload!).equals(reference)).toBe(true);
     // A control: the generation has structure, so another resampling (nearest) would not match.
     const nearest = await sharp(gen.payload!, { raw: { width: 680, height: 384, channels: 3 } }).resize(1920, 1080, { kernel: 'nearest', fit: 'fill' }).raw().toBuffer();

@@ -16,7 +16,7 @@ bl_info = {
 
 import bpy  # noqa: E402
 
-from . import client, operators, preferences, properties, results, ui, viewport  # noqa: E402,F401
+from . import capture_job, client, operators, preferences, properties, results, ui, viewport  # noqa: E402,F401
 
 classes = preferences.classes + properties.classes + operators.classes + ui.classes
 
@@ -31,6 +31,7 @@ def register():
 
 def unregister():
     viewport.unregister()
+    capture_job.unregister()
     client.unregister()
     properties.unregister_props()
     for cls in reversed(classes):

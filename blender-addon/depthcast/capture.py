@@ -10,9 +10,10 @@ How (found by trying under ``blender -b`` with Debian's Blender 3.4):
   (depth only: Workbench has no index pass). Without a layout, Workbench goes first: its Z pass
   is ~4x faster (it needs a GPU context; headless it gets one through EGL when Mesa is there).
   EEVEE works headless too but is much slower.
-* Passes come out through a compositor File Output node as 32-bit float EXR, read back with
-  ``bpy.data.images.load``: the Viewer node is not updated by renders in background mode and
-  ``Render Result`` pixels are not readable from Python.
+* Passes come out through a compositor File Output node as 32-bit float EXR without
+  compression, read back by ``core/exr.py`` (any thread; ``bpy.data.images.load`` is the
+  fallback): the Viewer node is not updated by renders in background mode and ``Render
+  Result`` pixels are not readable from Python.
 * The index pass needs per-object ``pass_index`` values; they are set for the render and
   restored afterwards.
 * The init image is a Workbench (solid) render written as PNG: the bytes go to the service as is.
@@ -27,6 +28,7 @@ import time
 import bpy
 
 from .core import depth as D
+from .core import exr
 from .core.layout import LayoutEntry, build_layout, clean_prompt, clean_weight
 
 RENDERABLE_TYPES = {"MESH", "CURVE", "SURFACE", "META", "FONT", "VOLUME", "GPENCIL", "CURVES", "POINTCLOUD"}
@@ -39,6 +41,10 @@ capturing = False
 
 class CaptureError(RuntimeError):
     """A capture that cannot be done; the message says what to change."""
+
+
+class RenderCancelled(CaptureError):
+    """The user stopped the capture's render (Esc): no other engine is tried."""
 
 
 class Capture:
@@ -55,6 +61,7 @@ class Capture:
         self.objects = []
         self.init_png = None
         self.engine = ""
+        self.pass_reader = ""  # "core.exr", or "blender" where the plain reader refused the file
         self.timings = {}
 
     def layout_summary(self):
@@ -215,7 +222,10 @@ def _find_output(out_dir, slot):
     return os.path.join(out_dir, names[0])
 
 
-def _read_exr_channel(path, width, height):
+def _read_exr_pixels(path, width, height):
+    """Loads a pass written by the File Output node: (bottom-up float pixels, channels). Main
+    thread (bpy.data); the channel is taken out with :func:`core.depth.channel_top_down`, which
+    any thread can run."""
     img = bpy.data.images.load(path, check_existing=False)
     try:
         img.colorspace_settings.name = "Non-Color"
@@ -224,20 +234,50 @@ def _read_exr_channel(path, width, height):
             raise CaptureError("pass %s is %dx%d, expected %dx%d" % (os.path.basename(path), w, h, width, height))
         px = D.float_array(bytes(4 * w * h * img.channels))
         img.pixels.foreach_get(px)
-        return D.channel_top_down(px, w, h, channels=img.channels, channel=0)
+        return px, img.channels
     finally:
         bpy.data.images.remove(img)
 
 
-def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layout=True, with_init=False,
-                   near_far="CAMERA", manual_near=0.1, manual_far=100.0, background="far", engine="AUTO",
-                   max_pixels=CAPTURE_MAX_PIXELS):
+def capture_camera(scene, camera=None, **options):
     """Renders the camera's depth (and layout / init image) and returns a :class:`Capture`.
+    Blocks: the renders run on the main thread (batch script, animation frames, background
+    mode); ``capture_job.capture_camera_async`` keeps the UI running.
 
+    Options: ``view_layer``, ``frame``, ``with_layout`` (True), ``with_init`` (False),
     ``near_far``: 'CAMERA' (the camera's clip range), 'SCENE' (fit to what is in view) or
-    'MANUAL' (``manual_near``/``manual_far``). ``engine``: 'AUTO', 'CYCLES' or 'WORKBENCH'.
-    Raises :class:`CaptureError` with a message for the user.
+    'MANUAL' (``manual_near``/``manual_far``), ``background``, ``engine``: 'AUTO', 'CYCLES' or
+    'WORKBENCH', ``max_pixels``. Raises :class:`CaptureError` with a message for the user.
     """
+    steps = capture_steps(scene, camera, **options)
+    value = None
+    try:
+        while True:
+            step = steps.send(value)
+            value = None
+            if step[0] == "render":
+                try:
+                    _render(step[1], step[2])
+                except CaptureError as err:
+                    value = err
+            else:  # "work": plain Python on the captured buffers
+                value = step[1]()
+    except StopIteration as done:
+        return done.value
+    finally:
+        steps.close()
+
+
+def capture_steps(scene, camera=None, *, view_layer=None, frame=None, with_layout=True, with_init=False,
+                   near_far="CAMERA", manual_near=0.1, manual_far=100.0, background="far", engine="AUTO",
+                   max_pixels=CAPTURE_MAX_PIXELS, in_job=False):
+    """A capture as a generator: it yields ``("render", scene copy, view layer)`` where a render
+    must happen (the driver sends back None, or the CaptureError it failed with) and ``("work",
+    fn)`` for pure-Python work on the captured buffers (the driver sends back ``fn()``; it may
+    run it on another thread). Returns the :class:`Capture`; cleans up when closed.
+    ``in_job``: the renders run as render jobs next to the UI. Cycles then goes first, with one
+    core left to Blender's main thread: a Workbench render job holds the GPU context, and the
+    window cannot redraw until it is done."""
     global capturing
     cam = camera or scene.camera
     if cam is None:
@@ -253,7 +293,7 @@ def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layo
     if engine == "AUTO":
         # Workbench is the fastest Z pass but has no object index pass; Cycles has both and
         # needs no GPU. Without a layout, try Workbench first and fall back to Cycles.
-        order = ["CYCLES", "WORKBENCH"] if with_layout else ["WORKBENCH", "CYCLES"]
+        order = ["CYCLES", "WORKBENCH"] if with_layout or in_job else ["WORKBENCH", "CYCLES"]
         if not cycles_available():
             order.remove("CYCLES")
     else:
@@ -304,6 +344,9 @@ def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layo
             with_index = name == "CYCLES" and with_layout and bool(entries)
             if name == "CYCLES":
                 _setup_cycles(tmp, vl, with_index)
+                if in_job and (os.cpu_count() or 1) > 1:
+                    tmp.render.threads_mode = "FIXED"
+                    tmp.render.threads = (os.cpu_count() or 2) - 1
             else:
                 _setup_workbench(tmp, vl)
             slots = [("depth", "Depth")] + ([("index", "IndexOB")] if with_index else [])
@@ -311,34 +354,60 @@ def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layo
             _compositor(tmp, vl, os.path.join(out_dir, "passes"), slots)
             timings["setup"] = time.perf_counter() - t0
             t1 = time.perf_counter()
-            try:
-                _render(tmp, vl)
-            except CaptureError:
-                if attempt + 1 < len(order):
+            failed = yield ("render", tmp, vl)
+            if failed is not None:
+                if attempt + 1 < len(order) and not isinstance(failed, RenderCancelled):
                     continue
-                raise
+                raise failed
             timings["render"] = time.perf_counter() - t1
             break
         t2 = time.perf_counter()
-        z = _read_exr_channel(_find_output(os.path.join(out_dir, "passes"), "depth"), width, height)
-        index_values = None
+        paths = [_find_output(os.path.join(out_dir, "passes"), "depth")]
         if with_index:
-            index_values = _read_exr_channel(_find_output(os.path.join(out_dir, "passes"), "index"), width, height)
+            paths.append(_find_output(os.path.join(out_dir, "passes"), "index"))
+
+        def read_passes():
+            try:
+                return [exr.read_channel(path) for path in paths]
+            except (exr.ExrError, OSError):
+                return None
+
+        # Read where the driver runs work (a worker thread for a render job); an EXR the plain
+        # reader does not handle goes through Blender's loader on the main thread.
+        passes = yield ("work", read_passes)
+        reader = "core.exr"
+        if passes is None:
+            reader = "blender"
+            passes = []
+            for path in paths:
+                px, channels = _read_exr_pixels(path, width, height)
+                passes.append((D.channel_top_down(px, width, height, channels=channels, channel=0), width, height))
+        for (_values, w, h), path in zip(passes, paths):
+            if (w, h) != (width, height):
+                raise CaptureError("pass %s is %dx%d, expected %dx%d" % (os.path.basename(path), w, h, width, height))
+        z = passes[0][0]
+        index_values = passes[1][0] if with_index else None
         timings["read"] = time.perf_counter() - t2
-        t3 = time.perf_counter()
-        near, far = D.resolve_near_far(near_far, cam.data.clip_start, cam.data.clip_end, manual_near, manual_far,
-                                       values=z)
-        values = D.clean_background(z, far, background=background)
-        cap = Capture(D.DepthImage(values, width, height, near, far), width, height, cam.name, tmp.frame_current)
+        cap = Capture(None, width, height, cam.name, tmp.frame_current)
         cap.output_size = output_size
         cap.engine = tmp.render.engine
-        timings["depth"] = time.perf_counter() - t3
-        if index_values is not None:
-            t4 = time.perf_counter()
-            index, objects = build_layout(index_values, width, height, entries)
-            cap.layout = (D.u16le_bytes(index), width, height, objects)
-            cap.objects = objects
-            timings["layout"] = time.perf_counter() - t4
+        cap.pass_reader = reader
+        clip = (cam.data.clip_start, cam.data.clip_end)
+
+        def convert():
+            t3 = time.perf_counter()
+            near, far = D.resolve_near_far(near_far, clip[0], clip[1], manual_near, manual_far, values=z)
+            values = D.clean_background(z, far, background=background)
+            cap.depth = D.DepthImage(values, width, height, near, far)
+            timings["depth"] = time.perf_counter() - t3
+            if index_values is not None:
+                t4 = time.perf_counter()
+                index, objects = build_layout(index_values, width, height, entries)
+                cap.layout = (D.u16le_bytes(index), width, height, objects)
+                cap.objects = objects
+                timings["layout"] = time.perf_counter() - t4
+
+        yield ("work", convert)
         if with_init:
             t5 = time.perf_counter()
             for o in tmp.view_layers:
@@ -346,7 +415,9 @@ def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layo
             _setup_workbench(tmp, vl, solid=True)
             tmp.view_settings.view_transform = "Standard"
             _compositor(tmp, vl, os.path.join(out_dir, "init"), [("init", "Image")], file_format="PNG")
-            _render(tmp, vl)
+            failed = yield ("render", tmp, vl)
+            if failed is not None:
+                raise failed
             with open(_find_output(os.path.join(out_dir, "init"), "init"), "rb") as f:
                 cap.init_png = f.read()
             timings["init"] = time.perf_counter() - t5

@@ -305,7 +305,7 @@ def _on_preview(ev, job):
     try:
         w, h = int(ev.data.get("width", 0)), int(ev.data.get("height", 0))
         if ev.data.get("format") == "rgb8":
-            px = pixels.rgb8_to_pixels(ev.payload, w, h)
+            px = ev.pixels if ev.pixels is not None else pixels.rgb8_to_pixels(ev.payload, w, h)
         else:
             w, h, px = results.decode_image(ev.payload, ".jpg")
     except (ValueError, RuntimeError) as err:
@@ -335,7 +335,7 @@ def _on_result(ev, job, scene):
         try:
             if raw:
                 w, h = int(header.get("width", 0)), int(header.get("height", 0))
-                px = pixels.rgb8_to_pixels(payload, w, h)
+                px = ev.pixels if ev.pixels is not None else pixels.rgb8_to_pixels(payload, w, h)
             else:
                 w, h, px = results.decode_image(payload, ".png")
             img = results.set_result_float_pixels(px, w, h)

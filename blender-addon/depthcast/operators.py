@@ -1,16 +1,17 @@
 """Operators: connect, generate, cancel, live mode, results, render animation, object prompts.
 
-Operators only capture (a short render on the main thread) and enqueue; the network work and
-the waiting happen elsewhere (client.py), so Blender stays responsive.
+Operators only start a capture (Generate: a render job, as F12 runs it) and enqueue; the network
+work and the waiting happen elsewhere (client.py), so Blender stays responsive.
 """
 import json
 import os
 import random
+import time
 
 import bpy
 from bpy.props import IntProperty, StringProperty
 
-from . import capture, client, properties, results, viewport
+from . import capture, capture_job, client, properties, results, viewport
 from .core import messages, runtime
 
 
@@ -21,12 +22,15 @@ def _report_error(op, scene, text):
     op.report({"ERROR"}, text)
 
 
-def capture_for(scene, with_init=None, frame=None, camera=None):
+def capture_options(scene, with_init=None, frame=None, camera=None):
     s = scene.depthcast
-    return capture.capture_camera(
-        scene, camera=camera, frame=frame, with_layout=s.use_layout,
-        with_init=s.use_init if with_init is None else with_init,
-        near_far=s.near_far, manual_near=s.near, manual_far=s.far)
+    return dict(camera=camera, frame=frame, with_layout=s.use_layout,
+                with_init=s.use_init if with_init is None else with_init,
+                near_far=s.near_far, manual_near=s.near, manual_far=s.far)
+
+
+def capture_for(scene, with_init=None, frame=None, camera=None):
+    return capture.capture_camera(scene, **capture_options(scene, with_init, frame, camera))
 
 
 def build_job(scene, cap, kind, mode="batch", stream="blender"):
@@ -36,22 +40,58 @@ def build_job(scene, cap, kind, mode="batch", stream="blender"):
                                 layout=cap.layout)
 
 
-def generate(scene):
-    """Captures the scene camera and sends one generation. Returns (job, capture). Raises
-    CaptureError / MessageError / RuntimeError with a message for the user."""
-    s = scene.depthcast
+#: The Generate capture now rendering (capture_job.AsyncCapture), by scene name.
+_capturing = {}
+#: The last Generate capture (its timings say where the time went).
+last_capture = {"capture": None}
+
+
+def generate(scene, on_sent=None):
+    """Captures the scene camera without blocking the UI (see capture_job.capture_camera_async) and
+    sends one generation when the capture is done; ``on_sent(job, capture)`` then, errors go to
+    the scene's runtime error. In background mode all of this happens before it returns.
+    Raises CaptureError / RuntimeError with a message for the user when it cannot start."""
     rt = runtime.of(scene)
     if rt.job_id:
         client.cancel(job_id=rt.job_id)
+    previous = _capturing.pop(scene.name, None)
+    if previous is not None:
+        previous.cancel()
     rt.error = ""
     client.set_status_bar(None)
-    cap = capture_for(scene)
-    header, payloads = build_job(scene, cap, "generate")
-    rt.status = "sending"
+    rt.status = "capturing depth"
     rt.progress = 0.0
-    job = client.submit(scene, header, payloads, "generate", meta={"camera": cap.camera, "frame": cap.frame})
-    rt.job_id = job.job_id
-    return job, cap
+    scene_name = scene.name
+
+    def captured(cap, err):
+        _capturing.pop(scene_name, None)
+        target = bpy.data.scenes.get(scene_name)
+        if target is None:
+            return
+        trt = runtime.of(target)
+        if err is not None:
+            trt.job_ended("")
+            trt.error = str(err)
+            client.set_status_bar("depthcast: %s" % err)
+            return
+        try:
+            t0 = time.perf_counter()
+            header, payloads = build_job(target, cap, "generate")
+            cap.timings["frame"] = time.perf_counter() - t0
+            trt.status = "sending"
+            job = client.submit(target, header, payloads, "generate", meta={"camera": cap.camera, "frame": cap.frame})
+        except (messages.MessageError, RuntimeError, ValueError) as send_err:
+            trt.job_ended("")
+            trt.error = str(send_err)
+            return
+        trt.job_id = job.job_id
+        last_capture["capture"] = cap
+        if on_sent is not None:
+            on_sent(job, cap)
+
+    job = capture_job.capture_camera_async(scene, captured, **capture_options(scene))
+    if job is not None:
+        _capturing[scene_name] = job
 
 
 class _NeedsSceneCamera:
@@ -99,14 +139,21 @@ class DEPTHCAST_OT_generate(_NeedsSceneCamera, bpy.types.Operator):
 
     def execute(self, context):
         scene = context.scene
+        report = self.report
+
+        def sent(_job, cap):
+            report({"INFO"}, "depthcast: sent %dx%d depth (%s, %.2f s capture)%s" % (
+                cap.width, cap.height, cap.engine, cap.timings.get("total", 0.0),
+                ", %d objects" % len(cap.objects) if cap.objects else ""))
+
         try:
-            job, cap = generate(scene)
+            generate(scene, on_sent=sent if bpy.app.background else None)
         except (capture.CaptureError, messages.MessageError, RuntimeError, ValueError) as err:
             _report_error(self, scene, str(err))
             return {"CANCELLED"}
-        self.report({"INFO"}, "depthcast: sent %dx%d depth (%s, %.2f s capture)%s" % (
-            cap.width, cap.height, cap.engine, cap.timings.get("total", 0.0),
-            ", %d objects" % len(cap.objects) if cap.objects else ""))
+        if runtime.of(scene).error:
+            _report_error(self, scene, runtime.of(scene).error)
+            return {"CANCELLED"}
         return {"FINISHED"}
 
 

@@ -145,7 +145,7 @@ def settings(context_or_scene):
 
 def build_params(scene, width, height, with_init=False, live=False):
     """``GenerationParams`` (as a dict) from the scene's settings; ``live`` for live frames."""
-    from .core import messages, pixels
+    from .core import messages
 
     s = scene.depthcast
     model = s.model.strip() or None
@@ -162,8 +162,8 @@ def build_params(scene, width, height, with_init=False, live=False):
         depth_range=s.depth_range,
         preview_every=s.preview_every,
         preview_format="rgb8",
-        # Live results raw where numpy makes them cheap to show; without it (Debian's blender)
-        # plain Python takes ~80 ms at 512x512, more than loading a PNG, so those stay PNG.
-        result_format="rgb8" if live and pixels.numpy is not None else None,
+        # Live results raw: the connection's reader thread turns them into pixels (plain Python
+        # without numpy), where a PNG would need Blender's image loader on the main thread.
+        result_format="rgb8" if live else None,
         compose_from_labels=s.compose_from_labels if s.use_layout else None,
     )

@@ -6,15 +6,18 @@ Two sources:
   handler of the chosen 3D View, every visible mesh-like object is drawn into a
   ``GPUOffScreen`` with the region's view and projection matrices and a flat shader whose colour
   encodes the object's layout id; ``read_depth`` gives window depth, converted to linear Z with
-  the view's projection (its clip range), and ``read_color`` gives the index map. Conversion and
-  framing run on a worker thread.
-* Camera (``CAMERA``): :func:`capture.capture_camera` (a 1-sample render) on every change.
+  the view's projection (its clip range), and ``read_color`` gives the index map. The draw
+  handler only draws; the live tick reads back after the redraw (software GL would otherwise
+  wait for the whole 3D View's rasterisation) and hands the raw buffers to a worker thread,
+  which converts and frames them.
+* Camera (``CAMERA``): :func:`capture_job.capture_camera_async` (a 1-sample render job) on every change.
 
 Changes are: depsgraph updates of renderable objects and their data, the camera, the render size
 or the frame, and (3D View source) any change of the view matrix or region size.
 """
 import array
 import collections
+import queue
 import threading
 import time
 
@@ -23,14 +26,13 @@ import gpu
 from bpy.app.handlers import persistent
 from gpu_extras.batch import batch_for_shader
 
-from . import capture, client, overlay, properties
+from . import capture, capture_job, client, overlay, properties
 from .core import depth as D
-from .core import messages, runtime
-from .core.layout import LayoutEntry, build_layout
+from .core import costs, messages, runtime
 from .core.costs import timed
+from .core.layout import LayoutEntry, build_layout
 from .core.pacing import LivePacer
 
-_PASS_TIMES = {}  # when the last depth pass finished drawing (the read-back waits for the GPU)
 MESHABLE = {"MESH", "CURVE", "SURFACE", "META", "FONT"}
 # Data whose change moves surfaces. Collections are left out: capturing (a scene copy) updates the
 # scene collection; what collections change (which objects are visible) is in the scene signature.
@@ -134,7 +136,8 @@ def _bytes(buf):
         return bytes(out)
 
 
-#: Raw output of :func:`gpu_depth_pass`: bottom-up window depth and RGBA8 id colours.
+#: Raw output of :func:`read_depth_pass`: bottom-up window depth and RGBA8 id colours (GPU module
+#: Buffers, or arrays).
 GpuPass = collections.namedtuple("GpuPass", "width height depth color projection ids")
 
 
@@ -148,13 +151,30 @@ def layout_ids(scene, view_layer):
     return out
 
 
-def gpu_depth_pass(depsgraph, view_matrix, projection_matrix, width, height, ids=None, cache=None):
-    """Draws every visible mesh-like object into an offscreen buffer and reads depth (and,
-    with ``ids`` {object name: LayoutEntry}, the id colours). Needs an active GPU context: a
-    draw handler, or a RenderEngine with ``bl_use_gpu_context``. Returns a :class:`GpuPass`."""
+class DrawnPass:
+    """A depth pass drawn into an offscreen buffer and not read back yet (see :func:`draw_depth_pass`)."""
+
+    __slots__ = ("offscreen", "width", "height", "projection", "ids", "owned")
+
+    def __init__(self, offscreen, width, height, projection, ids, owned):
+        self.offscreen = offscreen
+        self.width = width
+        self.height = height
+        self.projection = projection
+        self.ids = ids
+        self.owned = owned  # freed after the read-back (not a cache's kept buffer)
+
+
+def draw_depth_pass(depsgraph, view_matrix, projection_matrix, width, height, ids=None, cache=None):
+    """Draws every visible mesh-like object into an offscreen buffer (with ``ids`` {object name:
+    LayoutEntry}, in colours that encode the object's id). Needs an active GPU context: a draw
+    handler, or a RenderEngine with ``bl_use_gpu_context``. Returns a :class:`DrawnPass` for
+    :func:`read_depth_pass`: live mode reads it back in a later redraw, when the GPU (software GL:
+    its rasteriser threads) has finished, so the main thread does not wait for it."""
     shader = uniform_color_shader()
     cache = cache or BatchCache()
     offscreen = cache.offscreen(width, height)
+    owned = not cache.owns_offscreens
     try:
         with offscreen.bind():
             fb = gpu.state.active_framebuffer_get()
@@ -183,23 +203,42 @@ def gpu_depth_pass(depsgraph, view_matrix, projection_matrix, width, height, ids
                     with gpu.matrix.push_pop():
                         gpu.matrix.multiply_matrix(inst.matrix_world.copy())
                         batch.draw(shader)
-            _PASS_TIMES["draw"] = time.perf_counter()
-            depth = _floats(fb.read_depth(0, 0, width, height), width * height)
-            color = _bytes(fb.read_color(0, 0, width, height, 4, 0, "UBYTE")) if ids else None
             gpu.state.depth_test_set("NONE")
             gpu.state.depth_mask_set(False)
-    finally:
-        if cache.owns_offscreens is False:
+    except Exception:
+        if owned:
             offscreen.free()
+        raise
     rows = [list(r) for r in projection_matrix]
-    return GpuPass(width, height, depth, color, rows, ids)
+    return DrawnPass(offscreen, width, height, rows, ids, owned)
+
+
+def read_depth_pass(drawn):
+    """Reads a drawn pass back: a :class:`GpuPass` holding the GPU module's Buffers as they are
+    (bottom-up window depth floats, RGBA8 id colours); :func:`convert_gpu_pass` turns them into
+    arrays, on a worker thread."""
+    w, h = drawn.width, drawn.height
+    try:
+        with drawn.offscreen.bind():
+            fb = gpu.state.active_framebuffer_get()
+            depth = fb.read_depth(0, 0, w, h)
+            color = fb.read_color(0, 0, w, h, 4, 0, "UBYTE") if drawn.ids else None
+    finally:
+        if drawn.owned:
+            drawn.offscreen.free()
+    return GpuPass(w, h, depth, color, drawn.projection, drawn.ids)
+
+
+def gpu_depth_pass(depsgraph, view_matrix, projection_matrix, width, height, ids=None, cache=None):
+    """:func:`draw_depth_pass` and :func:`read_depth_pass` at once (the read waits for the GPU)."""
+    return read_depth_pass(draw_depth_pass(depsgraph, view_matrix, projection_matrix, width, height, ids, cache))
 
 
 def convert_gpu_pass(gp, near_far="CAMERA", manual_near=0.1, manual_far=100.0, background="far"):
     """Bottom-up window depth -> top-down linear Z DepthImage, and the layout (or None).
     Pure Python: safe on a worker thread."""
     w, h = gp.width, gp.height
-    window = D.flip_rows(gp.depth, w, h)
+    window = D.flip_rows(_floats(gp.depth, w * h), w, h)
     clip_near = D.near_from_projection(gp.projection)
     clip_far = D.far_from_projection(gp.projection)
     z = D.linearize_depth_buffer(window, gp.projection, background="far", far=clip_far)
@@ -217,7 +256,7 @@ def convert_gpu_pass(gp, near_far="CAMERA", manual_near=0.1, manual_far=100.0, b
     layout = None
     objects = []
     if gp.color is not None and gp.ids:
-        c = gp.color
+        c = _bytes(gp.color)
         ids_bottom_up = array.array("H", bytes(2 * w * h))
         for p in range(w * h):
             ids_bottom_up[p] = c[4 * p] | (c[4 * p + 1] << 8)
@@ -240,10 +279,11 @@ class LiveState:
         self.scene_sig = None
         self.request = False
         self.busy = False
+        self.drawn = None  # (scene name, DrawnPass, params, settings, meta) waiting for its read-back
         self.draw_handle = None
         self.frames_sent = 0
         self.captures = 0
-        self.capture_s = []  # main-thread seconds of each capture in the draw handler (last 64)
+        self.capture_s = []  # main-thread seconds of each draw (draw handler) and read-back (tick), last 64
         self.capture_parts = {}  # the last capture's main-thread time by part
         self.trace = collections.deque(maxlen=256)  # (monotonic time, what): request/capture/sent
         self.cache = BatchCache(keep_offscreen=True)
@@ -378,6 +418,7 @@ def _live_tick():
         return None
     s = scene.depthcast
     rt = runtime.of(scene)
+    t0 = time.perf_counter()
     while _outgoing:
         item = _outgoing.popleft()
         if isinstance(item, Exception):
@@ -397,7 +438,10 @@ def _live_tick():
         trt.progress = 0.0
         _live.frames_sent += 1
         _live.trace.append((time.monotonic(), "sent"))
-    if not _live.busy and _live.due(s.live_debounce):
+        _live.capture_parts["submit_ms"] = round(1000 * (time.perf_counter() - t0), 2)
+    if _live.drawn is not None:
+        _read_back()
+    elif not _live.busy and _live.due(s.live_debounce):
         _live.pacer.sent(time.monotonic())
         _live.trace.append((time.monotonic(), "request"))
         if _live.source == "CAMERA":
@@ -412,15 +456,33 @@ def _live_tick():
 
 
 def _send_camera_frame(scene):
+    """Camera source: a capture as a render job (the UI keeps running); the frame is sent when
+    it is done. Live stays busy meanwhile, so renders never pile up."""
     s = scene.depthcast
-    cap = capture.capture_camera(scene, with_layout=s.use_layout, near_far=s.near_far, manual_near=s.near,
+    scene_name = scene.name
+
+    def captured(cap, err):
+        _live.busy = False
+        target = bpy.data.scenes.get(scene_name)
+        if not _live.enabled or target is None or target.name != _live.scene_name:
+            return
+        if err is not None:
+            runtime.of(target).error = "live: %s" % err
+            return
+        try:
+            params = properties.build_params(target, cap.output_size[0], cap.output_size[1], live=True)
+            header, payloads = messages.build_frame(messages.new_job_id("live"), cap.depth, params,
+                                                    stream=client.LIVE_STREAM, mode="live", layout=cap.layout)
+            job = client.submit(target, header, payloads, "live", meta={"camera": cap.camera, "frame": cap.frame})
+        except (messages.MessageError, ValueError, RuntimeError) as send_err:
+            runtime.of(target).error = "live: %s" % send_err
+            return
+        runtime.of(target).job_id = job.job_id
+        _live.frames_sent += 1
+
+    _live.busy = True
+    capture_job.capture_camera_async(scene, captured, with_layout=s.use_layout, near_far=s.near_far, manual_near=s.near,
                                  manual_far=s.far)
-    params = properties.build_params(scene, cap.output_size[0], cap.output_size[1], live=True)
-    header, payloads = messages.build_frame(messages.new_job_id("live"), cap.depth, params, stream=client.LIVE_STREAM,
-                                            mode="live", layout=cap.layout)
-    job = client.submit(scene, header, payloads, "live", meta={"camera": cap.camera, "frame": cap.frame})
-    runtime.of(scene).job_id = job.job_id
-    _live.frames_sent += 1
 
 
 def _tag_live_area():
@@ -448,7 +510,8 @@ def capture_view(scene, depsgraph, region, rv3d, max_side):
 @timed("live draw handler")
 def _draw_callback():
     """POST_PIXEL draw handler of 3D Views: notices view changes and serves capture requests
-    (also while the view keeps changing: the pacer bounds how often)."""
+    (also while the view keeps changing: the pacer bounds how often). The handler only draws the
+    depth pass; the live tick reads it back after the redraw (see :func:`_read_back`)."""
     if not _live.enabled or _live.source != "VIEWPORT":
         return
     ctx = bpy.context
@@ -475,29 +538,80 @@ def _draw_callback():
         view_m, proj_m, w, h, is_camera = capture_view(scene, depsgraph, region, rv3d, s.live_max_side)
         ids = layout_ids(scene, ctx.view_layer) if s.use_layout else None
         t1 = time.perf_counter()
-        gp = gpu_depth_pass(depsgraph, view_m, proj_m, w, h, ids=ids, cache=_live.cache)
+        drawn = draw_depth_pass(depsgraph, view_m, proj_m, w, h, ids=ids, cache=_live.cache)
         t2 = time.perf_counter()
         params = properties.build_params(scene, w, h, live=True)
         view = overlay.view_info(area, view_m, proj_m, rv3d.view_location, camera=is_camera)
-        _live.capture_parts = {"setup_ms": round(1000 * (t1 - t0), 2), "gpu_pass_ms": round(1000 * (t2 - t1), 2),
-                               "params_ms": round(1000 * (time.perf_counter() - t2), 2)}
     except Exception as err:  # GPU errors must not break drawing
         _outgoing.append(err)
         return
     meta = {"view": view, "camera": scene.camera.name if is_camera else None, "frame": scene.frame_current}
-    settings = (s.near_far, s.near, s.far)
     _live.busy = True
+    _live.drawn = (scene.name, drawn, params, (s.near_far, s.near, s.far), meta)
     _live.captures += 1
     _live.trace.append((time.monotonic(), "capture"))
-    _live.capture_s = (_live.capture_s + [time.perf_counter() - t0])[-64:]
-    threading.Thread(target=_convert_and_queue, args=(scene.name, gp, params, settings, meta), daemon=True,
-                     name="depthcast-live-convert").start()
+    t3 = time.perf_counter()
+    _live.capture_parts = {"setup_ms": round(1000 * (t1 - t0), 2), "draw_ms": round(1000 * (t2 - t1), 2),
+                           "params_ms": round(1000 * (t3 - t2), 2)}
+    _live.capture_s = (_live.capture_s + [t3 - t0])[-64:]
+
+
+def _read_back():
+    """Reads the drawn pass back and hands the raw buffers to a worker thread, which converts
+    and frames them. Runs in the live tick, between redraws: software GL (llvmpipe) finishes
+    every queued draw before a read-back, so inside a draw handler the read waited for the
+    rasterisation of the whole 3D View drawn so far (65-130 ms a frame on a loaded machine);
+    after the window's buffer swap only the small pass itself is left."""
+    scene_name, drawn, params, settings, meta = _live.drawn
+    _live.drawn = None
+    t0 = time.perf_counter()
+    try:
+        gp = read_depth_pass(drawn)
+    except Exception as err:  # GPU errors must not break drawing
+        _live.busy = False
+        _outgoing.append(err)
+        return
+    dt = time.perf_counter() - t0
+    _live.capture_parts["read_ms"] = round(1000 * dt, 2)
+    _live.capture_s = (_live.capture_s + [dt])[-64:]
+    t1 = time.perf_counter()
+    _converter().put((scene_name, gp, params, settings, meta))
+    _live.capture_parts["hand_over_ms"] = round(1000 * (time.perf_counter() - t1), 2)
+
+
+#: The conversion worker: one thread for the add-on's life (starting a thread per frame cost the
+#: main thread 8-30 ms on a loaded machine, waiting for the new thread to run).
+_convert_queue = {"queue": None}
+
+
+def _converter():
+    q = _convert_queue["queue"]
+    if q is None:
+        q = _convert_queue["queue"] = queue.Queue()
+        threading.Thread(target=_convert_loop, args=(q,), daemon=True, name="depthcast-live-convert").start()
+    return q
+
+
+def _convert_loop(q):
+    while True:
+        item = q.get()
+        if item is None:
+            return
+        _convert_and_queue(*item)
+
+
+def _stop_converter():
+    q = _convert_queue["queue"]
+    _convert_queue["queue"] = None
+    if q is not None:
+        q.put(None)
 
 
 def _convert_and_queue(scene_name, gp, params, settings, meta):
     try:
         near_far, near, far = settings
-        image, layout, _objects = convert_gpu_pass(gp, near_far, near, far)
+        with costs.short_gil_slices():
+            image, layout, _objects = convert_gpu_pass(gp, near_far, near, far)
         header, payloads = messages.build_frame(messages.new_job_id("live"), image, params, stream=client.LIVE_STREAM,
                                                 mode="live", layout=layout)
         _outgoing.append((scene_name, header, payloads, meta))
@@ -528,6 +642,7 @@ def start(context):
     _live.scene_sig = _scene_signature(scene)
     _live.request = False
     _live.busy = False
+    _live.drawn = None
     _live.frames_sent = 0
     _live.captures = 0
     _live.capture_s = []
@@ -556,6 +671,7 @@ def stop():
     was = _live.enabled
     _live.enabled = False
     _live.request = False
+    _live.drawn = None
     _live.pacer.reset()
     if _live.draw_handle is not None:
         bpy.types.SpaceView3D.draw_handler_remove(_live.draw_handle, "WINDOW")
@@ -590,6 +706,7 @@ def register():
 
 def unregister():
     stop()
+    _stop_converter()
     overlay.unregister()
     while _on_load_pre in bpy.app.handlers.load_pre:
         bpy.app.handlers.load_pre.remove(_on_load_pre)

@@ -269,6 +269,8 @@ def step_capture(scene, size):
         cap512 = capture.capture_camera(scene, with_layout=True)
         REPORT["timings"]["capture_512x512_s"] = round(time.perf_counter() - t0, 4)
         REPORT["timings"]["capture_512x512_stages_s"] = {k: round(v, 4) for k, v in cap512.timings.items()}
+        check("the capture's EXR passes are read by the plain-Python reader (any thread)",
+              cap512.pass_reader == "core.exr", cap512.pass_reader)
         t0 = time.perf_counter()
         capture.capture_camera(scene, with_layout=False)
         REPORT["timings"]["capture_512x512_depth_only_s"] = round(time.perf_counter() - t0, 4)

@@ -276,7 +276,7 @@ def run():
     per_turn = [sum(d for t, d, _n in work if a <= t < b) for a, b in zip(stamps, stamps[1:])]
     worst_piece = max(work, key=lambda e: e[1]) if work else (0, 0.0, "")
     during = viewport.state().frames_sent - sent_before
-    cap_s = viewport.state().capture_s[-max(1, viewport.state().captures - captures_before):]
+    cap_s = viewport.state().capture_s[-max(1, 2 * (viewport.state().captures - captures_before)):]
     # one frame per 2 debounce periods, plus the two main-loop turns each frame needs (request,
     # then capture in the next redraw)
     expected = int(orbit_s / (2 * s.live_debounce + 2 * live["mean_ms"] / 1000.0))
@@ -288,11 +288,11 @@ def run():
     REPORT["figures"]["main_loop_gap_live_orbit"] = live
     REPORT["figures"]["main_loop_gap_ratio"] = round(ratio, 3)
     REPORT["figures"]["worst_gap_over_plain_ms"] = round(live["max_ms"] - base["max_ms"], 2)
-    REPORT["figures"]["capture_in_draw_handler_ms"] = {
+    REPORT["figures"]["capture_in_draw_handler_ms"] = {  # draws in the handler, read-backs in the tick
         "n": len(cap_s), "mean": round(1000 * sum(cap_s) / max(1, len(cap_s)), 2),
         "max": round(1000 * max(cap_s or [0.0]), 2)}
     REPORT["figures"]["frames_sent_during_orbit"] = during
-    REPORT["figures"]["last_capture_parts"] = viewport.state().capture_parts
+    REPORT["figures"]["last_capture_parts"] = dict(viewport.state().capture_parts)
     REPORT["figures"]["live_trace_during_orbit"] = [(round(t - t_orbit, 3), what) for t, what in viewport.state().trace
                                                     if t >= t_orbit]
     added = sum(per_turn) / max(1, len(per_turn)) / (base["mean_ms"] / 1000.0) if base["mean_ms"] else 0.0
@@ -301,9 +301,32 @@ def run():
         "added_to_plain_redraw": round(added, 3), "worst_piece": [worst_piece[2], round(1000 * worst_piece[1], 2)]}
     check("live's main-thread work adds <= 20 % to a plain redraw's main-loop turn",
           added <= 0.2, REPORT["figures"]["live_work_per_turn_ms"])
-    # The 50 ms pause goal is reported, not asserted: the depth read-back waits for the GPU, and
-    # with software GL on a shared machine that wait measures the machine's load.
-    REPORT["figures"]["pause_goal_50ms_met"] = max(per_turn or [0.0]) <= 0.05
+    # Never a pause over 50 ms beyond a plain redraw: a main-loop turn holds at most 50 ms of
+    # Live's own work (what the turn takes beyond the plain redraw it would do anyway). Wall time,
+    # so a GPU wait counts; on a 2-core machine shared at load ~13 the scheduler also preempts any
+    # callback now and then (an overlay draw of 0.4 ms measured 75 ms once), so the check takes
+    # the 95th percentile of the turns, and no turn may hold a plain redraw's worth of it.
+    worst_turn = max(range(len(per_turn)), key=lambda i: per_turn[i]) if per_turn else None
+    if worst_turn is not None:
+        a, b = stamps[worst_turn], stamps[worst_turn + 1]
+        parts = {}
+        for t, d, n in costs.since(a):
+            if t < b:
+                parts[n] = round(parts.get(n, 0.0) + 1000 * d, 2)
+        REPORT["figures"]["worst_turn_parts_ms"] = parts
+    ordered = sorted(per_turn or [0.0])
+    p95 = ordered[int(0.95 * (len(ordered) - 1))]
+    REPORT["figures"]["live_work_per_turn_ms"].update({
+        "p95": round(1000 * p95, 2), "turns": len(per_turn), "turns_over_50ms": sum(1 for w in per_turn if w > 0.05)})
+    check("live's main-thread work stays under 50 ms a turn (95th percentile; none as long as a plain redraw)",
+          p95 <= 0.05 and ordered[-1] <= base["mean_ms"] / 1000.0, REPORT["figures"]["live_work_per_turn_ms"])
+
+    # Each capture's own main-thread pieces (the draw, the read-back) are small: the median of
+    # them, so that one preemption on a loaded machine does not decide it.
+    pieces = sorted(cap_s or [0.0])
+    median_piece = pieces[len(pieces) // 2]
+    check("a live capture's main-thread pieces (draw, read-back) take <= 10 ms (median)", median_piece <= 0.01,
+          REPORT["figures"]["capture_in_draw_handler_ms"])
 
     # 3. stop moving: the result of the final view, drawn exactly over the region
     deadline = time.monotonic() + ARGS.timeout
@@ -367,6 +390,54 @@ def run():
         overlay_check("in camera view the 3D View shows the result exactly over the camera frame", "camera_overlay",
                       shot, region.x + frame[0], region.y + frame[1], frame[2], frame[3], res_px, w_r, h_r)
     space.region_3d.view_perspective = "PERSP"
+
+    # 3c. Generate on the factory scene at 1920x1080: the capture renders as a render job, so
+    # the main loop keeps turning (each turn stamped) until the depth is sent, and the image
+    # arrives at the render size. Live is off meanwhile: both would own the scene's job.
+    from depthcast import operators
+
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.depthcast.live()
+    r = scene.render
+    REPORT["figures"]["factory_render_size"] = [r.resolution_x, r.resolution_y, r.resolution_percentage]
+    r.resolution_x, r.resolution_y, r.resolution_percentage = 1920, 1080, 100
+    ticks = []
+    t_gen = time.monotonic()
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        res = bpy.ops.depthcast.generate()
+    op_s = time.monotonic() - t_gen
+    gen_capture = next(iter(operators._capturing.values()), None)
+    deadline = time.monotonic() + ARGS.timeout
+    while operators._capturing and time.monotonic() < deadline:
+        ticks.append(time.monotonic())
+        yield 0.0
+    capture_s = time.monotonic() - t_gen
+    gen_job = rt.job_id
+    while rt.job_id and time.monotonic() < deadline:
+        yield 0.1
+    ticks_stats = gap_stats(ticks)
+    if len(ticks) > 1:
+        i = max(range(len(ticks) - 1), key=lambda k: ticks[k + 1] - ticks[k])
+        ticks_stats["longest_at_s"] = [round(ticks[i] - t_gen, 3), round(ticks[i + 1] - t_gen, 3)]
+    if gen_capture is not None:
+        ticks_stats["capture_trace"] = [(round(t - t_gen, 3), what) for t, what in gen_capture.trace]
+    REPORT["figures"]["generate_1920x1080"] = {"operator_s": round(op_s, 3), "capture_s": round(capture_s, 3),
+                                               "main_loop_turns_during_capture": ticks_stats, "job": gen_job,
+                                               "capture_timings_s": {k: round(v, 3) for k, v in (
+                                                   operators.last_capture["capture"].timings.items()
+                                                   if operators.last_capture["capture"] else ())},
+                                               "pass_reader": getattr(operators.last_capture["capture"], "pass_reader", None)}
+    check("Generate's capture keeps the main loop turning (render job, not a blocking render)",
+          res == {"FINISHED"} and ticks_stats["n"] >= 5 and ticks_stats["max_ms"] <= 500 * capture_s,
+          (res, REPORT["figures"]["generate_1920x1080"], rt.error))
+    header = (client.last_result() or {}).get("header") or {}
+    check("Generate on the factory scene gives a 1920x1080 image through the service",
+          bool(gen_job) and header.get("jobId") == gen_job and (header.get("width"), header.get("height")) == (1920, 1080)
+          and not rt.error, (gen_job, header.get("jobId"), header.get("width"), header.get("height"),
+                             header.get("generated"), rt.error))
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        bpy.ops.depthcast.live()
+    check("live restarted", viewport.is_running())
 
     # 4. outage: kill the service, restart it, a result must arrive with no user action
     results_before = id(client.last_result())

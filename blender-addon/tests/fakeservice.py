@@ -81,8 +81,10 @@ class FakeService:
             # Previews are JPEG on the real service; a PNG decodes the same way in Blender.
             conn.send_binary_message({"type": "preview", "jobId": jid, "step": 1, "total": self.steps, "width": w,
                                       "height": h, "format": "jpeg"}, make_png(w, h, 1))
-            conn.send_binary_message({"type": "result", "jobId": jid, "stream": header["stream"], "format": "png",
+            raw = header["params"].get("resultFormat") == "rgb8"
+            conn.send_binary_message({"type": "result", "jobId": jid, "stream": header["stream"],
+                                      "format": "rgb8" if raw else "png",
                                       "width": w, "height": h, "seed": header["params"].get("seed", 1234),
                                       "finishReason": "SUCCESS", "params": header["params"],
                                       "model": {"name": "tiny", "hash": "h"}, "timings": {"total": 1.0}},
-                                     make_png(w, h))
+                                     bytes((7 * i) % 256 for i in range(3 * w * h)) if raw else make_png(w, h))

@@ -26,6 +26,14 @@ class DepthTest(unittest.TestCase):
         with self.assertRaises(ValueError):
             D.channel_top_down(buf, 4, 2)
 
+    @unittest.skipIf(D.numpy is None, "no numpy")
+    def test_numpy_background_is_the_plain_one(self):
+        vals = array.array("f", [1.0, 1e10, float("nan"), 0.0, -3.0, 50.0, 99.99999, 100.0, 150.0, float("inf"), 0.05] * 600)
+        for background in ("far", "inf"):
+            fast = D.clean_background(vals, far=100.0, background=background)
+            plain = D.clean_background(vals, far=100.0, background=background, use_numpy=False)
+            self.assertEqual(fast.tobytes(), plain.tobytes())
+
     def test_background_handling(self):
         vals = array.array("f", [1.0, 1e10, float("nan"), 0.0, 50.0, 150.0, float("inf"), 0.05])
         self.assertEqual(list(D.clean_background(vals, far=100.0)), [1.0, 100.0, 100.0, 100.0, 50.0, 100.0, 100.0,

@@ -5,6 +5,7 @@ import unittest
 
 import _path  # noqa: F401
 from core import messages as M
+from core import pixels as P
 from core import session as S
 from core.depth import DepthImage
 from fakeservice import FakeService
@@ -75,6 +76,22 @@ class SessionTest(unittest.TestCase):
                 self.assertEqual(len(sent_payload), 64)
                 self.assertEqual(svc.client_messages[0]["type"], "hello")
                 self.assertEqual(svc.server.requests[0][1]["authorization"], "Bearer secret")
+            finally:
+                s.stop()
+
+    def test_raw_results_arrive_as_pixels(self):
+        # The reader thread converts raw rgb8 results, so Blender's main thread only copies them.
+        with FakeService(steps=1) as svc:
+            s = S.Session(svc.url).start()
+            try:
+                wait_state(s.events, S.CONNECTED)
+                d = DepthImage([1.0] * 12, 4, 3, 0.5, 10.0)
+                params = M.build_params("a test", seed=5, width=4, height=3, result_format="rgb8")
+                self.assertTrue(s.send_frame(*M.build_frame("job-raw", d, params)))
+                final = S.wait_for_job(s.events, "job-raw", 10)
+                self.assertEqual((final.kind, final.data["format"]), ("result", "rgb8"))
+                self.assertIsNotNone(final.pixels)
+                self.assertEqual(list(final.pixels), list(P.rgb8_to_pixels(final.payload, 4, 3, use_numpy=False)))
             finally:
                 s.stop()
 

@@ -98,7 +98,7 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     const output = await generate(model, prepared.input);
     const { output: size, resampled } = prepared.size;
     const tUp = performance.now();
-    // Sharp reads the scratch-backed rows during the call and returns a buffer of its own.
+    // resizeRgb reads the scratch-backed rows during the call and returns a buffer of its own.
     const upscaled = resampled ? await resizeRgb(output.rgb8!, output, size) : undefined;
     const upscaleMs = performance.now() - tUp;
     const t0 = performance.now();

@@ -2,6 +2,7 @@
 import sharp from 'sharp';
 import { DepthcastError } from '../errors.ts';
 import type { PlanarImage } from '../pipelines/types.ts';
+import { lanczos3Resize } from './lanczos.ts';
 
 /** Reads the tEXt chunks of a PNG. */
 export function readPngText(png: Uint8Array): Record<string, string> {
@@ -27,18 +28,12 @@ export async function encodeJpeg(rgb: Uint8Array, width: number, height: number,
 }
 
 /**
- * Resamples interleaved RGB8 rows to another size through sharp (the upscale step of
- * src/pipelines/sizing.ts). Returns a new buffer; `rgb` is only read during the call.
- * Lanczos-3 is what is asked for, but libvips applies the kernel only when it reduces: it
- * enlarges with its bicubic interpolator for lanczos3, lanczos2, cubic and mitchell alike
- * (identical bytes with sharp 0.35 / libvips 8.18), so results name the upscaler "bicubic".
+ * Resamples interleaved RGB8 rows to another size with Lanczos-3 (the upscale step of
+ * src/pipelines/sizing.ts; see src/image/lanczos.ts for why not sharp). Returns a new buffer;
+ * `rgb` is only read during the call.
  */
 export async function resizeRgb(rgb: Uint8Array, from: { width: number; height: number }, to: { width: number; height: number }): Promise<Uint8Array> {
-  const out = await sharp(rgb, { raw: { width: from.width, height: from.height, channels: 3 } })
-    .resize(to.width, to.height, { kernel: 'lanczos3', fit: 'fill' })
-    .raw()
-    .toBuffer();
-  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  return lanczos3Resize(rgb, from.width, from.height, 3, to.width, to.height);
 }
 
 /** Decodes PNG/JPEG (or raw RGBA8) to planar RGB in [0,1], resized to cover width×height. */

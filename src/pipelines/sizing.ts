@@ -2,7 +2,7 @@
  * The one sizing rule of every path (WebSocket, HTTP, `depthcast generate`, batch manifests,
  * Blender's batch script): the requested size is the OUTPUT size. The model generates at its
  * native pixel count with the output's aspect (multiples of the VAE factor), and the result is
- * resampled to the output size (sharp; see resizeRgb in src/image/codec.ts). An output that fits the native pixel count is
+ * resampled to the output size (Lanczos-3; see src/image/lanczos.ts). An output that fits the native pixel count is
  * generated at its own size (rounded down to the VAE factor). `sizing: "exact"` generates at
  * exactly the requested size instead, within the service's generation-pixel limit.
  */
@@ -26,7 +26,7 @@ export interface SizePlan {
 }
 
 /** How a generated image reaches its output size, as results and PNG parameters name it. */
-export const UPSCALER = 'bicubic';
+export const UPSCALER = 'lanczos3';
 
 /** Smallest side of an output or a generation, in pixels: one latent pixel of an SD VAE. */
 export const MIN_SIDE = 8;

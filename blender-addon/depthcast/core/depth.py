@@ -10,6 +10,11 @@ import array
 import math
 import sys
 
+try:  # Blender's builds ship numpy; plain Python is the fallback
+    import numpy
+except ImportError:  # pragma: no cover - depends on the Python
+    numpy = None
+
 INF = float("inf")
 
 #: Render engines report the empty background as a huge depth (Cycles: 1e10).
@@ -87,12 +92,20 @@ def resolve_near_far(mode, clip_start, clip_end, manual_near=None, manual_far=No
     return near, far
 
 
-def clean_background(values, far, background="far", threshold=BACKGROUND_THRESHOLD):
+def clean_background(values, far, background="far", threshold=BACKGROUND_THRESHOLD, use_numpy=True):
     """Returns a float32 array where empty pixels (NaN, <= 0, >= ``threshold``) and anything past
     ``far`` become ``far`` (``background='far'``) or +inf (``background='inf'``). Depths in front
-    of ``near`` are kept as they are: the service clamps."""
+    of ``near`` are kept as they are: the service clamps. With numpy (and ``use_numpy``) large
+    buffers take numpy's path: a capture converts on a worker thread, and a pure-Python loop over
+    a megapixel held the interpreter lock for about a second, starving Blender's UI of it."""
     fill = INF if background == "inf" else float(far)
     limit = min(float(far), threshold)
+    if numpy is not None and use_numpy and len(values) > 4096:
+        src = values if isinstance(values, array.array) and values.typecode == "f" else float_array(values)
+        a = numpy.frombuffer(src, dtype=numpy.float32).astype(numpy.float64)
+        out = float_array()
+        out.frombytes(numpy.where((a > 0.0) & (a < limit), a, fill).astype(numpy.float32).tobytes())
+        return out
     return float_array([v if 0.0 < v < limit else fill for v in values])
 
 

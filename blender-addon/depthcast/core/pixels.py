@@ -30,13 +30,14 @@ def rgb8_to_pixels(data, width, height, use_numpy=True):
         # The same table as below, so both paths give the same floats.
         px[:, :, :3] = numpy.asarray(_UNIT_OF_BYTE, dtype=numpy.float32)[rgb]
         return px.reshape(-1)
-    values = array.array("f", map(_UNIT_OF_BYTE.__getitem__, data))
     px = array.array("f", bytes(16 * n))
     px[3::4] = array.array("f", [1.0]) * n
     row_in = 3 * width
     row_out = 4 * width
     for y in range(height):
-        src = values[y * row_in:(y + 1) * row_in]
+        # Row by row: one map() over the whole buffer runs in C without a bytecode boundary, so
+        # it kept the interpreter lock from Blender's main thread for all of it (~50 ms at 512²).
+        src = array.array("f", map(_UNIT_OF_BYTE.__getitem__, data[y * row_in:(y + 1) * row_in]))
         dst = (height - 1 - y) * row_out
         for c in range(3):
             px[dst + c:dst + row_out:4] = src[c::3]
