@@ -1,0 +1,152 @@
+/**
+ * The consistent mode inside the engine's worker: what each stream's last frame left behind, and
+ * how a new frame with `motion` uses it. A job runs in three steps:
+ *   1. begin: motion → flow (decoded planes, or the depth reprojected with the two poses); the
+ *      stream's remembered frame → a plan (consistent.ts) applied to the pipeline input, or a
+ *      fallback to per-frame mode with its reason;
+ *   2. (the pipeline generates, with planar output);
+ *   3. finish: pixel fusion, the pair's warp score, RGB8 for the result, and the frame remembered
+ *      for the next one.
+ * A frame that fails or is cancelled is remembered as such, so the next frame says why it fell
+ * back. At most MAX_REMEMBERED_SEQUENCES streams are remembered (least recently used goes).
+ */
+import { decodeDepthPixels } from '../depth/convert.ts';
+import { DepthcastError } from '../errors.ts';
+import type { LoadedModel } from '../models/load.ts';
+import { SeededNoise } from '../pipelines/noise.ts';
+import { toRgb8 } from '../pipelines/steps.ts';
+import type { GenerateInput, GenerateOutput } from '../pipelines/types.ts';
+import type { ConsistencyReport, FrameHeader } from '../protocol/schemas.ts';
+import { CarriedNoise, DEFAULT_PIXEL_FUSION, fusePixels, planConsistentFrame, type PreviousFrame } from './consistent.ts';
+import { disocclusionMask, type FlowField, inFrame, warpError, warpImage } from './flow.ts';
+import { reprojectFlow } from './reproject.ts';
+import { decodeFlow } from './wire.ts';
+
+/** Streams whose last frame the worker keeps (image, depth, latents and noise draws at the generated size). */
+export const MAX_REMEMBERED_SEQUENCES = 8;
+
+/** Img2img strength of a consistent frame that names none (the measured setting, docs/batch.md). */
+export const CONSISTENT_STRENGTH = 0.6;
+
+interface Remembered {
+  jobId: string;
+  frame?: PreviousFrame;
+  /** Why there is no frame: it failed or was cancelled. */
+  lost?: string;
+}
+
+export interface SequenceJob {
+  stream: string;
+  jobId: string;
+  header: FrameHeader;
+  depth: Uint8Array;
+  /** Flow bytes of motion kind "flow" (borrowed). */
+  motion?: Uint8Array;
+}
+
+/** A job's part in its sequence between begin and finish. */
+export interface SequenceStep {
+  finish(output: GenerateOutput): { rgb8: Uint8Array; report: ConsistencyReport };
+}
+
+export class StreamMemory {
+  private readonly streams = new Map<string, Remembered>();
+
+  /** Whether a frame takes part in a sequence: it carries motion or names a consistency mode. */
+  static wants(header: FrameHeader): boolean {
+    return header.motion !== undefined || header.params.consistency !== undefined;
+  }
+
+  /** Step 1. Mutates `input` (init image, strength, latent blend, noise, planar output). */
+  begin(model: LoadedModel, job: SequenceJob, input: GenerateInput): SequenceStep {
+    const { header } = job;
+    const { width, height } = input;
+    const consistent = header.params.consistency === 'consistent';
+    const d = header.depth;
+    if (consistent && (d.width !== width || d.height !== height)) {
+      throw new DepthcastError('BAD_REQUEST', `consistency "consistent" needs the generated size to equal the depth's (${d.width}×${d.height}, generated ${width}×${height}): send sizing "exact" at the depth's size`);
+    }
+    if (consistent && d.kind !== 'zdepth') throw new DepthcastError('BAD_REQUEST', `consistency "consistent" needs depth kind "zdepth" (linear Z, to find disocclusions), got "${d.kind}"`);
+    const sameSize = d.width === width && d.height === height && d.kind === 'zdepth';
+    const z = sameSize ? linearZ(job.depth, header) : undefined;
+    const motion = z ? motionOf(job, z, width, height) : undefined;
+    const remembered = this.streams.get(job.stream);
+    const expectedJob = header.motion?.previousJobId;
+    let previous: PreviousFrame | undefined;
+    let fallback: string | undefined;
+    if (!motion) fallback = sameSize ? 'the frame carries no motion to its previous frame' : 'the generated size differs from the depth\'s';
+    else if (!remembered) fallback = 'no previous frame of this stream was generated here';
+    else if (expectedJob !== undefined && remembered.jobId !== expectedJob) fallback = `the previous frame (job ${expectedJob}) is missing: the last frame of this stream generated here is job ${remembered.jobId}`;
+    else if (!remembered.frame) fallback = `the previous frame (job ${remembered.jobId}) ${remembered.lost ?? 'is missing'}`;
+    else if (remembered.frame.width !== width || remembered.frame.height !== height) fallback = `the previous frame (job ${remembered.jobId}) was ${remembered.frame.width}×${remembered.frame.height}, this one is ${width}×${height}`;
+    else previous = remembered.frame;
+
+    const seed = input.seed ?? 0;
+    const plan = consistent && previous && motion ? planConsistentFrame(previous, motion.flow, motion.expectedPrevious, model.vaeScaleFactor, 'latents') : undefined;
+    const carried = plan && previous
+      ? new CarriedNoise(new SeededNoise(seed), previous.draws, plan.latentSource)
+      : new CarriedNoise(new SeededNoise(seed), [], new Int32Array(0));
+    input.noise = carried;
+    input.output = 'planar';
+    input.scratch = undefined;
+    if (plan) Object.assign(input, { initImage: plan.initImage, strength: header.params.strength ?? CONSISTENT_STRENGTH, latentBlend: plan.latentBlend });
+
+    return {
+      finish: (output) => {
+        const decoded = output.image!.data;
+        const image = plan ? fusePixels(decoded, plan.initImage.data, plan.valid, width, height, DEFAULT_PIXEL_FUSION) : decoded.slice();
+        const report: ConsistencyReport = { mode: plan ? 'consistent' : 'per-frame' };
+        if (consistent && !plan && fallback) report.fallback = fallback;
+        if (previous && motion) {
+          report.previousJobId = remembered!.jobId;
+          report.score = pairScore(image, previous, motion.flow, motion.expectedPrevious);
+        }
+        if (z) this.remember(job.stream, { jobId: job.jobId, frame: { image, depth: z.slice(), width, height, draws: carried.draws, latents: output.latents.slice() } });
+        return { rgb8: toRgb8({ data: image, width, height, channels: 3 }), report };
+      },
+    };
+  }
+
+  /** A job of a sequence that did not finish: the next frame falls back and says why. */
+  lose(stream: string, jobId: string, code: string): void {
+    this.remember(stream, { jobId, lost: code === 'CANCELLED' ? 'was cancelled' : `failed (${code})` });
+  }
+
+  private remember(stream: string, entry: Remembered): void {
+    this.streams.delete(stream);
+    this.streams.set(stream, entry);
+    while (this.streams.size > MAX_REMEMBERED_SEQUENCES) this.streams.delete(this.streams.keys().next().value!);
+  }
+}
+
+/** Linear Z at the depth's size, +Infinity for background (≥ far), as the motion code expects. */
+function linearZ(bytes: Uint8Array, header: FrameHeader): Float32Array {
+  const d = header.depth;
+  const values = decodeDepthPixels(bytes, d.dtype, d.kind, d.near, d.far, d.width * d.height);
+  const z = new Float32Array(values.length);
+  for (let i = 0; i < z.length; i++) z[i] = values[i]! >= d.far ? Infinity : values[i]!;
+  return z;
+}
+
+/** Flow and the expected previous Z; points reprojected behind the previous camera are moved off the frame (invalid). */
+function motionOf(job: SequenceJob, z: Float32Array, width: number, height: number): { flow: FlowField; expectedPrevious: Float32Array } | undefined {
+  const motion = job.header.motion;
+  if (!motion) return undefined;
+  if (motion.kind === 'flow') {
+    if (!job.motion) throw new DepthcastError('BAD_FRAME', 'motion kind "flow" needs its bytes in the payload');
+    return { flow: decodeFlow(motion, job.motion), expectedPrevious: z };
+  }
+  const { flow, expectedPrevious } = reprojectFlow(z, width, height, motion.intrinsics, motion.pose, motion.previousPose);
+  for (let i = 0; i < flow.data.length; i++) if (Number.isNaN(flow.data[i])) flow.data[i] = -4 * Math.max(width, height);
+  return { flow, expectedPrevious };
+}
+
+/** The pair's score: warp error over valid pixels, and the difference from the warp where surfaces are new. */
+function pairScore(image: Float32Array, previous: PreviousFrame, flow: FlowField, expectedPrevious: Float32Array): NonNullable<ConsistencyReport['score']> {
+  const valid = disocclusionMask(flow, previous.depth, expectedPrevious);
+  const warped = warpImage(previous.image, 3, flow);
+  const hidden = new Uint8Array(valid.length);
+  for (let i = 0; i < valid.length; i++) hidden[i] = !valid[i] && inFrame(flow, i) ? 1 : 0;
+  const { error, validFraction } = warpError(image, warped, 3, valid);
+  return { error, validFraction, disoccludedDifference: warpError(image, warped, 3, hidden).error };
+}
