@@ -27,6 +27,7 @@ import time
 import bpy
 
 from .core import depth as D
+from .core import motion as M
 from .core.layout import LayoutEntry, build_layout, clean_prompt, clean_weight
 
 RENDERABLE_TYPES = {"MESH", "CURVE", "SURFACE", "META", "FONT", "VOLUME", "GPENCIL", "CURVES", "POINTCLOUD"}
@@ -54,6 +55,9 @@ class Capture:
         self.output_size = (width, height)  # the render size the image is for (depth may be smaller)
         self.objects = []
         self.init_png = None
+        self.flow = None  # with_vector: float32 array, 2 planes of width*height (core.motion)
+        self.pose = None  # the camera's matrix_world at the frame, row-major, 16 floats
+        self.intrinsics = None  # dict fx, fy, cx, cy (perspective cameras without shift)
         self.engine = ""
         self.timings = {}
 
@@ -139,7 +143,7 @@ def _setup_workbench(tmp, view_layer, solid=False):
     view_layer.use_pass_z = True
 
 
-def _compositor(tmp, view_layer, out_dir, slots, file_format="OPEN_EXR"):
+def _compositor(tmp, view_layer, out_dir, slots, file_format="OPEN_EXR", color_mode="RGB"):
     """Rebuilds the copy's compositor: Render Layers -> File Output (one file per slot)."""
     tmp.use_nodes = True
     tmp.render.use_compositing = True
@@ -158,7 +162,7 @@ def _compositor(tmp, view_layer, out_dir, slots, file_format="OPEN_EXR"):
     if file_format == "OPEN_EXR":
         fmt.color_depth = "32"
         fmt.exr_codec = "NONE"
-        fmt.color_mode = "RGB"
+        fmt.color_mode = color_mode
     else:
         fmt.color_depth = "8"
         fmt.color_mode = "RGB"
@@ -229,10 +233,34 @@ def _read_exr_channel(path, width, height):
         bpy.data.images.remove(img)
 
 
+def _read_vector_pass(path, width, height):
+    img = bpy.data.images.load(path, check_existing=False)
+    try:
+        img.colorspace_settings.name = "Non-Color"
+        if tuple(img.size) != (width, height) or img.channels != 4:
+            raise CaptureError("the Vector pass is %dx%d with %d channels, expected %dx%d RGBA" % (img.size[0], img.size[1], img.channels, width, height))
+        px = D.float_array(bytes(16 * width * height))
+        img.pixels.foreach_get(px)
+        return M.flow_from_vector_pass(px, width, height)
+    finally:
+        bpy.data.images.remove(img)
+
+
+def _camera_motion(cap, cam, width, height):
+    """The pose and intrinsics a service needs to reproject a static scene (docs/protocol.md#motion)."""
+    cap.pose = [float(v) for row in cam.matrix_world for v in row]
+    d = cam.data
+    if d.type == "PERSP" and d.shift_x == 0 and d.shift_y == 0:
+        cap.intrinsics = M.pinhole_intrinsics(d.lens, d.sensor_width, d.sensor_height, d.sensor_fit, width, height)
+
+
 def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layout=True, with_init=False,
                    near_far="CAMERA", manual_near=0.1, manual_far=100.0, background="far", engine="AUTO",
-                   max_pixels=CAPTURE_MAX_PIXELS):
+                   max_pixels=CAPTURE_MAX_PIXELS, with_vector=False):
     """Renders the camera's depth (and layout / init image) and returns a :class:`Capture`.
+
+    ``with_vector``: also the motion to the previous frame: Cycles' Vector pass (motion blur off)
+    as ``cap.flow``; every capture records ``cap.pose`` and ``cap.intrinsics``.
 
     ``near_far``: 'CAMERA' (the camera's clip range), 'SCENE' (fit to what is in view) or
     'MANUAL' (``manual_near``/``manual_far``). ``engine``: 'AUTO', 'CYCLES' or 'WORKBENCH'.
@@ -248,9 +276,12 @@ def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layo
     # An init image must match the output; depth alone can be smaller (see CAPTURE_MAX_PIXELS).
     width, height = output_size if with_init else D.fit_pixels(*output_size, max_pixels)
     src_layer = _view_layer_of(scene, view_layer)
-    if engine == "CYCLES" and not cycles_available():
-        raise CaptureError("Cycles is not available in this Blender")
-    if engine == "AUTO":
+    if (engine == "CYCLES" or with_vector) and not cycles_available():
+        raise CaptureError("Cycles is not available in this Blender" + (" (the Vector pass needs it)" if with_vector else ""))
+    if with_vector:
+        # Workbench has no Vector pass; Cycles gives it with motion blur off (set below).
+        order = ["CYCLES"]
+    elif engine == "AUTO":
         # Workbench is the fastest Z pass but has no object index pass; Cycles has both and
         # needs no GPU. Without a layout, try Workbench first and fall back to Cycles.
         order = ["CYCLES", "WORKBENCH"] if with_layout else ["WORKBENCH", "CYCLES"]
@@ -304,11 +335,12 @@ def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layo
             with_index = name == "CYCLES" and with_layout and bool(entries)
             if name == "CYCLES":
                 _setup_cycles(tmp, vl, with_index)
+                vl.use_pass_vector = with_vector
             else:
                 _setup_workbench(tmp, vl)
-            slots = [("depth", "Depth")] + ([("index", "IndexOB")] if with_index else [])
+            slots = [("depth", "Depth")] + ([("index", "IndexOB")] if with_index else []) + ([("vector", "Vector")] if with_vector else [])
             shutil.rmtree(os.path.join(out_dir, "passes"), ignore_errors=True)
-            _compositor(tmp, vl, os.path.join(out_dir, "passes"), slots)
+            _compositor(tmp, vl, os.path.join(out_dir, "passes"), slots, color_mode="RGBA" if with_vector else "RGB")
             timings["setup"] = time.perf_counter() - t0
             t1 = time.perf_counter()
             try:
@@ -324,6 +356,7 @@ def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layo
         index_values = None
         if with_index:
             index_values = _read_exr_channel(_find_output(os.path.join(out_dir, "passes"), "index"), width, height)
+        flow = _read_vector_pass(_find_output(os.path.join(out_dir, "passes"), "vector"), width, height) if with_vector else None
         timings["read"] = time.perf_counter() - t2
         t3 = time.perf_counter()
         near, far = D.resolve_near_far(near_far, cam.data.clip_start, cam.data.clip_end, manual_near, manual_far,
@@ -332,6 +365,8 @@ def capture_camera(scene, camera=None, *, view_layer=None, frame=None, with_layo
         cap = Capture(D.DepthImage(values, width, height, near, far), width, height, cam.name, tmp.frame_current)
         cap.output_size = output_size
         cap.engine = tmp.render.engine
+        cap.flow = flow
+        _camera_motion(cap, cam, width, height)
         timings["depth"] = time.perf_counter() - t3
         if index_values is not None:
             t4 = time.perf_counter()

@@ -1,11 +1,13 @@
 """Renders linear camera-Z depth of a .blend headless, for `depthcast batch`.
 
     blender -b scene.blend --python-exit-code 3 --python render_depth.py -- \
-        --out DIR [--camera NAME ...] [--frame N ...] [--resolution W H] [--engine auto|cycles|workbench]
+        --out DIR [--camera NAME ...] [--frame N ...] [--resolution W H] [--engine auto|cycles|workbench] [--vector]
 
 For every camera x frame it writes DIR/view-<i>.npy (float32, H x W, row 0 = top; background
 = +inf) and finally DIR/render.json, which lists each view with its camera, frame, size, the
-camera's clip range (near/far) and the range of the geometry in view (min/max). render.json is
+camera's clip range (near/far), the range of the geometry in view (min/max), the camera's pose and
+intrinsics, and with --vector the motion to the previous frame (Cycles' Vector pass as flow
+planes, DIR/view-<i>-flow.npy, float32 2 x H x W; capture.py). render.json is
 written last, so a folder without it is an unfinished render.
 
 How: through the add-on's own capture (blender-addon/depthcast/capture.py), the one
@@ -45,6 +47,7 @@ def parse_args():
     p.add_argument("--frame", action="append", type=int, default=[])
     p.add_argument("--resolution", nargs=2, type=int)
     p.add_argument("--engine", choices=["auto", "cycles", "workbench"], default="auto")
+    p.add_argument("--vector", action="store_true")
     return p.parse_args(argv)
 
 
@@ -87,7 +90,7 @@ def main():
             t0 = time.perf_counter()
             try:
                 cap = capture.capture_camera(scene, cam, frame=frame, with_layout=False, engine=ENGINES[args.engine],
-                                             near_far="CAMERA", background="inf")
+                                             near_far="CAMERA", background="inf", with_vector=args.vector)
             except capture.CaptureError as err:
                 fail(str(err))
             except RuntimeError as err:
@@ -97,7 +100,12 @@ def main():
             finite = [v for v in depth.values if v != math.inf]
             file = "view-%d.npy" % len(views)
             write_npy(os.path.join(args.out, file), depth.values, depth.width, depth.height)
+            motion = {"pose": cap.pose, "intrinsics": cap.intrinsics}
+            if cap.flow is not None:
+                motion["flow"] = "view-%d-flow.npy" % len(views)
+                write_npy(os.path.join(args.out, motion["flow"]), cap.flow, depth.width, 2 * depth.height)
             views.append({
+                **motion,
                 "camera": cam.name, "frame": frame, "file": file, "width": depth.width, "height": depth.height,
                 "near": cam.data.clip_start, "far": cam.data.clip_end,
                 "min": min(finite) if finite else None, "max": max(finite) if finite else None,
