@@ -15,6 +15,8 @@ const scene = panScene(5, S, S);
 let models: Awaited<ReturnType<typeof tinyModelsDir>>;
 let server: DepthcastServer;
 let client: TestClient;
+/** The valid fraction of each pan pair at the depth's size, from the first test. */
+const scene64ValidFraction: number[] = [];
 
 beforeAll(async () => {
   models = await tinyModelsDir();
@@ -30,7 +32,7 @@ afterAll(async () => {
 
 type Consistency = { mode: string; fallback?: string; previousJobId?: string; score?: { error: number; validFraction: number; disoccludedDifference: number } };
 
-function frame(f: number, jobId: string, stream: string, consistency: 'per-frame' | 'consistent', motion?: 'pose' | 'flow', previousJobId?: string, steps = 6): Uint8Array {
+function frame(f: number, jobId: string, stream: string, consistency: 'per-frame' | 'consistent', motion?: 'pose' | 'flow', previousJobId?: string, steps = 6, size = S): Uint8Array {
   const depth = scene.frames[f]!.depth;
   const parts = [new Uint8Array(depth.buffer, depth.byteOffset, depth.byteLength)];
   let header: Record<string, unknown> | undefined;
@@ -45,7 +47,7 @@ function frame(f: number, jobId: string, stream: string, consistency: 'per-frame
     type: 'frame', protocol: 1, jobId, stream, mode: 'batch',
     depth: { width: S, height: S, dtype: 'f32', kind: 'zdepth', near: scene.near, far: scene.far, byteLength: depth.byteLength },
     ...(header ? { motion: header } : {}),
-    params: { prompt: 'a wooden box', steps, seed: 42, guidance: 7.5, sizing: 'exact', width: S, height: S, depthRange: 'fixed', consistency },
+    params: { prompt: 'a wooden box', steps, seed: 42, guidance: 7.5, sizing: 'exact', width: size, height: size, depthRange: 'fixed', consistency },
   }, ...parts);
 }
 
@@ -69,6 +71,7 @@ describe('consistent mode through the service', () => {
         expect(reports[f]!.score!.validFraction).toBeGreaterThan(0.5);
         expect(reports[f]!.score!.validFraction).toBeLessThan(1);
       }
+      if (mode === 'consistent') reports.forEach((r, f) => { if (f) scene64ValidFraction[f] = r.score!.validFraction; });
       means[mode] = reports.slice(1).reduce((t, r) => t + r.score!.error, 0) / (ids.length - 1);
     }
     console.log(`service pan: warp error per-frame ${means['per-frame']!.toFixed(4)}, consistent ${means.consistent!.toFixed(4)}`);
@@ -100,18 +103,18 @@ describe('consistent mode through the service', () => {
     expect(await consistencyOf('n-1')).toEqual({ mode: 'per-frame', fallback: 'no previous frame of this stream was generated here' });
   });
 
-  it('refuses the consistent mode at a generated size other than the depth\'s, by name', async () => {
-    const bytes = frame(1, 'size-1', 'pan-size', 'consistent', 'pose');
-    const from = client.received.length;
-    // Re-encode with sizing native: the tiny model then generates at its own size.
-    const { decodeBinaryMessage } = await import('../src/protocol/frame.ts');
-    const { header, payload } = decodeBinaryMessage(bytes) as { header: Record<string, any>; payload: Uint8Array };
-    header.params.sizing = 'native';
-    header.params.width = 48;
-    header.params.height = 48;
-    client.send(encodeBinaryMessage(header as never, payload));
-    const r = await client.waitFor((m) => m.jobId === 'size-1' && ['result', 'error'].includes(m.type), 60_000, from);
-    expect(r.msg).toMatchObject({ type: 'error', code: 'BAD_REQUEST' });
-    expect(r.msg.message).toMatch(/consistency "consistent" needs the generated size to equal the depth's/);
+  it('runs at a generated size other than the depth\'s: depth and motion are resampled to it', async () => {
+    const ids = ['big-0', 'big-1', 'big-2'];
+    ids.forEach((id, f) => client.send(frame(f, id, 'pan-big', 'consistent', f ? 'pose' : undefined, f ? ids[f - 1] : undefined, 3, 96)));
+    for (const [f, id] of ids.entries()) {
+      const r = await client.terminal(id, 120_000);
+      expect(r.type, JSON.stringify(r.msg)).toBe('result');
+      expect(r.msg.generated).toEqual({ width: 96, height: 96 });
+      if (f === 0) continue;
+      expect(r.msg.consistency).toMatchObject({ mode: 'consistent', previousJobId: ids[f - 1] });
+      // The same geometry as at the depth's size: the same share of the frame is visible in both frames.
+      expect(r.msg.consistency.score.validFraction).toBeCloseTo(scene64ValidFraction[f]!, 1);
+      console.log(`frame ${f}: valid ${r.msg.consistency.score.validFraction.toFixed(3)} at 96, ${scene64ValidFraction[f]!.toFixed(3)} at 64; error ${r.msg.consistency.score.error.toFixed(4)}`);
+    }
   });
 });

@@ -63,18 +63,15 @@ export class StreamMemory {
     const { width, height } = input;
     const consistent = header.params.consistency === 'consistent';
     const d = header.depth;
-    if (consistent && (d.width !== width || d.height !== height)) {
-      throw new DepthcastError('BAD_REQUEST', `consistency "consistent" needs the generated size to equal the depth's (${d.width}×${d.height}, generated ${width}×${height}): send sizing "exact" at the depth's size`);
-    }
     if (consistent && d.kind !== 'zdepth') throw new DepthcastError('BAD_REQUEST', `consistency "consistent" needs depth kind "zdepth" (linear Z, to find disocclusions), got "${d.kind}"`);
-    const sameSize = d.width === width && d.height === height && d.kind === 'zdepth';
-    const z = sameSize ? linearZ(job.depth, header) : undefined;
-    const motion = z ? motionOf(job, z, width, height) : undefined;
+    // Everything runs at the generated size: depth and motion are resampled to it.
+    const z = d.kind === 'zdepth' ? depthAtSize(job.depth, header, width, height) : undefined;
+    const motion = z ? motionAtSize(job, z, width, height) : undefined;
     const remembered = this.streams.get(job.stream);
     const expectedJob = header.motion?.previousJobId;
     let previous: PreviousFrame | undefined;
     let fallback: string | undefined;
-    if (!motion) fallback = sameSize ? 'the frame carries no motion to its previous frame' : 'the generated size differs from the depth\'s';
+    if (!motion) fallback = z ? 'the frame carries no motion to its previous frame' : `depth kind "${d.kind}" has no linear Z to find disocclusions with`;
     else if (!remembered) fallback = 'no previous frame of this stream was generated here';
     else if (expectedJob !== undefined && remembered.jobId !== expectedJob) fallback = `the previous frame (job ${expectedJob}) is missing: the last frame of this stream generated here is job ${remembered.jobId}`;
     else if (!remembered.frame) fallback = `the previous frame (job ${remembered.jobId}) ${remembered.lost ?? 'is missing'}`;
@@ -119,7 +116,11 @@ export class StreamMemory {
   }
 }
 
-/** Linear Z at the depth's size, +Infinity for background (≥ far), as the motion code expects. */
+/** Linear Z resampled (nearest) to width×height, +Infinity for background (≥ far), as the motion code expects. */
+export function depthAtSize(bytes: Uint8Array, header: FrameHeader, width: number, height: number): Float32Array {
+  return resampleNearest(linearZ(bytes, header), header.depth.width, header.depth.height, width, height);
+}
+
 function linearZ(bytes: Uint8Array, header: FrameHeader): Float32Array {
   const d = header.depth;
   const values = decodeDepthPixels(bytes, d.dtype, d.kind, d.near, d.far, d.width * d.height);
@@ -128,15 +129,43 @@ function linearZ(bytes: Uint8Array, header: FrameHeader): Float32Array {
   return z;
 }
 
-/** Flow and the expected previous Z; points reprojected behind the previous camera are moved off the frame (invalid). */
-function motionOf(job: SequenceJob, z: Float32Array, width: number, height: number): { flow: FlowField; expectedPrevious: Float32Array } | undefined {
+/** Nearest-neighbour resample of `planes` planes of a w×h image to ow×oh (depth: no values mixed across edges). */
+function resampleNearest(data: Float32Array, w: number, h: number, ow: number, oh: number, planes = 1): Float32Array {
+  if (w === ow && h === oh) return data.slice();
+  const out = new Float32Array(planes * ow * oh);
+  for (let p = 0; p < planes; p++) {
+    for (let y = 0; y < oh; y++) {
+      const sy = Math.min(h - 1, Math.floor(((y + 0.5) * h) / oh));
+      for (let x = 0; x < ow; x++) out[p * ow * oh + y * ow + x] = data[p * w * h + sy * w + Math.min(w - 1, Math.floor(((x + 0.5) * w) / ow))]!;
+    }
+  }
+  return out;
+}
+
+/**
+ * Flow and the expected previous Z at the generated size (`z` already is); points reprojected
+ * behind the previous camera are moved off the frame (invalid). Flow planes and intrinsics come
+ * in the depth's pixels and are scaled.
+ */
+export function motionAtSize(job: SequenceJob, z: Float32Array, width: number, height: number): { flow: FlowField; expectedPrevious: Float32Array } | undefined {
   const motion = job.header.motion;
   if (!motion) return undefined;
+  const d = job.header.depth;
+  const sx = width / d.width;
+  const sy = height / d.height;
   if (motion.kind === 'flow') {
     if (!job.motion) throw new DepthcastError('BAD_FRAME', 'motion kind "flow" needs its bytes in the payload');
-    return { flow: decodeFlow(motion, job.motion), expectedPrevious: z };
+    const data = resampleNearest(decodeFlow(motion, job.motion).data, d.width, d.height, width, height, 2);
+    const plane = width * height;
+    for (let i = 0; i < plane; i++) {
+      data[i] = data[i]! * sx;
+      data[plane + i] = data[plane + i]! * sy;
+    }
+    return { flow: { width, height, data }, expectedPrevious: z };
   }
-  const { flow, expectedPrevious } = reprojectFlow(z, width, height, motion.intrinsics, motion.pose, motion.previousPose);
+  const K = motion.intrinsics;
+  const intrinsics = { fx: K.fx * sx, fy: K.fy * sy, cx: K.cx * sx, cy: K.cy * sy };
+  const { flow, expectedPrevious } = reprojectFlow(z, width, height, intrinsics, motion.pose, motion.previousPose);
   for (let i = 0; i < flow.data.length; i++) if (Number.isNaN(flow.data[i])) flow.data[i] = -4 * Math.max(width, height);
   return { flow, expectedPrevious };
 }

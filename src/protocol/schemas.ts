@@ -83,8 +83,8 @@ export const GenerationParams = z.object({
   /**
    * Frames of a sequence on one stream (docs/batch.md#animation-without-flicker). consistent: a
    * frame with `motion` continues the previous frame of its stream (warped previous output kept
-   * where visible, disocclusions generated; src/motion/consistent.ts); needs depth kind zdepth and
-   * the generated size equal to the depth's. A frame whose previous frame is missing, failed or
+   * where visible, disocclusions generated; src/motion/consistent.ts) at the generated size (depth
+   * and motion are resampled to it); needs depth kind zdepth. A frame whose previous frame is missing, failed or
    * was cancelled runs per frame and its result says why. per-frame: every frame on its own, but
    * remembered, so the next frame's result carries the pair's warp score. Absent: no sequence
    * (a frame with motion is still scored).
