@@ -2,7 +2,7 @@
 
     blender -b scene.blend --python blender-addon/scripts/depthcast_batch.py -- \
         --server ws://127.0.0.1:7860/v1/ws [--token T] [--cameras all|NAME,...] [--frames 1-10]
-        [--prompt TEXT] --out DIR
+        [--prompt TEXT] [--consistency per-frame|consistent] --out DIR
 
 For each camera and frame: renders the Z pass (and the object layout, with per-object prompts
 from the ``depthcast_prompt`` custom property), sends it as a batch job (FIFO: never dropped),
@@ -10,6 +10,10 @@ and writes ``DIR/<camera>_<frame>.png`` (the service's PNG) and ``DIR/<camera>_<
 (parameters, seed, model, timings), plus ``DIR/batch.json`` summarising the run. Existing
 outputs are kept unless --overwrite. Exits 0 when every image was written, 1 when any failed,
 2 on bad arguments. Without --prompt the scene's depthcast settings (if any) provide it.
+
+With several frames, each camera's frames are a sequence: every frame goes with Cycles' Vector
+pass as its motion to the frame before, results carry the pair's warp score, and batch.json has
+per camera every pair, the mean and the worst (docs/batch.md, "Animation without flicker").
 
 Frames render one after another while up to --in-flight jobs wait at the service.
 Needs only the files of this repository: the add-on does not have to be installed.
@@ -25,7 +29,7 @@ import bpy
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")))
 
 from depthcast import capture, results  # noqa: E402
-from depthcast.core import messages  # noqa: E402
+from depthcast.core import messages, motion  # noqa: E402
 from depthcast.core.session import Backoff, Session, normalize_url  # noqa: E402
 
 
@@ -118,6 +122,9 @@ def parse_args(argv):
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for one image")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--consistency", choices=["per-frame", "consistent"], default="per-frame",
+                   help="with several frames: each camera's frames are a sequence sent with the Vector pass; "
+                        "consistent continues each frame from the one before (docs/batch.md)")
     return p.parse_args(argv)
 
 
@@ -168,6 +175,11 @@ def main(argv):
 
     work = [(cam, f) for cam in cameras for f in frames]
     written, failed, skipped = [], [], []
+    # Several frames make a sequence per camera: each frame carries its motion to the one before
+    # (the Vector pass, so Cycles) and its result the pair's warp score (core/motion.py).
+    sequence = len(frames) > 1
+    previous = {}  # camera name -> (jobId, frame, pose) of the frame sent before
+    warp = {}  # camera name -> {frame: the result's consistency}
     in_flight = {}  # jobId -> (camera, frame, header, started)
     t_start = time.monotonic()
 
@@ -177,6 +189,8 @@ def main(argv):
     def on_final(ev):
         cam_name, frame, header, started = in_flight.pop(ev.data["jobId"])
         name = "%s_%04d" % (results.safe_name(cam_name, "camera"), frame)
+        if ev.kind == "result" and sequence:
+            warp.setdefault(cam_name, {})[frame] = ev.data.get("consistency")
         if ev.kind == "result":
             sidecar = messages.sidecar_json(ev.data, header, camera=cam_name, frame=frame, scene=scene.name,
                                             blend=bpy.data.filepath or None,
@@ -218,7 +232,7 @@ def main(argv):
         try:
             cap = capture.capture_camera(scene, camera=cam, frame=frame, with_layout=not args.no_layout,
                                          with_init=args.init, near_far=args.near_far, manual_near=args.near,
-                                         manual_far=args.far)
+                                         manual_far=args.far, with_vector=sequence)
             # The render size is the output size: the service generates at the model's own size and
             # upscales (docs/protocol.md#sizes), so a default 1920x1080 scene needs nothing special.
             params = messages.build_params(
@@ -227,9 +241,14 @@ def main(argv):
                 steps=args.steps, guidance=args.guidance, strength=args.strength if args.init else None,
                 seed=args.seed, scheduler=args.scheduler, controlnet_scale=args.controlnet_scale,
                 depth_range=args.depth_range, preview_every=0)
+            if sequence:
+                params["consistency"] = args.consistency
             header, payloads = messages.build_frame(messages.new_job_id("batch"), cap.depth, params,
-                                                    stream="blender-batch", mode="batch", init_png=cap.init_png,
-                                                    layout=cap.layout)
+                                                    stream="blender-batch-%d" % cameras.index(cam) if sequence else "blender-batch",
+                                                    mode="batch", init_png=cap.init_png, layout=cap.layout)
+            if sequence:
+                motion.attach_motion(header, payloads, frame, cap.flow, cap.pose, cap.intrinsics, previous.get(cam.name))
+                previous[cam.name] = (header["jobId"], frame, cap.pose)
         except (capture.CaptureError, messages.MessageError, ValueError) as err:
             failed.append({"camera": cam.name, "frame": frame, "error": str(err)})
             print("depthcast batch: %s frame %d FAILED: %s" % (cam.name, frame, err), file=sys.stderr)
@@ -242,8 +261,14 @@ def main(argv):
         _expire(in_flight, failed, args.timeout)
         drain(0.5)
     session.stop()
+    summaries = {cam: motion.warp_summary(reports) for cam, reports in warp.items()}
+    for cam, s in sorted(summaries.items()):
+        if s["meanError"] is not None:
+            print("depthcast batch: %s: warp error mean %.4f, worst %.4f (frame %d), %d pairs, %d fallbacks" % (
+                cam, s["meanError"], s["worst"]["error"], s["worst"]["frame"], len(s["pairs"]), len(s["fallbacks"])), flush=True)
+    extra = {"warp": summaries, "consistency": args.consistency} if sequence else {}
     _write_summary(out_dir, url, written, failed, skipped=skipped, seconds=round(time.monotonic() - t_start, 3),
-                   cameras=[c.name for c in cameras], frames=frames)
+                   cameras=[c.name for c in cameras], frames=frames, **extra)
     print("depthcast batch: %d written, %d skipped, %d failed" % (len(written), len(skipped), len(failed)), flush=True)
     return 1 if failed else 0
 

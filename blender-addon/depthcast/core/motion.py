@@ -31,3 +31,41 @@ def pinhole_intrinsics(lens, sensor_width, sensor_height, sensor_fit, width, hei
     else:
         f = lens / sensor_width * height
     return {"fx": f, "fy": f, "cx": width / 2.0, "cy": height / 2.0}
+
+
+def attach_motion(header, payloads, frame, flow, pose, intrinsics, previous):
+    """Adds the motion to the frame before to a frame message built by messages.build_frame.
+
+    ``previous`` is ``(job_id, frame, pose)`` of the frame sent before on the same stream, or
+    None. The Vector pass describes the motion to frame - 1, so it goes when that is the frame
+    before; otherwise the two camera poses (exact for static scenes) when the intrinsics are
+    known. Returns the kind attached ("flow", "pose") or None."""
+    if previous is None:
+        return None
+    prev_job, prev_frame, prev_pose = previous
+    width, height = header["depth"]["width"], header["depth"]["height"]
+    if flow is not None and prev_frame == frame - 1:
+        data = array.array("f", flow)
+        if len(data) != 2 * width * height:
+            raise ValueError("flow holds %d values, expected 2x%dx%d" % (len(data), width, height))
+        if array.array("f", [1.0]).tobytes() != b"\x00\x00\x80?":
+            data.byteswap()
+        header["motion"] = {"kind": "flow", "dtype": "f32", "width": width, "height": height,
+                            "byteLength": 4 * len(data), "previousJobId": prev_job}
+        payloads.append(data.tobytes())
+        return "flow"
+    if intrinsics is not None and pose is not None and prev_pose is not None:
+        header["motion"] = {"kind": "pose", "intrinsics": dict(intrinsics), "pose": list(pose),
+                            "previousPose": list(prev_pose), "previousJobId": prev_job}
+        return "pose"
+    return None
+
+
+def warp_summary(reports):
+    """``reports``: {frame: the result's ``consistency``} -> the sequence's score (docs/batch.md):
+    every scored pair, the mean, the worst pair, and the frames that fell back with why."""
+    pairs = [dict(frame=f, **r["score"]) for f, r in sorted(reports.items()) if r and r.get("score")]
+    fallbacks = [{"frame": f, "reason": r["fallback"]} for f, r in sorted(reports.items()) if r and r.get("fallback")]
+    mean = sum(p["error"] for p in pairs) / len(pairs) if pairs else None
+    worst = max(pairs, key=lambda p: p["error"]) if pairs else None
+    return {"pairs": pairs, "meanError": mean, "worst": worst, "fallbacks": fallbacks}
