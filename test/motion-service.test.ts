@@ -32,7 +32,7 @@ afterAll(async () => {
 
 type Consistency = { mode: string; fallback?: string; previousJobId?: string; score?: { error: number; validFraction: number; disoccludedDifference: number } };
 
-function frame(f: number, jobId: string, stream: string, consistency: 'per-frame' | 'consistent', motion?: 'pose' | 'flow', previousJobId?: string, steps = 6, size = S): Uint8Array {
+function frame(f: number, jobId: string, stream: string, consistency: 'per-frame' | 'consistent', motion?: 'pose' | 'flow', previousJobId?: string, steps = 6, size = S, live = false): Uint8Array {
   const depth = scene.frames[f]!.depth;
   const parts = [new Uint8Array(depth.buffer, depth.byteOffset, depth.byteLength)];
   let header: Record<string, unknown> | undefined;
@@ -44,7 +44,7 @@ function frame(f: number, jobId: string, stream: string, consistency: 'per-frame
     parts.push(new Uint8Array(flow.buffer, flow.byteOffset, flow.byteLength));
   }
   return encodeBinaryMessage({
-    type: 'frame', protocol: 1, jobId, stream, mode: 'batch',
+    type: 'frame', protocol: 1, jobId, stream, mode: live ? 'live' : 'batch',
     depth: { width: S, height: S, dtype: 'f32', kind: 'zdepth', near: scene.near, far: scene.far, byteLength: depth.byteLength },
     ...(header ? { motion: header } : {}),
     params: { prompt: 'a wooden box', steps, seed: 42, guidance: 7.5, sizing: 'exact', width: size, height: size, depthRange: 'fixed', consistency },
@@ -116,5 +116,19 @@ describe('consistent mode through the service', () => {
       expect(r.msg.consistency.score.validFraction).toBeCloseTo(scene64ValidFraction[f]!, 1);
       console.log(`frame ${f}: valid ${r.msg.consistency.score.validFraction.toFixed(3)} at 96, ${scene64ValidFraction[f]!.toFixed(3)} at 64; error ${r.msg.consistency.score.error.toFixed(4)}`);
     }
+  });
+
+  it('keeps newest-frame-wins on a live stream: superseded frames are cancelled, the last one gets its result and says what it continued', async () => {
+    const ids = ['live-0', 'live-1', 'live-2', 'live-3'];
+    // Sent back to back: each new frame may supersede the one before.
+    ids.forEach((id, f) => client.send(frame(f, id, 'pan-live', 'consistent', f ? 'pose' : undefined, f ? ids[f - 1] : undefined, 40, S, true)));
+    const outcomes = await Promise.all(ids.map((id) => client.terminal(id, 120_000)));
+    expect(outcomes.map((o) => o.type).every((t) => t === 'result' || t === 'cancelled')).toBe(true);
+    const last = outcomes[3]!;
+    expect(last.type).toBe('result');
+    const report = last.msg.consistency as Consistency;
+    if (outcomes[2]!.type === 'result') expect(report).toMatchObject({ mode: 'consistent', previousJobId: 'live-2' });
+    else expect(report.fallback).toMatch(/the previous frame \(job live-2\) (is missing|was cancelled)/);
+    console.log(`live: ${outcomes.map((o) => `${o.jobId} ${o.type}`).join(', ')}; last: ${report.mode}${report.fallback ? ` (${report.fallback})` : ''}`);
   });
 });

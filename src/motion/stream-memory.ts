@@ -73,7 +73,7 @@ export class StreamMemory {
     let fallback: string | undefined;
     if (!motion) fallback = z ? 'the frame carries no motion to its previous frame' : `depth kind "${d.kind}" has no linear Z to find disocclusions with`;
     else if (!remembered) fallback = 'no previous frame of this stream was generated here';
-    else if (expectedJob !== undefined && remembered.jobId !== expectedJob) fallback = `the previous frame (job ${expectedJob}) is missing: the last frame of this stream generated here is job ${remembered.jobId}`;
+    else if (expectedJob !== undefined && remembered.jobId !== expectedJob) fallback = `the previous frame (job ${expectedJob}) is missing: the last frame of this stream that ran here is job ${remembered.jobId}${remembered.lost ? `, which ${remembered.lost}` : ''}`;
     else if (!remembered.frame) fallback = `the previous frame (job ${remembered.jobId}) ${remembered.lost ?? 'is missing'}`;
     else if (remembered.frame.width !== width || remembered.frame.height !== height) fallback = `the previous frame (job ${remembered.jobId}) was ${remembered.frame.width}×${remembered.frame.height}, this one is ${width}×${height}`;
     else previous = remembered.frame;
