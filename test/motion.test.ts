@@ -4,7 +4,7 @@ import { edgeAlignment } from '../src/motion/fidelity.ts';
 import { checkFlow, disocclusionMask, type FlowField, warpError, warpImage } from '../src/motion/flow.ts';
 import { intrinsicsFromFov, reprojectFlow } from '../src/motion/reproject.ts';
 import { panScene } from '../src/motion/scenes.ts';
-import { depthAtSize, motionAtSize } from '../src/motion/stream-memory.ts';
+import { depthAtSize, MAX_REMEMBERED_SEQUENCES, motionAtSize, SEQUENCES_PER_OWNER, StreamMemory } from '../src/motion/stream-memory.ts';
 import { FrameHeader } from '../src/protocol/schemas.ts';
 
 const W = 32;
@@ -205,5 +205,20 @@ describe('motion at the generated size', () => {
     const meanDx = a.slice(0, P).reduce((t, v) => t + v, 0) / P;
     expect(Math.abs(meanDx)).toBeGreaterThan(3);
     expect(diffs[P >> 1]).toBeLessThan(0.25);
+  });
+});
+
+describe('remembered sequences', () => {
+  it('keep each owner to its share, and a client with many streams cannot push out one with a single stream', () => {
+    const memory = new StreamMemory();
+    memory.lose('quiet\u0000a', 'q1', 'CANCELLED');
+    for (let i = 0; i < 6; i++) memory.lose(`busy\u0000s${i}`, `b${i}`, 'CANCELLED');
+    // busy keeps its newest SEQUENCES_PER_OWNER; quiet keeps its one.
+    expect(memory.remembered).toEqual(['quiet\u0000a', ...[2, 3, 4, 5].map((i) => `busy\u0000s${i}`)]);
+    for (let i = 0; i < 4; i++) memory.lose(`other\u0000s${i}`, `o${i}`, 'CANCELLED');
+    const remembered = memory.remembered;
+    expect(remembered.length).toBe(MAX_REMEMBERED_SEQUENCES);
+    expect(remembered).toContain('quiet\u0000a');
+    expect(remembered.filter((k) => k.startsWith('busy')).length).toBeLessThanOrEqual(SEQUENCES_PER_OWNER);
   });
 });

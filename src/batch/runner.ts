@@ -17,6 +17,7 @@ import type { Backend } from './backends.ts';
 import { type BatchInputs, canonicalJson, type OutputRequest, sha256 } from './inputs.ts';
 import { type BatchSequence, reportSequence, sequencesOf, type SequenceReport } from './sequences.ts';
 import type { ConsistencyReport } from '../protocol/schemas.ts';
+import { SEQUENCES_PER_OWNER } from '../motion/stream-memory.ts';
 import type { BatchOutput } from './manifest.ts';
 import type { BatchReporter } from './progress.ts';
 import { pidAlive } from '../util/process.ts';
@@ -341,8 +342,23 @@ export async function runBatch(options: RunBatchOptions): Promise<BatchSummary> 
         }
       }
     };
+    // The engine remembers SEQUENCES_PER_OWNER sequences per owner (a batch is one): no more run at once.
+    let sequencesRunning = 0;
+    const sequenceSlot: (() => void)[] = [];
     await mapLimit(units, concurrency, async (unit) => {
-      for (const t of unit) await runOne(t);
+      const isSequence = member.has(unit[0]!.o.id);
+      if (isSequence) {
+        while (sequencesRunning >= SEQUENCES_PER_OWNER) await new Promise<void>((r) => sequenceSlot.push(r));
+        sequencesRunning++;
+      }
+      try {
+        for (const t of unit) await runOne(t);
+      } finally {
+        if (isSequence) {
+          sequencesRunning--;
+          sequenceSlot.shift()?.();
+        }
+      }
     });
     reporter.stop();
     // 3. Each sequence's score: outputs done earlier contribute what their sidecars recorded.

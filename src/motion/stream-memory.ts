@@ -8,7 +8,10 @@
  *   3. finish: pixel fusion, the pair's warp score, RGB8 for the result, and the frame remembered
  *      for the next one.
  * A frame that fails or is cancelled is remembered as such, so the next frame says why it fell
- * back. At most MAX_REMEMBERED_SEQUENCES streams are remembered (least recently used goes).
+ * back. At most SEQUENCES_PER_OWNER streams per owner (a connection: the part of the stream key
+ * before a NUL) and MAX_REMEMBERED_SEQUENCES in all are remembered. Past either, the least
+ * recently used stream of the owner holding the most goes, so a client with many streams cannot
+ * push out the sequence of a client with one.
  */
 import { decodeDepthPixels } from '../depth/convert.ts';
 import { DepthcastError } from '../errors.ts';
@@ -24,6 +27,8 @@ import { decodeFlow } from './wire.ts';
 
 /** Streams whose last frame the worker keeps (image, depth, latents and noise draws at the generated size). */
 export const MAX_REMEMBERED_SEQUENCES = 8;
+/** Streams one owner (connection) keeps remembered. */
+export const SEQUENCES_PER_OWNER = 4;
 
 /** Img2img strength of a consistent frame that names none (the measured setting, docs/batch.md). */
 export const CONSISTENT_STRENGTH = 0.6;
@@ -109,11 +114,30 @@ export class StreamMemory {
     this.remember(stream, { jobId, lost: code === 'CANCELLED' ? 'was cancelled' : `failed (${code})` });
   }
 
+  /** The streams remembered, least recently used first (for tests and diagnostics). */
+  get remembered(): string[] {
+    return [...this.streams.keys()];
+  }
+
   private remember(stream: string, entry: Remembered): void {
     this.streams.delete(stream);
     this.streams.set(stream, entry);
-    while (this.streams.size > MAX_REMEMBERED_SEQUENCES) this.streams.delete(this.streams.keys().next().value!);
+    const owner = ownerOf(stream);
+    const mine = [...this.streams.keys()].filter((k) => ownerOf(k) === owner);
+    for (const k of mine.slice(0, Math.max(0, mine.length - SEQUENCES_PER_OWNER))) this.streams.delete(k);
+    while (this.streams.size > MAX_REMEMBERED_SEQUENCES) {
+      const counts = new Map<string, number>();
+      for (const k of this.streams.keys()) counts.set(ownerOf(k), (counts.get(ownerOf(k)) ?? 0) + 1);
+      const most = Math.max(...counts.values());
+      // Keys run least recently used first: the first key of an owner holding the most goes.
+      this.streams.delete([...this.streams.keys()].find((k) => counts.get(ownerOf(k)) === most)!);
+    }
   }
+}
+
+function ownerOf(stream: string): string {
+  const cut = stream.indexOf('\u0000');
+  return cut < 0 ? stream : stream.slice(0, cut);
 }
 
 /** Linear Z resampled (nearest) to width×height, +Infinity for background (≥ far), as the motion code expects. */
