@@ -18,6 +18,8 @@ export interface Frame {
   layout?: Uint8Array;
   /** Decoded, checked flow to the previous frame (header.motion kind "flow"); owned. */
   flow?: FlowField;
+  /** The flow's bytes as received (a view), for the engine's consistent mode. */
+  motion?: Uint8Array;
   /** performance.now() when the bytes arrived. */
   receivedAt: number;
 }
@@ -118,6 +120,7 @@ function toFrame(header: FrameHeader, parts: FrameParts, receivedAt: number): Fr
   if (header.motion?.kind === 'flow') {
     if (!parts.motion) throw new DepthcastError('BAD_FRAME', 'motion kind "flow" needs its bytes in the payload');
     frame.flow = decodeFlow(header.motion, parts.motion);
+    frame.motion = parts.motion;
   }
   return frame;
 }

@@ -13,7 +13,7 @@ import { DepthcastError, toDepthcastError } from '../src/errors.ts';
 import type { Engine } from '../src/engine/engine.ts';
 import type { CatalogEntry } from '../src/engine/catalog.ts';
 import type { EngineProgress } from '../src/engine/types.ts';
-import type { ResultFormat, ResultHeader } from '../src/protocol/schemas.ts';
+import type { ConsistencyReport, ResultFormat, ResultHeader } from '../src/protocol/schemas.ts';
 import type { Frame } from './intake.ts';
 import { type JobRecord, JobStore } from './jobs.ts';
 import { afterRest, type LiveStreamState, noteFrame, noteOutcome, noteSuperseded, supersedesRunning } from './live-policy.ts';
@@ -342,9 +342,9 @@ export class JobQueue {
     job.record.state = 'running';
     job.record.startedAt = new Date().toISOString();
     this.stats.started++;
-    const { header, depth, init, layout } = job.frame;
+    const { header, depth, init, layout, motion } = job.frame;
     const run = this.engine.run(
-      { jobId: job.id, model: { name: job.model.name, dir: job.model.dir }, header, depth: depth.bytes, init, layout, depthForeground: depth.foreground, transferDepth: true },
+      { jobId: job.id, model: { name: job.model.name, dir: job.model.dir }, header, depth: depth.bytes, init, layout, motion, stream: job.stream.key, depthForeground: depth.foreground, transferDepth: true },
       {
         signal: job.abort.signal,
         onProgress: (p) => {
@@ -355,7 +355,7 @@ export class JobQueue {
       },
     );
     const done = run.then(
-      (r) => this.succeed(job, { image: r.image, format: r.format, width: r.width, height: r.height, generated: r.generated, seed: r.seed, params: r.params, model: r.model, timings: r.timings }),
+      (r) => this.succeed(job, { image: r.image, format: r.format, width: r.width, height: r.height, generated: r.generated, seed: r.seed, params: r.params, model: r.model, timings: r.timings, consistency: r.consistency }),
       (err) => this.fail(job, toDepthcastError(err, 'INFERENCE_FAILED')),
     ).finally(() => {
       this.gpu = undefined;
@@ -364,7 +364,7 @@ export class JobQueue {
     this.gpu = { job, done };
   }
 
-  private succeed(job: Job, r: { image: Uint8Array; format: ResultFormat; width: number; height: number; generated: { width: number; height: number }; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number> }): void {
+  private succeed(job: Job, r: { image: Uint8Array; format: ResultFormat; width: number; height: number; generated: { width: number; height: number }; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number>; consistency?: ConsistencyReport }): void {
     if (job.state !== 'running') return;
     this.settle(job);
     noteOutcome(job.stream, performance.now() - job.startedAt!);
@@ -374,6 +374,7 @@ export class JobQueue {
       type: 'result', jobId: job.id, stream: job.stream.name, format: r.format, width: r.width, height: r.height, generated: r.generated,
       seed: r.seed, finishReason: 'SUCCESS', params: r.params, model: r.model,
       timings: { ...r.timings, queued: job.startedAt! - job.frame.receivedAt, endToEnd: now - job.frame.receivedAt },
+      ...(r.consistency ? { consistency: r.consistency } : {}),
     };
     const { frame } = job;
     if (job.mode === 'live' && frame.depth.nearness && this.streams.get(job.stream.key) === job.stream) {

@@ -3,6 +3,9 @@ import { DepthcastError } from '../src/errors.ts';
 import { edgeAlignment } from '../src/motion/fidelity.ts';
 import { checkFlow, disocclusionMask, type FlowField, warpError, warpImage } from '../src/motion/flow.ts';
 import { intrinsicsFromFov, reprojectFlow } from '../src/motion/reproject.ts';
+import { panScene } from '../src/motion/scenes.ts';
+import { depthAtSize, MAX_REMEMBERED_SEQUENCES, motionAtSize, SEQUENCES_PER_OWNER, StreamMemory } from '../src/motion/stream-memory.ts';
+import { FrameHeader } from '../src/protocol/schemas.ts';
 
 const W = 32;
 const H = 24;
@@ -178,5 +181,44 @@ describe('scores', () => {
     }
     expect(edgeAlignment(aligned, depth, W, H)).toBeGreaterThan(0.95);
     expect(edgeAlignment(shifted, depth, W, H)).toBeLessThan(0.2);
+  });
+});
+
+describe('motion at the generated size', () => {
+  it('scales flow planes and pose intrinsics alike when depth and motion are resampled', () => {
+    const scene = panScene(4, 64, 64);
+    const depth = scene.frames[3]!.depth;
+    // Three frames of pan: several pixels of motion, so a missed scale shows.
+    const flow64 = reprojectFlow(depth, 64, 64, scene.intrinsics!, scene.poses![3]!, scene.poses![0]!).flow.data;
+    const header = (motion: Record<string, unknown>) => FrameHeader.parse({
+      type: 'frame', protocol: 1, jobId: 'j', depth: { width: 64, height: 64, dtype: 'f32', kind: 'zdepth', near: scene.near, far: scene.far, byteLength: depth.byteLength },
+      motion, params: { prompt: 'x', consistency: 'consistent' },
+    });
+    const bytes = new Uint8Array(depth.buffer.slice(0));
+    const pose = header({ kind: 'pose', intrinsics: scene.intrinsics, pose: scene.poses![3], previousPose: scene.poses![0] });
+    const flow = header({ kind: 'flow', dtype: 'f32', width: 64, height: 64, byteLength: flow64.byteLength });
+    const z96 = depthAtSize(bytes, pose, 96, 96);
+    const a = motionAtSize({ stream: 's', jobId: 'j', header: pose, depth: bytes }, z96, 96, 96)!.flow.data;
+    const b = motionAtSize({ stream: 's', jobId: 'j', header: flow, depth: bytes, motion: new Uint8Array(flow64.buffer.slice(0)) }, z96, 96, 96)!.flow.data;
+    const P = 96 * 96;
+    const diffs = Array.from({ length: P }, (_, i) => Math.hypot(a[i]! - b[i]!, a[P + i]! - b[P + i]!)).sort((x, y) => x - y);
+    const meanDx = a.slice(0, P).reduce((t, v) => t + v, 0) / P;
+    expect(Math.abs(meanDx)).toBeGreaterThan(3);
+    expect(diffs[P >> 1]).toBeLessThan(0.25);
+  });
+});
+
+describe('remembered sequences', () => {
+  it('keep each owner to its share, and a client with many streams cannot push out one with a single stream', () => {
+    const memory = new StreamMemory();
+    memory.lose('quiet\u0000a', 'q1', 'CANCELLED');
+    for (let i = 0; i < 6; i++) memory.lose(`busy\u0000s${i}`, `b${i}`, 'CANCELLED');
+    // busy keeps its newest SEQUENCES_PER_OWNER; quiet keeps its one.
+    expect(memory.remembered).toEqual(['quiet\u0000a', ...[2, 3, 4, 5].map((i) => `busy\u0000s${i}`)]);
+    for (let i = 0; i < 4; i++) memory.lose(`other\u0000s${i}`, `o${i}`, 'CANCELLED');
+    const remembered = memory.remembered;
+    expect(remembered.length).toBe(MAX_REMEMBERED_SEQUENCES);
+    expect(remembered).toContain('quiet\u0000a');
+    expect(remembered.filter((k) => k.startsWith('busy')).length).toBeLessThanOrEqual(SEQUENCES_PER_OWNER);
   });
 });

@@ -2,7 +2,7 @@
  * Consistent vs per-frame mode on the three analytic scenes with a tiny model: mean warp error,
  * worst pair, fidelity (edge alignment), and side-by-side frames. Writes a JSON summary and PNGs
  * into the output folder. Usage:
- *   node --import tsx tools/measure-consistency.ts <tiny-model-dir> <out-dir> [frames] [steps] [strength] [scheduler] [image|latents]
+ *   node --import tsx tools/measure-consistency.ts <tiny-model-dir> <out-dir> [frames] [steps] [strength] [scheduler] [image|latents] [fusion weight] [feather]
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,13 +12,14 @@ import { movingObjectScene, orbitScene, panScene } from '../src/motion/scenes.ts
 import { runSequence, scoreSequence } from '../src/motion/sequence.ts';
 import { renderScorePlot } from '../src/motion/plot.ts';
 import { schedulerConfigFor } from '../src/schedulers/index.ts';
-import { planConsistentFrame } from '../src/motion/consistent.ts';
+import { DEFAULT_PIXEL_FUSION, planConsistentFrame } from '../src/motion/consistent.ts';
 import { warpError } from '../src/motion/flow.ts';
 import { decodeLatents, StageTimer } from '../src/pipelines/steps.ts';
 
-const [modelDir, outDir, framesArg = '6', stepsArg = '12', strengthArg = '0.6', schedulerArg = '', sourceArg = 'latents'] = process.argv.slice(2);
+const [modelDir, outDir, framesArg = '6', stepsArg = '12', strengthArg = '0.6', schedulerArg = '', sourceArg = 'latents', fusionArg, featherArg] = process.argv.slice(2);
 if (!modelDir || !outDir) throw new Error('usage: measure-consistency <tiny-model-dir> <out-dir> [frames] [steps] [strength] [scheduler]');
 const count = Number(framesArg);
+const fusion = { weight: fusionArg ? Number(fusionArg) : DEFAULT_PIXEL_FUSION.weight, feather: featherArg ? Number(featherArg) : DEFAULT_PIXEL_FUSION.feather };
 const size = 64;
 const model = await loadModel(modelDir, { device: 'cpu' });
 await mkdir(outDir, { recursive: true });
@@ -40,7 +41,7 @@ for (const scene of [panScene(count, size, size), movingObjectScene(count, size,
   const series: { label: string; score: ReturnType<typeof scoreSequence> }[] = [];
   const shown = Math.min(count, 5);
   for (const mode of ['per-frame', 'consistent'] as const) {
-    const run = await runSequence(model, scene.frames, { base, mode, strength: Number(strengthArg), near: scene.near, far: scene.far, source: sourceArg as 'image' | 'latents' });
+    const run = await runSequence(model, scene.frames, { base, mode, strength: Number(strengthArg), near: scene.near, far: scene.far, source: sourceArg as 'image' | 'latents', fusion });
     const score = scoreSequence(run.images, scene.frames, size, size);
     row[mode] = { meanError: score.meanError, worst: score.worst, meanFidelity: score.meanFidelity, pairs: score.pairs, fallbacks: run.fallbacks };
     series.push({ label: mode, score });

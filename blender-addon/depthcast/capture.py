@@ -29,6 +29,7 @@ import bpy
 
 from .core import depth as D
 from .core import exr
+from .core import motion as M
 from .core.layout import LayoutEntry, build_layout, clean_prompt, clean_weight
 
 RENDERABLE_TYPES = {"MESH", "CURVE", "SURFACE", "META", "FONT", "VOLUME", "GPENCIL", "CURVES", "POINTCLOUD"}
@@ -60,6 +61,9 @@ class Capture:
         self.output_size = (width, height)  # the render size the image is for (depth may be smaller)
         self.objects = []
         self.init_png = None
+        self.flow = None  # with_vector: float32 array, 2 planes of width*height (core.motion)
+        self.pose = None  # the camera's matrix_world at the frame, row-major, 16 floats
+        self.intrinsics = None  # dict fx, fy, cx, cy (perspective cameras without shift)
         self.engine = ""
         self.pass_reader = ""  # "core.exr", or "blender" where the plain reader refused the file
         self.timings = {}
@@ -146,7 +150,7 @@ def _setup_workbench(tmp, view_layer, solid=False):
     view_layer.use_pass_z = True
 
 
-def _compositor(tmp, view_layer, out_dir, slots, file_format="OPEN_EXR"):
+def _compositor(tmp, view_layer, out_dir, slots, file_format="OPEN_EXR", color_mode="RGB"):
     """Rebuilds the copy's compositor: Render Layers -> File Output (one file per slot)."""
     tmp.use_nodes = True
     tmp.render.use_compositing = True
@@ -165,7 +169,7 @@ def _compositor(tmp, view_layer, out_dir, slots, file_format="OPEN_EXR"):
     if file_format == "OPEN_EXR":
         fmt.color_depth = "32"
         fmt.exr_codec = "NONE"
-        fmt.color_mode = "RGB"
+        fmt.color_mode = color_mode
     else:
         fmt.color_depth = "8"
         fmt.color_mode = "RGB"
@@ -239,6 +243,28 @@ def _read_exr_pixels(path, width, height):
         bpy.data.images.remove(img)
 
 
+def _read_vector_pass(path, width, height):
+    """The Vector pass through Blender's loader (main thread), where core.exr refused the file."""
+    img = bpy.data.images.load(path, check_existing=False)
+    try:
+        img.colorspace_settings.name = "Non-Color"
+        if tuple(img.size) != (width, height) or img.channels != 4:
+            raise CaptureError("the Vector pass is %dx%d with %d channels, expected %dx%d RGBA" % (img.size[0], img.size[1], img.channels, width, height))
+        px = D.float_array(bytes(16 * width * height))
+        img.pixels.foreach_get(px)
+        return M.flow_from_vector_pass(px, width, height)
+    finally:
+        bpy.data.images.remove(img)
+
+
+def _camera_motion(cap, cam, width, height):
+    """The pose and intrinsics a service needs to reproject a static scene (docs/protocol.md#motion)."""
+    cap.pose = [float(v) for row in cam.matrix_world for v in row]
+    d = cam.data
+    if d.type == "PERSP" and d.shift_x == 0 and d.shift_y == 0:
+        cap.intrinsics = M.pinhole_intrinsics(d.lens, d.sensor_width, d.sensor_height, d.sensor_fit, width, height)
+
+
 def capture_camera(scene, camera=None, **options):
     """Renders the camera's depth (and layout / init image) and returns a :class:`Capture`.
     Blocks: the renders run on the main thread (batch script, animation frames, background
@@ -247,7 +273,9 @@ def capture_camera(scene, camera=None, **options):
     Options: ``view_layer``, ``frame``, ``with_layout`` (True), ``with_init`` (False),
     ``near_far``: 'CAMERA' (the camera's clip range), 'SCENE' (fit to what is in view) or
     'MANUAL' (``manual_near``/``manual_far``), ``background``, ``engine``: 'AUTO', 'CYCLES' or
-    'WORKBENCH', ``max_pixels``. Raises :class:`CaptureError` with a message for the user.
+    'WORKBENCH', ``max_pixels``, ``with_vector``: also the motion to the previous frame, Cycles'
+    Vector pass (motion blur off), as ``cap.flow``; every capture records ``cap.pose`` and
+    ``cap.intrinsics``. Raises :class:`CaptureError` with a message for the user.
     """
     steps = capture_steps(scene, camera, **options)
     value = None
@@ -270,7 +298,7 @@ def capture_camera(scene, camera=None, **options):
 
 def capture_steps(scene, camera=None, *, view_layer=None, frame=None, with_layout=True, with_init=False,
                    near_far="CAMERA", manual_near=0.1, manual_far=100.0, background="far", engine="AUTO",
-                   max_pixels=CAPTURE_MAX_PIXELS, in_job=False):
+                   max_pixels=CAPTURE_MAX_PIXELS, with_vector=False, in_job=False):
     """A capture as a generator: it yields ``("render", scene copy, view layer)`` where a render
     must happen (the driver sends back None, or the CaptureError it failed with) and ``("work",
     fn)`` for pure-Python work on the captured buffers (the driver sends back ``fn()``; it may
@@ -288,9 +316,12 @@ def capture_steps(scene, camera=None, *, view_layer=None, frame=None, with_layou
     # An init image must match the output; depth alone can be smaller (see CAPTURE_MAX_PIXELS).
     width, height = output_size if with_init else D.fit_pixels(*output_size, max_pixels)
     src_layer = _view_layer_of(scene, view_layer)
-    if engine == "CYCLES" and not cycles_available():
-        raise CaptureError("Cycles is not available in this Blender")
-    if engine == "AUTO":
+    if (engine == "CYCLES" or with_vector) and not cycles_available():
+        raise CaptureError("Cycles is not available in this Blender" + (" (the Vector pass needs it)" if with_vector else ""))
+    if with_vector:
+        # Workbench has no Vector pass; Cycles gives it with motion blur off (set below).
+        order = ["CYCLES"]
+    elif engine == "AUTO":
         # Workbench is the fastest Z pass but has no object index pass; Cycles has both and
         # needs no GPU. Without a layout, try Workbench first and fall back to Cycles.
         order = ["CYCLES", "WORKBENCH"] if with_layout or in_job else ["WORKBENCH", "CYCLES"]
@@ -344,14 +375,15 @@ def capture_steps(scene, camera=None, *, view_layer=None, frame=None, with_layou
             with_index = name == "CYCLES" and with_layout and bool(entries)
             if name == "CYCLES":
                 _setup_cycles(tmp, vl, with_index)
+                vl.use_pass_vector = with_vector
                 if in_job and (os.cpu_count() or 1) > 1:
                     tmp.render.threads_mode = "FIXED"
                     tmp.render.threads = (os.cpu_count() or 2) - 1
             else:
                 _setup_workbench(tmp, vl)
-            slots = [("depth", "Depth")] + ([("index", "IndexOB")] if with_index else [])
+            slots = [("depth", "Depth")] + ([("index", "IndexOB")] if with_index else []) + ([("vector", "Vector")] if with_vector else [])
             shutil.rmtree(os.path.join(out_dir, "passes"), ignore_errors=True)
-            _compositor(tmp, vl, os.path.join(out_dir, "passes"), slots)
+            _compositor(tmp, vl, os.path.join(out_dir, "passes"), slots, color_mode="RGBA" if with_vector else "RGB")
             timings["setup"] = time.perf_counter() - t0
             t1 = time.perf_counter()
             failed = yield ("render", tmp, vl)
@@ -365,10 +397,17 @@ def capture_steps(scene, camera=None, *, view_layer=None, frame=None, with_layou
         paths = [_find_output(os.path.join(out_dir, "passes"), "depth")]
         if with_index:
             paths.append(_find_output(os.path.join(out_dir, "passes"), "index"))
+        vector_path = _find_output(os.path.join(out_dir, "passes"), "vector") if with_vector else None
 
         def read_passes():
             try:
-                return [exr.read_channel(path) for path in paths]
+                read = [exr.read_channel(path) for path in paths]
+                if vector_path:
+                    # Vector's R, G: the motion to the previous frame; B, A (to the next) are not read.
+                    dx, w, h = exr.read_channel(vector_path, ("R",))
+                    dy_up, _w, _h = exr.read_channel(vector_path, ("G",))
+                    read.append((M.flow_from_channels(dx, dy_up), w, h))
+                return read
             except (exr.ExrError, OSError):
                 return None
 
@@ -382,16 +421,21 @@ def capture_steps(scene, camera=None, *, view_layer=None, frame=None, with_layou
             for path in paths:
                 px, channels = _read_exr_pixels(path, width, height)
                 passes.append((D.channel_top_down(px, width, height, channels=channels, channel=0), width, height))
-        for (_values, w, h), path in zip(passes, paths):
+            if vector_path:
+                passes.append((_read_vector_pass(vector_path, width, height), width, height))
+        for (_values, w, h), path in zip(passes, paths + ([vector_path] if vector_path else [])):
             if (w, h) != (width, height):
                 raise CaptureError("pass %s is %dx%d, expected %dx%d" % (os.path.basename(path), w, h, width, height))
         z = passes[0][0]
         index_values = passes[1][0] if with_index else None
+        flow = passes[-1][0] if with_vector else None
         timings["read"] = time.perf_counter() - t2
         cap = Capture(None, width, height, cam.name, tmp.frame_current)
         cap.output_size = output_size
         cap.engine = tmp.render.engine
         cap.pass_reader = reader
+        cap.flow = flow
+        _camera_motion(cap, cam, width, height)
         clip = (cam.data.clip_start, cam.data.clip_end)
 
         def convert():

@@ -12,7 +12,7 @@ import bpy
 from bpy.props import IntProperty, StringProperty
 
 from . import capture, capture_job, client, properties, results, viewport
-from .core import messages, runtime
+from .core import messages, motion, runtime
 
 
 def _report_error(op, scene, text):
@@ -22,15 +22,15 @@ def _report_error(op, scene, text):
     op.report({"ERROR"}, text)
 
 
-def capture_options(scene, with_init=None, frame=None, camera=None):
+def capture_options(scene, with_init=None, frame=None, camera=None, with_vector=False):
     s = scene.depthcast
     return dict(camera=camera, frame=frame, with_layout=s.use_layout,
                 with_init=s.use_init if with_init is None else with_init,
-                near_far=s.near_far, manual_near=s.near, manual_far=s.far)
+                near_far=s.near_far, manual_near=s.near, manual_far=s.far, with_vector=with_vector)
 
 
-def capture_for(scene, with_init=None, frame=None, camera=None):
-    return capture.capture_camera(scene, **capture_options(scene, with_init, frame, camera))
+def capture_for(scene, with_init=None, frame=None, camera=None, with_vector=False):
+    return capture.capture_camera(scene, **capture_options(scene, with_init, frame, camera, with_vector))
 
 
 def build_job(scene, cap, kind, mode="batch", stream="blender"):
@@ -309,6 +309,12 @@ class AnimationJob:
         self.written = []
         self.failed = []  # (frame, message)
         self.cancelled = False
+        # Several frames are a sequence: each goes with its motion to the frame before (Cycles'
+        # Vector pass) and comes back with the pair's warp score (docs/batch.md).
+        self.sequence = len(self.frames) > 1
+        self.consistency = scene.depthcast.animation_consistency
+        self.previous = None  # (jobId, frame, pose) of the frame sent before
+        self.warp = {}  # frame -> the result's consistency
 
     @property
     def scene(self):
@@ -334,8 +340,12 @@ class AnimationJob:
         while self.todo and len(self.in_flight) < self.max_in_flight:
             frame = self.todo.pop(0)
             try:
-                cap = capture_for(scene, frame=frame)
+                cap = capture_for(scene, frame=frame, with_vector=self.sequence)
                 header, payloads = build_job(scene, cap, "animation", stream="blender-anim")
+                if self.sequence:
+                    header["params"]["consistency"] = self.consistency
+                    motion.attach_motion(header, payloads, frame, cap.flow, cap.pose, cap.intrinsics, self.previous)
+                    self.previous = (header["jobId"], frame, cap.pose)
             except (capture.CaptureError, messages.MessageError, ValueError) as err:
                 self.failed.append((frame, str(err)))
                 continue
@@ -358,6 +368,8 @@ class AnimationJob:
             if outcome != "cancelled" or not self.cancelled:
                 self.failed.append((frame, "%s: %s" % (data.get("code", outcome), data.get("message", ""))))
             return
+        if self.sequence:
+            self.warp[frame] = data.get("consistency")
         scene = bpy.data.scenes.get(self.scene_name)
         path = results.frame_output_path(scene, frame)
         folder, name = os.path.split(path)
@@ -376,8 +388,12 @@ class AnimationJob:
             client.cancel(job_id=job_id)
 
     def summary(self):
-        return {"frames": self.total, "written": len(self.written), "skipped": self.skipped,
-                "failed": [{"frame": f, "error": e} for f, e in self.failed]}
+        doc = {"frames": self.total, "written": len(self.written), "skipped": self.skipped,
+               "failed": [{"frame": f, "error": e} for f, e in self.failed]}
+        if self.sequence:
+            doc["consistency"] = self.consistency
+            doc["warp"] = motion.warp_summary(self.warp)
+        return doc
 
 
 class DEPTHCAST_OT_render_animation(_NeedsSceneCamera, bpy.types.Operator):
@@ -434,6 +450,10 @@ class DEPTHCAST_OT_render_animation(_NeedsSceneCamera, bpy.types.Operator):
             rt.animation_running = False
             rt.status = "animation %s: %d written, %d skipped, %d failed" % (
                 "cancelled" if cancelled else "done", len(job.written), job.skipped, len(job.failed))
+            warp = job.summary().get("warp")
+            if warp and warp["meanError"] is not None:
+                rt.status += "; warp error mean %.4f, worst %.4f (frame %d)" % (
+                    warp["meanError"], warp["worst"]["error"], warp["worst"]["frame"])
             if job.failed:
                 rt.error = "frame %d: %s" % job.failed[0]
         if job.failed:

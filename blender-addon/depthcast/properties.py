@@ -39,6 +39,12 @@ DEPTH_RANGE_ITEMS = [
      "set near/far to the range the subject occupies (Manual)"),
 ]
 
+ANIMATION_CONSISTENCY_ITEMS = [
+    ("per-frame", "Per frame", "Every frame on its own; each frame is still scored against the one before (warp error)"),
+    ("consistent", "Consistent", "Each frame continues the one before along Cycles' Vector pass, so the animation "
+                                 "does not flicker; new surfaces are generated"),
+]
+
 LIVE_SOURCE_ITEMS = [
     ("VIEWPORT", "3D View", "Depth of the current 3D view from a GPU depth pass (needs a visible 3D viewport)"),
     ("CAMERA", "Camera", "Depth from the scene camera, re-rendered on changes (works everywhere)"),
@@ -111,6 +117,7 @@ class DepthcastSettings(bpy.types.PropertyGroup):
                                    description="Show the result as the camera's background image")
     auto_save: BoolProperty(name="Save next to .blend", default=False,
                             description="Save every result (PNG + JSON) in a 'depthcast' folder next to the .blend")
+    animation_consistency: EnumProperty(name="Animation", items=ANIMATION_CONSISTENCY_ITEMS, default="per-frame")
 
     # ---- live ----
     live_source: EnumProperty(name="Source", items=LIVE_SOURCE_ITEMS, default="VIEWPORT")

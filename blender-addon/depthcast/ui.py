@@ -267,6 +267,7 @@ class DEPTHCAST_PT_output(DepthcastSubpanel, bpy.types.Panel):
         row.operator("depthcast.copy_params", text="", icon="COPYDOWN")
         layout.separator()
         layout.label(text="Frames %d-%d to %s" % (scene.frame_start, scene.frame_end, scene.render.filepath or "//"))
+        layout.prop(s, "animation_consistency")
         row = layout.row()
         row.enabled = not rt.animation_running
         row.operator("depthcast.render_animation", icon="RENDER_ANIMATION")

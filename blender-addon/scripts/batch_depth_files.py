@@ -3,8 +3,9 @@
 
 For every camera x frame it writes OUT/view-<i>.npy (float32, H x W, row 0 = top; background
 = +inf) and finally OUT/render.json, which lists each view with its camera, frame, size, the
-camera's clip range (near/far) and the range of the geometry in view (min/max). render.json is
-written last, so a folder without it is an unfinished render: the first view that cannot be
+camera's clip range (near/far), the range of the geometry in view (min/max), the camera's pose and
+intrinsics, and with ``with_vector`` the motion to the previous frame (Cycles' Vector pass as flow
+planes, OUT/view-<i>-flow.npy, float32 2 x H x W; capture.py). render.json is written last, so a folder without it is an unfinished render: the first view that cannot be
 rendered ends the run.
 
 The depth is the add-on's capture (depthcast/capture.py) with the camera's clip range, no
@@ -33,20 +34,25 @@ def write_npy(path, values, width, height):
         f.write(values.tobytes())
 
 
-def run(views, out_dir, render):
+def run(views, out_dir, render, with_vector=False):
     """``views``: [(camera, frame)]; ``render(camera, frame, **capture_options)`` is the batch's
     one capture call. Raises CaptureError on the first view that fails."""
     written = []
     engine = ""
     for cam, frame in views:
         t0 = time.perf_counter()
-        cap = render(cam, frame, with_layout=False, near_far="CAMERA", background="inf")
+        cap = render(cam, frame, with_layout=False, near_far="CAMERA", background="inf", with_vector=with_vector)
         engine = cap.engine
         depth = cap.depth
         finite = [v for v in depth.values if v != math.inf]
         file = "view-%d.npy" % len(written)
         write_npy(os.path.join(out_dir, file), depth.values, depth.width, depth.height)
+        motion = {"pose": cap.pose, "intrinsics": cap.intrinsics}
+        if cap.flow is not None:
+            motion["flow"] = "view-%d-flow.npy" % len(written)
+            write_npy(os.path.join(out_dir, motion["flow"]), cap.flow, depth.width, 2 * depth.height)
         written.append({
+            **motion,
             "camera": cam.name, "frame": frame, "file": file, "width": depth.width, "height": depth.height,
             "near": cam.data.clip_start, "far": cam.data.clip_end,
             "min": min(finite) if finite else None, "max": max(finite) if finite else None,

@@ -5,6 +5,10 @@ service as a batch job (FIFO: never dropped), and the result lands in OUT/<camer
 OUT/batch.json summarising the run. Existing outputs are kept unless --overwrite. Without
 --prompt the scene's depthcast settings (if any) provide it.
 
+Several frames make a sequence per camera: each frame carries its motion to the one before (the
+Vector pass, so Cycles), results carry the pair's warp score and batch.json the mean, the worst
+pair and every pair per camera (core/motion.py; docs/batch.md, "Animation without flicker").
+
 Views render one after another while up to --in-flight jobs wait at the service.
 """
 import json
@@ -16,7 +20,7 @@ import time
 import bpy
 
 from depthcast import capture, results
-from depthcast.core import messages
+from depthcast.core import messages, motion
 from depthcast.core.session import Backoff, Session
 from depthcast.core.websocket import parse_ws_url
 
@@ -66,6 +70,8 @@ def add_arguments(p):
     add("--in-flight", type=int, default=2, help="jobs waiting at the service at once")
     add("--timeout", type=float, default=600.0, help="seconds to wait for one image")
     add("--overwrite", action="store_true", help="replace existing outputs")
+    add("--consistency", choices=["per-frame", "consistent"], default="per-frame",
+        help="with several frames: consistent continues each frame from the one before (docs/batch.md)")
     return actions
 
 
@@ -101,6 +107,11 @@ def run(scene, views, url, args, out_dir, render, report):
     prompt = args.prompt if args.prompt is not None else defaults.get("prompt", "")
     written, failed, skipped = [], [], []
     in_flight = {}  # jobId -> (camera, frame, header, started)
+    cameras = list(dict.fromkeys(c.name for c, _f in views))
+    frames = list(dict.fromkeys(f for _c, f in views))
+    sequence = len(frames) > 1
+    previous = {}  # camera name -> (jobId, frame, pose) of the frame sent before
+    warp = {}  # camera name -> {frame: the result's consistency}
     t_start = time.monotonic()
 
     def base_name(cam_name, frame):
@@ -108,6 +119,8 @@ def run(scene, views, url, args, out_dir, render, report):
 
     def on_final(ev):
         cam_name, frame, header, started = in_flight.pop(ev.data["jobId"])
+        if ev.kind == "result" and sequence:
+            warp.setdefault(cam_name, {})[frame] = ev.data.get("consistency")
         if ev.kind == "result":
             sidecar = messages.sidecar_json(ev.data, header, camera=cam_name, frame=frame, scene=scene.name,
                                             blend=bpy.data.filepath or None,
@@ -148,7 +161,7 @@ def run(scene, views, url, args, out_dir, render, report):
             drain(0.5)
         try:
             cap = render(cam, frame, with_layout=not args.no_layout, with_init=args.init, near_far=args.near_far,
-                         manual_near=args.near, manual_far=args.far)
+                         manual_near=args.near, manual_far=args.far, with_vector=sequence)
             # The render size is the output size: the service generates at the model's own size and
             # upscales (docs/protocol.md#sizes), so a default 1920x1080 scene needs nothing special.
             params = messages.build_params(
@@ -157,9 +170,15 @@ def run(scene, views, url, args, out_dir, render, report):
                 steps=args.steps, guidance=args.guidance, strength=args.strength if args.init else None,
                 seed=args.seed, scheduler=args.scheduler, controlnet_scale=args.controlnet_scale,
                 depth_range=args.depth_range, preview_every=0)
+            if sequence:
+                params["consistency"] = args.consistency
+            # One stream per camera, so the service remembers each camera's previous frame.
             header, payloads = messages.build_frame(messages.new_job_id("batch"), cap.depth, params,
-                                                    stream="blender-batch", mode="batch", init_png=cap.init_png,
-                                                    layout=cap.layout)
+                                                    stream="blender-batch-%d" % cameras.index(cam.name) if sequence else "blender-batch",
+                                                    mode="batch", init_png=cap.init_png, layout=cap.layout)
+            if sequence:
+                motion.attach_motion(header, payloads, frame, cap.flow, cap.pose, cap.intrinsics, previous.get(cam.name))
+                previous[cam.name] = (header["jobId"], frame, cap.pose)
         except (capture.CaptureError, messages.MessageError, ValueError) as err:
             failed.append({"camera": cam.name, "frame": frame, "error": str(err)})
             report("%s frame %d FAILED: %s" % (cam.name, frame, err))
@@ -170,9 +189,14 @@ def run(scene, views, url, args, out_dir, render, report):
         _expire(in_flight, failed, args.timeout)
         drain(0.5)
     session.stop()
+    summaries = {cam: motion.warp_summary(reports) for cam, reports in warp.items()}
+    for cam, s in sorted(summaries.items()):
+        if s["meanError"] is not None:
+            print("depthcast batch: %s: warp error mean %.4f, worst %.4f (frame %d), %d pairs, %d fallbacks" % (
+                cam, s["meanError"], s["worst"]["error"], s["worst"]["frame"], len(s["pairs"]), len(s["fallbacks"])), flush=True)
+    extra = {"warp": summaries, "consistency": args.consistency} if sequence else {}
     _write_summary(out_dir, url, written, failed, skipped=skipped, seconds=round(time.monotonic() - t_start, 3),
-                   cameras=list(dict.fromkeys(c.name for c, _f in views)),
-                   frames=list(dict.fromkeys(f for _c, f in views)))
+                   cameras=cameras, frames=frames, **extra)
     print("depthcast batch: %d written, %d skipped, %d failed" % (len(written), len(skipped), len(failed)), flush=True)
     return 1 if failed else 0
 

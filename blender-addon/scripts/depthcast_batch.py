@@ -3,13 +3,18 @@ capture (depthcast/capture.py), to one of two outputs:
 
     # images from a depthcast service (batch_service.py)
     blender -b scene.blend --python blender-addon/scripts/depthcast_batch.py -- \
-        --server ws://127.0.0.1:7860/v1/ws [--token T] [--prompt TEXT] ... --out DIR
+        --server ws://127.0.0.1:7860/v1/ws [--token T] [--prompt TEXT] [--consistency consistent] ... --out DIR
     # depth views as .npy + render.json for `depthcast batch` (batch_depth_files.py)
-    blender -b scene.blend --python blender-addon/scripts/depthcast_batch.py -- --depth-files --out DIR
+    blender -b scene.blend --python blender-addon/scripts/depthcast_batch.py -- --depth-files [--vector] --out DIR
 
 Views, for both: [--scene NAME] [--cameras all|NAME,...] or [--camera NAME ...] (exact names, as
 many as wanted), [--frames 5|1-10|1-20:5|1,3,7-9|all] (default: the current frame),
 [--resolution W H] [--engine auto|cycles|workbench]. The .blend is never saved.
+
+Motion (docs/batch.md, "Animation without flicker"): with --server and several frames, each
+camera's frames are a sequence: every frame goes with Cycles' Vector pass as its motion to the
+frame before, results carry the pair's warp score, and batch.json has per camera every pair, the
+mean and the worst. With --depth-files, --vector writes that motion next to each view.
 
 Exits 0 when every view was done, 1 when any failed (or the service is unreachable), 2 on bad
 arguments. Errors are lines on stderr starting "depthcast batch: ".
@@ -107,12 +112,16 @@ def parse_args(argv):
     p.add_argument("--resolution", nargs=2, type=int, metavar=("W", "H"), help="render size (default: the scene's)")
     p.add_argument("--engine", choices=sorted(ENGINES), default="auto")
     p.add_argument("--verbose-render", action="store_true", help="keep Blender's per-tile render progress lines")
+    vector = p.add_argument_group("--depth-files only").add_argument(
+        "--vector", action="store_true", help="also write each view's motion to the frame before (Cycles' Vector pass)")
     service_only = batch_service.add_arguments(p.add_argument_group("--server only"))
     args = p.parse_args(argv)
     if args.depth_files:
         for action in service_only:
             if getattr(args, action.dest) != action.default:
                 p.error("%s needs --server (--depth-files writes depth only)" % action.option_strings[0])
+    elif args.vector:
+        p.error("%s needs --depth-files (with --server, several frames send their motion anyway)" % vector.option_strings[0])
     return args
 
 
@@ -146,7 +155,7 @@ def main(argv):
 
     if args.depth_files:
         try:
-            return batch_depth_files.run(views, out_dir, render)
+            return batch_depth_files.run(views, out_dir, render, with_vector=args.vector)
         except capture.CaptureError as err:
             report(err)
             return 1

@@ -401,6 +401,14 @@ def step_animation(client, scene, out, args):
     files = sorted(os.listdir(os.path.join(out, "anim"))) if os.path.isdir(os.path.join(out, "anim")) else []
     check("animation wrote both frames", files == ["frame_0001.json", "frame_0001.png", "frame_0002.json",
                                                    "frame_0002.png"], (files, job.summary()))
+    # Frame 2 went with the Vector pass as its motion to frame 1: its result carries the pair's score.
+    warp = job.summary().get("warp") or {}
+    pairs = warp.get("pairs") or []
+    check("animation scores the frame pair (Vector pass sent)", [p["frame"] for p in pairs] == [2]
+          and 0 < pairs[0]["validFraction"] <= 1 and warp.get("meanError") == pairs[0]["error"], warp)
+    side = json.load(open(os.path.join(out, "anim", "frame_0002.json")))
+    check("frame sidecar has the pair's score", (side.get("consistency") or {}).get("score") == {
+        k: pairs[0][k] for k in ("error", "validFraction", "disoccludedDifference")} if pairs else False, side.get("consistency"))
     again = AnimationJob(scene)
     check("animation resumes (existing frames skipped)", again.done and again.skipped == 2, again.summary())
 

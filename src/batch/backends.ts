@@ -23,6 +23,8 @@ export interface BackendJob {
   depth: Uint8Array;
   init?: Uint8Array;
   layout?: Uint8Array;
+  /** Flow bytes of header.motion kind "flow". */
+  motion?: Uint8Array;
 }
 
 /** What either backend returns: the engine's result without its job id, its image always a PNG (what a batch writes). */
@@ -77,11 +79,12 @@ export class InProcessBackend implements Backend {
     signal?.addEventListener('abort', forward, { once: true });
     let r;
     try {
-      r = await this.engine.run({ jobId: job.jobId, model: { name: entry.name, dir: entry.dir }, header: job.header, depth: job.depth, init: job.init, layout: job.layout }, { signal: local.signal });
+      // Sequences are keyed by their stream name, as the service keys them by connection and stream.
+      r = await this.engine.run({ jobId: job.jobId, model: { name: entry.name, dir: entry.dir }, header: job.header, depth: job.depth, init: job.init, layout: job.layout, motion: job.motion, stream: `batch\u0000${job.header.stream}` }, { signal: local.signal });
     } finally {
       signal?.removeEventListener('abort', forward);
     }
-    return { png: resultPng(r), width: r.width, height: r.height, generated: r.generated, seed: r.seed, params: r.params, model: r.model, timings: r.timings };
+    return { png: resultPng(r), width: r.width, height: r.height, generated: r.generated, seed: r.seed, params: r.params, model: r.model, timings: r.timings, ...(r.consistency ? { consistency: r.consistency } : {}) };
   }
 
   describe(): Record<string, unknown> {
@@ -249,7 +252,7 @@ export class ServiceBackend implements Backend {
       job.reject(new DepthcastError('INTERNAL', `the service answered job ${h.jobId} with ${h.format}, not the PNG a batch writes`));
       return;
     }
-    job.resolve({ png: decoded.payload.slice(), width: h.width, height: h.height, generated: h.generated, seed: h.seed, params: h.params, model: h.model, timings: h.timings });
+    job.resolve({ png: decoded.payload.slice(), width: h.width, height: h.height, generated: h.generated, seed: h.seed, params: h.params, model: h.model, timings: h.timings, ...(h.consistency ? { consistency: h.consistency } : {}) });
   }
 
   async resolveModel(name: string | undefined): Promise<string> {
@@ -269,7 +272,7 @@ export class ServiceBackend implements Backend {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) throw new DepthcastError('OFFLINE', `the connection to ${this.displayUrl} is not open`);
     if (signal?.aborted) throw new DepthcastError('CANCELLED', `job ${job.jobId} was cancelled`);
-    const parts = [job.depth, ...(job.init ? [job.init] : []), ...(job.layout ? [job.layout] : [])];
+    const parts = [job.depth, ...(job.init ? [job.init] : []), ...(job.layout ? [job.layout] : []), ...(job.motion ? [job.motion] : [])];
     const frame = encodeBinaryMessage(job.header, ...parts);
     if (frame.byteLength > hello.limits.maxMessageBytes) {
       throw new DepthcastError('LIMIT_EXCEEDED', `the frame is ${frame.byteLength} bytes; the service accepts at most ${hello.limits.maxMessageBytes}`);

@@ -28,6 +28,8 @@ export interface BlendRenderRequest {
   frames: number[];
   resolution?: [number, number];
   engine: 'auto' | 'cycles' | 'workbench';
+  /** Also render the motion to the previous frame (Cycles' Vector pass), for sequences (docs/batch.md). */
+  vector?: boolean;
 }
 
 export interface RenderedView {
@@ -44,6 +46,12 @@ export interface RenderedView {
   min: number | null;
   max: number | null;
   background: number;
+  /** The camera's matrix_world at this frame, row-major (src/motion/reproject.ts). */
+  pose?: number[];
+  /** Pinhole intrinsics in pixels of this view (perspective cameras without shift), else null. */
+  intrinsics?: { fx: number; fy: number; cx: number; cy: number } | null;
+  /** With `vector`: absolute path of the flow to frame − 1, float32 .npy of 2·H rows × W (x plane, then y). */
+  flow?: string;
 }
 
 export interface BlendRender {
@@ -64,7 +72,7 @@ interface RenderJson {
 }
 
 function requestKey(r: BlendRenderRequest): string {
-  return JSON.stringify({ blendSha256: r.blendSha256, cameras: r.cameras, frames: r.frames, resolution: r.resolution ?? null, engine: r.engine });
+  return JSON.stringify({ blendSha256: r.blendSha256, cameras: r.cameras, frames: r.frames, resolution: r.resolution ?? null, engine: r.engine, ...(r.vector ? { vector: true } : {}) });
 }
 
 async function readCached(dir: string, key: string, count: number): Promise<RenderJson | undefined> {
@@ -115,6 +123,7 @@ export async function renderBlendDepth(request: BlendRenderRequest, dir: string,
     // One argument with '=': a negative first frame must not read as an option.
     if (request.frames.length > 0) args.push(`--frames=${request.frames.join(',')}`);
     if (request.resolution) args.push('--resolution', String(request.resolution[0]), String(request.resolution[1]));
+    if (request.vector) args.push('--vector');
     const { code, stderr, stdout } = await runBlender(args, signal);
     const reason = /^depthcast batch: (.*)$/m.exec(stderr)?.[1]
       ?? /^Error: (?!Not freed memory).*$/m.exec(`${stderr}\n${stdout}`)?.[0];
@@ -130,6 +139,6 @@ export async function renderBlendDepth(request: BlendRenderRequest, dir: string,
   }
   return {
     dir, blender: info.blender, engine: info.engine, rendered, seconds: (performance.now() - t0) / 1000,
-    views: info.views.map((v) => ({ ...v, file: join(dir, v.file) })),
+    views: info.views.map((v) => ({ ...v, file: join(dir, v.file), ...(v.flow ? { flow: join(dir, v.flow) } : {}) })),
   };
 }

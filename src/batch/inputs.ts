@@ -16,7 +16,7 @@ import { depthRangeOf, readDepthFile } from '../depth/read.ts';
 import { DepthcastError } from '../errors.ts';
 import { FrameHeader, PROTOCOL_VERSION, describeZodError } from '../protocol/schemas.ts';
 import { readNpy } from '../util/npy.ts';
-import { type BlendRender, renderBlendDepth } from './blender.ts';
+import { type BlendRender, type RenderedView, renderBlendDepth } from './blender.ts';
 import type { BatchOutput, BlendView } from './manifest.ts';
 
 /** Bump when the meaning of a request key changes, so old outputs are redone rather than trusted. */
@@ -32,6 +32,8 @@ export interface OutputRequest {
   depth: Record<string, unknown>;
   init: { sha256: string } | null;
   layout: { sha256: string; objects: unknown[] } | null;
+  /** A consistent sequence's frame: the request hash of the frame before, which it continues. */
+  previous?: string;
 }
 
 export interface DepthInfo {
@@ -54,6 +56,8 @@ export interface PreparedJob {
   init?: Uint8Array;
   layout?: Uint8Array;
   depthInfo: DepthInfo;
+  /** Flow bytes of header.motion kind "flow" (a sequence's frame). */
+  motion?: Uint8Array;
   /** Milliseconds spent reading/rendering inputs for this job (0 when they were cached). */
   prepareMs: number;
 }
@@ -80,6 +84,14 @@ function errnoText(err: unknown): string {
 /** A depth file read for a job: what DepthInfo reports, before statistics, plus its bytes. */
 interface LoadedDepth extends Omit<DepthInfo, 'stats'> {
   bytes: Uint8Array;
+  /** The Blender view it came from (.blend scenes). */
+  view?: RenderedView;
+}
+
+/** A sequence frame's place: its stream, and the frame before (its output and the job id it last ran as, if it ran in this batch). */
+export interface SequencePlace {
+  stream: string;
+  previous?: { output: BatchOutput; jobId?: string };
 }
 
 /** Small bounded memo: the newest `limit` entries stay. */
@@ -194,11 +206,13 @@ export class BatchInputs {
     return this.renders.get(key, async () => {
       // One Blender run renders every camera × frame of the scene.
       const views = all.filter((x): x is BatchOutput & { depth: BlendView } => x.scene === o.scene && x.depth.source === 'blend');
+      // Sequences need the motion to the frame before: the Vector pass (Cycles).
+      const vector = views.some((v) => v.params.consistency !== undefined);
       const cameras = [...new Set(views.map((v) => v.depth.camera).filter((c): c is string => c !== undefined))];
       const frames = [...new Set(views.map((v) => v.depth.frame).filter((f): f is number => f !== undefined))];
       const blendSha256 = await this.hashFile(d.blend, 'BAD_DEPTH', 'Blender file');
       const render = await renderBlendDepth(
-        { blend: d.blend, blendSha256, cameras, frames, resolution: d.resolution, engine: d.engine },
+        { blend: d.blend, blendSha256, cameras, frames, resolution: d.resolution, engine: d.engine, vector },
         join(this.outDir, '.depth', o.scene), this.signal,
       );
       if (render.rendered) this.log(`rendered depth of ${o.scene} (${render.views.length} view${render.views.length === 1 ? '' : 's'}, ${render.engine}, Blender ${render.blender}) in ${render.seconds.toFixed(1)} s`);
@@ -234,15 +248,16 @@ export class BatchInputs {
       }
       return {
         bytes: new Uint8Array(depth.data.buffer, depth.data.byteOffset, depth.data.byteLength),
-        width: depth.width, height: depth.height, dtype: 'f32', kind: 'zdepth', near, far, file: view.file, camera: view.camera, frame: view.frame,
+        width: depth.width, height: depth.height, dtype: 'f32', kind: 'zdepth', near, far, file: view.file, camera: view.camera, frame: view.frame, view,
       };
     });
   }
 
   /** Reads (or renders) the inputs of one output and builds the frame the engine or service runs. */
-  async prepare(o: BatchOutput, all: readonly BatchOutput[], model: string, jobId: string): Promise<PreparedJob> {
+  async prepare(o: BatchOutput, all: readonly BatchOutput[], model: string, jobId: string, sequence?: SequencePlace): Promise<PreparedJob> {
     const t0 = performance.now();
     const depth = await this.loadDepth(o, all);
+    const motion = sequence?.previous ? await this.motionTo(depth, await this.loadDepth(sequence.previous.output, all), sequence.previous.jobId) : undefined;
     const init = o.init ? await this.files.get(o.init, async () => {
       try {
         return new Uint8Array(await readFile(o.init!));
@@ -259,8 +274,9 @@ export class BatchInputs {
       type: 'frame',
       protocol: PROTOCOL_VERSION,
       jobId,
-      stream: 'batch',
+      stream: sequence?.stream ?? 'batch',
       mode: 'batch',
+      motion: motion?.header,
       depth: { width: depth.width, height: depth.height, dtype: depth.dtype, kind: depth.kind, near: depth.near, far: depth.far, byteLength: depth.bytes.byteLength },
       init: init ? { format: detectImageFormat(init, o.init!), byteLength: init.byteLength } : undefined,
       layout: layout ? { width: layout.width, height: layout.height, byteLength: layout.ids.byteLength, objects: o.layout!.objects } : undefined,
@@ -268,7 +284,7 @@ export class BatchInputs {
         model, prompt: o.prompt, negativePrompt: o.negativePrompt, seed: o.seed,
         steps: p.steps, guidance: p.guidance, strength: init ? p.strength : undefined, scheduler: p.scheduler,
         controlnetScale: p.controlnetScale, width: p.width, height: p.height, sizing: p.sizing, depthRange: p.depthRange ?? 'auto',
-        regions: p.regions, previewEvery: 0,
+        regions: p.regions, previewEvery: 0, consistency: p.consistency,
       },
     });
     if (!parsed.success) throw new DepthcastError('BAD_REQUEST', `${o.id}: ${describeZodError(parsed.error)}`);
@@ -280,11 +296,37 @@ export class BatchInputs {
       depth: depth.bytes,
       init,
       layout: layout ? new Uint8Array(layout.ids.buffer, layout.ids.byteOffset, layout.ids.byteLength) : undefined,
+      motion: motion?.bytes,
       depthInfo: {
         file: depth.file, width: depth.width, height: depth.height, dtype: depth.dtype, kind: depth.kind, near: depth.near, far: depth.far,
         camera: depth.camera, frame: depth.frame, stats: { ...stats },
       },
       prepareMs: performance.now() - t0,
     };
+  }
+
+  /**
+   * Motion from a sequence frame to the one before: the Vector pass when that is frame − 1 (what
+   * the pass describes), else the two camera poses (exact for static scenes). None when neither
+   * is known; the service then runs the frame per frame and says so.
+   */
+  private async motionTo(current: LoadedDepth, previous: LoadedDepth, previousJobId: string | undefined): Promise<{ header: Record<string, unknown>; bytes?: Uint8Array } | undefined> {
+    const view = current.view;
+    const before = previous.view;
+    if (!view || !before) return undefined;
+    const link = previousJobId ? { previousJobId } : {};
+    if (view.flow && before.frame === view.frame - 1) {
+      const file = view.flow;
+      const flow = await this.files.get(file, async () => {
+        const { data, shape } = readNpy(new Uint8Array(await readFile(file)), file, 'BAD_FRAME');
+        if (data.length !== 2 * view.width * view.height) throw new DepthcastError('BAD_FRAME', `${file}: shape (${shape.join(', ')}), expected 2·${view.height} rows × ${view.width}`);
+        return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+      });
+      return { header: { kind: 'flow', dtype: 'f32', width: view.width, height: view.height, byteLength: flow.byteLength, ...link }, bytes: flow };
+    }
+    if (view.intrinsics && view.pose && before.pose) {
+      return { header: { kind: 'pose', intrinsics: view.intrinsics, pose: view.pose, previousPose: before.pose, ...link } };
+    }
+    return undefined;
   }
 }

@@ -52,6 +52,12 @@ export const ManifestParams = z.object({
   sizing: PARAM.sizing.optional(),
   depthRange: PARAM.depthRange.optional(),
   regions: RegionOptions.optional(),
+  /**
+   * `.blend` scenes with frames: run each camera's frames as a sequence (docs/batch.md,
+   * "Animation without flicker"): 'consistent' continues each frame from the one before; both
+   * values score every frame pair into the batch report.
+   */
+  consistency: z.enum(['per-frame', 'consistent']).optional(),
 }).strict();
 export type ManifestParams = z.infer<typeof ManifestParams>;
 

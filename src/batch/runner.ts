@@ -14,7 +14,10 @@ import { dirname, join } from 'node:path';
 import { DepthcastError, type ErrorCode, toDepthcastError } from '../errors.ts';
 import { VERSION } from '../version.ts';
 import type { Backend } from './backends.ts';
-import { type BatchInputs, type OutputRequest, sha256 } from './inputs.ts';
+import { type BatchInputs, canonicalJson, type OutputRequest, sha256 } from './inputs.ts';
+import { type BatchSequence, reportSequence, sequencesOf, type SequenceReport } from './sequences.ts';
+import type { ConsistencyReport } from '../protocol/schemas.ts';
+import { SEQUENCES_PER_OWNER } from '../motion/stream-memory.ts';
 import type { BatchOutput } from './manifest.ts';
 import type { BatchReporter } from './progress.ts';
 import { pidAlive } from '../util/process.ts';
@@ -56,6 +59,8 @@ export interface BatchSummary {
   checkMs: number;
   /** Wall time per finished output (input preparation + inference + writing). */
   outputMs: number[];
+  /** Frame sequences (params.consistency): each frame pair's warp score, the mean, the worst pair, the plot. */
+  sequences?: SequenceReport[];
 }
 
 export interface RunBatchOptions {
@@ -88,6 +93,8 @@ export interface Sidecar {
   depth: Record<string, unknown>;
   timings: Record<string, number>;
   backend: Record<string, unknown>;
+  /** A sequence's frame: the mode that ran, a fallback's reason, and its pair's warp score. */
+  consistency?: ConsistencyReport;
   attempts: number;
   finishedAt: string;
 }
@@ -208,15 +215,37 @@ export async function runBatch(options: RunBatchOptions): Promise<BatchSummary> 
       if (!p) { p = backend.resolveModel(name); models.set(key, p); }
       return p;
     };
-    const checked = await mapLimit(outputs, 8, async (o) => {
+    const requested = await mapLimit(outputs, 8, async (o) => {
       try {
         const model = await modelFor(o.params.model);
-        const { request, hash } = await inputs.requestFor(o, model);
-        return { o, model, request, hash, done: await isDone(outDir, o.id, hash) };
+        return { o, model, ...(await inputs.requestFor(o, model)) };
       } catch (err) {
         return { o, error: toDepthcastError(err) };
       }
     });
+    // A consistent frame continues the one before: its request includes that one's hash, so
+    // redoing a frame redoes the rest of its sequence.
+    const { sequences, member } = sequencesOf(outputs);
+    const byId = new Map(requested.map((r) => [r.o.id, r]));
+    for (const s of sequences) {
+      if (s.consistency !== 'consistent') continue;
+      for (let i = 1; i < s.outputs.length; i++) {
+        const r = byId.get(s.outputs[i]!.id);
+        const before = byId.get(s.outputs[i - 1]!.id);
+        if (!r || 'error' in r || !before || 'error' in before) continue;
+        r.request.previous = before.hash;
+        r.hash = sha256(canonicalJson(r.request));
+      }
+    }
+    const checked = await mapLimit(requested, 8, async (r) => (r.error ? r : { ...r, done: await isDone(outDir, r.o.id, r.hash!) }));
+    // A consistent sequence with a frame to do is redone whole: each frame continues the image
+    // of the one before, which must come from this run's worker.
+    const checkedById = new Map(checked.map((c) => [c.o.id, c]));
+    for (const s of sequences) {
+      if (s.consistency !== 'consistent') continue;
+      const members = s.outputs.map((o) => checkedById.get(o.id)!);
+      if (members.some((c) => !('done' in c) || !c.done)) for (const c of members) if ('done' in c) c.done = false;
+    }
     const checkMs = performance.now() - t0;
     const todo: { o: BatchOutput; model: string; request: OutputRequest; hash: string }[] = [];
     const early: { o: BatchOutput; error: DepthcastError }[] = [];
@@ -231,16 +260,36 @@ export async function runBatch(options: RunBatchOptions): Promise<BatchSummary> 
       reporter.failed(o.id, error, 1);
     }
 
-    // 2. Run the rest.
-    await mapLimit(todo, concurrency, async ({ o, model, request, hash }) => {
+    // 2. Run the rest: a sequence's frames one after another (each continues the one before),
+    // everything else `concurrency` at a time.
+    const reported = new Map<string, ConsistencyReport | undefined>();
+    const failedIds = new Set<string>();
+    /** The job id each sequence frame last ran as in this batch. */
+    const ranAs = new Map<string, string>();
+    type Todo = (typeof todo)[number];
+    const units: Todo[][] = [];
+    const unitOf = new Map<BatchSequence, Todo[]>();
+    for (const t of todo) {
+      const seq = member.get(t.o.id)?.sequence;
+      if (!seq) { units.push([t]); continue; }
+      let unit = unitOf.get(seq);
+      if (!unit) { unit = []; unitOf.set(seq, unit); units.push(unit); }
+      unit.push(t);
+    }
+    for (const unit of unitOf.values()) unit.sort((a, b) => member.get(a.o.id)!.index - member.get(b.o.id)!.index);
+    const runOne = async ({ o, model, request, hash }: Todo) => {
       if (signal?.aborted) { notRun++; return; }
       const started = performance.now();
+      const place = member.get(o.id);
       for (let attempt = 1; ; attempt++) {
         try {
           const jobId = `batch-${process.pid}-${++jobCounter}`;
-          const job = await inputs.prepare(o, outputs, model, jobId);
+          const before = place && place.index > 0 ? place.sequence.outputs[place.index - 1]! : undefined;
+          const sequence = place ? { stream: place.sequence.stream, previous: before ? { output: before, jobId: ranAs.get(before.id) } : undefined } : undefined;
+          if (place) ranAs.set(o.id, jobId);
+          const job = await inputs.prepare(o, outputs, model, jobId, sequence);
           const t1 = performance.now();
-          const result = await backend.run({ jobId, header: job.header, depth: job.depth, init: job.init, layout: job.layout }, signal);
+          const result = await backend.run({ jobId, header: job.header, depth: job.depth, init: job.init, layout: job.layout, motion: job.motion }, signal);
           const inferMs = performance.now() - t1;
           const png = pngPath(outDir, o.id);
           const side = sidecarPath(outDir, o.id);
@@ -263,6 +312,7 @@ export async function runBatch(options: RunBatchOptions): Promise<BatchSummary> 
             depth: { ...job.depthInfo },
             timings: { ...result.timings, prepare: job.prepareMs, run: inferMs, wall: 0 },
             backend: backend.describe(),
+            ...(result.consistency ? { consistency: result.consistency } : {}),
             attempts: attempt,
             finishedAt: '',
           };
@@ -273,6 +323,7 @@ export async function runBatch(options: RunBatchOptions): Promise<BatchSummary> 
           sidecar.finishedAt = new Date().toISOString();
           await writeAtomic(side, `${JSON.stringify(sidecar, null, 2)}\n`, partials);
           done++;
+          reported.set(o.id, result.consistency);
           outputMs.push(sidecar.timings.wall);
           reporter.done(o.id, sidecar.timings.wall);
           return;
@@ -285,15 +336,44 @@ export async function runBatch(options: RunBatchOptions): Promise<BatchSummary> 
             continue;
           }
           failures.push({ id: o.id, scene: o.scene, code: e.code, message: e.message, attempts: attempt });
+          failedIds.add(o.id);
           reporter.failed(o.id, e, attempt);
           return;
         }
       }
+    };
+    // The engine remembers SEQUENCES_PER_OWNER sequences per owner (a batch is one): no more run at once.
+    let sequencesRunning = 0;
+    const sequenceSlot: (() => void)[] = [];
+    await mapLimit(units, concurrency, async (unit) => {
+      const isSequence = member.has(unit[0]!.o.id);
+      if (isSequence) {
+        while (sequencesRunning >= SEQUENCES_PER_OWNER) await new Promise<void>((r) => sequenceSlot.push(r));
+        sequencesRunning++;
+      }
+      try {
+        for (const t of unit) await runOne(t);
+      } finally {
+        if (isSequence) {
+          sequencesRunning--;
+          sequenceSlot.shift()?.();
+        }
+      }
     });
     reporter.stop();
+    // 3. Each sequence's score: outputs done earlier contribute what their sidecars recorded.
+    const sequenceReports: SequenceReport[] = [];
+    for (const s of sequences) {
+      for (const o of s.outputs) {
+        if (reported.has(o.id) || failedIds.has(o.id)) continue;
+        const side = await readFile(sidecarPath(outDir, o.id), 'utf8').then((t) => JSON.parse(t) as Sidecar, () => undefined);
+        reported.set(o.id, side?.consistency);
+      }
+      sequenceReports.push(await reportSequence(s, outDir, reported, new Set([...failedIds, ...early.map((e) => e.o.id)])));
+    }
     const summary: BatchSummary = {
       outDir, total: outputs.length, done, skipped, failed: failures.length, notRun, interrupted: !!signal?.aborted,
-      failures, elapsedMs: performance.now() - t0, checkMs, outputMs,
+      failures, elapsedMs: performance.now() - t0, checkMs, outputMs, sequences: sequenceReports,
     };
     const { outputMs: _per, ...report } = summary;
     await writeAtomic(join(outDir, REPORT_FILE), `${JSON.stringify({ depthcast: VERSION, finishedAt: new Date().toISOString(), backend: backend.describe(), ...report }, null, 2)}\n`, partials);
@@ -331,6 +411,13 @@ export function formatSummary(s: BatchSummary): string {
       }
     }
     if (shown >= 20 && s.failures.length > shown) lines.push(`  ... see ${REPORT_FILE} for the rest`);
+  }
+  for (const q of s.sequences ?? []) {
+    const score = q.meanError === null
+      ? 'no frame pair scored'
+      : `warp error mean ${q.meanError.toFixed(4)}, worst ${q.worst!.error.toFixed(4)} (frame ${q.worst!.frame}), valid ${q.meanValidFraction!.toFixed(2)}; plot ${join(s.outDir, q.plot!)}`;
+    lines.push(`sequence ${q.id} (${q.consistency}, ${q.frames.length} frames): ${score}`);
+    for (const f of q.fallbacks) lines.push(`  frame ${f.frame} ran per frame: ${f.reason}`);
   }
   return lines.join('\n');
 }

@@ -36,6 +36,13 @@ export interface EngineJobInput {
   depth: Uint8Array;
   init?: Uint8Array;
   layout?: Uint8Array;
+  /** Flow bytes of motion kind "flow". */
+  motion?: Uint8Array;
+  /**
+   * Who the frame's sequence belongs to (the service: connection and stream): the worker
+   * remembers each one's last frame for the consistent mode (src/motion/stream-memory.ts).
+   */
+  stream?: string;
   /** Foreground totals of the depth from the service's intake scan; the worker then skips its own pass. */
   depthForeground?: ForegroundStats;
   /**
@@ -189,7 +196,7 @@ export class Engine {
     this.running = job;
     this.worker ??= this.spawn();
     const { input } = job;
-    const msg: ToWorker = { type: 'run', seq: job.seq, jobId: input.jobId, model: input.model, header: input.header, depth: input.depth, init: input.init, layout: input.layout, depthForeground: input.depthForeground };
+    const msg: ToWorker = { type: 'run', seq: job.seq, jobId: input.jobId, model: input.model, header: input.header, depth: input.depth, init: input.init, layout: input.layout, motion: input.motion, stream: input.stream, depthForeground: input.depthForeground };
     const { depth } = input;
     const movable = input.transferDepth && depth.byteOffset === 0 && depth.byteLength === depth.buffer.byteLength && depth.buffer instanceof ArrayBuffer;
     this.worker.postMessage(msg, movable ? [depth.buffer as ArrayBuffer] : []);
@@ -222,6 +229,7 @@ export class Engine {
       job.resolve({
         jobId: job.input.jobId, image: msg.image, format: msg.format, width: msg.width, height: msg.height, generated: msg.generated, seed: msg.seed,
         params: msg.params, model: msg.model, timings: msg.timings, depthStats: msg.depthStats, gcMajor: msg.gcMajor,
+        ...(msg.consistency ? { consistency: msg.consistency } : {}),
       });
     } else {
       job.reject(new DepthcastError(isErrorCode(msg.code) ? msg.code : 'INFERENCE_FAILED', withoutSourcePaths(msg.message)));

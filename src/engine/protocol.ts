@@ -1,6 +1,6 @@
 /** Messages between the engine (main thread) and its inference worker thread. */
 import type { ForegroundStats } from '../depth/scan.ts';
-import type { FrameHeader, PreviewFormat, ResultFormat } from '../protocol/schemas.ts';
+import type { ConsistencyReport, FrameHeader, PreviewFormat, ResultFormat } from '../protocol/schemas.ts';
 import type { Device } from '../runtime/ort.ts';
 
 /**
@@ -27,7 +27,7 @@ export interface WorkerInit {
 }
 
 export type ToWorker =
-  | { type: 'run'; seq: number; jobId: string; model: { name: string; dir: string }; header: FrameHeader; depth: Uint8Array; init?: Uint8Array; layout?: Uint8Array; depthForeground?: ForegroundStats }
+  | { type: 'run'; seq: number; jobId: string; model: { name: string; dir: string }; header: FrameHeader; depth: Uint8Array; init?: Uint8Array; layout?: Uint8Array; motion?: Uint8Array; stream?: string; depthForeground?: ForegroundStats }
   | { type: 'unload' }
   /** Diagnostics: answer with process.memoryUsage(); `collect` runs a full GC first where the process has --expose-gc. */
   | { type: 'memory'; collect: boolean };
@@ -35,7 +35,7 @@ export type ToWorker =
 export type FromWorker =
   | { type: 'loaded'; name: string; device: string; family: string; dtype: string; hash: string; fallbacks: string[] }
   | { type: 'progress'; seq: number; step: number; total: number; timestep: number; preview?: Uint8Array; format?: PreviewFormat; width?: number; height?: number }
-  | { type: 'result'; seq: number; image: Uint8Array; format: ResultFormat; width: number; height: number; generated: { width: number; height: number }; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number>; depthStats: Record<string, number>; gcMajor: number }
+  | { type: 'result'; seq: number; image: Uint8Array; format: ResultFormat; width: number; height: number; generated: { width: number; height: number }; seed: number; params: Record<string, unknown>; model: { name: string; hash: string }; timings: Record<string, number>; depthStats: Record<string, number>; gcMajor: number; consistency?: ConsistencyReport }
   | { type: 'error'; seq: number; code: string; message: string }
   | { type: 'memory'; usage: MemorySample };
 

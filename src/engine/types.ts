@@ -2,7 +2,7 @@
  * The engine is the main-thread handle on the inference worker thread: the only place
  * sessions run, so the event loop of the server stays free. Server, CLI, batch and bench use it.
  */
-import type { PreviewFormat, ResultFormat } from '../protocol/schemas.ts';
+import type { ConsistencyReport, PreviewFormat, ResultFormat } from '../protocol/schemas.ts';
 
 export interface EngineProgress {
   jobId: string;
@@ -30,4 +30,6 @@ export interface EngineResult {
   params: Record<string, unknown>;
   model: { name: string; hash: string };
   timings: Record<string, number>;
+  /** Frames of a sequence (motion or params.consistency): the mode that ran and the pair's score. */
+  consistency?: ConsistencyReport;
 }

@@ -13,6 +13,7 @@ import { createScheduler } from '../schedulers/index.ts';
 import { encodePng } from '../image/png.ts';
 import { Scratch } from '../util/scratch.ts';
 import { prepareJob } from './prepare.ts';
+import { type SequenceStep, StreamMemory } from '../motion/stream-memory.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './protocol.ts';
 
 const init = workerData as WorkerInit;
@@ -21,6 +22,8 @@ const port = parentPort!;
 let current: LoadedModel | undefined;
 /** Full-resolution buffers reused from job to job; jobs run one at a time. */
 const scratch = new Scratch();
+/** Each stream's last frame, for the consistent mode. */
+const sequences = new StreamMemory();
 
 function post(message: FromWorker, transfer: ArrayBuffer[] = []): void {
   port.postMessage(message, transfer);
@@ -73,6 +76,10 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
     const model = await modelFor(msg.model.name, msg.model.dir);
     const prepareStart = performance.now();
     const prepared = await prepareJob(model, msg.header, { depth: msg.depth, init: msg.init, layout: msg.layout, depthForeground: msg.depthForeground }, scratch);
+    const stream = msg.stream ?? `job:${msg.jobId}`;
+    const sequence: SequenceStep | undefined = StreamMemory.wants(msg.header)
+      ? sequences.begin(model, { stream, jobId: msg.jobId, header: msg.header, depth: msg.depth, motion: msg.motion }, prepared.input)
+      : undefined;
     const prepareMs = performance.now() - prepareStart;
     // Read from the shared cancel word whenever the pipeline asks, so a superseded frame stops at
     // the next check (before a step, between ControlNet and UNet, before decoding), not only
@@ -96,6 +103,12 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
       });
     };
     const output = await generate(model, prepared.input);
+    let consistency: ReturnType<SequenceStep['finish']>['report'] | undefined;
+    if (sequence) {
+      const finished = sequence.finish(output);
+      output.rgb8 = finished.rgb8;
+      consistency = finished.report;
+    }
     const { output: size, resampled } = prepared.size;
     const tUp = performance.now();
     // resizeRgb reads the scratch-backed rows during the call and returns a buffer of its own.
@@ -122,13 +135,14 @@ async function run(msg: Extract<ToWorker, { type: 'run' }>): Promise<void> {
       {
         type: 'result', seq, image, format, width: size.width, height: size.height, generated: { width: output.width, height: output.height }, seed: output.seed,
         params: prepared.params, model: { name: model.name, hash: model.hash }, timings, depthStats: { ...prepared.depthStats },
-        gcMajor: gcStats.major,
+        gcMajor: gcStats.major, ...(consistency ? { consistency } : {}),
       },
       [image.buffer as ArrayBuffer],
     );
   } catch (err) {
     gc.stop();
     const e = toDepthcastError(err, 'INFERENCE_FAILED');
+    if (StreamMemory.wants(msg.header)) sequences.lose(msg.stream ?? `job:${msg.jobId}`, msg.jobId, e.code);
     post({ type: 'error', seq, code: e.code, message: e.message });
   }
 }

@@ -18,6 +18,9 @@ export interface Scene {
   near: number;
   far: number;
   frames: SequenceFrame[];
+  /** Camera scenes: each frame's camera-to-world pose and the intrinsics (what a client would send as pose motion). */
+  poses?: number[][];
+  intrinsics?: Intrinsics;
 }
 
 /** Camera-to-world: at `eye`, looking at `target`, +Y up. Row-major. */
@@ -82,7 +85,7 @@ function cameraScene(name: string, poses: number[][], width: number, height: num
     const { flow, expectedPrevious } = reprojectFlow(frames[f]!.depth, width, height, K, poses[f]!, poses[f - 1]!);
     frames[f]!.motion = { flow, expectedPrevious };
   }
-  return { name, width, height, near: 2, far: 14, frames };
+  return { name, width, height, near: 2, far: 14, frames, poses, intrinsics: K };
 }
 
 /** A camera moving sideways over the static scene (0.15 units a frame). */

@@ -8,7 +8,7 @@ import type { LoadedModel } from '../models/load.ts';
 import { generate } from '../pipelines/index.ts';
 import { SeededNoise } from '../pipelines/noise.ts';
 import type { GenerateInput, PlanarImage } from '../pipelines/types.ts';
-import { CarriedNoise, type ConsistentSource, planConsistentFrame, type PreviousFrame } from './consistent.ts';
+import { CarriedNoise, type ConsistentSource, DEFAULT_PIXEL_FUSION, fusePixels, type PixelFusion, planConsistentFrame, type PreviousFrame } from './consistent.ts';
 import { edgeAlignment } from './fidelity.ts';
 import { disocclusionMask, type FlowField, inFrame, warpError, warpImage } from './flow.ts';
 
@@ -29,6 +29,8 @@ export interface SequenceOptions {
   strength: number;
   /** Where kept latents come from (consistent.ts); default 'latents' (chosen by measurement, docs/batch.md). */
   source?: ConsistentSource;
+  /** Pixel-space fusion after decoding (consistent.ts step 5); default DEFAULT_PIXEL_FUSION, weight 0 = off. */
+  fusion?: PixelFusion;
   /** Depth range for the conditioning: nearness = (1/z − 1/far)/(1/near − 1/far), steady across frames. */
   near: number;
   far: number;
@@ -61,11 +63,14 @@ export async function runSequence(model: LoadedModel, frames: SequenceFrame[], o
     if (frame.depth.length !== width * height) throw new DepthcastError('BAD_DEPTH', `frame ${f}: depth must be ${width}×${height}`);
     const input: GenerateInput = { ...base, ...conditioning(model, frame.depth, width, height, near, far), output: 'planar' };
     let carried: CarriedNoise | undefined;
+    let fuse: ((decoded: Float32Array) => Float32Array) | undefined;
     if (mode === 'consistent') {
       if (previous && frame.motion) {
         const plan = planConsistentFrame(previous, frame.motion.flow, frame.motion.expectedPrevious ?? frame.depth, model.pixelsPerLatent, options.source);
         carried = new CarriedNoise(new SeededNoise(base.seed), previous.draws, plan.latentSource);
         Object.assign(input, { initImage: plan.initImage, strength, latentBlend: plan.latentBlend, noise: carried });
+        const fusion = options.fusion ?? DEFAULT_PIXEL_FUSION;
+        if (fusion.weight > 0) fuse = (decoded) => fusePixels(decoded, plan.initImage.data, plan.valid, width, height, fusion);
       } else {
         if (f > 0) fallbacks.push({ frame: f, reason: previous ? 'no motion to the previous frame' : 'the previous frame is missing' });
         carried = new CarriedNoise(new SeededNoise(base.seed), [], new Int32Array(0));
@@ -73,7 +78,7 @@ export async function runSequence(model: LoadedModel, frames: SequenceFrame[], o
       }
     }
     const out = await generate(model, input);
-    const image = out.image!.data.slice();
+    const image = fuse ? fuse(out.image!.data) : out.image!.data.slice();
     images.push(image);
     latents.push(out.latents.slice());
     previous = carried ? { image, depth: frame.depth.slice(), width, height, draws: carried.draws, latents: out.latents.slice() } : undefined;

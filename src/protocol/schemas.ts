@@ -81,6 +81,16 @@ export const GenerationParams = z.object({
   /** png (default), or rgb8: raw interleaved RGB bytes, rows top to bottom. WebSocket only: HTTP and batch runs always give PNG. */
   resultFormat: ResultFormat.default('png'),
   regions: RegionOptions.optional(),
+  /**
+   * Frames of a sequence on one stream (docs/batch.md#animation-without-flicker). consistent: a
+   * frame with `motion` continues the previous frame of its stream (warped previous output kept
+   * where visible, disocclusions generated; src/motion/consistent.ts) at the generated size (depth
+   * and motion are resampled to it); needs depth kind zdepth. A frame whose previous frame is missing, failed or
+   * was cancelled runs per frame and its result says why. per-frame: every frame on its own, but
+   * remembered, so the next frame's result carries the pair's warp score. Absent: no sequence
+   * (a frame with motion is still scored).
+   */
+  consistency: z.enum(['per-frame', 'consistent']).optional(),
 }).strict();
 export type GenerationParams = z.infer<typeof GenerationParams>;
 export type GenerationParamsInput = z.input<typeof GenerationParams>;
@@ -141,6 +151,8 @@ export const MotionPart = z.discriminatedUnion('kind', [
     width: z.number().int().positive(),
     height: z.number().int().positive(),
     byteLength: z.number().int().nonnegative(),
+    /** The job whose frame this motion leads back to; when given, a different remembered frame means that one is missing. */
+    previousJobId: JobId.optional(),
   }).strict(),
   z.object({
     kind: z.literal('pose'),
@@ -149,6 +161,7 @@ export const MotionPart = z.discriminatedUnion('kind', [
     /** Camera-to-world, row-major, camera looking down −Z with +Y up (Blender's matrix_world). */
     pose: Matrix4,
     previousPose: Matrix4,
+    previousJobId: JobId.optional(),
   }).strict(),
 ]);
 export type MotionPart = z.infer<typeof MotionPart>;
@@ -307,6 +320,25 @@ export const PreviewHeader = z.object({
 
 export const Timings = z.record(z.string(), z.number());
 
+/** A frame pair's score (docs/batch.md): mean |I_t − warp(I_t−1)| over valid pixels, RGB in [0, 1]. */
+export const PairScoreReport = z.object({
+  error: z.number(),
+  validFraction: z.number(),
+  /** The same over disoccluded pixels inside the frame (new surfaces), which must stay high. */
+  disoccludedDifference: z.number(),
+});
+
+/** How a frame with motion or params.consistency ran, and its warp score against the previous frame. */
+export const ConsistencyReport = z.object({
+  mode: z.enum(['per-frame', 'consistent']),
+  /** Why a frame that asked for the consistent mode ran per frame. */
+  fallback: z.string().optional(),
+  /** The job of the previous frame it was scored (and, in consistent mode, generated) against. */
+  previousJobId: z.string().optional(),
+  score: PairScoreReport.optional(),
+});
+export type ConsistencyReport = z.infer<typeof ConsistencyReport>;
+
 export const ResultHeader = z.object({
   type: z.literal('result'),
   jobId: JobId,
@@ -322,6 +354,8 @@ export const ResultHeader = z.object({
   model: z.object({ name: z.string(), hash: z.string() }),
   /** Milliseconds per stage (tokenize, textEncoder, unet, controlnet, vaeEncode, vaeDecode, png, total, ...). */
   timings: Timings,
+  /** Frames with motion or params.consistency: the mode that ran, a fallback's reason, the warp score. */
+  consistency: ConsistencyReport.optional(),
   /** Set when a near-identical earlier frame's result was sent again instead of recomputing. */
   reusedFrom: JobId.optional(),
 });

@@ -225,6 +225,8 @@ def sidecar(result_header, frame_header=None, **extra):
     }
     if result_header.get("reusedFrom"):
         doc["reusedFrom"] = result_header["reusedFrom"]
+    if result_header.get("consistency"):
+        doc["consistency"] = result_header["consistency"]
     if frame_header is not None:
         doc["request"] = {
             "params": frame_header.get("params"),
