@@ -1,7 +1,7 @@
 /**
  * `depthcast serve`: resolve settings (flags > config file > environment > defaults), start the
  * service, print `depthcast listening on http://HOST:PORT` on stdout (scripts and tests parse
- * it), and shut down cleanly on SIGINT/SIGTERM with exit code 0.
+ * it), and shut down cleanly on SIGINT/SIGTERM/SIGHUP with exit code 0.
  */
 import { DepthcastError } from '../src/errors.ts';
 import { loadServeConfig, type ServeFlags } from './config.ts';
@@ -20,13 +20,13 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
   log(`models folder ${config.modelsDir}; device ${config.device}${config.token ? '; token required' : ''}`);
 
   let stopping = false;
-  const stop = (signal: NodeJS.Signals) => {
+  const stop = (why: string) => {
     if (stopping) {
-      log(`${signal} again: exiting now`);
+      log(`${why} again: exiting now`);
       process.exit(1);
     }
     stopping = true;
-    log(`${signal}: shutting down (queued jobs are cancelled, the running one stops at its next step)`);
+    log(`${why}: shutting down (queued jobs are cancelled, the running one stops at its next step)`);
     server.close().then(
       () => process.exit(0),
       (err: unknown) => {
@@ -37,4 +37,11 @@ export async function serveCommand(flags: ServeFlags): Promise<void> {
   };
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
+  process.on('SIGHUP', stop);
+  // Run by bin/depthcast.js with node flags (a child with an IPC channel): when that parent is
+  // gone, even killed with SIGKILL, nobody can stop this process any more, so it stops itself.
+  if (process.channel) {
+    process.channel.unref();
+    process.on('disconnect', () => stop('the launching process exited'));
+  }
 }

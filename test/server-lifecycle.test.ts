@@ -1,11 +1,13 @@
 /**
  * Start-up and shutdown: settings layering, `depthcast serve` as a process (listening line,
- * SIGTERM → exit 0, refusal beyond loopback without a token), shutdown while busy, the ping
+ * SIGTERM → exit 0, a child node with small semi-spaces that never outlives its launcher, refusal
+ * beyond loopback without a token), shutdown while busy, the ping
  * heartbeat, and previews dropped for a slow client while results are not.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -82,6 +84,23 @@ describe('depthcast serve', () => {
     for (const id of ['cli-slow', 'cli-queued']) expect((await client.terminal(id)).msg).toMatchObject({ type: 'cancelled', reason: 'shutdown' });
     expect(proc.stderr()).toMatch(/SIGTERM: shutting down/);
     await client.close();
+  });
+
+  it.runIf(process.platform === 'linux')('serves from a child node with 2 MB semi-spaces, which stops when its launcher is SIGKILLed', async () => {
+    const proc = serve(['--models-dir', models.dir]);
+    const url = await proc.url;
+    // The launcher's only child is the node that listens; /proc gives its command line.
+    const childPid = Number((await readFile(`/proc/${proc.child.pid}/task/${proc.child.pid}/children`, 'utf8')).trim().split(/\s+/)[0]);
+    const argv = (await readFile(`/proc/${childPid}/cmdline`, 'utf8')).split('\0');
+    expect(argv).toContain('--max-semi-space-size=2');
+    expect(argv.slice(argv.indexOf(BIN), argv.indexOf(BIN) + 2)).toEqual([BIN, 'serve']);
+    expect((await jsonOf(await fetch(`${url}/v1/health`))).status).toBe('ok');
+    const launcherExit = once(proc.child, 'exit');
+    proc.child.kill('SIGKILL');
+    await launcherExit;
+    // No orphan keeps the port: the child saw its IPC channel close and shut down.
+    while (existsSync(`/proc/${childPid}`) && !(await readFile(`/proc/${childPid}/stat`, 'utf8').catch(() => '')).includes(') Z ')) await new Promise((r) => setTimeout(r, 20));
+    await expect(fetch(`${url}/v1/health`)).rejects.toThrow();
   });
 
   it('refuses --host beyond loopback without --token', async () => {
