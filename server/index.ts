@@ -130,6 +130,8 @@ export async function startServer(opts: StartServerOptions = {}): Promise<Depthc
     if (collect) (globalThis as { gc?: () => void }).gc?.();
     const { rss, heapTotal, heapUsed, external, arrayBuffers } = process.memoryUsage();
     return {
+      // The process measured: `depthcast serve` runs in a child of the node that was launched (bin/depthcast.js).
+      pid: process.pid,
       memory: { main: { rss, heapTotal, heapUsed, external, arrayBuffers }, worker: (await engine.workerMemory(collect)) ?? null },
       retained: { jobRecords: store.size, wsConnections: ws.connectionsHeld, ...queue.retained() },
     };

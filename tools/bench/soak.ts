@@ -46,6 +46,17 @@ function depthFrame(jobId: string, stream: string, boxX: number, seed: number): 
   return encodeBinaryMessage(header, new Uint8Array(z.buffer));
 }
 
+/** The resident set split as Linux counts it (anonymous, file-backed, shared memory), in MB, or '' elsewhere. */
+function rssParts(pid: number): string {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? Number.NaN);
+    return `anon ${round(kb('RssAnon') / 1024, 1)}, file ${round(kb('RssFile') / 1024, 1)}, shmem ${round(kb('RssShmem') / 1024, 1)}`;
+  } catch {
+    return '';
+  }
+}
+
 /** The server's resident set in bytes (Linux /proc, else ps). */
 function rssOf(pid: number): number {
   try {
@@ -172,7 +183,10 @@ async function main(): Promise<void> {
     await c.wait('warm', 120_000);
     c.ws.close();
   }
-  rss.start = rssOf(child.pid!);
+  // bin/depthcast.js runs serve in a child node (its semi-space flag): measure that process.
+  const serverPid = ((await (await fetch(`${url}/v1/health`)).json()) as { debug?: { pid?: number } }).debug?.pid ?? child.pid!;
+  rss.start = rssOf(serverPid);
+  const partsAtStart = rssParts(serverPid);
   sampleBreakdown('start');
 
   let nextId = 0;
@@ -200,9 +214,9 @@ async function main(): Promise<void> {
           figures.cancels++;
           cancelledLast = true;
         }
-        if (figures.frames === Math.floor(totalFrames / 2)) rss.middle = rssOf(child.pid!);
+        if (figures.frames === Math.floor(totalFrames / 2)) rss.middle = rssOf(serverPid);
         if (figures.frames % Math.max(1, Math.floor(totalFrames / 10)) === 0) {
-          rssTail.push(`${figures.frames}: ${round(rssOf(child.pid!) / 1048576, 1)}`);
+          rssTail.push(`${figures.frames}: ${round(rssOf(serverPid) / 1048576, 1)}`);
           sampleBreakdown(String(figures.frames));
         }
       }
@@ -226,11 +240,11 @@ async function main(): Promise<void> {
   };
   const clients = Array.from({ length: clientCount }, (_, i) => client(i));
   await Promise.all(clients);
-  rss.end = rssOf(child.pid!);
+  rss.end = rssOf(serverPid);
   sampleBreakdown('end');
   // Idle a while: what is still held then is kept, not in flight.
   await new Promise((r) => setTimeout(r, 3000));
-  const idleRss = rssOf(child.pid!);
+  const idleRss = rssOf(serverPid);
   sampleBreakdown('idle');
   // What the service holds: a leak shows here, garbage does not. Freed backing stores leave the
   // external and arrayBuffers counts only once V8's sweeper has run, hence a second collection.
@@ -238,7 +252,8 @@ async function main(): Promise<void> {
   await new Promise((r) => setTimeout(r, 1000));
   sampleBreakdown('idle, after a second full GC', true);
   const memory = await Promise.all(breakdown);
-  const collectedRss = rssOf(child.pid!);
+  const collectedRss = rssOf(serverPid);
+  const partsAfterGc = rssParts(serverPid);
   healthOn = false;
   await healthLoop;
   stopping = true;
@@ -251,7 +266,7 @@ async function main(): Promise<void> {
   console.log(JSON.stringify({
     frames: figures.frames, clients: clientCount, connections: figures.connections, disconnects: figures.disconnects, cancels: figures.cancels,
     bursts: figures.bursts, lastFrames: figures.lastFrames, lastFrameMisses: figures.lastFrameMisses, crashes: crashed ? 1 : 0,
-    rss: { start: mb(rss.start), middle: mb(rss.middle), end: mb(rss.end), growth: mb((rss.end ?? 0) - (rss.start ?? 0)), idleAfter3s: mb(idleRss), afterFullGc: mb(collectedRss), everyTenthMB: rssTail },
+    rss: { start: mb(rss.start), middle: mb(rss.middle), end: mb(rss.end), growth: mb((rss.end ?? 0) - (rss.start ?? 0)), idleAfter3s: mb(idleRss), afterFullGc: mb(collectedRss), partsAtStart, partsAfterGc, everyTenthMB: rssTail },
     memoryMB: [MEMORY_COLUMNS, ...memory],
     health: { polls: health.length, p50ms: round(percentile(sorted, 50), 1), p99ms: round(percentile(sorted, 99), 1), maxMs: round(sorted.at(-1) ?? NaN, 1) },
     seconds: round((performance.now() - started) / 1000, 0),
