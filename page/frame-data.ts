@@ -206,6 +206,8 @@ export interface FrameInput {
   /** Raw RGBA8, rows top-down, same size as depth. */
   init?: Uint8Array;
   layout?: { map: Uint16Array; objects: NonNullable<FrameHeaderInput['layout']>['objects'] };
+  /** The camera motion to the stream's previous frame (a static scene): its `pose` motion part. */
+  motion?: Extract<NonNullable<FrameHeaderInput['motion']>, { kind: 'pose' }>;
 }
 
 export class FrameBuildError extends Error {
@@ -227,6 +229,7 @@ export function buildFrameMessage(f: FrameInput): { header: FrameHeaderInput; by
   };
   if (f.init) header.init = { format: 'rgba8', width: f.width, height: f.height, byteLength: f.init.byteLength };
   if (f.layout && layoutBytes) header.layout = { width: f.width, height: f.height, byteLength: layoutBytes.byteLength, objects: f.layout.objects };
+  if (f.motion) header.motion = f.motion;
   const check = FrameHeader.safeParse(header);
   if (!check.success) throw new FrameBuildError(describeZodError(check.error));
   const payloads = [depthBytes];

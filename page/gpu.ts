@@ -103,6 +103,19 @@ export async function readTarget<T extends Float32Array | Uint8Array>(
 }
 
 /**
+ * A pass camera's pose and pinhole intrinsics as the protocol's `pose` motion takes them
+ * (docs/protocol.md#motion): camera-to-world row-major, looking down −Z with +Y up (three.js and
+ * Blender agree), and fx, fy, cx, cy in pixels of a width×height frame. Undefined for cameras
+ * the pinhole model does not describe: orthographic, a film offset, a view offset.
+ */
+export function cameraMotionPose(cam: THREE.PerspectiveCamera | THREE.OrthographicCamera, width: number, height: number): { pose: number[]; intrinsics: { fx: number; fy: number; cx: number; cy: number } } | undefined {
+  const p = cam as THREE.PerspectiveCamera;
+  if (!p.isPerspectiveCamera || p.filmOffset !== 0 || (p.view && p.view.enabled)) return undefined;
+  const f = height / 2 / Math.tan(THREE.MathUtils.degToRad(p.getEffectiveFOV()) / 2);
+  return { pose: cam.matrixWorld.clone().transpose().toArray(), intrinsics: { fx: f, fy: f, cx: width / 2, cy: height / 2 } };
+}
+
+/**
  * The camera the passes render with: the view camera's pose and lens with the frame's aspect
  * ratio, seeing only layer 0 (no helpers).
  */

@@ -2,11 +2,11 @@
  * Preview page wiring: 3D view → depth + id passes → one binary frame per change (throttled,
  * newest wins) over /v1/ws → previews and the result shown beside or over the view.
  */
-import type { FrameHeaderInput, ServerBinaryHeader, ServerMessage } from '../src/protocol/schemas.ts';
+import type { ConsistencyReport, FrameHeaderInput, ServerBinaryHeader, ServerMessage } from '../src/protocol/schemas.ts';
 import { DepthcastClient, serviceSocketUrl, type ConnectionState } from './client.ts';
 import { DepthPass, type DepthEncoding } from './depth-pass.ts';
 import { FrameBuildError, buildFrameMessage, buildLayout, depthStats, frameSize, type DepthStats } from './frame-data.ts';
-import { passCamera, type ReadbackMode } from './gpu.ts';
+import { cameraMotionPose, passCamera, type ReadbackMode } from './gpu.ts';
 import { IdPass } from './id-pass.ts';
 import { LiveScheduler } from './live.ts';
 import { SceneView, objectPrompt, objectWeight, type ViewCamera } from './scene.ts';
@@ -43,7 +43,7 @@ export interface DepthcastHook {
   framesSent: number;
   lastFrame?: SentFrame;
   lastPreview?: { jobId: string; step: number; total: number; width: number; height: number; bytes: number };
-  lastResult?: { jobId: string; width: number; height: number; seed: number; bytes: number; model: string; timings: Record<string, number> };
+  lastResult?: { jobId: string; width: number; height: number; seed: number; bytes: number; model: string; timings: Record<string, number>; consistency?: ConsistencyReport };
   lastError?: { code: string; message: string; jobId?: string };
   errors: { code: string; message: string; jobId?: string }[];
   /** Capture and send a frame now (like the Generate button); resolves to its jobId. */
@@ -96,6 +96,14 @@ let errorSeq = -1;
 let lastSeed: number | undefined;
 
 const seqOf = (jobId: string | undefined): number => (jobId ? (jobSeq.get(jobId) ?? -1) : -1);
+/**
+ * Consistent frames: the camera pose each sent frame had (bounded, like jobSeq), and the last
+ * frame the service generated, which is what it continues from. Loading a scene starts over:
+ * the pose motion holds for a scene that stays still between the two frames.
+ */
+const posesSent = new Map<string, { pose: number[]; scene: number }>();
+let lastGenerated: { jobId: string; pose: number[]; scene: number } | undefined;
+let sceneVersion = 0;
 
 view.renderer.domElement.addEventListener('webglcontextlost', (e) => {
   e.preventDefault();
@@ -141,11 +149,14 @@ async function captureAndSend(): Promise<string | undefined> {
   const near = Math.max(cam.near, 1e-4);
   const far = Number.isFinite(cam.far) && cam.far > near ? cam.far : Math.max(near * 2, stats.max * 1.01, 1);
   const jobId = `page-${session}-${seq + 1}`;
+  const camera = cameraMotionPose(cam, width, height);
+  const from = params.consistency === 'consistent' && camera && lastGenerated?.scene === sceneVersion ? lastGenerated : undefined;
+  const motion = from && camera ? { kind: 'pose' as const, pose: camera.pose, previousPose: from.pose, intrinsics: camera.intrinsics, previousJobId: from.jobId } : undefined;
   let built;
   try {
     built = buildFrameMessage({
       jobId, stream: STREAM, depth: d.depth, width, height, near, far, params,
-      ...(init ? { init } : {}), ...(layout ? { layout } : {}),
+      ...(init ? { init } : {}), ...(layout ? { layout } : {}), ...(motion ? { motion } : {}),
     });
   } catch (err) {
     if (err instanceof FrameBuildError) {
@@ -161,6 +172,8 @@ async function captureAndSend(): Promise<string | undefined> {
   seq++;
   jobSeq.set(jobId, seq);
   if (jobSeq.size > 200) jobSeq.delete(jobSeq.keys().next().value!);
+  if (camera) posesSent.set(jobId, { pose: camera.pose, scene: sceneVersion });
+  if (posesSent.size > 200) posesSent.delete(posesSent.keys().next().value!);
   latestJob = jobId;
   hook.framesSent++;
   hook.lastFrame = {
@@ -271,6 +284,9 @@ function onBinary(h: ServerBinaryHeader, payload: Uint8Array): void {
     hook.lastPreview = { jobId: h.jobId, step: h.step, total: h.total, width: h.width, height: h.height, bytes: payload.byteLength };
     return;
   }
+  // The service remembers every generated frame of the stream, shown or not.
+  const sent = posesSent.get(h.jobId);
+  lastGenerated = sent ? { jobId: h.jobId, ...sent } : undefined;
   if (s < shown.seq) return;
   shown = { seq: s, result: true };
   lastSeed = h.seed;
@@ -284,7 +300,7 @@ function onBinary(h: ServerBinaryHeader, payload: Uint8Array): void {
   ui.setProgress(1, 1);
   if (h.jobId === latestJob) ui.setStatus(`frame ${s} done`);
   if (s > errorSeq && ui.errorShown) ui.clearError();
-  hook.lastResult = { jobId: h.jobId, width: h.width, height: h.height, seed: h.seed, bytes: payload.byteLength, model: h.model.name, timings: h.timings };
+  hook.lastResult = { jobId: h.jobId, width: h.width, height: h.height, seed: h.seed, bytes: payload.byteLength, model: h.model.name, timings: h.timings, ...(h.consistency ? { consistency: h.consistency } : {}) };
 }
 
 /** Onboarding: offer the demo-model button when the service can write its models folder. */
@@ -392,6 +408,7 @@ view.onChange((what) => {
       dirty();
       break;
     case 'scene':
+      sceneVersion++;
       refreshScene();
       refreshObjects();
       dirty();

@@ -43,6 +43,7 @@ export class Ui {
   readonly cnScale = el<HTMLInputElement>('cn-scale');
   readonly strength = el<HTMLInputElement>('strength');
   readonly useInit = el<HTMLInputElement>('use-init');
+  readonly consistent = el<HTMLInputElement>('consistent');
   readonly size = el<HTMLSelectElement>('size');
   readonly depthRange = el<HTMLSelectElement>('depth-range');
   readonly live = el<HTMLInputElement>('live');
@@ -151,6 +152,7 @@ export class Ui {
       const strength = num(this.strength);
       if (strength !== undefined) p.strength = strength;
     }
+    if (this.consistent.checked) p.consistency = 'consistent';
     if (this.selectedModel?.family === 'controlnet') {
       const s = num(this.cnScale);
       if (s !== undefined) p.controlnetScale = s;

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer, type DepthcastServer } from '../server/index.ts';
+import { reprojectFlow } from '../src/motion/reproject.ts';
 import { FrameHeader } from '../src/protocol/schemas.ts';
 import { createTinyModel } from '../src/tiny/build-tiny.ts';
 
@@ -355,6 +356,66 @@ describe.skipIf(!haveChromium)('preview page in headless Chromium', () => {
     expect(initMean).toBeLessThan(230);
     expect(await page.evaluate(() => window.__depthcast!.errors.filter((e) => e.code !== 'LIMIT_EXCEEDED'))).toEqual([]);
     await page.uncheck('#use-init');
+  });
+
+  it('with Consistent frames, sends the camera poses and the service continues its last result', async () => {
+    await page.uncheck('#live');
+    await page.check('#consistent');
+    const sendAndWait = async () => {
+      const jobId = await page.evaluate(() => window.__depthcast!.sendNow());
+      expect(jobId).toBeTruthy();
+      await page.waitForFunction((id) => window.__depthcast!.lastResult?.jobId === id, jobId, { timeout: 90_000 });
+      return { frame: await dumpFrame(page), result: await page.evaluate(() => window.__depthcast!.lastResult!) };
+    };
+    const first = await sendAndWait();
+    expect(first.frame.header.params.consistency).toBe('consistent');
+    // Orbit a little with the mouse (no frame goes out: Live is off), then send the next frame.
+    const box = (await page.locator('canvas.view-canvas').boundingBox())!;
+    await page.mouse.move(box.x + box.width / 2, box.y + box.height / 2);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width / 2 + 30, box.y + box.height / 2 + 6, { steps: 4 });
+    await page.mouse.up();
+    await new Promise((r) => setTimeout(r, 500)); // orbit damping settles
+    const second = await sendAndWait();
+    const motion = FrameHeader.parse(second.frame.header).motion!;
+    expect(motion.kind).toBe('pose');
+    if (motion.kind !== 'pose') return;
+    // The pass camera's matrixWorld (column-major in three.js) as row-major; the previous pose is the first frame's.
+    const rowMajor = (m: number[]) => Array.from({ length: 16 }, (_, i) => m[(i % 4) * 4 + Math.floor(i / 4)]!);
+    expect(motion.pose).toEqual(rowMajor(second.frame.camera.matrixWorld));
+    expect(motion.previousPose).toEqual(rowMajor(first.frame.camera.matrixWorld));
+    expect(motion.previousPose).not.toEqual(motion.pose);
+    expect(motion.previousJobId).toBe(first.frame.jobId);
+    // fy from the projection: projectionMatrixInverse[5] is tan(fov / 2).
+    const { width, height } = second.frame;
+    expect(motion.intrinsics.cx).toBe(width / 2);
+    expect(motion.intrinsics.cy).toBe(height / 2);
+    expect(motion.intrinsics.fy).toBeCloseTo(height / 2 / second.frame.camera.projectionMatrixInverse[5]!, 3);
+    expect(motion.intrinsics.fx).toBe(motion.intrinsics.fy);
+    // Against the service's own reprojection: the second frame's depth, moved with these poses,
+    // lands where the first frame saw the same surface at the same Z (a wrong transpose, sign or
+    // focal length does not).
+    const { flow, expectedPrevious } = reprojectFlow(new Float32Array(second.frame.depth), width, height, motion.intrinsics, motion.pose, motion.previousPose);
+    const errors: number[] = [];
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
+        const i = y * width + x;
+        if (!Number.isFinite(second.frame.depth[i]!)) continue;
+        const px = Math.floor(x + 0.5 + flow.data[i]!);
+        const py = Math.floor(y + 0.5 + flow.data[width * height + i]!);
+        if (px < 0 || py < 0 || px >= width || py >= height) continue;
+        const seen = first.frame.depth[py * width + px]!;
+        if (Number.isFinite(seen)) errors.push(Math.abs(seen - expectedPrevious[i]!) / seen);
+      }
+    }
+    errors.sort((a, b) => a - b);
+    expect(errors.length).toBeGreaterThan(0.5 * width * height);
+    expect(errors[Math.floor(errors.length / 2)]!).toBeLessThan(0.01);
+    // The service continued the first result: the consistent mode ran, with a warp score for the pair.
+    expect(second.result.consistency).toMatchObject({ mode: 'consistent' });
+    expect(second.result.consistency!.score!.validFraction).toBeGreaterThan(0.3);
+    await page.uncheck('#consistent');
+    await page.check('#live');
   });
 
   it('loads a dropped glTF and renders depth from the camera it carries', async () => {
