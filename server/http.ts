@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import { z } from 'zod';
 import { DepthcastError, toDepthcastError } from '../src/errors.ts';
-import { describeZodError, type FrameHeader, FrameHeader as FrameHeaderSchema, HttpGenerateRequest, type Limits, PROTOCOL_VERSION } from '../src/protocol/schemas.ts';
+import { describeZodError, type FrameHeader, FrameHeader as FrameHeaderSchema, HttpGenerateRequest, type Limits, PROTOCOL_VERSION, WarpPlotRequest } from '../src/protocol/schemas.ts';
+import { plottedScore, renderScorePlot } from '../src/motion/plot.ts';
 import { VERSION } from '../src/version.ts';
 import { type FrameParts, intakeParts } from './intake.ts';
 import type { JobStore } from './jobs.ts';
@@ -244,6 +245,15 @@ export function createApp(deps: HttpDeps): express.Express {
     res.once('close', release);
     next();
   };
+  // A plot request is small: 4 series of 10,000 pairs with their extra fields fit in 4 MiB.
+  const plotBody = express.json({ limit: 4 * 1024 * 1024 });
+  app.post('/v1/plots/warp', bodyBudget, plotBody, async (req, res) => {
+    if (!/^application\/json/i.test(req.headers['content-type'] ?? '')) throw new DepthcastError('BAD_REQUEST', 'POST /v1/plots/warp takes application/json');
+    const request = parseWith(WarpPlotRequest, req.body);
+    const png = await renderScorePlot(request.series.map((s) => ({ label: s.label, score: plottedScore(s.pairs) })), request.title);
+    res.type('image/png').send(png);
+  });
+
   app.post('/v1/generate', bodyBudget, jsonBody, multipartBody, (req, res) => {
     if (deps.isClosing()) throw new DepthcastError('SHUTTING_DOWN', 'the service is shutting down');
     const receivedAt = performance.now();

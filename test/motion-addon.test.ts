@@ -2,14 +2,16 @@
  * The add-on's batch script sends the Vector pass with each animation frame: real Blender renders
  * a camera pan over a static scene (Cycles, motion blur off), each frame goes to a real service on
  * a loopback port with its motion planes, and batch.json reports every pair's warp error, the mean
- * and the worst pair, per frame and consistent. Skips (and says why) without Blender.
+ * and the worst pair, per frame and consistent, with the plot beside it. Skips (and says why) without Blender.
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import sharp from 'sharp';
 import { startServer } from '../server/index.ts';
+import { plottedScore, renderScorePlot } from '../src/motion/plot.ts';
 import { REPO_ROOT } from './support/tiny.ts';
 import { tinyModelsDir } from './support/server-helpers.ts';
 
@@ -42,7 +44,7 @@ const MAKE = [
   '    for k in fc.keyframe_points: k.interpolation = "LINEAR"',
 ];
 
-interface Warp { pairs: { frame: number; error: number; validFraction: number }[]; meanError: number; worst: { frame: number; error: number }; fallbacks: unknown[] }
+interface Warp { pairs: { frame: number; error: number; validFraction: number }[]; meanError: number; worst: { frame: number; error: number }; fallbacks: unknown[]; plot?: string }
 
 describe.skipIf(!hasBlender)('the batch script sends the Vector pass with each frame (real Blender, real service)', () => {
   it('scores every frame pair, and the consistent mode halves the per-frame warp error', async () => {
@@ -75,6 +77,11 @@ describe.skipIf(!hasBlender)('the batch script sends the Vector pass with each f
         for (const p of w.pairs) expect(p.validFraction).toBeGreaterThan(0.5);
         expect(w.worst.error).toBe(Math.max(...w.pairs.map((p) => p.error)));
         expect(w.fallbacks).toEqual(mode === 'consistent' ? [{ frame: 1, reason: 'the frame carries no motion to its previous frame' }] : []);
+        // The plot beside batch.json is the one batch reports carry (src/motion/plot.ts), drawn by the service.
+        expect(w.plot).toBe('warp-Cam.png');
+        const plot = readFileSync(join(out, w.plot!));
+        expect(await sharp(plot).metadata()).toMatchObject({ format: 'png', width: 480, height: 220 });
+        expect(plot.equals(await renderScorePlot([{ label: mode, score: plottedScore(w.pairs) }], 'Cam: warp error per frame pair'))).toBe(true);
         const sidecar = JSON.parse(readFileSync(join(out, 'Cam_0003.json'), 'utf8'));
         expect(sidecar.consistency).toMatchObject({ mode, score: { error: w.pairs[1]!.error } });
         warp[mode] = w;

@@ -15,7 +15,7 @@ import time
 import bpy
 
 from . import results
-from .core import messages, pixels, runtime, service
+from .core import messages, pixels, runtime, service, warp_plot
 from .core.costs import timed
 from .core.session import (CONNECTED, CONNECTING, DISCONNECTED, RECONNECTING, STOPPED, Backoff, Session,
                            is_loopback_url, normalize_url)
@@ -382,6 +382,27 @@ def _finish(job, outcome, data, payload=None):
             job.on_done(job, outcome, data, payload)
         except Exception as err:
             print("depthcast: job callback failed: %s" % err)
+
+
+def write_animation_report(scene, first_frame, summary):
+    """Render Animation's report next to its frames: ``depthcast-animation.json`` (the summary,
+    with every pair's warp score, the mean and the worst) and, drawn by the service on a worker
+    thread, ``depthcast-animation-warp.png``. Returns the JSON's path, or None where the folder
+    cannot be written (the status line still has the figures)."""
+    out_dir = os.path.dirname(bpy.path.abspath(results.frame_output_path(scene, first_frame)))
+    path = os.path.join(out_dir, "depthcast-animation.json")
+    doc = dict(summary, scene=scene.name)
+    title = "%s: warp error per frame pair" % scene.name
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        if _session is None:
+            warp_plot.write_report(path, dict(doc, plotError="not connected to a service"))
+        else:
+            warp_plot.write_report_and_plot(path, doc, _session.url, _session.token, title, summary.get("consistency", ""))
+    except OSError as err:
+        print("depthcast: could not write %s: %s" % (path, err))
+        return None
+    return path
 
 
 def save_last_result(folder=None):

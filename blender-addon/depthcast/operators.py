@@ -450,10 +450,14 @@ class DEPTHCAST_OT_render_animation(_NeedsSceneCamera, bpy.types.Operator):
             rt.animation_running = False
             rt.status = "animation %s: %d written, %d skipped, %d failed" % (
                 "cancelled" if cancelled else "done", len(job.written), job.skipped, len(job.failed))
-            warp = job.summary().get("warp")
+            summary = job.summary()
+            warp = summary.get("warp")
             if warp and warp["meanError"] is not None:
                 rt.status += "; warp error mean %.4f, worst %.4f (frame %d)" % (
                     warp["meanError"], warp["worst"]["error"], warp["worst"]["frame"])
+                report = client.write_animation_report(scene, job.frames[0], summary)
+                if report:
+                    rt.status += "; report %s" % os.path.basename(report)
             if job.failed:
                 rt.error = "frame %d: %s" % job.failed[0]
         if job.failed:

@@ -7,7 +7,8 @@ OUT/batch.json summarising the run. Existing outputs are kept unless --overwrite
 
 Several frames make a sequence per camera: each frame carries its motion to the one before (the
 Vector pass, so Cycles), results carry the pair's warp score and batch.json the mean, the worst
-pair and every pair per camera (core/motion.py; docs/batch.md, "Animation without flicker").
+pair and every pair per camera (core/motion.py; docs/batch.md, "Animation without flicker"),
+with the plot of the score over frames in OUT/warp-<camera>.png (drawn by the service).
 
 Views render one after another while up to --in-flight jobs wait at the service.
 """
@@ -20,7 +21,7 @@ import time
 import bpy
 
 from depthcast import capture, results
-from depthcast.core import messages, motion
+from depthcast.core import messages, motion, warp_plot
 from depthcast.core.session import Backoff, Session
 from depthcast.core.websocket import parse_ws_url
 
@@ -194,6 +195,15 @@ def run(scene, views, url, args, out_dir, render, report):
         if s["meanError"] is not None:
             print("depthcast batch: %s: warp error mean %.4f, worst %.4f (frame %d), %d pairs, %d fallbacks" % (
                 cam, s["meanError"], s["worst"]["error"], s["worst"]["frame"], len(s["pairs"]), len(s["fallbacks"])), flush=True)
+            # The plot of the score over frames, drawn by the service (core/warp_plot.py).
+            plot = "warp-%s.png" % results.safe_name(cam, "camera")
+            error = warp_plot.write_warp_plot(os.path.join(out_dir, plot), url, args.token,
+                                              "%s: warp error per frame pair" % cam, [(args.consistency, s["pairs"])])
+            if error:
+                s["plotError"] = error
+                report("%s: no warp plot: %s" % (cam, error))
+            else:
+                s["plot"] = plot
     extra = {"warp": summaries, "consistency": args.consistency} if sequence else {}
     _write_summary(out_dir, url, written, failed, skipped=skipped, seconds=round(time.monotonic() - t_start, 3),
                    cameras=cameras, frames=frames, **extra)

@@ -409,6 +409,18 @@ def step_animation(client, scene, out, args):
     side = json.load(open(os.path.join(out, "anim", "frame_0002.json")))
     check("frame sidecar has the pair's score", (side.get("consistency") or {}).get("score") == {
         k: pairs[0][k] for k in ("error", "validFraction", "disoccludedDifference")} if pairs else False, side.get("consistency"))
+    # The report Render Animation writes when it ends: the summary, then the plot the service draws.
+    report = client.write_animation_report(scene, job.frames[0], job.summary())
+    doc = {}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        doc = json.load(open(report))
+        if "plot" in doc or "plotError" in doc:
+            break
+        time.sleep(0.05)
+    png = os.path.join(out, "anim", doc.get("plot") or "-")
+    check("animation report has every pair and the plot PNG", doc.get("warp", {}).get("pairs") == pairs and bool(pairs)
+          and doc.get("plot") == "depthcast-animation-warp.png" and open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n", doc)
     again = AnimationJob(scene)
     check("animation resumes (existing frames skipped)", again.done and again.skipped == 2, again.summary())
 

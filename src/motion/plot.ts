@@ -3,7 +3,6 @@
  * one; a comparison of modes has two), rasterised from SVG to PNG by sharp.
  */
 import sharp from 'sharp';
-import type { SequenceScore } from './sequence.ts';
 
 const W = 480;
 const H = 220;
@@ -12,9 +11,23 @@ const PAD = 40;
 const TOP = 66;
 const COLOURS = ['#c0392b', '#2c7fb8', '#27ae60', '#8e44ad'];
 
+/** What a plot reads of a sequence's score (a SequenceScore, or a summary sent to the service). */
+export interface PlottedScore {
+  pairs: readonly { frame: number; error: number }[];
+  meanError: number;
+  worst?: { frame: number; error: number };
+}
+
 export interface PlotSeries {
   label: string;
-  score: SequenceScore;
+  score: PlottedScore;
+}
+
+/** The mean and worst pair of a series of pairs (meanError 0 for none). */
+export function plottedScore(pairs: readonly { frame: number; error: number }[]): PlottedScore {
+  const meanError = pairs.length ? pairs.reduce((t, p) => t + p.error, 0) / pairs.length : 0;
+  const worst = pairs.reduce<{ frame: number; error: number } | undefined>((w, p) => (!w || p.error > w.error ? p : w), undefined);
+  return { pairs, meanError, ...(worst ? { worst } : {}) };
 }
 
 function escapeXml(text: string): string {

@@ -389,6 +389,24 @@ export const HttpGenerateRequest = z.object({
 }).strict();
 export type HttpGenerateRequest = z.infer<typeof HttpGenerateRequest>;
 
+/** Most frame pairs in one series of a warp plot. */
+export const WARP_PLOT_MAX_PAIRS = 10_000;
+
+/**
+ * POST /v1/plots/warp: the PNG plot of warp error per frame pair that batch reports carry
+ * (src/motion/plot.ts), for clients that draw no images themselves (the Blender add-on's Render
+ * Animation and its batch script). Pairs may carry more fields (a sequence summary's pairs); only
+ * `frame` and `error` are read.
+ */
+export const WarpPlotRequest = z.object({
+  title: z.string().max(200),
+  series: z.array(z.object({
+    label: z.string().max(100),
+    pairs: z.array(z.object({ frame: z.number().int(), error: z.number().finite().nonnegative() })).max(WARP_PLOT_MAX_PAIRS),
+  }).strict()).min(1).max(4),
+}).strict();
+export type WarpPlotRequest = z.infer<typeof WarpPlotRequest>;
+
 /** Formats a zod error as "path: message; path: message" so users see which field to fix. */
 export function describeZodError(error: z.ZodError): string {
   return error.issues
