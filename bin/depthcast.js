@@ -7,12 +7,14 @@ import { register } from 'tsx/esm/api';
 
 /**
  * Node flags `serve` runs with. Under a live load the service's main thread handles about a
- * thousand small messages a second, and V8 then grows each young-generation semi-space to 16 MB
- * and keeps it: with 1 MB semi-spaces the 10,000-frame soak's RSS grows 54-56 MB instead of 75
- * (docs/reliability.md). The size can only be set when node starts, so `serve` re-runs itself
- * in a child node with them, unless node was started with a semi-space size already.
+ * thousand small messages a second: V8 grows each young-generation semi-space to 16 MB and keeps
+ * it, and dead message buffers wait for full collections. 1 MB semi-spaces and V8's
+ * optimize-for-size heap sizing bring the 10,000-frame soak's RSS growth from 75 MB to 35-40
+ * (docs/reliability.md; the inference worker is created without the second, src/engine/heap.ts).
+ * Both are read when node starts, so `serve` re-runs itself in a child node with them, unless
+ * node was started with a semi-space size already.
  */
-const SERVE_NODE_FLAGS = ['--max-semi-space-size=1'];
+const SERVE_NODE_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size'];
 
 if (process.argv[2] === 'serve' && !process.execArgv.some((a) => a.startsWith('--max-semi-space-size'))) {
   serveInChild();

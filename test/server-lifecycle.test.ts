@@ -86,13 +86,14 @@ describe('depthcast serve', () => {
     await client.close();
   });
 
-  it.runIf(process.platform === 'linux')('serves from a child node with 1 MB semi-spaces, which stops when its launcher is SIGKILLed', async () => {
+  it.runIf(process.platform === 'linux')('serves from a child node with its heap flags, which stops when its launcher is SIGKILLed', async () => {
     const proc = serve(['--models-dir', models.dir]);
     const url = await proc.url;
     // The launcher's only child is the node that listens; /proc gives its command line.
     const childPid = Number((await readFile(`/proc/${proc.child.pid}/task/${proc.child.pid}/children`, 'utf8')).trim().split(/\s+/)[0]);
     const argv = (await readFile(`/proc/${childPid}/cmdline`, 'utf8')).split('\0');
     expect(argv).toContain('--max-semi-space-size=1');
+    expect(argv).toContain('--optimize-for-size');
     expect(argv.slice(argv.indexOf(BIN), argv.indexOf(BIN) + 2)).toEqual([BIN, 'serve']);
     expect((await jsonOf(await fetch(`${url}/v1/health`))).status).toBe('ok');
     const launcherExit = once(proc.child, 'exit');

@@ -1,7 +1,7 @@
 /**
  * The inference worker's heap sizing (src/engine/heap.ts), through the real engine: live
  * frames at Stable Diffusion sizes (512×512, ControlNet, CFG), counting the full mark-compact
- * collections the worker reports per job (40 frames). V8's default sizing is run first as the control (it
+ * collections the worker reports per job (80 frames: the default sizing's count varies from run to run). V8's default sizing is run first as the control (it
  * must show collections, or this test could not fail), then the sized heap. The V8 flag is
  * process-wide and sticky, hence this order and a file of its own. The ControlNet runs as two
  * sessions, the path that still hands its 13 residuals through JavaScript every step (exports that
@@ -16,7 +16,7 @@ import { FrameHeader, PROTOCOL_VERSION } from '../src/protocol/schemas.ts';
 import { createTinyModel } from '../src/tiny/build-tiny.ts';
 import { benchDepth } from '../tools/bench/pipeline-bench.ts';
 
-const FRAMES = 40;
+const FRAMES = 80;
 const WARM_UP = 3;
 let dir: string;
 
@@ -62,6 +62,6 @@ describe('inference worker heap', () => {
     console.log(`full collections over ${FRAMES} live 512×512 ControlNet frames: V8 default ${control.major} (${control.gcMs.toFixed(1)} ms of GC), sized heap ${sized.major} (${sized.gcMs.toFixed(1)} ms)`);
     expect(control.major).toBeGreaterThanOrEqual(5);
     expect(sized.major * 2).toBeLessThanOrEqual(control.major);
-    expect(sized.major).toBeLessThanOrEqual(8);
+    expect(sized.major).toBeLessThanOrEqual(FRAMES / 6);
   });
 });
