@@ -521,17 +521,17 @@ class _GpuProbeEngine(bpy.types.RenderEngine):
     result = {}
 
     def render(self, depsgraph):
-        from depthcast import viewport
+        from depthcast import gpu_depth
 
         try:
             scene = depsgraph.scene
             cam = scene.camera
             w, h = scene.render.resolution_x, scene.render.resolution_y
             proj = cam.calc_matrix_camera(depsgraph, x=w, y=h)
-            ids = viewport.layout_ids(scene.original if hasattr(scene, "original") else scene,
+            ids = gpu_depth.layout_ids(scene.original if hasattr(scene, "original") else scene,
                                       depsgraph.view_layer)
             t0 = time.perf_counter()
-            gp = viewport.gpu_depth_pass(depsgraph, cam.matrix_world.inverted(), proj, w, h, ids=ids)
+            gp = gpu_depth.gpu_depth_pass(depsgraph, cam.matrix_world.inverted(), proj, w, h, ids=ids)
             _GpuProbeEngine.result["gpu_s"] = time.perf_counter() - t0
             _GpuProbeEngine.result["pass"] = gp
         except Exception:
@@ -539,7 +539,7 @@ class _GpuProbeEngine(bpy.types.RenderEngine):
 
 
 def step_gpu_pass(scene, size):
-    from depthcast import capture, viewport
+    from depthcast import capture, gpu_depth
 
     bpy.utils.register_class(_GpuProbeEngine)
     tmp = scene.copy()
@@ -556,7 +556,7 @@ def step_gpu_pass(scene, size):
             print("skip GPU depth pass:", res.get("error"))
             return
         t0 = time.perf_counter()
-        image, layout, objects = viewport.convert_gpu_pass(res["pass"], "CAMERA")
+        image, layout, objects = gpu_depth.convert_gpu_pass(res["pass"], "CAMERA")
         REPORT["timings"]["gpu_pass_%dx%d_s" % (size, size)] = round(res["gpu_s"], 4)
         REPORT["timings"]["gpu_pass_convert_%dx%d_s" % (size, size)] = round(time.perf_counter() - t0, 4)
         ref = capture.capture_camera(scene, with_layout=True)
