@@ -125,10 +125,11 @@ def gap_stats(stamps):
     return {"n": len(gaps), "mean_ms": round(1000 * sum(gaps) / len(gaps), 2), "max_ms": round(1000 * max(gaps), 2)}
 
 
-def overlay_check(name, key, shot, rx, ry, rw, rh, res_px, w_r, h_r):
+def overlay_check(name, key, shot, rx, ry, rw, rh, res_px, w_r, h_r, alignment_only=False):
     """Checks that the window screenshot ``shot`` shows the result image (``res_px``, w_r x h_r,
     bottom-up RGBA floats) over the window rectangle (rx, ry, rw, rh), fractional where the
-    rectangle is (a camera frame)."""
+    rectangle is (a camera frame). ``alignment_only``: where software GL's filtering departs from
+    the float reference (below), that the match is best unshifted, by a wide margin."""
     sw, sh, spx = read_image(shot)
     # The screenshot is the whole window, bottom-up; the region sits at (rx, ry).
     # Each screenshot pixel inside the region must show the result image sampled bilinearly at
@@ -185,6 +186,12 @@ def overlay_check(name, key, shot, rx, ry, rw, rh, res_px, w_r, h_r):
                                               "p99_abs_255": round(255 * diffs[int(0.99 * (len(diffs) - 1))], 2)
                                               if diffs else None, "rect": [round(v, 2) for v in (rx, ry, rw, rh)],
                                               "result": [w_r, h_r]}
+    if alignment_only:
+        # At about 1.5 screen pixels per texel (Max size 512 in this window) llvmpipe's filtered
+        # pixels differ from the float bilinear reference by a mean of 2.5 levels (p99 22) over the
+        # tiny model's noisy image, which we have not traced; a one-pixel shift costs about 21.
+        return check(name, n == w_r * h_r and mean * 255 <= 4.0 and min(offsets.values()) >= 4 * 255 * mean,
+                     REPORT["figures"][key])
     # Tolerance: the overlay layer keeps linear values at 8 bits, so dark values (sRGB < ~10)
     # lose up to 4 levels; everything else matches to rounding.
     return check(name,
@@ -390,6 +397,34 @@ def run():
         overlay_check("in camera view the 3D View shows the result exactly over the camera frame", "camera_overlay",
                       shot, region.x + frame[0], region.y + frame[1], frame[2], frame[3], res_px, w_r, h_r)
     space.region_3d.view_perspective = "PERSP"
+
+    # 3b'. Max size 512, the add-on's default: a larger capture, drawn exactly over the region too.
+    s.live_max_side = 512
+    area.tag_redraw()
+    deadline = time.monotonic() + ARGS.timeout
+    settled = time.monotonic()
+    while time.monotonic() < deadline:
+        w_r, h_r, view, _preview, _draws = overlay.shown()
+        if rt.job_id or viewport.state().pacer.dirty or viewport.state().busy or not view or view["camera"] or max(w_r, h_r) != 512:
+            settled = time.monotonic()
+        elif time.monotonic() - settled > 1.0:
+            break
+        yield 0.1
+    w_r, h_r, view, _preview, _draws = overlay.shown()
+    check("at Max size 512 live shows a 512-pixel result of the 3D View", max(w_r, h_r) == 512 and view is not None
+          and not view["camera"], (w_r, h_r, view and view["camera"]))
+    if max(w_r, h_r) == 512:
+        img = bpy.data.images.get("depthcast Result")
+        res_px = array.array("f", bytes(4 * w_r * h_r * 4))
+        img.pixels.foreach_get(res_px)
+        area.tag_redraw()
+        yield 0.3
+        shot = screenshot(os.path.join(ARGS.out, "live-3dview-512.png"))
+        _w, _a, region, _s = view3d()
+        overlay_check("at Max size 512 the result lies exactly over the captured region (best match unshifted)",
+                      "overlay_vs_result_512", shot, region.x, region.y, region.width, region.height, res_px, w_r, h_r,
+                      alignment_only=True)
+    s.live_max_side = 128
 
     # 3c. Generate on the factory scene at 1920x1080: the capture renders as a render job, so
     # the main loop keeps turning (each turn stamped) until the depth is sent, and the image
