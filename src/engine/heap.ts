@@ -24,7 +24,7 @@ export const INFERENCE_WORKER_INITIAL_OLD_SPACE_MB = 48;
  * frames then wait longer for a scavenge, those that get promoted die in old space, and their
  * backing stores (outside the V8 heap) are freed only by the full collection that external
  * memory growth eventually triggers. Capped at 8 MB: 3-4 full collections per 40 ControlNet
- * frames at 512×512 instead of 10-14 (test/worker-heap.test.ts), a worker heap of 25 MB instead
+ * frames at 512×512 instead of 10-14 (printed by test/worker-heap.test.ts), a worker heap of 25 MB instead
  * of 50 MB, and the soak's RSS growth over 10,000 frames 69 MB instead of 87-108 MB
  * (docs/reliability.md). 4 MB measured the same.
  */

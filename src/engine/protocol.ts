@@ -46,4 +46,6 @@ export interface MemorySample {
   heapUsed: number;
   external: number;
   arrayBuffers: number;
+  /** The inference worker's young generation (V8's new space) as committed now: what its cap bounds (src/engine/heap.ts). */
+  newSpace?: number;
 }

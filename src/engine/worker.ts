@@ -2,7 +2,7 @@
  * The inference worker thread: owns the ONNX sessions and runs one job at a time, so
  * session.run (a blocking native call) never stalls the server's event loop.
  */
-import { GCProfiler } from 'node:v8';
+import { GCProfiler, getHeapSpaceStatistics } from 'node:v8';
 import { parentPort, workerData } from 'node:worker_threads';
 import { toDepthcastError } from '../errors.ts';
 import { encodeJpeg, resizeRgb } from '../image/codec.ts';
@@ -163,7 +163,8 @@ port.on('message', (msg: ToWorker) => {
   if (msg.type === 'run') chain = chain.then(() => run(msg));
   else if (msg.type === 'memory') {
     if (msg.collect) (globalThis as { gc?: () => void }).gc?.();
-    post({ type: 'memory', usage: process.memoryUsage() });
+    const newSpace = getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')?.space_size;
+    post({ type: 'memory', usage: { ...process.memoryUsage(), ...(newSpace === undefined ? {} : { newSpace }) } });
   }
   else if (msg.type === 'unload') chain = chain.then(async () => { await current?.release(); current = undefined; });
 });
