@@ -470,6 +470,41 @@ def run():
           bool(gen_job) and header.get("jobId") == gen_job and (header.get("width"), header.get("height")) == (1920, 1080)
           and not rt.error, (gen_job, header.get("jobId"), header.get("width"), header.get("height"),
                              header.get("generated"), rt.error))
+    # 3d. Esc while Generate's capture renders (a real key press, through the X server): the render
+    # job stops, the panel says the capture was cancelled, nothing goes to the service, the scene
+    # copy is removed, and the next Generate still works.
+    import shutil
+
+    if shutil.which("xdotool"):
+        sent_before = client.last_result()
+        with bpy.context.temp_override(window=window, area=area, region=region):
+            bpy.ops.depthcast.generate()
+        esc_capture = next(iter(operators._capturing.values()), None)
+        deadline = time.monotonic() + ARGS.timeout
+        while esc_capture is not None and esc_capture.waiting != "render" and time.monotonic() < deadline:
+            yield 0.02
+        yield 0.3  # the render job is running
+        key = subprocess.Popen(["xdotool", "search", "--sync", "--onlyvisible", "--name", "Blender", "windowfocus",
+                                "--sync", "key", "Escape"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while operators._capturing and time.monotonic() < deadline:
+            yield 0.05
+        key.wait(10)
+        yield 0.3
+        trace = [what for _t, what in esc_capture.trace] if esc_capture is not None else None
+        check("Esc stops Generate's capture render: the panel says so, nothing is sent, the scene copy is gone",
+              "cancelled" in rt.error and not rt.job_id and client.last_result() is sent_before
+              and "depthcast capture" not in bpy.data.scenes and "render cancel" in (trace or []),
+              (rt.error, rt.job_id, trace, key.returncode, key.stderr.read().decode(errors="replace")[-300:]))
+        rt.error = ""
+        with bpy.context.temp_override(window=window, area=area, region=region):
+            res = bpy.ops.depthcast.generate()
+        while (operators._capturing or rt.job_id) and time.monotonic() < deadline:
+            yield 0.1
+        check("after Esc, the next Generate gives an image", res == {"FINISHED"} and not rt.error
+              and client.last_result() is not sent_before, (res, rt.error))
+    else:
+        REPORT["skipped"].append("Esc during Generate's capture: no xdotool to press the key")
+
     with bpy.context.temp_override(window=window, area=area, region=region):
         bpy.ops.depthcast.live()
     check("live restarted", viewport.is_running())
