@@ -12,11 +12,12 @@ import { register } from 'tsx/esm/api';
  * optimize-for-size heap sizing bring the 10,000-frame soak's RSS growth from 75 MB to 35-40
  * (docs/reliability.md; the inference worker is created without the second, src/engine/heap.ts).
  * Both are read when node starts, so `serve` re-runs itself in a child node with them, unless
- * node was started with a semi-space size already.
+ * node was started with a semi-space size already (a flag or NODE_OPTIONS).
  */
 const SERVE_NODE_FLAGS = ['--max-semi-space-size=1', '--optimize-for-size'];
 
-if (process.argv[2] === 'serve' && !process.execArgv.some((a) => a.startsWith('--max-semi-space-size'))) {
+const sizedByUser = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].some((a) => a.startsWith('--max-semi-space-size'));
+if (process.argv[2] === 'serve' && !sizedByUser) {
   serveInChild();
 } else {
   register();
