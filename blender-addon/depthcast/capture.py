@@ -245,16 +245,10 @@ def _read_exr_pixels(path, width, height):
 
 def _read_vector_pass(path, width, height):
     """The Vector pass through Blender's loader (main thread), where core.exr refused the file."""
-    img = bpy.data.images.load(path, check_existing=False)
-    try:
-        img.colorspace_settings.name = "Non-Color"
-        if tuple(img.size) != (width, height) or img.channels != 4:
-            raise CaptureError("the Vector pass is %dx%d with %d channels, expected %dx%d RGBA" % (img.size[0], img.size[1], img.channels, width, height))
-        px = D.float_array(bytes(16 * width * height))
-        img.pixels.foreach_get(px)
-        return M.flow_from_vector_pass(px, width, height)
-    finally:
-        bpy.data.images.remove(img)
+    px, channels = _read_exr_pixels(path, width, height)
+    if channels != 4:
+        raise CaptureError("the Vector pass has %d channels, expected RGBA" % channels)
+    return M.flow_from_vector_pass(px, width, height)
 
 
 def _camera_motion(cap, cam, width, height):
