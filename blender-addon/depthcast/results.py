@@ -6,6 +6,8 @@ import tempfile
 
 import bpy
 
+from .core.files import write_atomic
+
 RESULT_IMAGE = "depthcast Result"
 RESULT_DIR = "depthcast"
 
@@ -180,16 +182,9 @@ def write_result(folder, basename, png, sidecar_text):
     os.makedirs(folder, exist_ok=True)
     png_path = os.path.join(folder, basename + ".png")
     json_path = os.path.join(folder, basename + ".json")
-    _atomic_write(png_path, png)
-    _atomic_write(json_path, sidecar_text.encode("utf-8"))
+    write_atomic(png_path, png)
+    write_atomic(json_path, sidecar_text.encode("utf-8"))
     return png_path
-
-
-def _atomic_write(path, data):
-    tmp = path + ".part"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def frame_output_path(scene, frame):

@@ -21,6 +21,8 @@ from array import array
 
 import bpy
 
+from depthcast.core.files import write_atomic
+
 
 def write_npy(path, values, width, height):
     header = "{'descr': '<f4', 'fortran_order': False, 'shape': (%d, %d), }" % (height, width)
@@ -60,7 +62,5 @@ def run(views, out_dir, render, with_vector=False):
             "seconds": round(time.perf_counter() - t0, 4),
         })
     info = {"blender": bpy.app.version_string, "engine": engine, "views": written}
-    with open(os.path.join(out_dir, "render.json.partial"), "w") as f:
-        json.dump(info, f, indent=1)
-    os.replace(os.path.join(out_dir, "render.json.partial"), os.path.join(out_dir, "render.json"))
+    write_atomic(os.path.join(out_dir, "render.json"), json.dumps(info, indent=1).encode("utf-8"))
     return 0

@@ -8,6 +8,8 @@ import os
 import threading
 from urllib.parse import urlsplit
 
+from .files import write_atomic
+
 #: What the service accepts (src/protocol/schemas.ts, WarpPlotRequest).
 MAX_SERIES = 4
 MAX_PAIRS = 10000
@@ -64,24 +66,17 @@ def fetch_warp_plot(ws_url, token, title, series, timeout=30.0):
 
 
 def write_warp_plot(png_path, ws_url, token, title, series, timeout=30.0):
-    """Fetches the plot and writes it to ``png_path`` (through a temporary file, so a reader never
-    sees half a PNG). Returns None, or the reason it could not (PlotError, OSError)."""
+    """Fetches the plot and writes it to ``png_path`` (whole or not at all). Returns None, or the
+    reason it could not (PlotError, OSError)."""
     try:
-        png = fetch_warp_plot(ws_url, token, title, series, timeout=timeout)
-        partial = png_path + ".partial"
-        with open(partial, "wb") as f:
-            f.write(png)
-        os.replace(partial, png_path)
+        write_atomic(png_path, fetch_warp_plot(ws_url, token, title, series, timeout=timeout))
     except (PlotError, OSError) as err:
         return str(err)
     return None
 
 
 def write_report(json_path, doc):
-    partial = json_path + ".partial"
-    with open(partial, "w") as f:
-        json.dump(doc, f, indent=2)
-    os.replace(partial, json_path)
+    write_atomic(json_path, json.dumps(doc, indent=2).encode("utf-8"))
 
 
 def write_report_and_plot(json_path, doc, ws_url, token, title, label):
