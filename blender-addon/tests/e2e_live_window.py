@@ -125,6 +125,27 @@ def gap_stats(stamps):
     return {"n": len(gaps), "mean_ms": round(1000 * sum(gaps) / len(gaps), 2), "max_ms": round(1000 * max(gaps), 2)}
 
 
+def settle(rt, viewport, overlay, shows=lambda w, h, view: True):
+    """Yields (a timer generator's step) until live has been idle for 1 s, no job, nothing dirty or
+    being captured, with the overlay showing what ``shows(width, height, view)`` accepts."""
+    deadline = time.monotonic() + ARGS.timeout
+    settled = time.monotonic()
+    while time.monotonic() < deadline:
+        w, h, view, _preview, _draws = overlay.shown()
+        if rt.job_id or viewport.state().pacer.dirty or viewport.state().busy or not shows(w, h, view):
+            settled = time.monotonic()
+        elif time.monotonic() - settled > 1.0:
+            return
+        yield 0.1
+
+
+def result_pixels(w, h):
+    """The "depthcast Result" image's pixels, bottom-up RGBA floats."""
+    px = array.array("f", bytes(4 * w * h * 4))
+    bpy.data.images.get("depthcast Result").pixels.foreach_get(px)
+    return px
+
+
 def overlay_check(name, key, shot, rx, ry, rw, rh, res_px, w_r, h_r, alignment_only=False):
     """Checks that the window screenshot ``shot`` shows the result image (``res_px``, w_r x h_r,
     bottom-up RGBA floats) over the window rectangle (rx, ry, rw, rh), fractional where the
@@ -336,22 +357,13 @@ def run():
           REPORT["figures"]["capture_in_draw_handler_ms"])
 
     # 3. stop moving: the result of the final view, drawn exactly over the region
-    deadline = time.monotonic() + ARGS.timeout
-    settled = time.monotonic()
-    while time.monotonic() < deadline:
-        if rt.job_id or viewport.state().pacer.dirty or viewport.state().busy:
-            settled = time.monotonic()
-        elif time.monotonic() - settled > 1.0:
-            break
-        yield 0.1
+    yield from settle(rt, viewport, overlay)
     info = client.last_result()
     check("a live result arrived for the final view", info is not None and not rt.job_id, (rt.status, rt.error))
     if info is None:
         return
     w_r, h_r, _view, _preview, _draws = overlay.shown()
-    img = bpy.data.images.get("depthcast Result")
-    res_px = array.array("f", bytes(4 * w_r * h_r * 4))
-    img.pixels.foreach_get(res_px)
+    res_px = result_pixels(w_r, h_r)
     area.tag_redraw()
     yield 0.3
     shot = screenshot(os.path.join(ARGS.out, "live-3dview.png"))
@@ -371,22 +383,12 @@ def run():
 
     space.region_3d.view_perspective = "CAMERA"
     area.tag_redraw()
-    deadline = time.monotonic() + ARGS.timeout
-    settled = time.monotonic()
-    while time.monotonic() < deadline:
-        view = overlay.shown()[2]
-        if rt.job_id or viewport.state().pacer.dirty or viewport.state().busy or not (view and view["camera"]):
-            settled = time.monotonic()
-        elif time.monotonic() - settled > 1.0:
-            break
-        yield 0.1
+    yield from settle(rt, viewport, overlay, lambda w, h, view: bool(view and view["camera"]))
     w_r, h_r, view, _preview, _draws = overlay.shown()
     check("in camera view live captures the camera frame at the render's aspect", view is not None and view["camera"]
           and abs(w_r / h_r - 1920 / 1080) < 0.02, (w_r, h_r, view and view["camera"]))
     if view is not None and view["camera"]:
-        img = bpy.data.images.get("depthcast Result")
-        res_px = array.array("f", bytes(4 * w_r * h_r * 4))
-        img.pixels.foreach_get(res_px)
+        res_px = result_pixels(w_r, h_r)
         _w, _a, region, _s = view3d()
         pts = [location_3d_to_region_2d(region, space.region_3d, c) for c in view["corners"]]
         x0, y0 = pts[0]
@@ -401,22 +403,12 @@ def run():
     # 3b'. Max size 512, the add-on's default: a larger capture, drawn exactly over the region too.
     s.live_max_side = 512
     area.tag_redraw()
-    deadline = time.monotonic() + ARGS.timeout
-    settled = time.monotonic()
-    while time.monotonic() < deadline:
-        w_r, h_r, view, _preview, _draws = overlay.shown()
-        if rt.job_id or viewport.state().pacer.dirty or viewport.state().busy or not view or view["camera"] or max(w_r, h_r) != 512:
-            settled = time.monotonic()
-        elif time.monotonic() - settled > 1.0:
-            break
-        yield 0.1
+    yield from settle(rt, viewport, overlay, lambda w, h, view: bool(view) and not view["camera"] and max(w, h) == 512)
     w_r, h_r, view, _preview, _draws = overlay.shown()
     check("at Max size 512 live shows a 512-pixel result of the 3D View", max(w_r, h_r) == 512 and view is not None
           and not view["camera"], (w_r, h_r, view and view["camera"]))
     if max(w_r, h_r) == 512:
-        img = bpy.data.images.get("depthcast Result")
-        res_px = array.array("f", bytes(4 * w_r * h_r * 4))
-        img.pixels.foreach_get(res_px)
+        res_px = result_pixels(w_r, h_r)
         area.tag_redraw()
         yield 0.3
         shot = screenshot(os.path.join(ARGS.out, "live-3dview-512.png"))
