@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { decodeToPlanar } from '../src/image/codec.ts';
 import { edgeAlignment } from '../src/motion/fidelity.ts';
 import { reprojectFlow } from '../src/motion/reproject.ts';
 import { createTinyModel } from '../src/tiny/build-tiny.ts';
@@ -108,11 +109,8 @@ async function meanFidelity(out: string, scene: string, variation: string): Prom
   let total = 0;
   for (const view of render.views) {
     const depth = readNpy(new Uint8Array(await readFile(path.join(out, '.depth', scene, view.file)))).data;
-    const { data, info } = await sharp(path.join(out, scene, `f${view.frame}_${variation}_s42.png`)).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-    const plane = info.width * info.height;
-    const image = new Float32Array(3 * plane);
-    for (let i = 0; i < plane; i++) for (let c = 0; c < 3; c++) image[c * plane + i] = data[3 * i + c]! / 255;
-    total += edgeAlignment(image, depth, info.width, info.height);
+    const image = await decodeToPlanar(await readFile(path.join(out, scene, `f${view.frame}_${variation}_s42.png`)), 64, 48);
+    total += edgeAlignment(image.data, depth, image.width, image.height);
   }
   return total / render.views.length;
 }

@@ -8,27 +8,26 @@ from core import messages
 from core.depth import DepthImage
 
 
+def vector_pass_2x2():
+    """2x2 RGBA, bottom row first: pixel (x, row-from-bottom) has R = 10*x + row, G = 100 + R."""
+    px = []
+    for row in range(2):
+        for x in range(2):
+            r = 10 * x + row
+            px += [r, 100 + r, 0, 0]
+    return array.array("f", px)
+
+
 class VectorPassTest(unittest.TestCase):
     def test_rows_flip_and_y_is_negated(self):
-        # 2x2, bottom row first: pixel (x, row-from-bottom) has R = 10*x + row, G = 100 + R.
-        px = []
-        for row in range(2):
-            for x in range(2):
-                r = 10 * x + row
-                px += [r, 100 + r, 0, 0]
-        flow = M.flow_from_vector_pass(array.array("f", px), 2, 2)
+        flow = M.flow_from_vector_pass(vector_pass_2x2(), 2, 2)
         # Top row first: the top row is Blender's row 1.
         self.assertEqual(list(flow[:4]), [1, 11, 0, 10])
         self.assertEqual(list(flow[4:]), [-101, -111, -100, -110])
 
     def test_channels_read_top_down_give_the_same_planes(self):
-        # The same 2x2 pass as above, as core.exr hands its R and G channels back: top row first.
-        px = []
-        for row in range(2):
-            for x in range(2):
-                r = 10 * x + row
-                px += [r, 100 + r, 0, 0]
-        from_pass = M.flow_from_vector_pass(array.array("f", px), 2, 2)
+        # The same pass, as core.exr hands its R and G channels back: top row first.
+        from_pass = M.flow_from_vector_pass(vector_pass_2x2(), 2, 2)
         dx = array.array("f", [1, 11, 0, 10])
         dy_up = array.array("f", [101, 111, 100, 110])
         self.assertEqual(M.flow_from_channels(dx, dy_up), from_pass)
