@@ -88,20 +88,21 @@ const idPass = new IdPass(view.renderer);
 const live = new LiveScheduler(MIN_FRAME_INTERVAL_MS);
 const session = Math.random().toString(36).slice(2, 8);
 let seq = 0;
-/** jobId → sequence number of the frames this page sent (bounded). */
-const jobSeq = new Map<string, number>();
+/**
+ * The frames this page sent (bounded), by jobId: their sequence number, and for consistent frames
+ * the camera pose and the scene version they were captured in.
+ */
+const sentFrames = new Map<string, { seq: number; pose?: number[]; scene: number }>();
 let latestJob: string | undefined;
 let shown = { seq: -1, result: false };
 let errorSeq = -1;
 let lastSeed: number | undefined;
 
-const seqOf = (jobId: string | undefined): number => (jobId ? (jobSeq.get(jobId) ?? -1) : -1);
+const seqOf = (jobId: string | undefined): number => (jobId ? (sentFrames.get(jobId)?.seq ?? -1) : -1);
 /**
- * Consistent frames: the camera pose each sent frame had (bounded, like jobSeq), and the last
- * frame the service generated, which is what it continues from. Loading a scene starts over:
+ * Consistent frames continue the last frame the service generated. Loading a scene starts over:
  * the pose motion holds for a scene that stays still between the two frames.
  */
-const posesSent = new Map<string, { pose: number[]; scene: number }>();
 let lastGenerated: { jobId: string; pose: number[]; scene: number } | undefined;
 let sceneVersion = 0;
 
@@ -170,10 +171,8 @@ async function captureAndSend(): Promise<string | undefined> {
     return undefined;
   }
   seq++;
-  jobSeq.set(jobId, seq);
-  if (jobSeq.size > 200) jobSeq.delete(jobSeq.keys().next().value!);
-  if (camera) posesSent.set(jobId, { pose: camera.pose, scene: sceneVersion });
-  if (posesSent.size > 200) posesSent.delete(posesSent.keys().next().value!);
+  sentFrames.set(jobId, { seq, scene: sceneVersion, ...(camera ? { pose: camera.pose } : {}) });
+  if (sentFrames.size > 200) sentFrames.delete(sentFrames.keys().next().value!);
   latestJob = jobId;
   hook.framesSent++;
   hook.lastFrame = {
@@ -285,8 +284,8 @@ function onBinary(h: ServerBinaryHeader, payload: Uint8Array): void {
     return;
   }
   // The service remembers every generated frame of the stream, shown or not.
-  const sent = posesSent.get(h.jobId);
-  lastGenerated = sent ? { jobId: h.jobId, ...sent } : undefined;
+  const sent = sentFrames.get(h.jobId);
+  lastGenerated = sent?.pose ? { jobId: h.jobId, pose: sent.pose, scene: sent.scene } : undefined;
   if (s < shown.seq) return;
   shown = { seq: s, result: true };
   lastSeed = h.seed;
