@@ -46,24 +46,25 @@ function depthFrame(jobId: string, stream: string, boxX: number, seed: number): 
   return encodeBinaryMessage(header, new Uint8Array(z.buffer));
 }
 
-/** The resident set split as Linux counts it (anonymous, file-backed, shared memory), in MB, or '' elsewhere. */
-function rssParts(pid: number): string {
+/** One field of a process's /proc status in kB (Linux), NaN where there is none. */
+function statusKb(pid: number, key: string): number {
   try {
-    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const kb = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? Number.NaN);
-    return `anon ${round(kb('RssAnon') / 1024, 1)}, file ${round(kb('RssFile') / 1024, 1)}, shmem ${round(kb('RssShmem') / 1024, 1)}`;
+    return Number(new RegExp(`${key}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? Number.NaN);
   } catch {
-    return '';
+    return Number.NaN; // not Linux
   }
 }
 
-/** The server's resident set in bytes (Linux /proc, else ps). */
+/** The resident set split as Linux counts it (anonymous, file-backed, shared memory), in MB, or '' elsewhere. */
+function rssParts(pid: number): string {
+  if (Number.isNaN(statusKb(pid, 'RssAnon'))) return '';
+  const mb = (key: string) => round(statusKb(pid, key) / 1024, 1);
+  return `anon ${mb('RssAnon')}, file ${mb('RssFile')}, shmem ${mb('RssShmem')}`;
+}
+
+/** The server's resident set in bytes (Linux /proc, else NaN). */
 function rssOf(pid: number): number {
-  try {
-    const kb = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
-    if (kb) return Number(kb) * 1024;
-  } catch { /* not Linux */ }
-  return Number.NaN;
+  return statusKb(pid, 'VmRSS') * 1024;
 }
 
 const MEMORY_COLUMNS = 'at: rss | main heap total/used ext arrayBuffers | worker heap total/used ext arrayBuffers | job records, streams, remembered, owners, ws conns';
