@@ -16,13 +16,15 @@ export const IR_VERSION = 8;
 /** Default-domain opset of every graph we write. */
 export const OPSET = 17;
 
-export type ElemType = 'float32' | 'float16' | 'int32' | 'int64' | 'bool';
+export type ElemType = 'float32' | 'float16' | 'int32' | 'int64' | 'uint8' | 'uint16' | 'bool';
 
 const ELEM_TYPE: Record<ElemType, number> = {
   float32: onnx.TensorProto.DataType.FLOAT,
   float16: onnx.TensorProto.DataType.FLOAT16,
   int32: onnx.TensorProto.DataType.INT32,
   int64: onnx.TensorProto.DataType.INT64,
+  uint8: onnx.TensorProto.DataType.UINT8,
+  uint16: onnx.TensorProto.DataType.UINT16,
   bool: onnx.TensorProto.DataType.BOOL,
 };
 

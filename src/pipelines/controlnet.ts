@@ -105,8 +105,8 @@ export async function runControlnet(model: LoadedModel, input: GenerateInput): P
         sample: { data: scaled, dims: [n, c, h, w], stableFor: step },
         timestep: { data: t, dims: [n] },
         encoder_hidden_states: { data: embeddings, dims: [n, L, D], stableFor: embeddings },
-        // Already in the ControlNet input's own type (halves for fp16): nothing to convert, so no stableFor.
-        controlnet_cond: { data: controlBatch!, dims: [n, 3, input.height, input.width] },
+        // Already in the ControlNet input's own type (halves for fp16); stableFor lets a WebGPU session keep it.
+        controlnet_cond: { data: controlBatch!, dims: [n, 3, input.height, input.width], stableFor: generation },
       };
       if (model.controlnetTakesScale) cnFeeds.conditioning_scale = { data: scale, dims: [] };
       if (controlnet.input('timestep_cond')) Object.assign(cnFeeds, condFeed);
@@ -162,7 +162,7 @@ function composedControlFeeds(control: PlanarImage, key: object, scratch?: Scrat
   const zero = { data: 0, dims: [1, 1, 1, 1] };
   const feeds: Record<string, Feed> = { [CONTROL_INPUTS.float]: zero, [CONTROL_INPUTS.levels8]: zero, [CONTROL_INPUTS.levels16]: zero };
   const levels = controlLevels(control.data, scratch);
-  if (levels) feeds[levels.input] = { data: levels.data, dims };
+  if (levels) feeds[levels.input] = { data: levels.data, dims, stableFor: key };
   else feeds[CONTROL_INPUTS.float] = { data: control.data, dims, stableFor: key };
   return feeds;
 }

@@ -32,7 +32,8 @@ export interface Feed {
   /**
    * The contents stay the same for as long as this key object lives and is passed (one
    * generation's embeddings or control image: pass that generation's key), so an fp16 model
-   * converts them once. A key, not a flag: buffers are reused across generations with new contents.
+   * converts them once and a WebGPU session uploads them once (residentFeeds). A key, not a
+   * flag: buffers are reused across generations with new contents.
    */
   stableFor?: object;
 }
@@ -72,6 +73,79 @@ export class OutputTensor {
  * runs are awaited one after another, so no run still reads the old ones.
  */
 const halfCopies = new WeakMap<Float32Array, { key: object; half: Uint16Array }>();
+
+/**
+ * Stable feeds kept on the GPU between runs (WebGPU). onnxruntime-node has no IO binding, but a
+ * WebGPU session can leave an output on the GPU (`preferredOutputLocation: 'gpu-buffer'`) and any
+ * later run takes that handle as an input without a copy. So a feed marked `stableFor` goes up
+ * once through a one-node Identity graph and every run until its key changes feeds the handle:
+ * a generation's embeddings and control image cross once, not once per step. Entries are keyed
+ * by the caller's buffer (its contents are fixed while the key is) and shared by every session,
+ * as a ControlNet and its UNet take the same ones. At most MAX_RESIDENT stay; the least recently
+ * fed is disposed first, which is never one of the current run's (a run feeds fewer).
+ */
+const MAX_RESIDENT = 8;
+interface ResidentEntry {
+  key: object;
+  type: string;
+  dims: string;
+  tensor: ort.Tensor;
+}
+const residentFeeds = new Map<object, ResidentEntry>();
+const uploaders = new Map<string, Promise<ort.InferenceSession>>();
+
+/** A WebGPU session whose output `y` is input `x`, left on the GPU. */
+function uploader(type: ort.Tensor.Type, rank: number): Promise<ort.InferenceSession> {
+  const id = `${type}/${rank}`;
+  let session = uploaders.get(id);
+  if (!session) {
+    session = (async () => {
+      const { GraphBuilder } = await import('../models/onnx-graph.ts');
+      const g = new GraphBuilder(`upload-${type}`);
+      const dims = Array.from({ length: rank }, (_, i) => `d${i}`);
+      g.op('Identity', [g.input('x', type as never, dims)], {}, 'y');
+      g.output('y', type as never, dims);
+      return ort.InferenceSession.create(g.toBytes({ producer: 'depthcast', version: 'upload' }), {
+        executionProviders: ['webgpu'],
+        preferredOutputLocation: 'gpu-buffer',
+        logSeverityLevel: 3,
+      });
+    })();
+    session.catch(() => uploaders.delete(id));
+    uploaders.set(id, session);
+  }
+  return session;
+}
+
+/**
+ * The GPU copy of `cpu` (built from `source` for this key), uploading it when there is none.
+ * `uploaded`: bytes that crossed now (0 when the copy was already there). Never call getData()
+ * on the handle: onnxruntime-node aborts the process on a GPU tensor's download.
+ */
+async function residentTensor(source: object, key: object, cpu: ort.Tensor): Promise<{ tensor: ort.Tensor; uploaded: number }> {
+  const dims = cpu.dims.join('x');
+  const hit = residentFeeds.get(source);
+  residentFeeds.delete(source);
+  if (hit && hit.key === key && hit.type === cpu.type && hit.dims === dims) {
+    residentFeeds.set(source, hit);
+    return { tensor: hit.tensor, uploaded: 0 };
+  }
+  hit?.tensor.dispose();
+  const session = await uploader(cpu.type, cpu.dims.length);
+  const tensor = (await session.run({ x: cpu })).y as ort.Tensor;
+  residentFeeds.set(source, { key, type: cpu.type, dims, tensor });
+  for (const [old, entry] of residentFeeds) {
+    if (residentFeeds.size <= MAX_RESIDENT) break;
+    residentFeeds.delete(old);
+    entry.tensor.dispose();
+  }
+  return { tensor, uploaded: (cpu.data as ArrayBufferView).byteLength };
+}
+
+/** How many stable feeds are on the GPU now (for tests). */
+export function residentFeedCount(): number {
+  return residentFeeds.size;
+}
 
 const EP_OF_DEVICE: Record<Exclude<Device, 'auto'>, string> = {
   cpu: 'cpu',
@@ -162,7 +236,9 @@ export class ModelSession {
     private readonly session: ort.InferenceSession,
     readonly inputs: TensorSpec[],
     readonly outputs: TensorSpec[],
-  ) {}
+  ) {
+    this.residentFeeds = device === 'webgpu';
+  }
 
   /**
    * `source`: an ONNX file, or a graph built in memory with the folder its external-data
@@ -264,9 +340,27 @@ export class ModelSession {
       );
     }
     const tensors: Record<string, ort.Tensor> = {};
-    for (const spec of this.inputs) tensors[spec.name] = this.toTensor(spec, feeds[spec.name]!);
+    const onGpu = new Set<string>();
     let bytesIn = 0;
-    for (const t of Object.values(tensors)) bytesIn += (t.data as ArrayBufferView).byteLength;
+    for (const spec of this.inputs) {
+      const feed = feeds[spec.name]!;
+      const tensor = this.toTensor(spec, feed);
+      if (this.residentFeeds && feed.stableFor && typeof feed.data !== 'number' && onGpu.size < MAX_RESIDENT) {
+        try {
+          const { tensor: resident, uploaded } = await residentTensor(feed.data, feed.stableFor, tensor);
+          tensor.dispose?.();
+          tensors[spec.name] = resident;
+          onGpu.add(spec.name);
+          this.traffic.bytesUploaded += uploaded;
+          continue;
+        } catch (err) {
+          for (const name of Object.keys(tensors)) if (!onGpu.has(name)) tensors[name]!.dispose?.();
+          throw new DepthcastError('INFERENCE_FAILED', `${this.name}: keeping "${spec.name}" on the GPU failed: ${((err as Error).message ?? String(err)).split('\n')[0]}`);
+        }
+      }
+      tensors[spec.name] = tensor;
+      bytesIn += (tensor.data as ArrayBufferView).byteLength;
+    }
     let results: ort.InferenceSession.OnnxValueMapType;
     const fetches = into && outputNames ? preallocated(outputNames, into, this) : undefined;
     try {
@@ -279,7 +373,8 @@ export class ModelSession {
         `${this.name} failed on ${this.device}${oom ? ' (out of memory: try a smaller size or the CPU)' : ''}: ${message.split('\n')[0]} | feeds: ${describeFeeds(feeds)}`,
       );
     } finally {
-      for (const t of Object.values(tensors)) t.dispose?.();
+      // The GPU copies stay for later runs; only this run's own tensors go.
+      for (const [name, t] of Object.entries(tensors)) if (!onGpu.has(name)) t.dispose?.();
     }
     this.traffic.runs++;
     this.traffic.bytesIn += bytesIn;
@@ -315,9 +410,16 @@ export class ModelSession {
 
   /**
    * Bytes fed to and taken from onnxruntime by run(), over this session's life: what crosses
-   * the boundary (on a GPU, host↔device copies; there is no IO binding to keep data there).
+   * the boundary (on a GPU, host↔device copies). `bytesUploaded`: stable feeds sent to the GPU
+   * once for many runs (residentFeeds), not in `bytesIn`.
    */
-  readonly traffic = { runs: 0, bytesIn: 0, bytesOut: 0 };
+  readonly traffic = { runs: 0, bytesIn: 0, bytesOut: 0, bytesUploaded: 0 };
+
+  /**
+   * Whether feeds marked `stableFor` stay on the GPU between runs (on by default for WebGPU, the
+   * one provider whose outputs onnxruntime-node can leave there; a no-op elsewhere).
+   */
+  residentFeeds: boolean;
 
   /** Whether release() ran: a released session's specs stay readable, its run() refuses. */
   released = false;
