@@ -142,3 +142,17 @@ describe.skipIf(!haveWebgpu)('stable feeds kept on the GPU (WebGPU EP, SwiftShad
     }
   });
 });
+
+describe.skipIf(!haveWebgpu)('fp16 models on an adapter without shader-f16 (SwiftShader has none)', () => {
+  it('the first run fails with a typed UNSUPPORTED_DEVICE error that says why and what to use', async () => {
+    const model = await webgpuModel(await tinyModelDir({ family: 'controlnet', dtype: 'fp16' }), true);
+    try {
+      await expect(runControlnet(model, cnInput('a red barn', nearnessOf(sceneDepth()), new Scratch()))).rejects.toMatchObject({
+        code: 'UNSUPPORTED_DEVICE',
+        message: expect.stringMatching(/on webgpu: this adapter has no 16-bit float shaders \(shader-f16\), which an fp16 model needs\. Use the float32 model, or --device cpu/),
+      });
+    } finally {
+      await model.release();
+    }
+  });
+});

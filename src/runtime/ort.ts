@@ -367,6 +367,11 @@ export class ModelSession {
       results = fetches ? await this.session.run(tensors, fetches) : outputNames ? await this.session.run(tensors, outputNames) : await this.session.run(tensors);
     } catch (err) {
       const message = (err as Error).message ?? String(err);
+      if (/requires f16 but the device does not support it/.test(message)) {
+        // Dawn builds each kernel on its first run, so an adapter without 16-bit float shaders
+        // fails an fp16 model only there, not at load.
+        throw new DepthcastError('UNSUPPORTED_DEVICE', `${this.name} on ${this.device}: this adapter has no 16-bit float shaders (shader-f16), which an fp16 model needs. Use the float32 model, or --device cpu. (${message.split('\n')[0]})`);
+      }
       const oom = /out of memory|bad_alloc|failed to allocate/i.test(message);
       throw new DepthcastError(
         'INFERENCE_FAILED',
