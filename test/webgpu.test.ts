@@ -1,14 +1,16 @@
 /**
  * The WebGPU execution provider, for real, on SwiftShader (test/support/webgpu.ts): the reference
- * conformance cases through both pipelines, and the stable feeds kept on the GPU between steps
+ * conformance cases through both pipelines, the checkpoint cases (models built from diffusers
+ * safetensors), and the stable feeds kept on the GPU between steps
  * (ModelSession.residentFeeds). Resident and re-fed runs use the same kernels on the same data,
  * so their images must be bit-identical; the traffic counters must show the embeddings and the
  * control image crossing once per image instead of once per step.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCase } from '../tools/conformance/run.ts';
+import { cachedBuild } from '../src/checkpoint/cache.ts';
 import { type LoadedModel, loadModel } from '../src/models/load.ts';
 import { runControlnet } from '../src/pipelines/controlnet.ts';
 import { runDepth2Img } from '../src/pipelines/depth2img.ts';
@@ -69,6 +71,25 @@ describe.skipIf(!haveWebgpu || cases.length === 0)('WebGPU EP (SwiftShader) on t
       expect(ta.bytesIn / ta.runs).toBeLessThanOrEqual(latentsIn + 64);
     } finally {
       await Promise.all([resident.release(), refed.release()]);
+    }
+  });
+});
+
+const CHECKPOINT_CASES = join(SHARED_CONFORMANCE, '..', 'checkpoints', 'cases');
+const checkpointCases = existsSync(CHECKPOINT_CASES) ? readdirSync(CHECKPOINT_CASES).sort() : [];
+
+describe.skipIf(!haveWebgpu || checkpointCases.length === 0)('WebGPU EP (SwiftShader) on models built from the public checkpoints', () => {
+  it.each(checkpointCases)('%s: within the reference tolerance', async (name) => {
+    const caseDir = join(CHECKPOINT_CASES, name);
+    const spec = JSON.parse(readFileSync(join(caseDir, 'case.json'), 'utf8')) as { model: string; controlnet?: string };
+    const { dir } = await cachedBuild({ dir: resolve(caseDir, spec.model) }, spec.controlnet ? { dir: resolve(caseDir, spec.controlnet) } : undefined);
+    const model = await webgpuModel(dir, true);
+    try {
+      const outcome = await runCase(caseDir, new Map([[dir, model]]));
+      expect(outcome.passed, `${name}: max_abs ${outcome.maxAbs}${outcome.note ? ` (${outcome.note})` : ''}`).toBe(true);
+      expect((model.controlnetUnet ?? model.sessions.unet).traffic.bytesUploaded).toBeGreaterThan(0);
+    } finally {
+      await model.release();
     }
   });
 });
