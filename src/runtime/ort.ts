@@ -92,6 +92,8 @@ interface ResidentEntry {
   tensor: ort.Tensor;
 }
 const residentFeeds = new Map<object, ResidentEntry>();
+/** Types onnxruntime-common can hold in a GPU buffer; others (uint16 control levels) are fed each run. */
+const GPU_BUFFER_TYPES: ReadonlySet<string> = new Set(['float32', 'float16', 'int32', 'int64', 'uint32', 'uint8', 'bool']);
 const uploaders = new Map<string, Promise<ort.InferenceSession>>();
 
 /** A WebGPU session whose output `y` is input `x`, left on the GPU. */
@@ -345,7 +347,7 @@ export class ModelSession {
     for (const spec of this.inputs) {
       const feed = feeds[spec.name]!;
       const tensor = this.toTensor(spec, feed);
-      if (this.residentFeeds && feed.stableFor && typeof feed.data !== 'number' && onGpu.size < MAX_RESIDENT) {
+      if (this.residentFeeds && feed.stableFor && typeof feed.data !== 'number' && GPU_BUFFER_TYPES.has(tensor.type) && onGpu.size < MAX_RESIDENT) {
         try {
           const { tensor: resident, uploaded } = await residentTensor(feed.data, feed.stableFor, tensor);
           tensor.dispose?.();
