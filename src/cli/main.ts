@@ -187,6 +187,8 @@ export function buildProgram(): Command {
     .addOption(new Option('--unet-dtype <dtype>', 'with --sd-unet: compute type').choices(['fp32', 'fp16']).default('fp32'))
     .option('--unet-runs <n>', 'with --sd-unet: timed runs after a first one', intArg('unet-runs'), 3)
     .option('--controlnet-only', "only the ControlNet pipelines at SD 1.5's residual sizes: composed graph and two sessions, fp32 and fp16")
+    .option('--steps <n>', 'denoising steps per image (default 20, --quick 8; fewer for a slow device)', intArg('steps'))
+    .option('--repeats <n>', 'timed images per pipeline, after warm-up ones (default 7, --quick 3)', intArg('repeats'))
     .action(async (opts) => {
       const { benchCommand } = await import('../../tools/bench/cli.ts');
       await benchCommand(opts);

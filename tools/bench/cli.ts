@@ -23,6 +23,9 @@ export interface BenchOptions {
   unetRuns?: number;
   /** Only the ControlNet pipelines (composed and two sessions), e.g. on a GPU machine. */
   controlnetOnly?: boolean;
+  /** Denoising steps per image and timed images per pipeline (fewer for a slow device). */
+  steps?: number;
+  repeats?: number;
 }
 
 async function sdUnetCommand(opts: BenchOptions, log: (line: string) => void): Promise<void> {
@@ -46,14 +49,15 @@ function goal(label: string, value: number, limit: number, unit: string): string
 export async function benchCommand(opts: BenchOptions): Promise<void> {
   const log = opts.json ? () => {} : (line: string) => console.log(line);
   if (opts.sdUnet) return sdUnetCommand(opts, log);
-  const steps = opts.quick ? 8 : 20;
-  const repeats = opts.quick ? 3 : 7;
+  const steps = opts.steps ?? (opts.quick ? 8 : 20);
+  const repeats = opts.repeats ?? (opts.quick ? 3 : 7);
   log(`depthcast ${VERSION} bench — ${new Date().toISOString()} — ${os.cpus()[0]?.model ?? 'cpu'} ×${os.cpus().length}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}`);
   log(`onnxruntime backends bundled: ${listBundledBackends().join(', ')}; device requested: ${opts.device}`);
   log('models: random-weight models with Stable Diffusion 1.5 I/O shapes (latents 2×4×64×64, text 2×77×768, 512×512 images; ControlNet: SD 1.5\'s 13 residuals, 320-1280 channels) and trivial compute, so overhead is what is measured');
   log('pipelines and codecs run in a worker thread set up as the service\'s inference worker (its heap sizing included)\n');
   const dirs = await buildSdSizeModels();
   const pipelines: PipelineFigures[] = [];
+  const unsupported: { pipeline: string; error: string }[] = [];
   type Run = [string, 'euler-a' | 'dpmpp-2m', ('composed' | 'separate')?, ControlSource?];
   const runs: Run[] = [
     [dirs.controlnet, 'euler-a', 'composed'], [dirs.controlnet, 'euler-a', 'separate'],
@@ -67,20 +71,34 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
   let codecs: Record<string, number>;
   try {
     for (const [dir, scheduler, graph, control] of runs) {
-      const f = await worker.run('benchPipeline', dir, opts.device, steps, repeats, scheduler, graph, control);
+      let f: PipelineFigures;
+      try {
+        f = await worker.run('benchPipeline', dir, opts.device, steps, repeats, scheduler, graph, control);
+      } catch (err) {
+        // A pipeline this device cannot run (an fp16 one on an adapter without shader-f16) is
+        // reported and skipped; the others still run.
+        if ((err as { code?: string }).code !== 'UNSUPPORTED_DEVICE') throw err;
+        const what = `${dir.endsWith('-fp16') ? 'fp16' : 'fp32'} ${graph ?? ''} ${control ?? ''}`.replace(/ +/g, ' ').trim();
+        unsupported.push({ pipeline: what, error: (err as Error).message });
+        log(`${what}: cannot run on ${opts.device}: ${(err as Error).message}\n`);
+        continue;
+      }
       pipelines.push(f);
       log(`${f.family}${f.graph ? ` (${f.graph === 'composed' ? 'composed into one graph' : 'two sessions'})` : ''} ${f.dtype}, ${f.steps} steps, CFG batch 2, ${f.scheduler}${f.controlSource ? `, control image from ${f.controlSource} depth` : ''} (median of ${repeats}):`);
       log(`  per image: total ${f.perImage.total} ms, inside session.run ${f.perImage.sessionRun} ms, overhead ${f.perImage.overhead} ms`);
       log(`  per step: ${f.graph === 'composed' ? `controlnet+unet ${f.perStep.controlnetUnet} ms` : `unet ${f.perStep.unet} ms, controlnet ${f.perStep.controlnet} ms`}, scheduler+guidance ${f.perStep.scheduler} ms, overhead ${f.perStep.overhead} ms`);
-      log(`  bytes across the onnxruntime boundary per step: in ${mb(f.bytesPerStep.in)} MB, out ${mb(f.bytesPerStep.out)} MB (total ${mb(f.bytesPerStep.in + f.bytesPerStep.out)} MB)`);
-      if (f.graph === 'composed') log(goal('bytes per step, composed ControlNet + UNet', +mb(f.bytesPerStep.in + f.bytesPerStep.out), 1, 'MB'));
+      const b = f.bytesPerStep;
+      // Stable feeds kept on the GPU cross once per image: their share of a step is counted too.
+      const perStep = b.in + b.out + b.uploadedPerImage / f.steps;
+      log(`  bytes across the onnxruntime boundary per step: in ${mb(b.in)} MB, out ${mb(b.out)} MB${b.uploadedPerImage ? `, plus ${mb(b.uploadedPerImage)} MB per image uploaded once and kept on the GPU` : ''} (total ${mb(perStep)} MB per step)`);
+      if (f.graph === 'composed') log(goal('bytes per step, composed ControlNet + UNet', +mb(perStep), 1, 'MB'));
       log(`  stages (ms per image): ${Object.entries(f.stages).map(([k, v]) => `${k} ${v}`).join(', ')}`);
       log(`  bare session.run loop over the same calls: ${f.bare.perImage} ms per image → pipeline/bare ratio ${f.bare.ratio}`);
       log(goal('pipeline overhead per step', f.perStep.overhead, 0.5, 'ms'));
     }
     if (opts.controlnetOnly) {
       await worker.close();
-      const report = { version: VERSION, date: new Date().toISOString(), device: opts.device, backends: listBundledBackends(), pipelines };
+      const report = { version: VERSION, date: new Date().toISOString(), device: opts.device, backends: listBundledBackends(), pipelines, unsupported };
       if (opts.json) console.log(JSON.stringify(report, null, 2));
       else log(`\n${JSON.stringify(report)}`);
       return;
@@ -127,6 +145,7 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
     device: opts.device,
     backends: listBundledBackends(),
     pipelines,
+    unsupported,
     regions,
     codecs,
     websocket: ws,

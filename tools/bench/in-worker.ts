@@ -16,6 +16,8 @@ interface Reply {
   id: number;
   ok?: unknown;
   error?: string;
+  /** The DepthcastError code of a failed task, when it had one. */
+  code?: string;
 }
 
 export class BenchWorker {
@@ -30,7 +32,7 @@ export class BenchWorker {
       const w = this.waiting.get(m.id);
       if (!w) return;
       this.waiting.delete(m.id);
-      if (m.error !== undefined) w.reject(new Error(`bench task ${w.task} failed: ${m.error}`));
+      if (m.error !== undefined) w.reject(Object.assign(new Error(`bench task ${w.task} failed: ${m.error}`), { code: m.code }));
       else w.resolve(m.ok);
     });
     const failAll = (err: Error) => {
@@ -64,7 +66,7 @@ export function serveBenchTasks(): void {
         const fn = TASKS[m.task] as (...a: unknown[]) => Promise<unknown>;
         parentPort!.postMessage({ id: m.id, ok: await fn(...m.args) });
       } catch (err) {
-        parentPort!.postMessage({ id: m.id, error: (err as Error).message ?? String(err) });
+        parentPort!.postMessage({ id: m.id, error: (err as Error).message ?? String(err), code: (err as { code?: string }).code });
       }
     });
   });

@@ -83,8 +83,12 @@ export interface PipelineFigures {
   perStep: { unet: number; controlnet: number; controlnetUnet: number; scheduler: number; overhead: number };
   perImage: { total: number; sessionRun: number; overhead: number };
   bare: { perImage: number; ratio: number };
-  /** Bytes fed to / taken from the denoising sessions per step (all of them cross to a GPU and back). */
-  bytesPerStep: { in: number; out: number };
+  /**
+   * Bytes fed to / taken from the denoising sessions per step (on a GPU, host↔device copies).
+   * `uploadedPerImage`: stable feeds (embeddings, control image) sent to the GPU once per image
+   * and kept there (WebGPU), not in `in`.
+   */
+  bytesPerStep: { in: number; out: number; uploadedPerImage: number };
   /** ControlNet models: the depth behind the control image (float, or an 8- or 16-bit source). */
   controlSource?: ControlSource;
 }
@@ -93,22 +97,31 @@ export interface PipelineFigures {
 export type ControlSource = 'float' | '8-bit' | '16-bit';
 
 /** The denoising sessions' traffic so far: UNet, ControlNet, or the two composed. */
-function denoiseTraffic(model: LoadedModel): { in: number; out: number } {
+function denoiseTraffic(model: LoadedModel): { in: number; out: number; uploaded: number } {
   const s = model.sessions;
   const all = [s.unet, s.controlnet, model.controlnetUnet].filter((x) => x !== undefined);
-  return { in: all.reduce((a, x) => a + x.traffic.bytesIn, 0), out: all.reduce((a, x) => a + x.traffic.bytesOut, 0) };
+  const sum = (k: 'bytesIn' | 'bytesOut' | 'bytesUploaded') => all.reduce((a, x) => a + x.traffic[k], 0);
+  return { in: sum('bytesIn'), out: sum('bytesOut'), uploaded: sum('bytesUploaded') };
 }
 
 export async function benchPipeline(dir: string, device: Device, steps: number, repeats: number, scheduler: SchedulerName = 'euler-a', controlnetGraph?: 'composed' | 'separate', controlSource: ControlSource = 'float'): Promise<PipelineFigures> {
   const model = await loadModel(dir, { device, controlnetGraph });
-  if (controlnetGraph === 'composed' && !model.controlnetUnet) throw new Error(`bench: the ControlNet did not compose: ${model.controlnetNotComposed}`);
+  try {
+    if (controlnetGraph === 'composed' && !model.controlnetUnet) throw new Error(`bench: the ControlNet did not compose: ${model.controlnetNotComposed}`);
+    return await measurePipeline(model, steps, repeats, scheduler, controlSource);
+  } finally {
+    await model.release();
+  }
+}
+
+async function measurePipeline(model: LoadedModel, steps: number, repeats: number, scheduler: SchedulerName, controlSource: ControlSource): Promise<PipelineFigures> {
   const nearness = toNearness({ data: benchDepth(), width: SD.width, height: SD.height, kind: 'zdepth', near: 1, far: 100 }, 'fixed').nearness;
   const levels = controlSource === '8-bit' ? 255 : controlSource === '16-bit' ? 65535 : 0;
   if (levels) for (let i = 0; i < nearness.length; i++) nearness[i] = Math.round(nearness[i]! * levels) / levels;
   const scratch = new Scratch();
   // Warm-up: a service that has been generating a while has its code optimised, buffers
   // allocated and prompts cached; one generation left the first figures noticeably colder.
-  for (let i = 0; i < 3; i++) await generate(model, inputFor(model, steps, nearness, scheduler, scratch));
+  for (let i = 0; i < Math.min(3, repeats); i++) await generate(model, inputFor(model, steps, nearness, scheduler, scratch));
   const runs: Record<string, number>[] = [];
   const before = denoiseTraffic(model);
   for (let i = 0; i < repeats; i++) runs.push((await generate(model, inputFor(model, steps, nearness, scheduler, scratch))).timings);
@@ -163,7 +176,6 @@ export async function benchPipeline(dir: string, device: Device, steps: number, 
   }
   const decodeMs = await s.vaeDecoder.timeBareRuns({ latent_sample: { data: new Float32Array(c * hw * hw), dims: [1, c, hw, hw] } }, 3);
   const bare = steps * (unetMs + controlnetMs) + decodeMs;
-  await model.release();
   return {
     family: model.family,
     ...(model.family === 'controlnet' ? { graph: model.controlnetUnet ? 'composed' as const : 'separate' as const, controlSource } : {}),
@@ -171,7 +183,7 @@ export async function benchPipeline(dir: string, device: Device, steps: number, 
     scheduler,
     steps,
     stages,
-    bytesPerStep: { in: perStepBytes('in'), out: perStepBytes('out') },
+    bytesPerStep: { in: perStepBytes('in'), out: perStepBytes('out'), uploadedPerImage: Math.round((after.uploaded - before.uploaded) / repeats) },
     perStep: { unet: round(med('unet') / steps), controlnet: round(med('controlnet') / steps), controlnetUnet: round(med('controlnetUnet') / steps), scheduler: round(med('scheduler') / steps), overhead: round(perImageOverhead / steps) },
     perImage: { total: round(total), sessionRun: round(sessionRun), overhead: round(perImageOverhead) },
     bare: { perImage: round(bare), ratio: round(total / bare) },
