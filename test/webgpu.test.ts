@@ -6,11 +6,14 @@
  * so their images must be bit-identical; the traffic counters must show the embeddings and the
  * control image crossing once per image instead of once per step.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { runCase } from '../tools/conformance/run.ts';
 import { cachedBuild } from '../src/checkpoint/cache.ts';
+import { createTinyModel } from '../src/tiny/build-tiny.ts';
+import { buildSdControlnet } from '../tools/bench/sd-controlnet.ts';
 import { type LoadedModel, loadModel } from '../src/models/load.ts';
 import { runControlnet } from '../src/pipelines/controlnet.ts';
 import { runDepth2Img } from '../src/pipelines/depth2img.ts';
@@ -170,12 +173,25 @@ describe.skipIf(!haveWebgpu)('stable feeds kept on the GPU (WebGPU EP, SwiftShad
 });
 
 describe.skipIf(!haveWebgpu)('fp16 models on an adapter without shader-f16 (SwiftShader has none)', () => {
+  const why = /on webgpu: this adapter has no 16-bit float shaders \(shader-f16\), which an fp16 model needs\. Use the float32 model, or --device cpu/;
+  it('an fp16 ControlNet whose kernels Dawn builds at load fails to load, saying why', async () => {
+    // The bench's fp16 ControlNet has fp16 inputs: Dawn builds its first Transpose at session creation.
+    const dir = join(mkdtempSync(join(tmpdir(), 'depthcast-f16-')), 'cn');
+    await createTinyModel(dir, { family: 'controlnet', dtype: 'fp16' });
+    writeFileSync(join(dir, 'controlnet/model.onnx'), buildSdControlnet('fp16'));
+    try {
+      await expect(loadModel(dir, { device: 'webgpu', controlnetGraph: 'separate' })).rejects.toMatchObject({ code: 'UNSUPPORTED_DEVICE', message: expect.stringMatching(why) });
+    } finally {
+      rmSync(dirname(dir), { recursive: true, force: true });
+    }
+  });
+
   it('the first run fails with a typed UNSUPPORTED_DEVICE error that says why and what to use', async () => {
     const model = await webgpuModel(await tinyModelDir({ family: 'controlnet', dtype: 'fp16' }), true);
     try {
       await expect(runControlnet(model, cnInput('a red barn', nearnessOf(sceneDepth()), new Scratch()))).rejects.toMatchObject({
         code: 'UNSUPPORTED_DEVICE',
-        message: expect.stringMatching(/on webgpu: this adapter has no 16-bit float shaders \(shader-f16\), which an fp16 model needs\. Use the float32 model, or --device cpu/),
+        message: expect.stringMatching(why),
       });
     } finally {
       await model.release();

@@ -369,11 +369,9 @@ export class ModelSession {
       results = fetches ? await this.session.run(tensors, fetches) : outputNames ? await this.session.run(tensors, outputNames) : await this.session.run(tensors);
     } catch (err) {
       const message = (err as Error).message ?? String(err);
-      if (/requires f16 but the device does not support it/.test(message)) {
-        // Dawn builds each kernel on its first run, so an adapter without 16-bit float shaders
-        // fails an fp16 model only there, not at load.
-        throw new DepthcastError('UNSUPPORTED_DEVICE', `${this.name} on ${this.device}: this adapter has no 16-bit float shaders (shader-f16), which an fp16 model needs. Use the float32 model, or --device cpu. (${message.split('\n')[0]})`);
-      }
+      // Dawn builds most kernels on their first run, so an adapter without 16-bit float shaders
+      // can fail an fp16 model here rather than at load.
+      if (NO_SHADER_F16.test(message)) throw noShaderF16(this.name, this.device, message);
       const oom = /out of memory|bad_alloc|failed to allocate/i.test(message);
       throw new DepthcastError(
         'INFERENCE_FAILED',
@@ -448,6 +446,13 @@ function preallocated(outputNames: string[], into: Record<string, { data: Float3
   return fetches;
 }
 
+/** Dawn's message for an fp16 kernel on an adapter without 16-bit float shaders. */
+const NO_SHADER_F16 = /requires f16 but the device does not support it/;
+
+function noShaderF16(name: string, device: string, message: string): DepthcastError {
+  return new DepthcastError('UNSUPPORTED_DEVICE', `${name} on ${device}: this adapter has no 16-bit float shaders (shader-f16), which an fp16 model needs. Use the float32 model, or --device cpu. (${message.split('\n')[0]})`);
+}
+
 let webgpuProbe: Promise<string | undefined> | undefined;
 
 /**
@@ -503,6 +508,7 @@ export async function openSession(
       return await ModelSession.create(name, path, device);
     } catch (err) {
       const message = (err as Error).message ?? String(err);
+      if (NO_SHADER_F16.test(message)) throw noShaderF16(name, device, message);
       if (device !== 'cpu' || /backend not found|Failed to load/i.test(message)) {
         throw new DepthcastError(
           'UNSUPPORTED_DEVICE',
