@@ -5,11 +5,12 @@
  * the size at the real level is checked by hand (docs/performance.md gives it).
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { expect, it } from 'vitest';
 import { REPO_ROOT } from './support/tiny.ts';
+import { SWIFTSHADER_ICD } from './support/webgpu.ts';
 
 it('dry run: packs, unpacks, and benches both ControlNet paths with the unpacked node', () => {
   const scratch = mkdtempSync(join(tmpdir(), 'depthcast-gpu-bench-'));
@@ -24,8 +25,12 @@ it('dry run: packs, unpacks, and benches both ControlNet paths with the unpacked
     const out = `${r.stdout}\n${r.stderr}`;
     expect(r.status, out.slice(-3000)).toBe(0);
     expect(out).toContain(`from ${scratch}/bin/node`);
-    expect(out).toMatch(/gpu-bench: WebGPU \(Vulkan\): loader libvulkan\.so\.1 (yes|no)/);
+    // Found through /sbin/ldconfig, which the dry run's minimal PATH leaves out.
+    expect(out).toMatch(existsSync('/usr/lib/x86_64-linux-gnu/libvulkan.so.1') ? /gpu-bench: WebGPU \(Vulkan\): loader libvulkan\.so\.1 yes/ : /gpu-bench: WebGPU \(Vulkan\): loader libvulkan\.so\.1 (yes|no)/);
     expect(out).toContain('gpu-bench: provider cpu: starts');
+    // With chromium's SwiftShader installed, the unpacked WebGPU EP gets a real (CPU) adapter.
+    if (existsSync(SWIFTSHADER_ICD)) expect(out).toContain('gpu-bench: provider webgpu: starts');
+    else expect(out).toMatch(/gpu-bench: provider webgpu: (starts|does not start)/);
     const report = JSON.parse(out.split('\n').filter((l) => l.startsWith('{"version"')).at(-1)!);
     const pipelines = report.pipelines as { graph: string; dtype: string; controlSource: string; bytesPerStep: { in: number; out: number } }[];
     expect(pipelines.map((p) => `${p.graph} ${p.dtype} ${p.controlSource}`)).toEqual([

@@ -19,7 +19,7 @@ import { runControlnet } from '../src/pipelines/controlnet.ts';
 import { runDepth2Img } from '../src/pipelines/depth2img.ts';
 import { SeededNoise } from '../src/pipelines/noise.ts';
 import type { GenerateInput, GenerateOutput } from '../src/pipelines/types.ts';
-import { residentFeedCount } from '../src/runtime/ort.ts';
+import { openSession, residentFeedCount } from '../src/runtime/ort.ts';
 import { Scratch } from '../src/util/scratch.ts';
 import { nearnessOf, sceneDepth, SHARED_CONFORMANCE, tinyModelDir } from './support/tiny.ts';
 import { useSoftwareWebgpu } from './support/webgpu.ts';
@@ -168,6 +168,19 @@ describe.skipIf(!haveWebgpu)('stable feeds kept on the GPU (WebGPU EP, SwiftShad
       expect(residentFeedCount()).toBe(8);
     } finally {
       await model.release();
+    }
+  });
+});
+
+describe.skipIf(!haveWebgpu)('--device auto with a WebGPU adapter', () => {
+  it('the child-process probe finds the adapter, so auto opens the session on WebGPU', async () => {
+    const skipped: string[] = [];
+    const dir = await tinyModelDir({ family: 'depth2img' });
+    const session = await openSession('unet', join(dir, 'unet', 'model.onnx'), 'auto', (device, why) => skipped.push(`${device}: ${why}`));
+    try {
+      expect(session.device, skipped.join('; ')).toBe('webgpu');
+    } finally {
+      await session.release();
     }
   });
 });

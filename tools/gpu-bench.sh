@@ -7,7 +7,9 @@
 #   tools/gpu-bench.sh run [ARCHIVE] [--cpu]   # there (carry .device): unpack into a scratch folder,
 #                                              #   check providers, run the benches, print figures
 #   tools/gpu-bench.sh dry-run [SCRATCH]       # here: pack, then `run --cpu` with PATH holding only
-#                                              #   the unpacked node (what the test runs)
+#                                              #   the unpacked node (what the test runs); WebGPU
+#                                              #   through SwiftShader, chromium's CPU Vulkan driver,
+#                                              #   when it is installed
 #
 # `run` copies the tracked working tree into the scratch folder and puts the unpacked
 # node_modules beside it, so the repository's own node_modules is never touched. It reports
@@ -15,7 +17,8 @@
 # libraries and the CUDA EP, which the npm package does not carry), then runs
 #   depthcast bench --sd-unet sd15 --unet-dtype fp16 --device webgpu
 #   depthcast bench --controlnet-only --device webgpu   (composed graph and two sessions)
-# and the same on cuda when it starts; with --cpu, only `bench --controlnet-only --quick` on the CPU.
+# and the same on cuda when it starts; with --cpu, it probes cpu and webgpu and runs only
+# `bench --controlnet-only --quick` on the CPU.
 #
 # Environment: XZ_OPT (default "-6 -T0"; a test may pass a faster level and GPU_BENCH_LIMIT_MIB=0),
 # GPU_BENCH_LIMIT_MIB (default 60: the archive plus the tree must stay under 64 MiB; 0 = no check),
@@ -90,6 +93,14 @@ pack() {
   fi
 }
 
+# The linker cache, read once: ldconfig lives in /sbin, which a minimal PATH (the dry run's)
+# leaves out, and `ldconfig -p | grep -q` can fail under pipefail when grep stops reading early.
+libs=""
+has_lib() {
+  [[ -n $libs ]] || libs=$("$(command -v ldconfig || echo /sbin/ldconfig)" -p 2>/dev/null || true)
+  grep -qF "$1" <<<"$libs"
+}
+
 # Which providers can start here: prints one line each, never fails.
 check_providers() {
   local icd found=no
@@ -98,11 +109,11 @@ check_providers() {
     [[ -f $icd ]] && grep -qi nvidia "$icd" && found=$icd
   done
   local loader=no
-  ldconfig -p 2>/dev/null | grep -q 'libvulkan\.so\.1' && loader=yes
+  has_lib libvulkan.so.1 && loader=yes
   say "WebGPU (Vulkan): loader libvulkan.so.1 $loader; NVIDIA ICD ${found}"
   local lib cuda=""
   for lib in libcudart.so.12 libcublas.so.12 libcublasLt.so.12 libcudnn.so.9 libcufft.so.11; do
-    ldconfig -p 2>/dev/null | grep -q "$lib" && cuda+=" $lib" || cuda+=" (no $lib)"
+    if has_lib "$lib"; then cuda+=" $lib"; else cuda+=" (no $lib)"; fi
   done
   local ep=no
   [[ -f $tree/$ort_dir/libonnxruntime_providers_cuda.so ]] && ep=yes
@@ -116,8 +127,9 @@ probe_devices() {
   for dev in "$@"; do
     if node -e '
       const ort = require("onnxruntime-node");
-      ort.InferenceSession.create(process.argv[1], { executionProviders: [process.argv[2]] })
-        .then(() => process.exit(0), (e) => { console.error(String(e.message).split("\n")[0]); process.exit(1); });
+      // Released before exiting: process.exit with a live WebGPU session segfaults in Dawn.
+      ort.InferenceSession.create(process.argv[1], { executionProviders: [process.argv[2]], logSeverityLevel: 3 })
+        .then((s) => s.release()).then(() => process.exit(0), (e) => { console.error(String(e.message).split("\n")[0]); process.exit(1); });
     ' "$scratch/probe/unet/model.onnx" "$dev" 2>"$scratch/probe.err"; then
       say "provider $dev: starts"
       started+=("$dev")
@@ -147,7 +159,7 @@ run() {
   check_providers
   started=()
   if [[ $cpu == yes ]]; then
-    probe_devices cpu
+    probe_devices cpu webgpu
     node bin/depthcast.js bench --controlnet-only --quick --device cpu
     return
   fi
@@ -172,6 +184,12 @@ case ${1:-} in
     dir=$(mktemp -d)
     trap 'rm -rf "$dir"' EXIT # the archive, also when a step fails
     pack "$dir"
+    # A real WebGPU adapter without a GPU, so the unpacked bundle's WebGPU EP is probed too.
+    swiftshader=/usr/lib/chromium/vk_swiftshader_icd.json
+    if [[ -f $swiftshader && -z ${VK_ICD_FILENAMES:-} ]]; then
+      export VK_ICD_FILENAMES=$swiftshader XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-$dir}
+      say "WebGPU: Vulkan pointed at SwiftShader ($swiftshader), a CPU driver"
+    fi
     # Only system tools on PATH; run puts the unpacked node first (the test checks which node ran).
     SCRATCH=${1:-$(mktemp -d)} PATH=/usr/bin:/bin run "$dir/depthcast-gpu.tar.xz" --cpu
     ;;

@@ -459,6 +459,8 @@ let webgpuProbe: Promise<string | undefined> | undefined;
  * Whether WebGPU gives onnxruntime an adapter, asked in a child process: Dawn writes its Vulkan
  * and XDG_RUNTIME_DIR complaints straight to stderr, where a GPU-less machine would show them on
  * every model load. Resolves undefined when it works, else the reason; asked once per process.
+ * The session is released before the child exits: process.exit with a live WebGPU session can
+ * segfault in Dawn (seen on SwiftShader with a UNet), which would read as "no adapter".
  */
 function probeWebgpu(): Promise<string | undefined> {
   webgpuProbe ??= (async () => {
@@ -469,7 +471,7 @@ function probeWebgpu(): Promise<string | undefined> {
     const model = g.toBytes({ producer: 'depthcast', version: 'probe' });
     const script = `const ort = require(${JSON.stringify(createRequire(import.meta.url).resolve('onnxruntime-node'))});
 const chunks = []; process.stdin.on('data', (c) => chunks.push(c)).on('end', async () => {
-  try { await ort.InferenceSession.create(Buffer.concat(chunks), { executionProviders: ['webgpu'] }); process.exit(0); }
+  try { const s = await ort.InferenceSession.create(Buffer.concat(chunks), { executionProviders: ['webgpu'] }); await s.release(); process.exit(0); }
   catch (e) { process.stdout.write(String(e && e.message).split('\\n')[0]); process.exit(1); } });`;
     const { spawn } = await import('node:child_process');
     return new Promise<string | undefined>((resolve) => {
