@@ -4,7 +4,8 @@
  * safetensors), and the stable feeds kept on the GPU between steps
  * (ModelSession.residentFeeds). Resident and re-fed runs use the same kernels on the same data,
  * so their images must be bit-identical; the traffic counters must show the embeddings and the
- * control image crossing once per image instead of once per step.
+ * control image crossing once per image instead of once per step. And the service itself on
+ * WebGPU, through a real ws client.
  */
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,6 +24,8 @@ import { openSession, residentFeedCount } from '../src/runtime/ort.ts';
 import { Scratch } from '../src/util/scratch.ts';
 import { nearnessOf, sceneDepth, SHARED_CONFORMANCE, tinyModelDir } from './support/tiny.ts';
 import { useSoftwareWebgpu } from './support/webgpu.ts';
+import { frameBytes, jsonOf, sceneDepth as serviceDepth, TestClient, tinyModelsDir } from './support/server-helpers.ts';
+import { startServer } from '../server/index.ts';
 
 const haveWebgpu = useSoftwareWebgpu();
 
@@ -208,6 +211,33 @@ describe.skipIf(!haveWebgpu)('fp16 models on an adapter without shader-f16 (Swif
       });
     } finally {
       await model.release();
+    }
+  });
+});
+
+describe.skipIf(!haveWebgpu)('the service on WebGPU (real server, real ws client, SwiftShader)', () => {
+  it('a live stream of two frames gets two different results, and closing the service with WebGPU sessions in its worker is clean', async () => {
+    const models = await tinyModelsDir({ controlnet: true });
+    const server = await startServer({ port: 0, modelsDir: models.dir, device: 'webgpu', log: () => {} });
+    try {
+      const client = await TestClient.connect(server.url);
+      const results: Uint8Array[] = [];
+      for (const [jobId, boxZ] of [['near', 3], ['far', 7]] as const) {
+        client.send(frameBytes({ jobId, depth: serviceDepth({ boxZ }), params: { model: 'tiny-cn', steps: 3, seed: 5 } }));
+        const result = await client.terminal(jobId);
+        expect(result.type, JSON.stringify(result.msg)).toBe('result');
+        expect(result.msg.model.name).toBe('tiny-cn');
+        results.push(result.payload!);
+      }
+      expect(Buffer.compare(Buffer.from(results[0]!), Buffer.from(results[1]!))).not.toBe(0);
+      const health = await jsonOf(await fetch(`${server.url}/v1/health`));
+      expect(health).toMatchObject({ status: 'ok', device: 'webgpu' });
+      client.ws.close();
+    } finally {
+      // A process.exit or a thread teardown with live WebGPU sessions can segfault in Dawn: this
+      // test's process would die here rather than fail.
+      await server.close();
+      await models.cleanup();
     }
   });
 });
