@@ -80,7 +80,8 @@ const halfCopies = new WeakMap<Float32Array, { key: object; half: Uint16Array }>
  * later run takes that handle as an input without a copy. So a feed marked `stableFor` goes up
  * once through a one-node Identity graph and every run until its key changes feeds the handle:
  * a generation's embeddings and control image cross once, not once per step. Entries are keyed
- * by the caller's buffer (its contents are fixed while the key is) and shared by every session,
+ * by the caller's buffer (its contents are fixed while the key is; it is only compared, never
+ * read after the run that uploaded it, though an entry keeps it alive) and shared by every session,
  * as a ControlNet and its UNet take the same ones. At most MAX_RESIDENT stay; the least recently
  * fed is disposed first, which is never one of the current run's (a run feeds fewer).
  */
