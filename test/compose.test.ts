@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import onnxProto from 'onnx-proto';
 import { describe, expect, it } from 'vitest';
+import { maxAbsDiff } from './support/arrays.ts';
 import { runCase } from '../tools/conformance/run.ts';
 import { composeControlnetUnet, CONTROL_INPUTS, NotComposable } from '../src/models/compose.ts';
 import { type LoadedModel, loadModel } from '../src/models/load.ts';
@@ -21,13 +22,6 @@ import { cachedBuild } from '../src/checkpoint/cache.ts';
 import type { TinyModelOptions } from '../src/tiny/build-tiny.ts';
 
 const { onnx } = onnxProto;
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
 
 async function bothWays(dir: string): Promise<{ composed: LoadedModel; separate: LoadedModel }> {
   const composed = await loadModel(dir, { device: 'cpu' });

@@ -10,6 +10,7 @@
  * PNDMScheduler, written out here independently, for txt2img and img2img.
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { maxAbsDiff } from './support/arrays.ts';
 import { controlImageFromNearness } from '../src/depth/convert.ts';
 import { type LoadedModel, loadModel } from '../src/models/load.ts';
 import { generate } from '../src/pipelines/index.ts';
@@ -161,12 +162,6 @@ function plmsReference(steps: number, outputs: { t: number; e: Float32Array }[],
     sample = next;
   });
   return results;
-}
-
-function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let max = 0;
-  for (let i = 0; i < a.length; i++) max = Math.max(max, Math.abs(a[i]! - b[i]!));
-  return max;
 }
 
 const grey = { data: new Float32Array(3 * 64 * 64).fill(0.4), width: 64, height: 64, channels: 3 };

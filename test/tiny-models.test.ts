@@ -4,6 +4,7 @@
  * byte-identical rebuilds.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { maxAbsDiff } from './support/arrays.ts';
 import * as ort from 'onnxruntime-node';
 import { mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -124,13 +125,6 @@ function expectFinite(o: Out): void {
 function maxAbs(a: Float32Array): number {
   let m = 0;
   for (const v of a) m = Math.max(m, Math.abs(v));
-  return m;
-}
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
   return m;
 }
 

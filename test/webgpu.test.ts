@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { maxAbsDiff } from './support/arrays.ts';
 import { runCase } from '../tools/conformance/run.ts';
 import { cachedBuild } from '../src/checkpoint/cache.ts';
 import { createTinyModel } from '../src/tiny/build-tiny.ts';
@@ -28,13 +29,6 @@ import { frameBytes, jsonOf, sceneDepth as serviceDepth, TestClient, tinyModelsD
 import { startServer } from '../server/index.ts';
 
 const haveWebgpu = useSoftwareWebgpu();
-
-function maxAbsDiff(a: Float32Array, b: Float32Array): number {
-  expect(a.length).toBe(b.length);
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
 
 async function webgpuModel(dir: string, resident: boolean, controlnetGraph?: 'composed' | 'separate'): Promise<LoadedModel> {
   const model = await loadModel(dir, { device: 'webgpu', controlnetGraph });
