@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { DepthcastError } from '../errors.ts';
 import { float16ToFloat32, float32ToFloat16 } from './float16.ts';
+import type { ElemType } from '../models/onnx-graph.ts';
 
 export type Device = 'auto' | 'cpu' | 'cuda' | 'dml' | 'webgpu' | 'coreml';
 export type ElementType = 'float32' | 'float16' | 'float64' | 'int64' | 'int32' | 'uint8' | 'uint16' | 'other';
@@ -93,12 +94,15 @@ interface ResidentEntry {
   tensor: ort.Tensor;
 }
 const residentFeeds = new Map<object, ResidentEntry>();
-/** Types onnxruntime-common can hold in a GPU buffer; others (uint16 control levels) are fed each run. */
-const GPU_BUFFER_TYPES: ReadonlySet<string> = new Set(['float32', 'float16', 'int32', 'int64', 'uint32', 'uint8', 'bool']);
+/**
+ * Types a feed can stay on the GPU in: those onnxruntime-common holds in a GPU buffer that the
+ * upload graph can declare (not uint32, which no feed has). Others (uint16 control levels) are fed each run.
+ */
+const GPU_BUFFER_TYPES: ReadonlySet<string> = new Set<ElemType>(['float32', 'float16', 'int32', 'int64', 'uint8', 'bool']);
 const uploaders = new Map<string, Promise<ort.InferenceSession>>();
 
 /** A WebGPU session whose output `y` is input `x`, left on the GPU. */
-function uploader(type: ort.Tensor.Type, rank: number): Promise<ort.InferenceSession> {
+function uploader(type: ElemType, rank: number): Promise<ort.InferenceSession> {
   const id = `${type}/${rank}`;
   let session = uploaders.get(id);
   if (!session) {
@@ -106,8 +110,8 @@ function uploader(type: ort.Tensor.Type, rank: number): Promise<ort.InferenceSes
       const { GraphBuilder } = await import('../models/onnx-graph.ts');
       const g = new GraphBuilder(`upload-${type}`);
       const dims = Array.from({ length: rank }, (_, i) => `d${i}`);
-      g.op('Identity', [g.input('x', type as never, dims)], {}, 'y');
-      g.output('y', type as never, dims);
+      g.op('Identity', [g.input('x', type, dims)], {}, 'y');
+      g.output('y', type, dims);
       return ort.InferenceSession.create(g.toBytes({ producer: 'depthcast', version: 'upload' }), {
         executionProviders: ['webgpu'],
         preferredOutputLocation: 'gpu-buffer',
@@ -134,7 +138,7 @@ async function residentTensor(source: object, key: object, cpu: ort.Tensor): Pro
     return { tensor: hit.tensor, uploaded: 0 };
   }
   hit?.tensor.dispose();
-  const session = await uploader(cpu.type, cpu.dims.length);
+  const session = await uploader(cpu.type as ElemType, cpu.dims.length);
   const tensor = (await session.run({ x: cpu })).y as ort.Tensor;
   residentFeeds.set(source, { key, type: cpu.type, dims, tensor });
   for (const [old, entry] of residentFeeds) {
