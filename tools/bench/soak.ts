@@ -46,25 +46,28 @@ function depthFrame(jobId: string, stream: string, boxX: number, seed: number): 
   return encodeBinaryMessage(header, new Uint8Array(z.buffer));
 }
 
-/** One field of a process's /proc status in kB (Linux), NaN where there is none. */
-function statusKb(pid: number, key: string): number {
+/** One read of a process's /proc status: its fields in kB (Linux), NaN for each where there is none. */
+function statusKb(pid: number): (key: string) => number {
+  let status = '';
   try {
-    return Number(new RegExp(`${key}:\\s+(\\d+)`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? Number.NaN);
+    status = readFileSync(`/proc/${pid}/status`, 'utf8');
   } catch {
-    return Number.NaN; // not Linux
+    /* not Linux */
   }
+  return (key) => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? Number.NaN);
 }
 
 /** The resident set split as Linux counts it (anonymous, file-backed, shared memory), in MB, or '' elsewhere. */
 function rssParts(pid: number): string {
-  if (Number.isNaN(statusKb(pid, 'RssAnon'))) return '';
-  const mb = (key: string) => round(statusKb(pid, key) / 1024, 1);
+  const kb = statusKb(pid); // one snapshot, so the parts are of the same moment
+  if (Number.isNaN(kb('RssAnon'))) return '';
+  const mb = (key: string) => round(kb(key) / 1024, 1);
   return `anon ${mb('RssAnon')}, file ${mb('RssFile')}, shmem ${mb('RssShmem')}`;
 }
 
 /** The server's resident set in bytes (Linux /proc, else NaN). */
 function rssOf(pid: number): number {
-  return statusKb(pid, 'VmRSS') * 1024;
+  return statusKb(pid)('VmRSS') * 1024;
 }
 
 const MEMORY_COLUMNS = 'at: rss | main heap total/used ext arrayBuffers | worker heap total/used ext arrayBuffers | job records, streams, remembered, owners, ws conns';
